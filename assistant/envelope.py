@@ -1,0 +1,105 @@
+"""The one value type that crosses every boundary: adapter → queue → worker → sender.
+
+Envelopes are frozen pydantic models and travel as JSON. The core never sees an SDK object;
+each integration translates its platform's events into an ``Inbound`` at its own edge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["system", "user", "assistant"]
+_KEY_PART = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,200}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConversationKey(Frozen):
+    """Where a conversation lives. Memory, locks and ordering are keyed by it.
+
+    ``user`` is set only for direct messages, so a user's DM never shares memory with a group.
+    """
+
+    platform: str
+    workspace: str = "default"
+    channel: str
+    thread: str | None = None
+    user: str | None = None
+
+    @field_validator("platform", "workspace", "channel", "thread", "user")
+    @classmethod
+    def _safe_part(cls, value: str | None) -> str | None:
+        if value is not None and not _KEY_PART.match(value):
+            raise ValueError("must be 1-200 characters of letters, digits and _.:@+-")
+        return value
+
+    @property
+    def redis_id(self) -> str:
+        """A stable, compact id for Redis keys (parts may contain ':')."""
+        raw = "\x1f".join(
+            [self.platform, self.workspace, self.channel, self.thread or "", self.user or ""]
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+class ChatMessage(Frozen):
+    """One message of a conversation as the model and the API see it."""
+
+    role: Role
+    text: str
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GenerationOptions(Frozen):
+    """Per-request overrides of the model settings (the OpenAI API can set them)."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+
+
+class Inbound(Frozen):
+    """A user's message, as an adapter enqueues it."""
+
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    dedupe_id: str  # platform-unique: Slack event_id, Telegram update_id, web idempotency key
+    conversation: ConversationKey
+    user_id: str
+    text: str
+    received_at: datetime = Field(default_factory=utcnow)
+    # Where the platform's sender posts the reply (channel ids, thread ts...): opaque to the core.
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+    # Stateless requests (the OpenAI API) bring their own history instead of using memory.
+    history: tuple[ChatMessage, ...] | None = None
+    options: GenerationOptions = GenerationOptions()
+
+
+class Reply(Frozen):
+    """The assistant's answer to one turn (one or more inbound messages)."""
+
+    message_id: str
+    conversation: ConversationKey
+    in_reply_to: tuple[str, ...]
+    text: str
+    reply_to: dict[str, Any] = Field(default_factory=dict)
+    finish_reason: Literal["stop", "length", "error"] = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+def reply_id_for(inbound_ids: list[str] | tuple[str, ...]) -> str:
+    """The reply's id, derived from the messages it answers, so a rerun gets the same id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "reply:" + ",".join(inbound_ids)).hex

@@ -1,0 +1,53 @@
+"""One exception tree for the whole assistant.
+
+    AssistantError
+    ├── ConfigError            settings that cannot work (placeholder secret, bad path)
+    ├── PromptError            a prompt file is invalid, or a variable is missing
+    ├── ModelError             a model cannot be found, pulled or loaded
+    │   └── ModelUnavailableOffline   a download needs a network this machine lacks
+    ├── InputRejected          the user's message cannot be taken (empty, too long)
+    ├── QueueUnavailable       Redis (the broker and store) does not answer
+    ├── ReplyTimeout           no reply arrived within the reply timeout
+    └── ConversationNotFound   no such conversation
+
+Third-party errors are wrapped at the boundary with ``raise ... from exc``; the edges
+(web, CLI, Slack, Telegram) turn these into user text or HTTP statuses.
+"""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Root of every error the assistant raises on purpose."""
+
+
+class ConfigError(AssistantError):
+    """The configuration cannot work."""
+
+
+class PromptError(AssistantError):
+    """A prompt file is invalid or a template variable is missing."""
+
+
+class ModelError(AssistantError):
+    """A model cannot be found, pulled or loaded."""
+
+
+class ModelUnavailableOffline(ModelError):
+    """A model download needs a network that this machine cannot reach."""
+
+
+class InputRejected(AssistantError):
+    """The user's message cannot be accepted as it is."""
+
+
+class QueueUnavailable(AssistantError):
+    """Redis, which holds the queue and the memory, does not answer."""
+
+
+class ReplyTimeout(AssistantError):
+    """No reply arrived within the configured timeout."""
+
+
+class ConversationNotFound(AssistantError):
+    """There is no conversation with that id."""

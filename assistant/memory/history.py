@@ -1,0 +1,113 @@
+"""A conversation's messages and running summary in plain Redis.
+
+langchain-redis needs RediSearch, which plain Redis and Valkey lack (NOTES.md), so this is a
+``BaseChatMessageHistory`` over a Redis list. Every key expires after the retention period,
+refreshed on each write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from assistant.envelope import ChatMessage, ConversationKey
+
+PREFIX = "assistant:conv"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Older turns folded into prose; ``covers`` is how many stored messages it replaces."""
+
+    text: str = ""
+    covers: int = 0
+
+
+def to_langchain(message: ChatMessage) -> BaseMessage:
+    kind = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}[message.role]
+    return kind(content=message.text, id=message.message_id)
+
+
+def from_langchain(message: BaseMessage) -> ChatMessage:
+    role = {"human": "user", "ai": "assistant", "system": "system"}[message.type]
+    extra: dict[str, Any] = {"message_id": message.id} if message.id else {}
+    return ChatMessage(role=role, text=str(message.content), **extra)  # type: ignore[arg-type]
+
+
+class RedisConversationHistory(BaseChatMessageHistory):
+    """The full record of one conversation, plus its running summary."""
+
+    def __init__(
+        self, client: redis.Redis, conversation: ConversationKey, retention_seconds: int
+    ) -> None:
+        self.client = client
+        self.conversation = conversation
+        self.retention_seconds = retention_seconds
+        base = f"{PREFIX}:{conversation.redis_id}"
+        self.messages_key = f"{base}:messages"
+        self.summary_key = f"{base}:summary"
+        self.saved_key = f"{base}:saved"  # reply ids already stored: saving a turn is idempotent
+        self.meta_key = f"{base}:meta"
+
+    # -- BaseChatMessageHistory -------------------------------------------------------------
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        return [to_langchain(m) for m in self.records()]
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        self.append([from_langchain(m) for m in messages])
+
+    def clear(self) -> None:
+        self.client.delete(self.messages_key, self.summary_key, self.saved_key, self.meta_key)
+
+    # -- the assistant's own API ------------------------------------------------------------
+    def records(self) -> list[ChatMessage]:
+        raw = self.client.lrange(self.messages_key, 0, -1)
+        return [ChatMessage.model_validate_json(item) for item in raw]
+
+    def exists(self) -> bool:
+        return bool(self.client.exists(self.messages_key, self.meta_key))
+
+    def append(self, messages: Sequence[ChatMessage], turn_id: str | None = None) -> bool:
+        """Store messages; with ``turn_id``, only the first call for that turn stores anything."""
+        pipe = self.client.pipeline(transaction=True)
+        if turn_id is not None:
+            if self.client.sismember(self.saved_key, turn_id):
+                return False
+            pipe.sadd(self.saved_key, turn_id)
+        if messages:
+            pipe.rpush(self.messages_key, *[m.model_dump_json() for m in messages])
+        pipe.hset(self.meta_key, mapping={"conversation": self.conversation.model_dump_json()})
+        self._expire(pipe)
+        pipe.execute()
+        return True
+
+    def summary(self) -> Summary:
+        data = self.client.hgetall(self.summary_key)
+        if not data:
+            return Summary()
+        return Summary(text=_s(data.get(b"text", b"")), covers=int(data.get(b"covers", 0)))
+
+    def set_summary(self, summary: Summary) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.summary_key, mapping={"text": summary.text, "covers": summary.covers})
+        self._expire(pipe)
+        pipe.execute()
+
+    def _expire(self, pipe: Any) -> None:
+        for key in (self.messages_key, self.summary_key, self.saved_key, self.meta_key):
+            pipe.expire(key, self.retention_seconds)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def dump_messages(messages: Sequence[ChatMessage]) -> str:
+    return json.dumps([m.model_dump(mode="json") for m in messages])

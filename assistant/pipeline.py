@@ -1,0 +1,195 @@
+"""One turn of a conversation: memory → prompt → generate (streamed) → save → reply.
+
+Plain functions over an ``Engine`` and a history: no Celery, no web, no llama_cpp. The worker
+calls ``run_turn`` while it holds the conversation's lock (see ``assistant.turns``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from assistant.engine import Engine, GenerationRequest
+from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
+from assistant.errors import InputRejected
+from assistant.memory import RedisConversationHistory, Summary, build_window, needs_summary
+from assistant.prompts import PromptLibrary
+
+log = logging.getLogger(__name__)
+
+TokenCallback = Callable[[int, str], None]
+
+# Tokens kept free besides the reply: chat-template overhead the counter cannot see exactly.
+CONTEXT_MARGIN_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """The model settings a turn runs with (from ``Settings``, overridable per request)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    assistant_name: str = "Assistant"
+
+
+def validate_text(text: str, max_chars: int) -> str:
+    """The user's text, stripped; empty or overlong text is rejected with a clear reason."""
+    stripped = text.strip()
+    if not stripped:
+        raise InputRejected("text is empty")
+    if len(stripped) > max_chars:
+        raise InputRejected(f"text is {len(stripped)} characters; the limit is {max_chars}")
+    return stripped
+
+
+def seed_for(reply_id: str) -> int:
+    """A sampling seed derived from the reply id: a rerun after a crash samples the same text."""
+    return int(hashlib.sha256(reply_id.encode()).hexdigest()[:8], 16)
+
+
+def merge_consecutive(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """Join runs of same-role messages; some chat templates insist on alternating roles."""
+    merged: list[ChatMessage] = []
+    for message in messages:
+        if merged and merged[-1].role == message.role:
+            last = merged[-1]
+            merged[-1] = last.model_copy(update={"text": f"{last.text}\n{message.text}"})
+        else:
+            merged.append(message)
+    return tuple(merged)
+
+
+def system_message(
+    prompts: PromptLibrary, config: TurnConfig, platform: str, summary: str
+) -> ChatMessage:
+    section = prompts.render("summary_section", summary=summary) if summary else ""
+    text = prompts.render(
+        "system",
+        assistant_name=config.assistant_name,
+        platform=platform,
+        today=date.today().isoformat(),
+        summary=section,
+    )
+    return ChatMessage(role="system", text=text.strip())
+
+
+def context_budget(engine: Engine, system: ChatMessage, max_tokens: int) -> int:
+    """Tokens left for the conversation once the system prompt and the reply are reserved."""
+    return engine.context_size - max_tokens - engine.count_tokens([system]) - CONTEXT_MARGIN_TOKENS
+
+
+def build_messages(
+    inbounds: Sequence[Inbound],
+    engine: Engine,
+    prompts: PromptLibrary,
+    config: TurnConfig,
+    history: RedisConversationHistory | None,
+) -> tuple[ChatMessage, ...]:
+    """The whole prompt for this turn: system, the memory window, then the new messages."""
+    new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
+    platform = inbounds[0].conversation.platform
+    stateless = inbounds[0].history
+    if stateless is not None:
+        own_system = [m for m in stateless if m.role == "system"]
+        system = own_system[0] if own_system else system_message(prompts, config, platform, "")
+        rest = [m for m in stateless if m.role != "system"]
+        return (system, *merge_consecutive([*rest, *new]))
+
+    assert history is not None, "a stateful turn needs a history"
+    records = history.records()
+    summary = history.summary()
+    system = system_message(prompts, config, platform, summary.text)
+    budget = context_budget(engine, system, config.max_tokens)
+    window = build_window([*records, *new], summary, budget, engine.count_tokens)
+    if window.left_out:
+        # Not dropped: they stay in the record and are folded into the summary after this turn.
+        log.info("conversation window left out %d message(s) awaiting summary", window.left_out)
+    return (system, *merge_consecutive(window.messages))
+
+
+def run_turn(
+    inbounds: Sequence[Inbound],
+    engine: Engine,
+    prompts: PromptLibrary,
+    config: TurnConfig,
+    history: RedisConversationHistory | None,
+    on_token: TokenCallback | None = None,
+) -> Reply:
+    """Answer the user's message(s) in one turn and store the turn (idempotently)."""
+    if not inbounds:
+        raise ValueError("a turn needs at least one inbound message")
+    first = inbounds[0]
+    reply_id = reply_id_for([i.message_id for i in inbounds])
+    options = first.options
+    max_tokens = options.max_tokens or config.max_tokens
+    turn_config = TurnConfig(
+        max_tokens=max_tokens,
+        temperature=config.temperature if options.temperature is None else options.temperature,
+        assistant_name=config.assistant_name,
+    )
+    messages = build_messages(inbounds, engine, prompts, turn_config, history)
+    request = GenerationRequest(
+        messages=messages,
+        max_tokens=turn_config.max_tokens,
+        temperature=turn_config.temperature,
+        seed=seed_for(reply_id),
+    )
+    pieces: list[str] = []
+    for piece in engine.stream(request):
+        if on_token is not None:
+            on_token(len(pieces), piece)
+        pieces.append(piece)
+    text = "".join(pieces).strip()
+    reply = Reply(
+        message_id=reply_id,
+        conversation=first.conversation,
+        in_reply_to=tuple(i.message_id for i in inbounds),
+        text=text,
+        reply_to=dict(first.reply_to),
+        finish_reason="length" if len(pieces) >= turn_config.max_tokens else "stop",
+        prompt_tokens=engine.count_tokens(messages),
+        completion_tokens=len(pieces),
+    )
+    if history is not None and first.history is None:
+        user_messages = [
+            ChatMessage(role="user", text=i.text, message_id=i.message_id, created_at=i.received_at)
+            for i in inbounds
+        ]
+        answer = ChatMessage(role="assistant", text=text, message_id=reply_id)
+        history.append([*user_messages, answer], turn_id=reply_id)
+    return reply
+
+
+def summarise_if_needed(
+    engine: Engine,
+    prompts: PromptLibrary,
+    config: TurnConfig,
+    history: RedisConversationHistory,
+    platform: str,
+) -> bool:
+    """Fold the oldest unsummarised turns into the running summary once the window fills."""
+    records = history.records()
+    summary = history.summary()
+    system = system_message(prompts, config, platform, summary.text)
+    budget = context_budget(engine, system, config.max_tokens)
+    fold = needs_summary(records, summary, budget, engine.count_tokens)
+    if not fold:
+        return False
+    part = records[summary.covers : summary.covers + fold]
+    transcript = "\n".join(f"{m.role}: {m.text}" for m in part)
+    instruction = prompts.render(
+        "summarise", previous_summary=summary.text or "(none)", transcript=transcript
+    )
+    request = GenerationRequest(
+        messages=(ChatMessage(role="user", text=instruction),),
+        max_tokens=min(160, config.max_tokens),
+        temperature=0.0,
+        seed=0,
+    )
+    text = "".join(engine.stream(request)).strip()
+    history.set_summary(Summary(text=text or summary.text, covers=summary.covers + fold))
+    log.info("folded %d message(s) into the conversation summary", fold)
+    return True

@@ -1,0 +1,108 @@
+"""One settings object, read from the environment and `.env`; built at the entry point."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from assistant.errors import ConfigError
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xoxb-your-token"}
+
+
+def _default_threads() -> int:
+    # llama-cpp-python defaults n_threads to half the cores (1 on a 2-core machine); decode
+    # speed measured here is best with every core (docs/benchmarks.md), so default to all.
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class Settings(BaseSettings):
+    """Every knob of the assistant. Environment names are given by each field's alias."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "production", "test"] = Field(
+        "development", alias="ASSISTANT_ENV"
+    )
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+
+    model: str = Field("smollm2", alias="ASSISTANT_MODEL")
+    models_dir: Path = Field(Path("models"), alias="ASSISTANT_MODELS_DIR")
+    data_dir: Path = Field(Path(".data"), alias="ASSISTANT_DATA_DIR")
+    context_size: int = Field(2048, alias="ASSISTANT_CONTEXT_SIZE", ge=256)
+    threads: int = Field(default_factory=_default_threads, alias="ASSISTANT_THREADS", ge=1)
+    threads_batch: int | None = Field(None, alias="ASSISTANT_THREADS_BATCH", ge=1)
+    max_tokens: int = Field(256, alias="ASSISTANT_MAX_TOKENS", ge=1)
+    temperature: float = Field(0.7, alias="ASSISTANT_TEMPERATURE", ge=0.0, le=2.0)
+
+    host: str = Field("127.0.0.1", alias="ASSISTANT_HOST")
+    port: int = Field(8000, alias="ASSISTANT_PORT", ge=1, le=65535)
+    reply_timeout: float = Field(120.0, alias="ASSISTANT_REPLY_TIMEOUT", gt=0)
+    max_input_chars: int = Field(4000, alias="ASSISTANT_MAX_INPUT_CHARS", ge=1)
+
+    memory_retention_days: float = Field(30.0, alias="ASSISTANT_MEMORY_RETENTION_DAYS", gt=0)
+    worker_concurrency: int = Field(1, alias="ASSISTANT_WORKER_CONCURRENCY", ge=1)
+    max_deliveries: int = Field(3, alias="ASSISTANT_MAX_DELIVERIES", ge=1)
+    # Celery/kombu redeliver a message not acked within this many seconds: it must be longer
+    # than the longest reply (NOTES.md, Celery delivery). A redelivered duplicate is harmless
+    # (conversation lock + per-message dedupe) but costs model time.
+    visibility_timeout: int = Field(3600, alias="ASSISTANT_VISIBILITY_TIMEOUT", ge=10)
+
+    pypi_url: str = Field("https://pypi.org", alias="ASSISTANT_PYPI_URL")
+    hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "Settings":
+        if self.environment == "development":
+            return self
+        for name, value in self.secrets().items():
+            if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ConfigError(f"{name} holds a placeholder secret; set a real one")
+        return self
+
+    def secrets(self) -> dict[str, SecretStr]:
+        """The secret-valued settings that are set, by environment name."""
+        found: dict[str, SecretStr] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                found[field.alias or name] = value
+        return found
+
+    @property
+    def n_threads_batch(self) -> int:
+        return self.threads_batch or self.threads
+
+    @property
+    def retention_seconds(self) -> int:
+        return int(self.memory_retention_days * 86400)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Effective settings by environment name, secrets masked: safe to print or log."""
+        shown: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            elif name == "redis_url" and value:
+                value = _mask_url_password(value)
+            shown[field.alias or name] = value
+        return shown
+
+
+def _mask_url_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":**********@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,148 @@
+"""Ordering and dedupe per conversation, in Redis.
+
+Adapters ``submit`` an ``Inbound``: it is deduped on its platform-unique id (``SET NX`` with a
+TTL) and appended to its conversation's pending list; then a task is enqueued for the
+conversation. A worker holds the conversation's lock while it answers, reads *all* pending
+messages (those that arrived meanwhile join the next turn) and removes them only after the turn
+is stored, so a killed worker loses nothing: its task is delivered again and finds them still
+pending. Two workers never answer interleaved turns of one conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+from assistant.envelope import ConversationKey, Inbound
+
+log = logging.getLogger(__name__)
+
+PREFIX = "assistant"
+DEDUPE_TTL_SECONDS = 7 * 86400  # Slack retries for ~5 min; Telegram webhooks retry for hours
+LOCK_TTL_MS = 15_000  # renewed every third of this while a turn runs; a dead holder frees it
+MAX_TURN_BATCH = 20
+
+# Release only if we still own the lock (classic compare-and-delete).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+def dedupe_key(dedupe_id: str) -> str:
+    return f"{PREFIX}:dedupe:{dedupe_id}"
+
+
+def pending_key(conversation: ConversationKey) -> str:
+    return f"{PREFIX}:pending:{conversation.redis_id}"
+
+
+def lock_key(conversation: ConversationKey) -> str:
+    return f"{PREFIX}:lock:{conversation.redis_id}"
+
+
+def deliveries_key(message_id: str) -> str:
+    return f"{PREFIX}:deliveries:{message_id}"
+
+
+DEAD_LETTER_KEY = f"{PREFIX}:deadletter"
+
+
+def submit(client: redis.Redis, inbound: Inbound) -> bool:
+    """Queue a message for its conversation; False when this dedupe id was seen before."""
+    if not client.set(dedupe_key(inbound.dedupe_id), inbound.message_id, nx=True,
+                      ex=DEDUPE_TTL_SECONDS):
+        return False
+    client.rpush(pending_key(inbound.conversation), inbound.model_dump_json())
+    return True
+
+
+def original_message_id(client: redis.Redis, dedupe_id: str) -> str | None:
+    """The message id a dedupe id was first accepted under (to answer a retried request)."""
+    value = client.get(dedupe_key(dedupe_id))
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Turn:
+    """The pending messages a lock holder answers in one turn."""
+
+    conversation: ConversationKey
+    inbounds: list[Inbound]
+
+
+class ConversationLock:
+    """A Redis lock on one conversation, renewed in the background while held."""
+
+    def __init__(self, client: redis.Redis, conversation: ConversationKey) -> None:
+        self.client = client
+        self.key = lock_key(conversation)
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        if not self.client.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
+            return False
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew, name="lock-renew", daemon=True)
+        self._renewer.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LOCK_TTL_MS / 3000):
+            try:
+                self.client.eval(_RENEW, 1, self.key, self.token, LOCK_TTL_MS)
+            except redis.RedisError:
+                log.warning("could not renew conversation lock %s", self.key, exc_info=True)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=2)
+        self.client.eval(_RELEASE, 1, self.key, self.token)
+
+    def ttl_seconds(self) -> float:
+        remaining = self.client.pttl(self.key)
+        return max(int(remaining), 0) / 1000
+
+
+def pending(client: redis.Redis, conversation: ConversationKey) -> list[Inbound]:
+    raw = client.lrange(pending_key(conversation), 0, MAX_TURN_BATCH - 1)
+    return [Inbound.model_validate_json(item) for item in raw]
+
+
+def done_with(client: redis.Redis, conversation: ConversationKey, count: int) -> None:
+    """Remove the first ``count`` pending messages once their turn is stored."""
+    client.ltrim(pending_key(conversation), count, -1)
+
+
+def count_delivery(client: redis.Redis, message_id: str, ttl_seconds: int) -> int:
+    """How many times a turn has started with this message (crashes included)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(deliveries_key(message_id))
+    pipe.expire(deliveries_key(message_id), ttl_seconds)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+def dead_letter(client: redis.Redis, inbound: Inbound, reason: str) -> None:
+    entry = {"reason": reason, "inbound": inbound.model_dump(mode="json")}
+    client.rpush(DEAD_LETTER_KEY, json.dumps(entry))
+
+
+@contextmanager
+def holding(client: redis.Redis, conversation: ConversationKey) -> Iterator[bool]:
+    """Hold the conversation's lock for the block; yields False if someone else holds it."""
+    lock = ConversationLock(client, conversation)
+    acquired = lock.acquire()
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            lock.release()

@@ -1,0 +1,1 @@
+"""The edges: each platform translates its events into ``assistant.envelope`` types here."""

@@ -1,0 +1,1 @@
+"""The web edge: chat page, JSON API, OpenAI-compatible API, health."""

@@ -1,0 +1,168 @@
+"""The web chat's JSON API (contract): ``/api/chat`` and ``/api/conversations/{id}``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal
+
+import redis
+from fastapi import APIRouter, Path
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from assistant import turns
+from assistant.envelope import ConversationKey, Inbound, Reply
+from assistant.errors import AssistantError, ConversationNotFound, QueueUnavailable
+from assistant.memory import RedisConversationHistory
+from assistant.pipeline import validate_text
+from assistant.stream import Listener
+from integrations.web.deps import State, WebState
+from integrations.web.errors import error_body
+
+router = APIRouter(prefix="/api", tags=["chat"])
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ConversationId = Path(pattern=ID_PATTERN, description="The conversation's id")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str | None = Field(None, pattern=ID_PATTERN,
+                                        description="Omit to start a new conversation")
+    user_id: str = Field("web-user", pattern=ID_PATTERN)
+    text: str = Field(min_length=1, description="The user's message")
+    message_id: str | None = Field(
+        None, pattern=ID_PATTERN,
+        description="Client-chosen id; a retried request with the same id is answered once",
+    )
+    stream: bool = False
+
+
+class ChatResponse(BaseModel):
+    conversation_id: str
+    message_id: str = Field(description="The id of the assistant's reply")
+    reply: str
+
+
+class MessageOut(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    text: str
+    message_id: str
+    created_at: datetime
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    messages: list[MessageOut]
+
+
+def web_conversation(conversation_id: str) -> ConversationKey:
+    return ConversationKey(platform="web", channel=conversation_id)
+
+
+def chat_response(conversation_id: str, reply: Reply) -> ChatResponse:
+    return ChatResponse(conversation_id=conversation_id, message_id=reply.message_id,
+                        reply=reply.text)
+
+
+def sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 413: {}, 503: {}, 504: {}},
+)
+async def post_chat(body: ChatRequest, state: State) -> object:
+    """Send a message; get the whole reply, or with ``stream`` an event stream of tokens."""
+    text = validate_text(body.text, state.settings.max_input_chars)
+    conversation_id = body.conversation_id or uuid.uuid4().hex
+    message_id = body.message_id or uuid.uuid4().hex
+    inbound = Inbound(
+        message_id=message_id,
+        dedupe_id=f"web:{conversation_id}:{message_id}",
+        conversation=web_conversation(conversation_id),
+        user_id=body.user_id,
+        text=text,
+    )
+    if not body.stream:
+        reply = await state.ask(inbound)
+        return chat_response(conversation_id, reply)
+
+    listener = await state.open_stream(inbound)
+    return StreamingResponse(
+        stream_events(state, listener, conversation_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def stream_events(state: WebState, listener: Listener, conversation_id: str
+                        ) -> AsyncIterator[str]:
+    """``token`` events as the model writes, then one ``done`` (or ``error``) event."""
+    try:
+        async for event in listener.events(state.settings.reply_timeout):
+            if event.reply is not None:
+                yield sse("done", chat_response(conversation_id, event.reply).model_dump())
+            else:
+                yield sse("token", {"text": event.text})
+    except AssistantError as exc:
+        status, body = error_body(exc)
+        yield sse("error", {**body, "status": status})
+    finally:
+        await listener.__aexit__(None, None, None)
+
+
+def _history(state: WebState, conversation_id: str) -> RedisConversationHistory:
+    return RedisConversationHistory(state.client, web_conversation(conversation_id),
+                                    state.settings.retention_seconds)
+
+
+def _read_conversation(state: WebState, conversation_id: str) -> ConversationOut:
+    history = _history(state, conversation_id)
+    try:
+        queued = turns.pending(state.client, history.conversation)
+        if not history.exists() and not queued:
+            raise ConversationNotFound(f"no conversation {conversation_id!r}")
+        records = history.records()
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+    seen = {m.message_id for m in records}
+    messages = [MessageOut(role=m.role, text=m.text, message_id=m.message_id,
+                           created_at=m.created_at) for m in records]
+    # Messages still waiting for their turn belong to the conversation too (a reload mid-reply).
+    messages += [MessageOut(role="user", text=i.text, message_id=i.message_id,
+                            created_at=i.received_at) for i in queued if i.message_id not in seen]
+    return ConversationOut(conversation_id=conversation_id, messages=messages)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationOut,
+            responses={404: {}, 503: {}})
+async def get_conversation(state: State, conversation_id: str = ConversationId
+                           ) -> ConversationOut:
+    """The conversation's messages, oldest first (what the chat page reloads from)."""
+    return await run_in_threadpool(_read_conversation, state, conversation_id)
+
+
+def _delete_conversation(state: WebState, conversation_id: str) -> None:
+    history = _history(state, conversation_id)
+    try:
+        if not history.exists():
+            raise ConversationNotFound(f"no conversation {conversation_id!r}")
+        history.clear()
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204,
+               responses={404: {}, 503: {}})
+async def delete_conversation(state: State, conversation_id: str = ConversationId) -> Response:
+    """Forget the conversation (start over)."""
+    await run_in_threadpool(_delete_conversation, state, conversation_id)
+    return Response(status_code=204)

@@ -1,0 +1,57 @@
+"""The web server: ``uvicorn integrations.web.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from assistant import __version__
+from assistant.settings import Settings
+from integrations.web import api, errors, health, openai_api
+from integrations.web.deps import WebState
+from worker.app import make_app
+from worker.dispatch import Dispatcher
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Fail fast when Redis is down so the API answers 503 at once instead of hanging.
+REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    celery_app = make_app(settings)  # raises a clear ConfigError without REDIS_URL
+    assert settings.redis_url is not None
+    client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
+    aclient = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    state = WebState(settings=settings, client=client, aclient=aclient,
+                     celery_app=celery_app, dispatcher=Dispatcher(client, celery_app))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await aclient.aclose()
+        client.close()
+
+    app = FastAPI(title="Assistant", version=__version__, lifespan=lifespan)
+    app.state.web = state
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(openai_api.router)
+    app.include_router(health.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def get_chat_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app

@@ -1,0 +1,78 @@
+"""Shared state of the web process, and FastAPI dependencies as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from assistant.envelope import Inbound, Reply
+from assistant.errors import QueueUnavailable
+from assistant.settings import Settings
+from assistant.stream import Listener
+from worker.dispatch import Dispatcher
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    client: redis.Redis
+    aclient: aioredis.Redis
+    celery_app: Celery
+    dispatcher: Dispatcher
+
+    async def submit(self, inbound: Inbound) -> str:
+        """Queue the message; returns the message id whose reply to wait for.
+
+        A retried request (same dedupe id) waits for the first copy's reply instead.
+        """
+        accepted = await run_in_threadpool(self.dispatcher.submit, inbound)
+        if accepted:
+            return inbound.message_id
+        from assistant.turns import original_message_id
+
+        try:
+            original = await run_in_threadpool(original_message_id, self.client,
+                                               inbound.dedupe_id)
+        except redis.RedisError as exc:
+            raise QueueUnavailable(str(exc)) from exc
+        return original or inbound.message_id
+
+    def listener(self, message_id: str) -> Listener:
+        return Listener(self.aclient, message_id)
+
+    async def open_stream(self, inbound: Inbound) -> Listener:
+        """Subscribe to the reply, *then* queue the message; the caller closes the listener."""
+        listener = self.listener(inbound.message_id)
+        await listener.__aenter__()
+        try:
+            waited_id = await self.submit(inbound)
+            if waited_id != inbound.message_id:
+                await listener.__aexit__(None, None, None)
+                listener = self.listener(waited_id)
+                await listener.__aenter__()
+        except BaseException:
+            await listener.__aexit__(None, None, None)
+            raise
+        return listener
+
+    async def ask(self, inbound: Inbound) -> Reply:
+        """Queue a message and wait for its whole reply (the non-streaming APIs)."""
+        listener = await self.open_stream(inbound)
+        try:
+            return await listener.wait(self.settings.reply_timeout)
+        finally:
+            await listener.__aexit__(None, None, None)
+
+
+def get_state(request: Request) -> WebState:
+    state: WebState = request.app.state.web
+    return state
+
+
+State = Annotated[WebState, Depends(get_state)]

@@ -1,0 +1,64 @@
+"""Errors become JSON at this edge, in the OpenAI error shape: ``{"error": {...}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from assistant.errors import (
+    AssistantError,
+    ConversationNotFound,
+    InputRejected,
+    QueueUnavailable,
+    ReplyTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    ConversationNotFound: (404, "not_found"),
+    InputRejected: (422, "invalid_request"),
+    QueueUnavailable: (503, "unavailable"),
+    ReplyTimeout: (504, "timeout"),
+}
+
+
+def error_body(exc: AssistantError) -> tuple[int, dict[str, object]]:
+    status, code = 500, "internal_error"
+    for kind, (kind_status, kind_code) in STATUS.items():
+        if isinstance(exc, kind):
+            status, code = kind_status, kind_code
+            break
+    if isinstance(exc, InputRejected) and "limit" in str(exc):
+        status = 413
+    message = str(exc) if status < 500 or status in (503, 504) else "internal error"
+    return status, {"error": {"message": message, "type": code, "code": status}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AssistantError)
+    async def on_assistant_error(request: Request, exc: AssistantError) -> JSONResponse:
+        status, body = error_body(exc)
+        if status >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        return JSONResponse(status_code=status, content=body)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg')}")
+        body = {"error": {"message": "; ".join(problems), "type": "invalid_request",
+                          "code": 422}}
+        return JSONResponse(status_code=422, content=body)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        body = {"error": {"message": str(exc.detail), "type": "http_error",
+                          "code": exc.status_code}}
+        return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)

@@ -1,0 +1,45 @@
+"""Liveness and readiness (contract): ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from integrations.web.deps import State, WebState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def get_healthz() -> dict[str, str]:
+    """The web process is up."""
+    return {"status": "ok"}
+
+
+def _readiness(state: WebState) -> dict[str, Any]:
+    details: dict[str, Any] = {"redis": "ok", "workers": []}
+    try:
+        state.client.ping()
+    except redis.RedisError as exc:
+        details["redis"] = f"unavailable: {exc}"
+        return details
+    try:
+        replies = state.celery_app.control.ping(timeout=1.0) or []
+    except Exception as exc:  # kombu's errors when the broker drops mid-ping
+        details["workers_error"] = str(exc)
+        replies = []
+    details["workers"] = sorted(name for reply in replies for name in reply)
+    return details
+
+
+@router.get("/readyz")
+async def get_readyz(state: State) -> JSONResponse:
+    """200 when Redis answers and at least one worker answers a ping; 503 otherwise."""
+    details = await run_in_threadpool(_readiness, state)
+    ready = details["redis"] == "ok" and bool(details["workers"])
+    return JSONResponse(status_code=200 if ready else 503,
+                        content={"ready": ready, **details})

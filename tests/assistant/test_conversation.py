@@ -1,0 +1,122 @@
+import json
+
+import fakeredis
+import pytest
+
+from assistant import turns
+from assistant.conversation import Runtime, answer_pending
+from assistant.engine import FakeEngine
+from assistant.envelope import Reply
+from assistant.memory import RedisConversationHistory
+from assistant.stream import stored_reply
+from tests.auxil.factories import conversation, inbound
+
+
+class RecordingSender:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.delivered: list[Reply] = []
+        self.fail_times = fail_times
+
+    def deliver(self, reply: Reply) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("platform down")
+        self.delivered.append(reply)
+
+
+def records(runtime: Runtime, channel: str = "c1") -> list[tuple[str, str]]:
+    history = RedisConversationHistory(runtime.client, conversation(channel), 60)
+    return [(m.role, m.text) for m in history.records()]
+
+
+def test_submit_dedupes_on_the_platform_id(fake_redis: fakeredis.FakeRedis) -> None:
+    message = inbound("hi")
+    assert turns.submit(fake_redis, message) is True
+    assert turns.submit(fake_redis, message) is False
+    assert len(turns.pending(fake_redis, message.conversation)) == 1
+    assert turns.original_message_id(fake_redis, message.dedupe_id) == message.message_id
+
+
+def test_pending_messages_are_answered_and_removed(runtime: Runtime, engine: FakeEngine) -> None:
+    engine.answers.append("Hello!")
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    outcome = answer_pending(runtime, message.conversation)
+    assert outcome.turns == 1 and outcome.busy_for is None
+    assert records(runtime) == [("user", "hi"), ("assistant", "Hello!")]
+    assert turns.pending(runtime.client, message.conversation) == []
+    reply = stored_reply(runtime.client, message.message_id)
+    assert reply is not None and reply.text == "Hello!"
+
+
+def test_messages_waiting_together_join_one_turn(runtime: Runtime, engine: FakeEngine) -> None:
+    first, second = inbound("one"), inbound("two")
+    turns.submit(runtime.client, first)
+    turns.submit(runtime.client, second)
+    assert answer_pending(runtime, first.conversation).turns == 1
+    assert len(engine.requests) == 1
+    assert stored_reply(runtime.client, first.message_id) == stored_reply(
+        runtime.client, second.message_id)
+
+
+def test_a_held_conversation_is_not_answered_twice(runtime: Runtime, engine: FakeEngine) -> None:
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    other = turns.ConversationLock(runtime.client, message.conversation)
+    assert other.acquire()
+    try:
+        outcome = answer_pending(runtime, message.conversation)
+    finally:
+        other.release()
+    assert outcome.turns == 0 and outcome.busy_for is not None and outcome.busy_for > 0
+    assert engine.requests == []
+    assert answer_pending(runtime, message.conversation).turns == 1
+
+
+def test_a_rerun_after_a_crash_answers_once(runtime: Runtime, engine: FakeEngine) -> None:
+    """A worker died after storing the turn but before removing it from pending."""
+    sender = RecordingSender()
+    runtime.senders = {"web": sender}
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    assert answer_pending(runtime, message.conversation).turns == 1
+    # Simulate the crash window: the message is still pending when the task runs again.
+    runtime.client.rpush(turns.pending_key(message.conversation), message.model_dump_json())
+    assert answer_pending(runtime, message.conversation).turns == 1
+    assert len(engine.requests) == 1  # not generated again
+    assert len(sender.delivered) == 1  # not posted again
+    assert records(runtime) == [("user", "hi"), ("assistant", "ok")]
+
+
+def test_a_failed_delivery_is_retried_without_generating_again(runtime: Runtime,
+                                                               engine: FakeEngine) -> None:
+    sender = RecordingSender(fail_times=1)
+    runtime.senders = {"web": sender}
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    with pytest.raises(ConnectionError):
+        answer_pending(runtime, message.conversation)
+    assert turns.pending(runtime.client, message.conversation) != []  # nothing lost
+    answer_pending(runtime, message.conversation)
+    assert len(engine.requests) == 1
+    assert [r.text for r in sender.delivered] == ["ok"]
+
+
+def test_a_message_that_keeps_failing_is_dead_lettered(runtime: Runtime) -> None:
+    class Exploding(FakeEngine):
+        def stream(self, request):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    runtime.engine = Exploding()
+    message = inbound("poison")
+    turns.submit(runtime.client, message)
+    for _ in range(runtime.max_deliveries):
+        with pytest.raises(RuntimeError):
+            answer_pending(runtime, message.conversation)
+    answer_pending(runtime, message.conversation)  # the next delivery sets it aside
+    assert turns.pending(runtime.client, message.conversation) == []
+    dead = [json.loads(x) for x in runtime.client.lrange(turns.DEAD_LETTER_KEY, 0, -1)]
+    assert [d["inbound"]["message_id"] for d in dead] == [message.message_id]
+    apology = stored_reply(runtime.client, message.message_id)
+    assert apology is not None and apology.finish_reason == "error"
+    assert "Sorry" in apology.text

@@ -1,0 +1,120 @@
+import fakeredis
+import pytest
+
+from assistant.engine import FakeEngine
+from assistant.envelope import ChatMessage
+from assistant.errors import InputRejected
+from assistant.memory import RedisConversationHistory, Summary
+from assistant.pipeline import (
+    TurnConfig,
+    merge_consecutive,
+    run_turn,
+    seed_for,
+    summarise_if_needed,
+    validate_text,
+)
+from assistant.prompts import PromptLibrary
+from tests.auxil.factories import conversation, inbound
+
+CONFIG = TurnConfig(max_tokens=32, temperature=0.2, assistant_name="Ada")
+
+
+def history_of(client: fakeredis.FakeRedis, channel: str = "c1") -> RedisConversationHistory:
+    return RedisConversationHistory(client, conversation(channel), retention_seconds=600)
+
+
+def test_a_turn_is_generated_streamed_and_stored(fake_redis: fakeredis.FakeRedis,
+                                                 prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=["Hello there friend"])
+    tokens: list[tuple[int, str]] = []
+    message = inbound("hi")
+    reply = run_turn([message], engine, prompts, CONFIG, history_of(fake_redis),
+                     on_token=lambda i, t: tokens.append((i, t)))
+    assert reply.text == "Hello there friend"
+    assert tokens == [(0, "Hello"), (1, " there"), (2, " friend")]
+    assert reply.in_reply_to == (message.message_id,)
+    request = engine.requests[0]
+    assert request.messages[0].role == "system" and "Ada" in request.messages[0].text
+    assert [(m.role, m.text) for m in request.messages[1:]] == [("user", "hi")]
+    assert request.max_tokens == 32 and request.temperature == 0.2
+    assert request.seed == seed_for(reply.message_id)
+    stored = history_of(fake_redis).records()
+    assert [(m.role, m.text) for m in stored] == [("user", "hi"), ("assistant", reply.text)]
+    assert stored[0].message_id == message.message_id
+
+
+def test_the_second_turn_sees_the_first(fake_redis: fakeredis.FakeRedis,
+                                        prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=["Nice to meet you, Bob.", "You are Bob."])
+    run_turn([inbound("My name is Bob")], engine, prompts, CONFIG, history_of(fake_redis))
+    run_turn([inbound("What is my name?")], engine, prompts, CONFIG, history_of(fake_redis))
+    second = engine.requests[1]
+    assert [(m.role, m.text) for m in second.messages[1:]] == [
+        ("user", "My name is Bob"),
+        ("assistant", "Nice to meet you, Bob."),
+        ("user", "What is my name?"),
+    ]
+
+
+def test_messages_that_queued_up_join_one_turn(fake_redis: fakeredis.FakeRedis,
+                                               prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=["Both noted."])
+    first, second = inbound("one"), inbound("two")
+    reply = run_turn([first, second], engine, prompts, CONFIG, history_of(fake_redis))
+    assert reply.in_reply_to == (first.message_id, second.message_id)
+    assert [(m.role, m.text) for m in engine.requests[0].messages[1:]] == [("user", "one\ntwo")]
+    assert len(history_of(fake_redis).records()) == 3
+
+
+def test_the_summary_goes_into_the_system_prompt(fake_redis: fakeredis.FakeRedis,
+                                                 prompts: PromptLibrary) -> None:
+    history = history_of(fake_redis)
+    history.set_summary(Summary("The user is called Bob and likes tea.", covers=0))
+    engine = FakeEngine()
+    run_turn([inbound("hi")], engine, prompts, CONFIG, history)
+    assert "likes tea" in engine.requests[0].messages[0].text
+
+
+def test_stateless_turns_use_their_own_history_and_store_nothing(
+        fake_redis: fakeredis.FakeRedis, prompts: PromptLibrary) -> None:
+    engine = FakeEngine()
+    given = [ChatMessage(role="system", text="Be terse."), ChatMessage(role="user", text="a"),
+             ChatMessage(role="assistant", text="b")]
+    run_turn([inbound("c", history=given)], engine, prompts, CONFIG, None)
+    assert [(m.role, m.text) for m in engine.requests[0].messages] == [
+        ("system", "Be terse."), ("user", "a"), ("assistant", "b"), ("user", "c")]
+    assert fake_redis.keys("*") == []
+
+
+def test_long_conversations_are_folded_into_a_summary(fake_redis: fakeredis.FakeRedis,
+                                                      prompts: PromptLibrary) -> None:
+    engine = FakeEngine(context_size=400, default_answer="short answer")
+    history = history_of(fake_redis)
+    long_text = " ".join(["word"] * 40)
+    for n in range(6):
+        run_turn([inbound(f"turn {n} {long_text}")], engine, prompts, CONFIG, history)
+    engine.answers.append("Summary: the user sent six long messages.")
+    assert summarise_if_needed(engine, prompts, CONFIG, history, "web") is True
+    summary = history.summary()
+    assert summary.text == "Summary: the user sent six long messages."
+    assert summary.covers > 0 and summary.covers % 2 == 0
+    assert "turn 0" in engine.requests[-1].messages[0].text  # the oldest turn was summarised
+    # Nothing is lost from the record.
+    assert len(history.records()) == 12
+    run_turn([inbound("next")], engine, prompts, CONFIG, history)
+    assert "six long messages" in engine.requests[-1].messages[0].text
+
+
+def test_validate_text() -> None:
+    assert validate_text("  hi  ", 10) == "hi"
+    with pytest.raises(InputRejected, match="empty"):
+        validate_text("   ", 10)
+    with pytest.raises(InputRejected, match="limit is 10"):
+        validate_text("x" * 11, 10)
+
+
+def test_merge_consecutive() -> None:
+    merged = merge_consecutive([ChatMessage(role="user", text="a"),
+                                ChatMessage(role="user", text="b"),
+                                ChatMessage(role="assistant", text="c")])
+    assert [(m.role, m.text) for m in merged] == [("user", "a\nb"), ("assistant", "c")]

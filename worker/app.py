@@ -1,0 +1,47 @@
+"""The Celery app: ``celery -A worker.app worker``.
+
+Delivery is at-least-once (NOTES.md, Celery delivery): acks after the task ran, a task whose
+worker died is rejected back to the queue, one message prefetched at a time, and a visibility
+timeout longer than the longest reply. Exactly-once *out* is the task's job (per-message
+dedupe, stored replies, delivery keyed by reply id).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from assistant.errors import ConfigError
+from assistant.settings import Settings
+
+TURNS_QUEUE = "assistant.turns"
+
+
+def make_app(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise ConfigError(
+            "REDIS_URL is not set: `assistant up` starts an embedded Valkey and sets it; "
+            "otherwise point REDIS_URL at your Redis, e.g. redis://127.0.0.1:6379/0"
+        )
+    app = Celery("assistant", broker=settings.redis_url, include=["worker.tasks"])
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=TURNS_QUEUE,
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+    )
+    return app
+
+
+settings = Settings()
+app = make_app(settings)

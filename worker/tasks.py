@@ -1,0 +1,63 @@
+"""Thin Celery tasks: take JSON, call ``assistant.conversation``, retry with bounded backoff."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import redis
+from celery import Task
+
+from assistant.conversation import Runtime, answer_pending
+from assistant.envelope import ConversationKey
+from assistant.models import resolve_model_path
+from assistant.pipeline import TurnConfig
+from assistant.prompts import PromptLibrary
+from worker.app import app, settings
+from worker.llama import LlamaEngine
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    """Built on the first task in each worker process (``worker_process_init`` must be fast)."""
+    assert settings.redis_url is not None
+    engine = LlamaEngine(
+        resolve_model_path(settings.model, settings.models_dir),
+        context_size=settings.context_size,
+        threads=settings.threads,
+        threads_batch=settings.n_threads_batch,
+    )
+    return Runtime(
+        client=redis.Redis.from_url(settings.redis_url),
+        engine=engine,
+        prompts=PromptLibrary.load(),
+        config=TurnConfig(max_tokens=settings.max_tokens, temperature=settings.temperature),
+        retention_seconds=settings.retention_seconds,
+        max_deliveries=settings.max_deliveries,
+        senders={},
+    )
+
+
+@app.task(
+    name="assistant.answer_conversation",
+    bind=True,
+    acks_late=True,
+    # An exception (not a crash) is retried with backoff; the conversation's pending list and
+    # the per-message delivery count (dead-letter after ASSISTANT_MAX_DELIVERIES) bound it.
+    autoretry_for=(Exception,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=settings.max_deliveries + 1,
+)
+def answer_conversation(self: Task, conversation_json: str) -> int:
+    """Answer everything pending in one conversation; returns how many turns it answered."""
+    conversation = ConversationKey.model_validate_json(conversation_json)
+    outcome = answer_pending(runtime(), conversation)
+    if outcome.busy_for is not None:
+        # Another worker holds the conversation and will answer our message in its next turn;
+        # come back once its lock could have expired, in case that worker died.
+        raise self.retry(countdown=outcome.busy_for + 0.5, max_retries=None, exc=None)
+    return outcome.turns
+
