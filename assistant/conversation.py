@@ -6,6 +6,7 @@ in tests against a real or fake Redis with a fake engine.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,14 +15,16 @@ import redis
 
 from assistant import turns
 from assistant.delivery import Sender, claim_delivery, release_delivery
-from assistant.engine import Engine
+from assistant.engine import Engine, GenerationRequest
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
 from assistant.memory import RedisConversationHistory
-from assistant.pipeline import TurnConfig, run_turn, summarise_if_needed
+from assistant.pipeline import PromptCallback, TurnConfig, run_turn, summarise_if_needed
 from assistant.prompts import PromptLibrary
 from assistant.stream import Publisher, stored_reply
 
 log = logging.getLogger(__name__)
+
+TRACE_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Runtime:
     retention_seconds: int
     max_deliveries: int
     senders: Mapping[str, Sender]
+    trace_prompts: bool = False
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -99,11 +103,26 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> None:
     if reply is None or reply.message_id != reply_id_for(ids):
         publisher = Publisher(client, ids)
         reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
-                         on_token=publisher.token)
+                         on_token=publisher.token,
+                         on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
     deliver(runtime, ids, reply)
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
                             fresh[0].conversation.platform)
+
+
+def trace_key(reply_id: str) -> str:
+    return f"assistant:trace:{reply_id}"
+
+
+def trace_prompt(client: redis.Redis) -> PromptCallback:
+    """Keep the prompt a reply was generated from (ASSISTANT_TRACE_PROMPTS; for debugging)."""
+
+    def record(reply_id: str, request: GenerationRequest) -> None:
+        messages = [m.model_dump(mode="json") for m in request.messages]
+        client.set(trace_key(reply_id), json.dumps(messages), ex=TRACE_TTL_SECONDS)
+
+    return record
 
 
 def deliver(runtime: Runtime, message_ids: list[str], reply: Reply) -> None:

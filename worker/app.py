@@ -23,7 +23,13 @@ def make_app(settings: Settings) -> Celery:
             "otherwise point REDIS_URL at your Redis, e.g. redis://127.0.0.1:6379/0"
         )
     app = Celery("assistant", broker=settings.redis_url, include=["worker.tasks"])
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps for messages of dead workers every interval × throttle seconds
+        # (10 × 10 by default): sweep every 5 s so recovery takes visibility_timeout + ≤5 s.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

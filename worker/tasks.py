@@ -37,6 +37,7 @@ def runtime() -> Runtime:
         retention_seconds=settings.retention_seconds,
         max_deliveries=settings.max_deliveries,
         senders={},
+        trace_prompts=settings.trace_prompts,
     )
 
 

@@ -1,0 +1,112 @@
+"""A real assistant for integration tests: Valkey, Celery worker processes, the web server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    """Processes of one assistant, sharing one Redis database; stopped by ``close``."""
+
+    def __init__(self, redis_url: str, model_path: Path, log_dir: Path,
+                 **env_overrides: str) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "ASSISTANT_ENV": "test",
+            "ASSISTANT_MODEL": str(model_path),
+            "ASSISTANT_MAX_TOKENS": "40",
+            "ASSISTANT_REPLY_TIMEOUT": "90",
+            "ASSISTANT_THREADS": "2",
+            "PYTHONUNBUFFERED": "1",
+            **env_overrides,
+        }
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.web: subprocess.Popen[bytes] | None = None
+        self._logs: list[object] = []
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(log)
+        return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_worker(self, name: str = "w1") -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+                   "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
+                   f"--hostname={name}@test", "--without-gossip", "--without-mingle"]
+        process = self._spawn(f"worker-{name}", command)
+        self.workers[name] = process
+        self.wait_for_worker(name)
+        return process
+
+    def wait_for_worker(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        log = self.log_dir / f"worker-{name}.log"
+        while time.monotonic() < deadline:
+            if self.workers[name].poll() is not None:
+                raise RuntimeError(f"worker {name} exited:\n{log.read_text()[-3000:]}")
+            if log.exists() and b" ready." in log.read_bytes():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {name} not ready:\n{log.read_text()[-3000:]}")
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker's whole process group: parent and pool children die at once."""
+        process = self.workers.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def start_web(self) -> None:
+        command = [sys.executable, "-m", "uvicorn", "integrations.web.app:create_app",
+                   "--factory", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--no-access-log"]
+        self.web = self._spawn("web", command)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.web.poll() is not None:
+                raise RuntimeError((self.log_dir / "web.log").read_text()[-3000:])
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError("web server did not start")
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        processes = list(self.workers.values()) + ([self.web] if self.web else [])
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for log in self._logs:
+            log.close()  # type: ignore[attr-defined]
