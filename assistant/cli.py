@@ -188,3 +188,7 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             # An unfinished task goes back to the queue (acks_late) and is answered later.
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+
+
+if __name__ == "__main__":
+    main()

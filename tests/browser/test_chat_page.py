@@ -242,7 +242,7 @@ def test_busy_server_shows_a_friendly_error_and_the_retry_is_answered_once(page:
     bodies: list[dict[str, Any]] = []
 
     def busy_once(route: Route) -> None:
-        bodies.append(route.request.post_data_json)
+        bodies.append(route.request.post_data_json or {})
         if len(bodies) == 1:
             route.fulfill(status=503, content_type="application/json",
                           body=json.dumps({"error": {"message": "Redis is unavailable",
@@ -294,8 +294,8 @@ def test_error_event_during_the_reply_offers_a_retry(page: Page) -> None:
     calls: list[str] = []
 
     def fail_then_answer(route: Route) -> None:
-        calls.append(route.request.post_data_json["message_id"])
-        events = [("token", {"text": "Partly"}),
+        calls.append((route.request.post_data_json or {})["message_id"])
+        events: list[tuple[str, dict[str, Any]]] = [("token", {"text": "Partly"}),
                   ("error", {"error": {"message": "no reply within 90 s", "type": "timeout",
                                        "code": 504}, "status": 504})]
         if len(calls) > 1:
@@ -313,3 +313,18 @@ def test_error_event_during_the_reply_offers_a_retry(page: Page) -> None:
     expect(reply.locator(TEXT)).to_have_text("Fine.")
     expect(page.locator(MESSAGE)).to_have_count(2)
     assert len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_reload_while_the_reply_streams_resumes_it_once(page: Page) -> None:
+    send(page, "Write a long story about a lighthouse.")
+    expect(page.locator(f'{ASSISTANT}[data-state="streaming"]')).to_have_count(1)
+    kept = conversation_id(page)
+    page.reload()
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    expect(page.locator(MESSAGE)).to_have_count(2)
+    expect(page.locator(DONE)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    assert conversation_id(page) == kept
+    reply = page.locator(DONE).locator(TEXT).inner_text()
+    stored = page.request.get(f"/api/conversations/{kept}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]  # answered once, not twice
+    assert stored[1]["text"].strip() and reply.strip()

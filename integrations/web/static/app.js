@@ -91,7 +91,6 @@ function element(tag, className, text) {
 function typingIndicator() {
   const dots = element("span", "typing");
   dots.setAttribute("data-testid", "typing");
-  dots.setAttribute("role", "status");
   dots.append(element("span", "visually-hidden", "The assistant is typing"));
   for (let i = 0; i < 3; i += 1) dots.append(element("span", "dot"));
   return dots;
@@ -436,6 +435,7 @@ async function loadConversation() {
     return;
   }
   if (response.status === 404) {
+    resumePending(id, []);  // gives back the text of a first message that never arrived
     forgetConversation();
     return;
   }

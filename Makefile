@@ -1,0 +1,49 @@
+# make run   — set everything up, then start the whole assistant
+# make test  — set everything up, then run the whole test suite
+# make bench — measure speed into bench/results.json
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# llama-cpp-python is compiled by pip (no Linux wheel on PyPI). Native CPU flags make it faster
+# here; skipping the multimodal (llava/mtmd) tools cuts the build from ~9 to ~3.5 minutes on
+# 2 cores (docs/benchmarks.md). pip caches the built wheel, so only the first install pays.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install model browser run test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+model: install
+	$(BIN)/assistant model pull
+
+# Browser tests drive Debian's Chromium (never a browser downloaded by a tool).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "browser tests need Chromium at $(CHROMIUM): sudo apt-get install chromium"; exit 1; \
+	  fi; }
+
+run: model
+	$(BIN)/assistant up
+
+test: model browser
+	$(BIN)/python -m pytest
+
+bench: model
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check assistant integrations worker tests bench
+	$(BIN)/mypy assistant integrations worker
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -1,0 +1,74 @@
+"""compose.yaml and the Dockerfile, checked without a Docker engine (this machine has none)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from assistant.cli import main as cli
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_the_backbone_services_are_there() -> None:
+    assert {"redis", "web", "worker", "model"} <= set(SERVICES)
+    for name, service in SERVICES.items():
+        assert "image" in service or "build" in service, name
+
+
+def test_every_named_volume_is_declared() -> None:
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in COMPOSE["volumes"], source
+
+
+def test_dependencies_name_real_services() -> None:
+    for service in SERVICES.values():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES
+
+
+@pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if "build" in s])
+def test_every_command_of_our_image_exists(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")  # as compose sets it
+    command = SERVICES[name]["command"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    if command[0] == "assistant":
+        assert "assistant" in scripts
+        result = CliRunner().invoke(cli, [*command[1:], "--help"])
+        assert result.exit_code == 0, result.output
+    elif command[0] == "celery":
+        app_ref = command[command.index("-A") + 1]
+        module = importlib.import_module(app_ref)
+        assert module.app.main == "assistant"
+        assert command[command.index("-A") + 2] == "worker"
+    else:
+        pytest.fail(f"unknown command {command!r} in service {name}")
+
+
+def test_redis_keeps_queued_messages() -> None:
+    command = " ".join(SERVICES["redis"]["command"])
+    assert "noeviction" in command and "--appendonly yes" in command
+    assert "healthcheck" in SERVICES["redis"]
+
+
+def test_services_reach_redis_by_its_service_name() -> None:
+    for name in ("web", "worker"):
+        assert SERVICES[name]["environment"]["REDIS_URL"].startswith("redis://redis:")
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", dockerfile, flags=re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
