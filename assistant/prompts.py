@@ -62,7 +62,7 @@ class PromptLibrary:
         self._prompts = prompts
 
     @classmethod
-    def load(cls, directory: Path = DEFAULT_PROMPTS_DIR) -> "PromptLibrary":
+    def load(cls, directory: Path = DEFAULT_PROMPTS_DIR) -> PromptLibrary:
         prompts: dict[str, Prompt] = {}
         for path in sorted(directory.glob("*.toml")):
             try:

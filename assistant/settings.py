@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> "Settings":
+    def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "development":
             return self
         for name, value in self.secrets().items():

@@ -81,17 +81,17 @@ class Listener:
         self.message_id = message_id
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
 
-    async def __aenter__(self) -> "Listener":
+    async def __aenter__(self) -> Listener:
         try:
             await self.pubsub.subscribe(channel(self.message_id))
         except redis.RedisError as exc:
-            await self.pubsub.aclose()
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
-            await self.pubsub.aclose()
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
         except redis.RedisError:
             pass
 

@@ -30,8 +30,14 @@ LOCK_TTL_MS = 15_000  # renewed every third of this while a turn runs; a dead ho
 MAX_TURN_BATCH = 20
 
 # Release only if we still own the lock (classic compare-and-delete).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+    "return 0"
+)
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
 
 
 def dedupe_key(dedupe_id: str) -> str:

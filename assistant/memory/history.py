@@ -16,7 +16,7 @@ import redis
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from assistant.envelope import ChatMessage, ConversationKey
+from assistant.envelope import ChatMessage, ConversationKey, Role
 
 PREFIX = "assistant:conv"
 
@@ -30,14 +30,15 @@ class Summary:
 
 
 def to_langchain(message: ChatMessage) -> BaseMessage:
-    kind = {"user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}[message.role]
-    return kind(content=message.text, id=message.message_id)
+    kinds: dict[str, type[BaseMessage]] = {
+        "user": HumanMessage, "assistant": AIMessage, "system": SystemMessage}
+    return kinds[message.role](content=message.text, id=message.message_id)
 
 
 def from_langchain(message: BaseMessage) -> ChatMessage:
-    role = {"human": "user", "ai": "assistant", "system": "system"}[message.type]
+    roles: dict[str, Role] = {"human": "user", "ai": "assistant", "system": "system"}
     extra: dict[str, Any] = {"message_id": message.id} if message.id else {}
-    return ChatMessage(role=role, text=str(message.content), **extra)  # type: ignore[arg-type]
+    return ChatMessage(role=roles[message.type], text=str(message.content), **extra)
 
 
 class RedisConversationHistory(BaseChatMessageHistory):

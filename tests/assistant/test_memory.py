@@ -41,7 +41,8 @@ def test_conversations_do_not_share_memory(fake_redis: fakeredis.FakeRedis) -> N
 def test_window_keeps_the_newest_turns_within_budget() -> None:
     engine = FakeEngine()
     records = [m for n in range(10) for m in turn(n)]  # 20 messages of 14 "tokens" each
-    window = build_window(records, Summary(), budget_tokens=14 * 6, count_tokens=engine.count_tokens)
+    window = build_window(records, Summary(), budget_tokens=14 * 6,
+                          count_tokens=engine.count_tokens)
     assert [m.text.split()[0] for m in window.messages] == ["q7", "a7", "q8", "a8", "q9", "a9"]
     assert window.left_out == 14
     assert window.messages[0].role == "user"  # never opens on a dangling assistant reply

@@ -469,7 +469,9 @@ function resumePending(id, messages) {
       if (outcome.refused) setStatus(reply, "error", outcome.message);
     });
   } else if (!messages.some((m) => m.message_id === request.message_id) && request.text) {
-    restoreInput(request.text);  // it never reached the server: give the text back
+    // It never reached the server: give the text back; resending it keeps its id.
+    restoreInput(request.text);
+    state.retry = { text: request.text, messageId: request.message_id };
   }
 }
 
