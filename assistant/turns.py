@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,10 +144,17 @@ def dead_letter(client: redis.Redis, inbound: Inbound, reason: str) -> None:
 
 
 @contextmanager
-def holding(client: redis.Redis, conversation: ConversationKey) -> Iterator[bool]:
-    """Hold the conversation's lock for the block; yields False if someone else holds it."""
+def holding(client: redis.Redis, conversation: ConversationKey,
+            wait_until: float | None = None) -> Iterator[bool]:
+    """Hold the conversation's lock for the block; yields False if someone else holds it.
+
+    With ``wait_until`` (a ``time.monotonic()`` deadline), keep trying until then.
+    """
     lock = ConversationLock(client, conversation)
     acquired = lock.acquire()
+    while not acquired and wait_until is not None and time.monotonic() < wait_until:
+        time.sleep(0.05)
+        acquired = lock.acquire()
     try:
         yield acquired
     finally:

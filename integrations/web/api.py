@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -16,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from assistant import turns
 from assistant.envelope import ConversationKey, Inbound, Reply
-from assistant.errors import AssistantError, ConversationNotFound, QueueUnavailable
+from assistant.errors import (
+    AssistantError,
+    ConversationNotFound,
+    QueueUnavailable,
+    ReplyTimeout,
+)
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import validate_text
 from assistant.stream import Listener
@@ -153,9 +159,16 @@ async def get_conversation(state: State, conversation_id: str = ConversationId
 def _delete_conversation(state: WebState, conversation_id: str) -> None:
     history = _history(state, conversation_id)
     try:
-        if not history.exists():
+        if not history.exists() and not turns.pending(state.client, history.conversation):
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        history.clear()
+        # Wait for a turn in progress, so it cannot write into the conversation after we
+        # cleared it; queued messages are dropped with it.
+        deadline = time.monotonic() + state.settings.reply_timeout
+        with turns.holding(state.client, history.conversation, wait_until=deadline) as held:
+            if not held:
+                raise ReplyTimeout("the conversation is still busy; try again")
+            state.client.delete(turns.pending_key(history.conversation))
+            history.clear()
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from assistant import __version__
@@ -50,8 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    # The page enforces the same input limit as the API (ASSISTANT_MAX_INPUT_CHARS).
+    chat_page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(
+        'data-max-chars="4000"', f'data-max-chars="{settings.max_input_chars}"')
+
     @app.get("/", include_in_schema=False)
-    async def get_chat_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    async def get_chat_page() -> HTMLResponse:
+        return HTMLResponse(chat_page, headers={"Cache-Control": "no-cache"})
 
     return app

@@ -120,3 +120,18 @@ def test_a_message_that_keeps_failing_is_dead_lettered(runtime: Runtime) -> None
     apology = stored_reply(runtime.client, message.message_id)
     assert apology is not None and apology.finish_reason == "error"
     assert "Sorry" in apology.text
+
+
+def test_holding_waits_for_the_lock_until_its_deadline(fake_redis: fakeredis.FakeRedis) -> None:
+    import time
+
+    key = conversation()
+    other = turns.ConversationLock(fake_redis, key)
+    assert other.acquire()
+    started = time.monotonic()
+    with turns.holding(fake_redis, key, wait_until=started + 0.3) as held:
+        assert held is False
+    assert time.monotonic() - started >= 0.3
+    other.release()
+    with turns.holding(fake_redis, key, wait_until=time.monotonic() + 0.3) as held:
+        assert held is True

@@ -229,3 +229,65 @@ def test_no_reply_within_the_timeout_is_504(make_stack: Any) -> None:
     response = chat(stack.url, "hello?")
     assert response.status_code == 504
     assert "no reply within" in response.json()["error"]["message"]
+
+
+def test_turns_of_one_conversation_never_interleave_across_workers(make_stack: Any) -> None:
+    stack: Stack = make_stack(ASSISTANT_TRACE_PROMPTS="true", ASSISTANT_MAX_TOKENS="24")
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    conversation_id = uuid.uuid4().hex
+    texts = [f"message number {n}" for n in range(5)]
+    results: dict[str, dict[str, Any]] = {}
+
+    def send(text: str) -> None:
+        response = chat(stack.url, text, conversation_id)
+        assert response.status_code == 200, response.text
+        results[text] = response.json()
+
+    senders = [threading.Thread(target=send, args=(text,)) for text in texts]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(timeout=180)
+    assert set(results) == set(texts)
+
+    stored = httpx.get(f"{stack.url}/api/conversations/{conversation_id}").json()["messages"]
+    assert sorted(m["text"] for m in stored if m["role"] == "user") == sorted(texts)
+    # Every reply was generated from exactly the record stored before it: no turn ran
+    # while another turn of this conversation was being generated.
+    for position, message in enumerate(stored):
+        if message["role"] != "assistant":
+            continue
+        prompt = traced_prompt(stack, message["message_id"])
+        turn_users = []
+        for earlier in reversed(stored[:position]):
+            if earlier["role"] != "user":
+                break
+            turn_users.insert(0, earlier["text"])
+        expected = [(m["role"], m["text"]) for m in stored[:position - len(turn_users)]]
+        expected.append(("user", "\n".join(turn_users)))
+        assert [(m["role"], m["text"]) for m in prompt[1:]] == expected
+    # The replies each request got are the ones stored for it.
+    replies = {m["message_id"]: m["text"] for m in stored if m["role"] == "assistant"}
+    for body in results.values():
+        assert replies[body["message_id"]] == body["reply"]
+
+
+def test_deleting_a_conversation_mid_reply_leaves_nothing_behind(make_stack: Any) -> None:
+    stack: Stack = make_stack(ASSISTANT_MAX_TOKENS="200")
+    stack.start_web()
+    stack.start_worker("w")
+    conversation_id = uuid.uuid4().hex
+    url = f"{stack.url}/api/conversations/{conversation_id}"
+    with httpx.stream("POST", f"{stack.url}/api/chat", timeout=120,
+                      json={"text": "Write a long poem about the sea.", "stream": True,
+                            "conversation_id": conversation_id}) as response:
+        kinds = []
+        for kind, _ in events(response):
+            kinds.append(kind)
+            if kinds == ["token"]:
+                # The turn is being generated: DELETE waits for it, then clears everything.
+                assert httpx.delete(url, timeout=120).status_code == 204
+    assert kinds[-1] == "done"
+    assert httpx.get(url).status_code == 404
