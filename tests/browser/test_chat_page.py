@@ -1,4 +1,4 @@
-"""The web chat page in headless Chromium, against the full stack (Valkey, a Celery worker, SmolLM2).
+"""The web chat page in headless Chromium, against the full stack (Valkey, worker, SmolLM2).
 
 The model is tiny and answers nonsense: the tests assert on the page's behaviour (bubbles, states,
 streaming, storage, errors), never on the wording of a reply.
@@ -252,7 +252,8 @@ def test_busy_server_shows_a_friendly_error_and_the_retry_is_answered_once(page:
 
     page.route("**/api/chat", busy_once)
     send(page, "Are you there?")
-    expect(page.locator(ERROR)).to_contain_text("The assistant is busy or offline, try again in a moment.")
+    expect(page.locator(ERROR)).to_contain_text(
+        "The assistant is busy or offline, try again in a moment.")
     expect(page.locator(INPUT)).to_have_value("Are you there?")
     expect(page.locator(MESSAGE)).to_have_count(0)
     screenshot(page, "chat-busy.png")
