@@ -61,8 +61,8 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
             return Outcome(busy_for=lock.ttl_seconds())
         try:
             while batch := turns.pending(runtime.client, conversation):
-                answer_batch(runtime, batch)
-                turns.done_with(runtime.client, conversation, len(batch))
+                consumed = answer_batch(runtime, batch)
+                turns.done_with(runtime.client, conversation, consumed)
                 answered += 1
         finally:
             lock.release()
@@ -72,7 +72,8 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
             return Outcome(turns=answered)
 
 
-def answer_batch(runtime: Runtime, batch: list[Inbound]) -> None:
+def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
+    """Answer the oldest pending messages as one turn; returns how many of them it consumed."""
     client = runtime.client
     fresh: list[Inbound] = []
     for inbound in batch:
@@ -93,22 +94,28 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> None:
         else:
             fresh.append(inbound)
     if not fresh:
-        return
+        return len(batch)
+    stored = stored_reply(client, fresh[0].message_id)
+    if stored is not None:
+        # A previous run stored this reply, then died before removing its messages from
+        # pending; messages that arrived since then wait for the next turn.
+        deliver(runtime, list(stored.in_reply_to), stored)
+        answered_ids = set(stored.in_reply_to)
+        return 1 + max(n for n, i in enumerate(batch) if i.message_id in answered_ids)
     ids = [i.message_id for i in fresh]
     stateless = fresh[0].history is not None
     history = None if stateless else RedisConversationHistory(
         client, fresh[0].conversation, runtime.retention_seconds
     )
-    reply = stored_reply(client, ids[0])
-    if reply is None or reply.message_id != reply_id_for(ids):
-        publisher = Publisher(client, ids)
-        reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
-                         on_token=publisher.token,
-                         on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
+    publisher = Publisher(client, ids)
+    reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
+                     on_token=publisher.token,
+                     on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
     deliver(runtime, ids, reply)
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
                             fresh[0].conversation.platform)
+    return len(batch)
 
 
 def trace_key(reply_id: str) -> str:

@@ -135,3 +135,22 @@ def test_holding_waits_for_the_lock_until_its_deadline(fake_redis: fakeredis.Fak
     other.release()
     with turns.holding(fake_redis, key, wait_until=time.monotonic() + 0.3) as held:
         assert held is True
+
+
+def test_a_message_arriving_after_a_crash_gets_its_own_turn(runtime: Runtime,
+                                                            engine: FakeEngine) -> None:
+    """Crash after storing the reply to A; B arrives before the rerun: A once, then B."""
+    sender = RecordingSender()
+    runtime.senders = {"web": sender}
+    first, second = inbound("A"), inbound("B")
+    turns.submit(runtime.client, first)
+    answer_pending(runtime, first.conversation)
+    runtime.client.lpush(turns.pending_key(first.conversation), first.model_dump_json())
+    turns.submit(runtime.client, second)
+    engine.answers.append("reply to B")
+    assert answer_pending(runtime, first.conversation).turns == 2
+    assert [r.text for r in sender.delivered] == ["ok", "reply to B"]
+    assert records(runtime) == [("user", "A"), ("assistant", "ok"),
+                                ("user", "B"), ("assistant", "reply to B")]
+    assert [(m.role, m.text) for m in engine.requests[-1].messages[1:]] == [
+        ("user", "A"), ("assistant", "ok"), ("user", "B")]
