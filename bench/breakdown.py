@@ -38,7 +38,7 @@ class Monitor:
     _thread: threading.Thread | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -48,7 +48,7 @@ class Monitor:
     def _run(self) -> None:
         client = redis.Redis.from_url(self.url)
         try:
-            with client.monitor() as monitor:
+            with client.monitor() as monitor:  # type: ignore[no-untyped-call]
                 self._ready.set()
                 for item in monitor.listen():
                     if self._stop.is_set():
@@ -72,10 +72,15 @@ class Monitor:
             self._thread.join(10)
 
 
-def _first(events: list[tuple[float, str, str]], *needles: str) -> float | None:
-    for moment, _, command in events:
+def _first(events: list[tuple[float, str, str]], *needles: str, after: float | None = None,
+           address: str | None = None) -> tuple[float, str] | None:
+    for moment, where, command in events:
+        if after is not None and moment < after:
+            continue
+        if address is not None and where != address:
+            continue
         if all(n in command for n in needles):
-            return moment
+            return moment, where
     return None
 
 
@@ -84,41 +89,62 @@ def analyse(run: Run, wall_start: float, events: list[tuple[float, str, str]]
     """Milestones of one request, in ms since the client started it."""
 
     def client_ms(perf: float) -> float:
-        return (perf - run.started) * 1e3
+        return round((perf - run.started) * 1e3, 2)
 
-    window = [e for e in events if wall_start - 0.001 <= e[0] <= wall_start
-              + (run.finished - run.started) + 0.5]
+    wall_end = wall_start + (run.finished - run.started)
+    window = [e for e in events if wall_start - 0.001 <= e[0] <= wall_end + 0.2]
 
-    def ms(moment: float | None) -> float | None:
-        return None if moment is None else round((moment - wall_start) * 1e3, 2)
+    def ms(found: tuple[float, str] | None) -> float | None:
+        return None if found is None else round((found[0] - wall_start) * 1e3, 2)
 
-    publishes = [e for e in window if e[2].startswith("PUBLISH assistant:stream:")]
+    subscribe = _first(window, "SUBSCRIBE assistant:stream:")
+    stream_channel = ""
+    if subscribe is not None:
+        command = next(c for m, _, c in window if m == subscribe[0] and "SUBSCRIBE" in c)
+        stream_channel = command.split()[1]
+    publishes = [e for e in window if stream_channel and e[2].startswith(
+        f"PUBLISH {stream_channel} ")]
     tokens = [e for e in publishes if '"type": "token"' in e[2]]
     done = next((e for e in publishes if '"type": "done"' in e[2]), None)
+    enqueue = _first(window, "LPUSH assistant.turns")
+    taken = _first(window, "ZADD unacked_index", after=enqueue[0] if enqueue else None)
+    lock = _first(window, "SET assistant:lock:", after=taken[0] if taken else None)
+    # The task's last command before generating: its check for an already stored reply.
+    engine_starts = None
+    if lock is not None and tokens:
+        before_first = [e for e in window
+                        if e[1] == lock[1] and lock[0] <= e[0] < tokens[0][0]]
+        if before_first:
+            engine_starts = (before_first[-1][0], before_first[-1][1])
+    # redis.asyncio's PubSub takes a fresh connection per request: its handshake comes first.
+    handshake = None
+    if subscribe is not None:
+        handshake = _first([e for e in window if e[1] == subscribe[1]], "HELLO") or \
+            _first([e for e in window if e[1] == subscribe[1]], "")
     marks: dict[str, float | None] = {
-        "web_subscribes": ms(_first(window, "SUBSCRIBE assistant:stream:")),
+        "web_opens_pubsub_connection": ms(handshake),
+        "web_subscribes": ms(subscribe),
         "web_dedupe_set": ms(_first(window, "SET assistant:dedupe:")),
-        "web_enqueues_task": ms(_first(window, "LPUSH assistant.turns")),
-        "worker_takes_task": ms(_first(window, "ZADD unacked_index")),
-        "celery_task_received_event": ms(_first(window, "PUBLISH", "celeryev", "task.received")),
-        "celery_task_started_event": ms(_first(window, "PUBLISH", "celeryev", "task.started")),
-        "task_takes_lock": ms(_first(window, "SET assistant:lock:")),
-        "task_reads_pending": ms(_first(window, "LRANGE assistant:pending:")),
-        "first_token_published": ms(tokens[0][0]) if tokens else None,
-        "client_first_chunk": round(client_ms(run.stamps[0]), 2),
-        "last_token_published": ms(tokens[-1][0]) if tokens else None,
-        "client_last_chunk": round(client_ms(run.stamps[-1]), 2),
-        "done_published": ms(done[0]) if done else None,
-        "client_headers": round(client_ms(run.marks["headers"]), 2)
-        if "headers" in run.marks else None,
-        "client_finished": round(client_ms(run.finished), 2),
+        "web_enqueues_task": ms(enqueue),
+        "worker_takes_task": ms(taken),
+        "celery_event_published": ms(_first(window, "PUBLISH", "celeryev",
+                                            after=taken[0] if taken else None)),
+        "task_takes_lock": ms(lock),
+        "task_ready_to_generate": ms(engine_starts),
+        "first_token_published": ms((tokens[0][0], "")) if tokens else None,
+        "client_first_chunk": client_ms(run.stamps[0]),
+        "last_token_published": ms((tokens[-1][0], "")) if tokens else None,
+        "client_last_chunk": client_ms(run.stamps[-1]),
+        "done_published": ms((done[0], "")) if done else None,
+        "client_headers": client_ms(run.marks["headers"]) if "headers" in run.marks else None,
+        "client_finished": client_ms(run.finished),
     }
     worker_tps = None
     lag_ms: list[float] = []
     if len(tokens) > 1:
         worker_tps = (len(tokens) - 1) / (tokens[-1][0] - tokens[0][0])
         # Each token's trip from the worker's PUBLISH to the client (same host, same clock).
-        for (moment, _, _), stamp in zip(tokens, run.stamps):
+        for (moment, _, _), stamp in zip(tokens, run.stamps, strict=False):
             arrived = wall_start + (stamp - run.started)
             lag_ms.append((arrived - moment) * 1e3)
     return {
@@ -134,13 +160,17 @@ def analyse(run: Run, wall_start: float, events: list[tuple[float, str, str]]
 
 
 STEPS = [
-    ("client → web handler (HTTP, FastAPI, validation)", None, "web_subscribes"),
-    ("web: subscribe, dedupe, queue, send_task", "web_subscribes", "web_enqueues_task"),
+    ("client → web handler (HTTP, FastAPI, validation)", None, "web_opens_pubsub_connection"),
+    ("web: new pub/sub connection (connect, HELLO, SETINFO)", "web_opens_pubsub_connection",
+     "web_subscribes"),
+    ("web: subscribe, dedupe, pending, send_task", "web_subscribes", "web_enqueues_task"),
     ("queue → worker consumer takes the task", "web_enqueues_task", "worker_takes_task"),
-    ("worker consumer → pool child starts the task", "worker_takes_task",
-     "celery_task_started_event"),
-    ("task start → conversation lock", "celery_task_started_event", "task_takes_lock"),
-    ("lock → first token published (prompt, llama)", "task_takes_lock", "first_token_published"),
+    ("consumer → task running in the pool child (lock taken)", "worker_takes_task",
+     "task_takes_lock"),
+    ("task bookkeeping (pending, deliveries, stored reply)", "task_takes_lock",
+     "task_ready_to_generate"),
+    ("prompt + llama first token + publish", "task_ready_to_generate",
+     "first_token_published"),
     ("first token: Redis pub/sub → web → SSE → client", "first_token_published",
      "client_first_chunk"),
 ]

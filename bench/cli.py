@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Decode speed and time to first token: llama.cpp direct vs. the pipeline.")
     parser.add_argument("--threads", type=int, default=settings.threads,
-                        help="llama threads (n_threads = n_threads_batch) for both paths "
+                        help="llama decode threads (n_threads) for both paths "
                              "(default: Settings().threads = %(default)s)")
+    parser.add_argument("--threads-batch", type=int, default=None,
+                        help="prompt-processing threads (n_threads_batch; default: = --threads, "
+                             "as the brief's setup and Settings without ASSISTANT_THREADS_BATCH)")
     parser.add_argument("--repetitions", type=int, default=7,
                         help="timed requests per path (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=1,
@@ -49,9 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128, help="default %(default)s")
     parser.add_argument("--model", default=settings.model,
                         help="model name or GGUF path (default: Settings().model = %(default)s)")
-    parser.add_argument("--sweep", default="1,2",
-                        help="thread counts for the direct decode sweep (default %(default)s; "
-                             "empty to skip)")
+    parser.add_argument("--sweep", default="1,2,1/2",
+                        help="thread counts for the direct sweep, each N (n_threads = "
+                             "n_threads_batch = N) or N/B (n_threads N, n_threads_batch B) "
+                             "(default %(default)s; empty to skip)")
     parser.add_argument("--breakdown-requests", type=int, default=3,
                         help="extra pipeline requests under Redis MONITOR to find where the "
                              "time goes (default %(default)s; 0 to skip)")
@@ -65,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="exit 1 when a target is missed or the outputs differ")
     args = parser.parse_args(argv)
     args.settings = settings
+    args.threads_batch = args.threads_batch or args.threads
     if args.threads < 1 or args.repetitions < 1 or args.max_tokens < 2:
         parser.error("--threads, --repetitions must be >= 1 and --max-tokens >= 2")
     return args
@@ -93,26 +98,32 @@ def main(argv: list[str] | None = None) -> int:
     settings = args.settings
     model_path = resolve_model_path(args.model, settings.models_dir)
     threads, max_tokens, reps = args.threads, args.max_tokens, args.repetitions
+    batch = args.threads_batch
     machine = system.machine_info()
     phases: dict[str, Any] = {}
     started = time.perf_counter()
-    log(f"model {model_path.name}, threads {threads}, max_tokens {max_tokens}, "
+    log(f"model {model_path.name}, threads {threads}/{batch}, max_tokens {max_tokens}, "
         f"{reps} repetitions after {args.warmup} warm-up; {machine['nproc']} cores")
 
     # 1. Direct, at the thread count under test.
     window = phase("direct", args, phases)
     direct_result = direct.measure(model_path, settings.context_size, threads, MESSAGES,
-                                   max_tokens, reps, args.warmup, SEED, cold=True)
+                                   max_tokens, reps, args.warmup, SEED, cold=True,
+                                   threads_batch=batch)
     phases["direct"]["cpu"] = window.stop()
 
     # 2. A small thread sweep, direct only (the defaults are chosen from it).
     sweep: dict[str, Any] = {}
-    for count in [int(x) for x in args.sweep.split(",") if x.strip()]:
-        window = phase(f"sweep_{count}", args, phases)
-        result = direct.measure(model_path, settings.context_size, count, MESSAGES, max_tokens,
-                                reps, args.warmup, SEED, cold=True)
-        phases[f"sweep_{count}"]["cpu"] = window.stop()
-        sweep[str(count)] = {
+    for entry in [x.strip() for x in args.sweep.split(",") if x.strip()]:
+        count, _, batch_text = entry.partition("/")
+        window = phase(f"sweep_{entry}", args, phases)
+        result = direct.measure(model_path, settings.context_size, int(count), MESSAGES,
+                                max_tokens, reps, args.warmup, SEED, cold=True,
+                                threads_batch=int(batch_text) if batch_text else None)
+        phases[f"sweep_{entry}"]["cpu"] = window.stop()
+        sweep[entry] = {
+            "threads": result["threads"],
+            "threads_batch": result["threads_batch"],
             "decode_tps_p50": result["decode_tps"]["p50"],
             "decode_tps": result["decode_tps"],
             "ttft_ms_p50": result["ttft_ms"]["p50"],
@@ -123,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     # 3. The pipeline (the direct Llama objects are gone by now).
-    from bench import breakdown, pipeline
+    from bench import breakdown, pipeline, publish
 
     run_logs = args.log_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
     window = phase("pipeline", args, phases)
-    stack = pipeline.Pipeline(model_path, threads, max_tokens, settings.context_size, run_logs)
+    stack = pipeline.Pipeline(model_path, threads, batch, max_tokens, settings.context_size,
+                              run_logs)
     try:
         stack.start()
         pipe_result = pipeline.measure(stack, MESSAGES, max_tokens, reps, args.warmup)
@@ -137,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             log("breakdown (Redis MONITOR) …")
             breakdown_result = breakdown.measure(stack, MESSAGES, max_tokens,
                                                  args.breakdown_requests)
+            # The worker is idle now: the worker-side cost of publishing each token, alone.
+            window = phase("publish_what_if", args, phases)
+            breakdown_result["publish_what_if"] = publish.measure(
+                model_path, settings.context_size, threads, MESSAGES, max_tokens, reps,
+                args.warmup, stack.redis_url, SEED, threads_batch=batch)
+            phases["publish_what_if"]["cpu"] = window.stop()
     finally:
         stack.close()
 
@@ -174,11 +192,11 @@ def assemble(args: argparse.Namespace, model_path: Path, machine: dict[str, Any]
     except ValueError:
         shown_model = str(model_path)
     return {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
         "model": shown_model,
         "threads": args.threads,
-        "threads_batch": args.threads,
+        "threads_batch": args.threads_batch,
         "context_size": args.settings.context_size,
         "max_tokens": args.max_tokens,
         "temperature": 0,
@@ -188,6 +206,8 @@ def assemble(args: argparse.Namespace, model_path: Path, machine: dict[str, Any]
         "completion_tokens": d["completion_tokens"],
         "completion_chunks": {"direct": len(d["pieces"]), "pipeline": len(p["pieces"])},
         "outputs_match": outputs_match,
+        # Decode speed is counted in text pieces; equal to tokens for this prompt's English.
+        "pieces_equal_tokens": d["completion_tokens"] == len(d["pieces"]),
         "direct_decode_tps": direct_tps,
         "pipeline_decode_tps": pipe_tps,
         "decode_ratio": ratio,
@@ -207,7 +227,8 @@ def assemble(args: argparse.Namespace, model_path: Path, machine: dict[str, Any]
         "messages": MESSAGES,
         "output_text": d["text"],
         "pipeline_output_text": None if d["text"] == p["text"] else p["text"],
-        "stack_logs": str(run_logs),
+        "stack_logs": str(run_logs.relative_to(ROOT)) if run_logs.is_relative_to(ROOT)
+        else str(run_logs),
     }
 
 
@@ -215,7 +236,7 @@ def render_summary(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
         "",
-        f"bench  {r['timestamp']}  {r['model']}  threads={r['threads']}  "
+        f"bench  {r['timestamp']}  {r['model']}  threads={r['threads']}/{r['threads_batch']}  "
         f"max_tokens={r['max_tokens']}  reps={r['repetitions']}",
         f"machine  {m['nproc']} cores, {m['cpu_model']}",
         f"prompt {r['prompt_tokens']} tokens, completion {r['completion_tokens']} tokens "
@@ -224,7 +245,8 @@ def render_summary(r: dict[str, Any]) -> str:
         f"outputs match: {'yes' if r['outputs_match'] else 'NO'}",
         "",
         f"{'':24}{'direct':>10}{'pipeline':>10}{'':>4}target",
-        f"{'decode tok/s (p50)':24}{r['direct_decode_tps']:>10.1f}{r['pipeline_decode_tps']:>10.1f}",
+        f"{'decode tok/s (p50)':24}{r['direct_decode_tps']:>10.1f}"
+        f"{r['pipeline_decode_tps']:>10.1f}",
         f"{'  ratio':24}{'':>10}{r['decode_ratio']:>10.3f}    >= "
         f"{r['targets']['decode_ratio_min']}  "
         f"{'ok' if r['target_checks']['decode_ratio'] else 'MISSED'}",
@@ -236,7 +258,7 @@ def render_summary(r: dict[str, Any]) -> str:
     if r["thread_sweep"]:
         lines.append("")
         lines.append("thread sweep (direct): " + ", ".join(
-            f"{t} thread(s) {s['decode_tps_p50']:.1f} tok/s decode, "
+            f"{t}: {s['decode_tps_p50']:.1f} tok/s decode, "
             f"cold prompt {s['cold_prompt_tps']} tok/s" for t, s in r["thread_sweep"].items()))
     bd = r.get("breakdown")
     if bd:
@@ -246,10 +268,19 @@ def render_summary(r: dict[str, Any]) -> str:
             lines.append(f"  {value:8.2f}  {label}")
         lines.append(f"  worker publishes {bd['worker_publish_tps'].get('p50')} tok/s; "
                      f"token delivery lag p50 {bd['token_delivery_lag_ms_p50']} ms")
+        what_if = bd.get("publish_what_if")
+        if what_if:
+            lines.append("direct decode with the worker's publishing, interleaved (tok/s p50, "
+                         "ratio to none, ms per token in the generating thread):")
+            for mode, info in what_if["modes"].items():
+                lines.append(f"  {mode:18} {info['decode_tps']['p50']:7.1f}  "
+                             f"{info['ratio_to_none']:.3f}  "
+                             f"{info['generating_thread_ms_per_token']:.3f} ms  "
+                             f"{info['publishes_per_request']:g} PUBLISH/request")
     cpu = r["pipeline"]["cpu_by_process"]
     lines.append("")
-    lines.append("CPU per pipeline request (ms): " + ", ".join(
-        f"{role.split(' ')[0]} {v['cpu_ms_per_request']}" for role, v in cpu.items()))
+    lines.append("pipeline CPU per token (µs): " + ", ".join(
+        f"{role.split(' ')[0]} {v['cpu_us_per_token']:g}" for role, v in cpu.items()))
     if r["noisy_phases"]:
         lines.append("")
         lines.append("WARNING: other programs used the CPUs during: "

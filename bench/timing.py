@@ -41,7 +41,7 @@ class Run:
         return (len(self.stamps) - 1) / span if span > 0 else float("nan")
 
     def gaps_ms(self) -> list[float]:
-        return [(b - a) * 1e3 for a, b in zip(self.stamps, self.stamps[1:])]
+        return [(b - a) * 1e3 for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
 
     def as_dict(self) -> dict[str, Any]:
         if not self.stamps:
