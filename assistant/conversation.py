@@ -111,6 +111,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
                      on_token=publisher.token,
                      on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
+    publisher.flush()
     deliver(runtime, ids, reply)
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from assistant.envelope import ChatMessage
 
@@ -19,6 +19,17 @@ class GenerationRequest:
     seed: int
 
 
+@dataclass(frozen=True)
+class Completion:
+    """How a generation ended: the model's own finish reason and how many tokens it wrote."""
+
+    finish_reason: Literal["stop", "length"]
+    completion_tokens: int
+
+
+Stream = Generator[str, None, Completion]
+
+
 class Engine(Protocol):
     """A chat model: counts tokens and streams the answer to a list of messages."""
 
@@ -29,8 +40,8 @@ class Engine(Protocol):
         """How many prompt tokens these messages take, chat template included."""
         ...
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield the answer piece by piece as the model produces it."""
+    def stream(self, request: GenerationRequest) -> Stream:
+        """Yield the answer piece by piece as the model produces it; return how it ended."""
         ...
 
 
@@ -48,9 +59,11 @@ class FakeEngine:
         # One token per word plus a fixed per-message overhead, like a chat template adds.
         return sum(len(m.text.split()) + 4 for m in messages)
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> Stream:
         self.requests.append(request)
         answer = self.answers.pop(0) if self.answers else self.default_answer
-        words = answer.split(" ")
-        for index, word in enumerate(words):
+        words = answer.split(" ")  # one "token" per word
+        for index, word in enumerate(words[: request.max_tokens]):
             yield word if index == 0 else " " + word
+        cut = len(words) > request.max_tokens
+        return Completion("length" if cut else "stop", min(len(words), request.max_tokens))

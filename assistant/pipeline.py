@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from assistant.engine import Engine, GenerationRequest
+from assistant.engine import Completion, Engine, GenerationRequest
 from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
 from assistant.errors import InputRejected
 from assistant.memory import RedisConversationHistory, Summary, build_window, needs_summary
@@ -142,7 +142,13 @@ def run_turn(
     if on_prompt is not None:
         on_prompt(reply_id, request)
     pieces: list[str] = []
-    for piece in engine.stream(request):
+    stream = engine.stream(request)
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as end:
+            completion: Completion = end.value
+            break
         if on_token is not None:
             on_token(len(pieces), piece)
         pieces.append(piece)
@@ -153,9 +159,9 @@ def run_turn(
         in_reply_to=tuple(i.message_id for i in inbounds),
         text=text,
         reply_to=dict(first.reply_to),
-        finish_reason="length" if len(pieces) >= turn_config.max_tokens else "stop",
+        finish_reason=completion.finish_reason,
         prompt_tokens=engine.count_tokens(messages),
-        completion_tokens=len(pieces),
+        completion_tokens=completion.completion_tokens,
     )
     if history is not None and first.history is None:
         user_messages = [

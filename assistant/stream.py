@@ -32,12 +32,23 @@ def reply_key(message_id: str) -> str:
     return f"{PREFIX}:reply:{message_id}"
 
 
+# Token events are coalesced: the first piece goes out at once (time to first token), later
+# ones at most every this many seconds. One PUBLISH per token cost ~10 % of decode speed on
+# 2 cores (worker, Redis, web and client all wake per token); see docs/benchmarks.md.
+COALESCE_SECONDS = 0.04
+
+
 class Publisher:
     """The worker's side: publish tokens and store + announce finished replies."""
 
-    def __init__(self, client: redis.Redis, message_ids: list[str] | tuple[str, ...]) -> None:
+    def __init__(self, client: redis.Redis, message_ids: list[str] | tuple[str, ...],
+                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
         self.client = client
         self.message_ids = tuple(message_ids)
+        self.coalesce_seconds = coalesce_seconds
+        self._pending: list[str] = []
+        self._pending_from = 0
+        self._last_sent: float | None = None
 
     def _publish(self, event: dict[str, Any]) -> None:
         payload = json.dumps(event)
@@ -47,9 +58,24 @@ class Publisher:
         pipe.execute()
 
     def token(self, index: int, text: str) -> None:
-        self._publish({"type": "token", "index": index, "text": text})
+        """Queue piece number ``index``; send what is queued when it is time."""
+        if not self._pending:
+            self._pending_from = index
+        self._pending.append(text)
+        now = time.monotonic()
+        if self._last_sent is None or now - self._last_sent >= self.coalesce_seconds:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Send the queued pieces as one event (``index`` is the first piece's number)."""
+        if self._pending:
+            self._publish({"type": "token", "index": self._pending_from,
+                           "pieces": self._pending})
+            self._pending = []
+        self._last_sent = time.monotonic() if now is None else now
 
     def done(self, reply: Reply) -> None:
+        self.flush()
         body = reply.model_dump_json()
         pipe = self.client.pipeline(transaction=True)
         for message_id in self.message_ids:
@@ -122,10 +148,13 @@ class Listener:
                 continue
             event = json.loads(message["data"])
             if event["type"] == "token":
-                # A rerun after a crash replays the same indices: pass each index once.
-                if event["index"] == next_index:
-                    next_index += 1
-                    yield StreamEvent("token", text=event["text"])
+                # A rerun after a crash replays the same pieces, maybe grouped differently:
+                # pass on each piece index once, in order.
+                first = event["index"]
+                fresh = event["pieces"][next_index - first:] if first <= next_index else []
+                if fresh:
+                    next_index += len(fresh)
+                    yield StreamEvent("token", text="".join(fresh))
             elif event["type"] == "done":
                 yield StreamEvent("done", reply=Reply.model_validate(event["reply"]))
                 return

@@ -10,18 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assistant.engine import GenerationRequest
+from assistant.engine import Completion, GenerationRequest, Stream
 from assistant.envelope import ChatMessage
 from assistant.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-# Per-message overhead of a chat template (role markers, separators), for token counting.
+# Chat-template overhead for token counting: role markers and separators per message, plus
+# the assistant header that opens the reply (ChatML: "<|im_start|>assistant\n").
 TEMPLATE_TOKENS_PER_MESSAGE = 5
+GENERATION_PROMPT_TOKENS = 4
 
 
 class LlamaEngine:
@@ -67,14 +69,16 @@ class LlamaEngine:
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         llama = self.load()
-        total = 0
+        total = GENERATION_PROMPT_TOKENS
         for message in messages:
             total += len(llama.tokenize(message.text.encode(), add_bos=False, special=False))
             total += TEMPLATE_TOKENS_PER_MESSAGE
         return total
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
+    def stream(self, request: GenerationRequest) -> Stream:
         llama = self.load()
+        finish_reason = "stop"
+        pieces: list[str] = []
         with self._lock:
             chunks = llama.create_chat_completion(
                 messages=[{"role": m.role, "content": m.text} for m in request.messages],
@@ -84,7 +88,14 @@ class LlamaEngine:
                 stream=True,
             )
             for chunk in chunks:
-                delta = chunk["choices"][0]["delta"]
-                text = delta.get("content")
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
                 if text:
+                    pieces.append(text)
                     yield text
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+        # Pieces are not tokens: llama-cpp-python joins tokens that split a UTF-8 character.
+        written = "".join(pieces).encode()
+        count = len(llama.tokenize(written, add_bos=False, special=False)) if written else 0
+        return Completion("length" if finish_reason == "length" else "stop", count)

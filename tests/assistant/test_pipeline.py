@@ -118,3 +118,12 @@ def test_merge_consecutive() -> None:
                                 ChatMessage(role="user", text="b"),
                                 ChatMessage(role="assistant", text="c")])
     assert [(m.role, m.text) for m in merged] == [("user", "a\nb"), ("assistant", "c")]
+
+
+def test_a_reply_cut_by_max_tokens_says_so(fake_redis: fakeredis.FakeRedis,
+                                           prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=[" ".join(["word"] * 50)])
+    reply = run_turn([inbound("talk")], engine, prompts, CONFIG, history_of(fake_redis))
+    assert reply.finish_reason == "length" and reply.completion_tokens == 32
+    short = run_turn([inbound("again")], engine, prompts, CONFIG, history_of(fake_redis))
+    assert short.finish_reason == "stop" and short.completion_tokens == 1
