@@ -20,7 +20,7 @@ from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import PromptCallback, TurnConfig, run_turn, summarise_if_needed
 from assistant.prompts import PromptLibrary
-from assistant.stream import Publisher, stored_reply
+from assistant.stream import COALESCE_SECONDS, Publisher, stored_reply
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Runtime:
     max_deliveries: int
     senders: Mapping[str, Sender]
     trace_prompts: bool = False
+    stream_interval_seconds: float = COALESCE_SECONDS
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -107,7 +108,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     history = None if stateless else RedisConversationHistory(
         client, fresh[0].conversation, runtime.retention_seconds
     )
-    publisher = Publisher(client, ids)
+    publisher = Publisher(client, ids, runtime.stream_interval_seconds)
     reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
                      on_token=publisher.token,
                      on_prompt=trace_prompt(client) if runtime.trace_prompts else None)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     reply_timeout: float = Field(120.0, alias="ASSISTANT_REPLY_TIMEOUT", gt=0)
     max_input_chars: int = Field(4000, alias="ASSISTANT_MAX_INPUT_CHARS", ge=1)
 
+    # Streamed tokens are sent in batches at most this often (the first token at once).
+    stream_interval_ms: int = Field(100, alias="ASSISTANT_STREAM_INTERVAL_MS", ge=0, le=5000)
+
     memory_retention_days: float = Field(30.0, alias="ASSISTANT_MEMORY_RETENTION_DAYS", gt=0)
     worker_concurrency: int = Field(1, alias="ASSISTANT_WORKER_CONCURRENCY", ge=1)
     max_deliveries: int = Field(3, alias="ASSISTANT_MAX_DELIVERIES", ge=1)

@@ -33,9 +33,10 @@ def reply_key(message_id: str) -> str:
 
 
 # Token events are coalesced: the first piece goes out at once (time to first token), later
-# ones at most every this many seconds. One PUBLISH per token cost ~10 % of decode speed on
-# 2 cores (worker, Redis, web and client all wake per token); see docs/benchmarks.md.
-COALESCE_SECONDS = 0.04
+# ones at most every this many seconds (ASSISTANT_STREAM_INTERVAL_MS). One PUBLISH per token
+# cost ~10 % of decode speed on 2 cores, since the worker, Redis, the web process and the
+# client all wake per token; see docs/benchmarks.md.
+COALESCE_SECONDS = 0.1
 
 
 class Publisher:

@@ -149,8 +149,8 @@ def analyse(run: Run, wall_start: float, events: list[tuple[float, str, str]]
             lag_ms.append((arrived - moment) * 1e3)
     return {
         "marks_ms": marks,
-        "tokens_published": len(tokens),
-        "worker_publish_tps": round(worker_tps, 2) if worker_tps else None,
+        "token_events_published": len(tokens),
+        "worker_token_events_per_s": round(worker_tps, 2) if worker_tps else None,
         "client_tps": round(run.decode_tps, 2),
         "token_delivery_lag_ms_p50": round(quantile(lag_ms, 0.5), 3) if lag_ms else None,
         "token_delivery_lag_ms_p99": round(quantile(lag_ms, 0.99), 3) if lag_ms else None,
@@ -204,7 +204,8 @@ def measure(pipeline: Pipeline, messages: list[dict[str, str]], max_tokens: int,
         for label, value in item["steps_ms"].items():
             if value is not None:
                 step_values.setdefault(label, []).append(value)
-    worker_tps = [r["worker_publish_tps"] for r in per_request if r["worker_publish_tps"]]
+    worker_tps = [r["worker_token_events_per_s"] for r in per_request
+                  if r["worker_token_events_per_s"]]
     lag = [r["token_delivery_lag_ms_p50"] for r in per_request
            if r["token_delivery_lag_ms_p50"] is not None]
     return {
@@ -212,7 +213,7 @@ def measure(pipeline: Pipeline, messages: list[dict[str, str]], max_tokens: int,
         "note": "extra requests under Redis MONITOR (which slows every command); "
                 "steps are medians over these requests, in ms",
         "ttft_steps_ms_p50": {k: round(quantile(v, 0.5), 2) for k, v in step_values.items()},
-        "worker_publish_tps": summary(worker_tps),
+        "worker_token_events_per_s": summary(worker_tps),
         "client_tps_under_monitor": summary([r["client_tps"] for r in per_request]),
         "token_delivery_lag_ms_p50": round(quantile(lag, 0.5), 3) if lag else None,
         "per_request": per_request,

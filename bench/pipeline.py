@@ -87,7 +87,7 @@ class Pipeline:
         """One streamed completion; returns the run, its wall-clock start, and finish_reason."""
         assert self.client is not None
         body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
-                "temperature": 0}
+                "temperature": 0, "stream_options": {"include_usage": True}}
         finish_reason = ""
         wall = time.time()
         run = Run(started=time.perf_counter())
@@ -105,6 +105,10 @@ class Pipeline:
                 event = json.loads(payload)
                 if "choices" not in event:
                     raise RuntimeError(f"error event in the stream: {payload[:500]}")
+                if event.get("usage"):
+                    run.tokens = event["usage"]["completion_tokens"]
+                if not event["choices"]:
+                    continue
                 choice = event["choices"][0]
                 text = choice["delta"].get("content")
                 if text:
@@ -148,7 +152,7 @@ def measure(pipeline: Pipeline, messages: list[dict[str, str]], max_tokens: int,
         used = (ticks - before[role]) / system.CLOCK_TICKS
         cpu[role] = {
             "cpu_ms_per_request": round(used * 1e3 / repetitions, 1),
-            "cpu_us_per_token": round(used * 1e6 / sum(r.chunks for r in runs), 1),
+            "cpu_us_per_token": round(used * 1e6 / sum(r.token_count for r in runs), 1),
             "cores_while_streaming": round(used / total_seconds, 3) if total_seconds else 0.0,
         }
     return {
@@ -159,6 +163,7 @@ def measure(pipeline: Pipeline, messages: list[dict[str, str]], max_tokens: int,
         "runs": [r.as_dict() for r in runs],
         "finish_reasons": sorted(set(reasons)),
         "completion_chunks": runs[-1].chunks,
+        "completion_tokens": runs[-1].token_count,
         "text": runs[-1].text,
         "pieces": runs[-1].pieces,
         "texts_identical_across_runs": len({r.text for r in runs}) == 1,

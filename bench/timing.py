@@ -17,6 +17,9 @@ class Run:
     pieces: list[str] = field(default_factory=list)
     finished: float = 0.0  # perf_counter() when the stream ended
     marks: dict[str, float] = field(default_factory=dict)  # other client-side moments
+    # Tokens generated, when known (the pipeline reports usage; its token events are
+    # coalesced, so pieces are not tokens there).
+    tokens: int | None = None
 
     def add(self, now: float, text: str) -> None:
         self.stamps.append(now)
@@ -35,10 +38,17 @@ class Run:
         return (self.stamps[0] - self.started) * 1e3
 
     @property
+    def token_count(self) -> int:
+        return self.tokens if self.tokens is not None else len(self.pieces)
+
+    @property
     def decode_tps(self) -> float:
-        """Pieces after the first, divided by the time from the first to the last."""
+        """Tokens after the first, divided by the time from the first piece to the last.
+
+        The first piece is one token in both paths (the worker sends the first token alone).
+        """
         span = self.stamps[-1] - self.stamps[0]
-        return (len(self.stamps) - 1) / span if span > 0 else float("nan")
+        return (self.token_count - 1) / span if span > 0 else float("nan")
 
     def gaps_ms(self) -> list[float]:
         return [(b - a) * 1e3 for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
@@ -51,6 +61,7 @@ class Run:
             "ttft_ms": round(self.ttft_ms, 2),
             "decode_tps": round(self.decode_tps, 2),
             "chunks": self.chunks,
+            "tokens": self.token_count,
             "total_ms": round((self.finished - self.started) * 1e3, 1),
             "gap_ms_p50": round(quantile(gaps, 0.5), 3) if gaps else None,
             "gap_ms_p99": round(quantile(gaps, 0.99), 3) if gaps else None,

@@ -38,6 +38,7 @@ def runtime() -> Runtime:
         max_deliveries=settings.max_deliveries,
         senders={},
         trace_prompts=settings.trace_prompts,
+        stream_interval_seconds=settings.stream_interval_ms / 1000,
     )
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant.envelope import ChatMessage, ConversationKey, GenerationOptions, Inbound
+from assistant.envelope import ChatMessage, ConversationKey, GenerationOptions, Inbound, Reply
 from assistant.errors import AssistantError, InputRejected
 from assistant.models import DEFAULT_MODEL
 from assistant.pipeline import validate_text
@@ -45,6 +45,11 @@ class OpenAIMessage(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown OpenAI options are accepted and ignored
     model: str | None = None
@@ -54,6 +59,7 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     user: str | None = None
+    stream_options: StreamOptions | None = None
 
 
 def model_id(configured: str) -> str:
@@ -61,6 +67,11 @@ def model_id(configured: str) -> str:
     if configured == DEFAULT_MODEL or "/" not in configured:
         return configured
     return Path(configured).name
+
+
+def usage(reply: Reply) -> dict[str, int]:
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
 
 def to_inbound(body: CompletionRequest, max_chars: int) -> Inbound:
@@ -108,19 +119,19 @@ async def create_chat_completion(body: CompletionRequest, state: State) -> Any:
             "created": created, "model": name,
             "choices": [{"index": 0, "finish_reason": reply.finish_reason,
                          "message": {"role": "assistant", "content": reply.text}}],
-            "usage": {"prompt_tokens": reply.prompt_tokens,
-                      "completion_tokens": reply.completion_tokens,
-                      "total_tokens": reply.prompt_tokens + reply.completion_tokens},
+            "usage": usage(reply),
         }
     listener = await state.open_stream(inbound)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        stream_chunks(state, listener, name, created), media_type="text/event-stream",
+        stream_chunks(state, listener, name, created, include_usage),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def stream_chunks(state: WebState, listener: Listener, model: str, created: int
-                        ) -> AsyncIterator[str]:
+async def stream_chunks(state: WebState, listener: Listener, model: str, created: int,
+                        include_usage: bool = False) -> AsyncIterator[str]:
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
 
     def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
@@ -129,11 +140,19 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
         return f"data: {json.dumps(payload)}\n\n"
 
+    def usage_chunk(reply: Reply) -> str:
+        # OpenAI's stream_options.include_usage: a last chunk with no choices, only usage.
+        payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                   "model": model, "choices": [], "usage": usage(reply)}
+        return f"data: {json.dumps(payload)}\n\n"
+
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for event in listener.events(state.settings.reply_timeout):
             if event.reply is not None:
                 yield chunk({}, event.reply.finish_reason)
+                if include_usage:
+                    yield usage_chunk(event.reply)
             else:
                 yield chunk({"content": event.text})
     except AssistantError as exc:

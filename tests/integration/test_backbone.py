@@ -124,10 +124,12 @@ def test_openai_client_non_streaming_and_streaming(stack: Stack) -> None:
         assert completion.choices[0].finish_reason in {"stop", "length"}
         chunks = list(client.chat.completions.create(
             model=models.data[0].id, stream=True, max_tokens=12,
-            messages=[{"role": "user", "content": "Count to three."}]))
-        text = "".join(c.choices[0].delta.content or "" for c in chunks)
+            messages=[{"role": "user", "content": "Count to three."}],
+            stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text.strip()
-        assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
+        assert chunks[-2].choices[0].finish_reason in {"stop", "length"}
+        assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 12
     finally:
         client.close()
 
