@@ -108,11 +108,18 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     history = None if stateless else RedisConversationHistory(
         client, fresh[0].conversation, runtime.retention_seconds
     )
-    publisher = Publisher(client, ids, runtime.stream_interval_seconds)
-    reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
-                     on_token=publisher.token,
-                     on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
-    publisher.flush()
+    saved = history.saved_reply(reply_id_for(ids)) if history is not None else None
+    if saved is not None:
+        # A previous run stored the turn, then died before storing the reply: send that.
+        reply = Reply(message_id=saved.message_id, conversation=fresh[0].conversation,
+                      in_reply_to=tuple(ids), text=saved.text,
+                      reply_to=dict(fresh[0].reply_to))
+    else:
+        publisher = Publisher(client, ids, runtime.stream_interval_seconds)
+        reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
+                         on_token=publisher.token,
+                         on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
+        publisher.flush()
     deliver(runtime, ids, reply)
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,

@@ -89,6 +89,12 @@ class RedisConversationHistory(BaseChatMessageHistory):
         pipe.execute()
         return True
 
+    def saved_reply(self, turn_id: str) -> ChatMessage | None:
+        """The assistant message of a turn already stored under ``turn_id``, if any."""
+        if not self.client.sismember(self.saved_key, turn_id):
+            return None
+        return next((m for m in reversed(self.records()) if m.message_id == turn_id), None)
+
     def summary(self) -> Summary:
         data = self.client.hgetall(self.summary_key)
         if not data:

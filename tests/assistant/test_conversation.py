@@ -154,3 +154,23 @@ def test_a_message_arriving_after_a_crash_gets_its_own_turn(runtime: Runtime,
                                 ("user", "B"), ("assistant", "reply to B")]
     assert [(m.role, m.text) for m in engine.requests[-1].messages[1:]] == [
         ("user", "A"), ("assistant", "ok"), ("user", "B")]
+
+
+def test_a_turn_stored_before_a_crash_is_sent_not_generated_again(runtime: Runtime,
+                                                                 engine: FakeEngine) -> None:
+    """Crash after the turn was saved to memory but before the reply was stored."""
+    from assistant.envelope import reply_id_for
+    from assistant.stream import reply_key
+
+    engine.answers.append("first answer")
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    answer_pending(runtime, message.conversation)
+    runtime.client.delete(reply_key(message.message_id))
+    runtime.client.rpush(turns.pending_key(message.conversation), message.model_dump_json())
+    answer_pending(runtime, message.conversation)
+    assert len(engine.requests) == 1
+    reply = stored_reply(runtime.client, message.message_id)
+    assert reply is not None and reply.text == "first answer"
+    assert reply.message_id == reply_id_for([message.message_id])
+    assert records(runtime) == [("user", "hi"), ("assistant", "first answer")]
