@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from assistant import turns
-from assistant.delivery import Sender, claim_delivery, release_delivery
+from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
 from assistant.memory import RedisConversationHistory
@@ -91,7 +91,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 reply_to=dict(inbound.reply_to),
                 finish_reason="error",
             )
-            deliver(runtime, [inbound.message_id], apology)
+            deliver(runtime, [inbound.message_id], apology, inbound)
         else:
             fresh.append(inbound)
     if not fresh:
@@ -100,7 +100,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     if stored is not None:
         # A previous run stored this reply, then died before removing its messages from
         # pending; messages that arrived since then wait for the next turn.
-        deliver(runtime, list(stored.in_reply_to), stored)
+        deliver(runtime, list(stored.in_reply_to), stored, fresh[0])
         answered_ids = set(stored.in_reply_to)
         return 1 + max(n for n, i in enumerate(batch) if i.message_id in answered_ids)
     ids = [i.message_id for i in fresh]
@@ -108,19 +108,34 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     history = None if stateless else RedisConversationHistory(
         client, fresh[0].conversation, runtime.retention_seconds
     )
-    saved = history.saved_reply(reply_id_for(ids)) if history is not None else None
-    if saved is not None:
-        # A previous run stored the turn, then died before storing the reply: send that.
-        reply = Reply(message_id=saved.message_id, conversation=fresh[0].conversation,
-                      in_reply_to=tuple(ids), text=saved.text,
-                      reply_to=dict(fresh[0].reply_to))
-    else:
-        publisher = Publisher(client, ids, runtime.stream_interval_seconds)
-        reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
-                         on_token=publisher.token,
-                         on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
-        publisher.flush()
-    deliver(runtime, ids, reply)
+    sender = runtime.senders.get(fresh[0].conversation.platform)
+    reply_id = reply_id_for(ids)
+    shown = sender.open(fresh[0], reply_id) if sender is not None else None
+    try:
+        saved = history.saved_reply(reply_id) if history is not None else None
+        if saved is not None:
+            # A previous run stored the turn, then died before storing the reply: send that.
+            reply = Reply(message_id=saved.message_id, conversation=fresh[0].conversation,
+                          in_reply_to=tuple(ids), text=saved.text,
+                          reply_to=dict(fresh[0].reply_to))
+        else:
+            publisher = Publisher(client, ids, runtime.stream_interval_seconds)
+            pieces: list[str] = []
+
+            def on_token(index: int, piece: str) -> None:
+                publisher.token(index, piece)
+                if shown is not None:
+                    pieces.append(piece)
+                    shown.update("".join(pieces))
+
+            reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
+                             on_token=on_token,
+                             on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
+            publisher.flush()
+        deliver(runtime, ids, reply, fresh[0], shown)
+    finally:
+        if shown is not None:
+            shown.close()
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
                             fresh[0].conversation.platform)
@@ -141,14 +156,23 @@ def trace_prompt(client: redis.Redis) -> PromptCallback:
     return record
 
 
-def deliver(runtime: Runtime, message_ids: list[str], reply: Reply) -> None:
-    """Store and announce the reply, then post it through the platform's sender, once."""
+def deliver(runtime: Runtime, message_ids: list[str], reply: Reply, inbound: Inbound,
+            shown: ReplyStream | None = None) -> None:
+    """Store and announce the reply, then post its final form on the platform, once.
+
+    ``shown`` is the stream that showed the reply while it was generated; without one (a
+    rerun, an apology) a stream is opened only if the reply was not posted yet.
+    """
     Publisher(runtime.client, message_ids).done(reply)
-    sender = runtime.senders.get(reply.conversation.platform)
+    sender = runtime.senders.get(inbound.conversation.platform)
     if sender is None or not claim_delivery(runtime.client, reply.message_id):
         return
+    stream = shown if shown is not None else sender.open(inbound, reply.message_id)
     try:
-        sender.deliver(reply)
+        stream.finish(reply)
     except Exception:
         release_delivery(runtime.client, reply.message_id)
         raise
+    finally:
+        if stream is not shown:
+            stream.close()

@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     # Debugging aid, off by default: keep each turn's full prompt in Redis for an hour.
     trace_prompts: bool = Field(False, alias="ASSISTANT_TRACE_PROMPTS")
 
+    # Slack (integrations/slack): bot token, signing secret (HTTP Events API), app-level
+    # token (Socket Mode), and the Web API base URL (tests point it at a local fake).
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+
+    # Telegram (integrations/telegram): bot token; webhook mode when a URL is set.
+    telegram_bot_token: SecretStr | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_webhook_url: str | None = Field(None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(None, alias="TELEGRAM_WEBHOOK_SECRET")
+    telegram_api_url: str = Field("https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
+
     pypi_url: str = Field("https://pypi.org", alias="ASSISTANT_PYPI_URL")
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
 

@@ -6,22 +6,37 @@ import pytest
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
 from assistant.engine import FakeEngine
-from assistant.envelope import Reply
+from assistant.envelope import Inbound, Reply
 from assistant.memory import RedisConversationHistory
 from assistant.stream import stored_reply
 from tests.auxil.factories import conversation, inbound
 
 
 class RecordingSender:
+    """A platform that records what was shown: opened streams, updates, final replies."""
+
     def __init__(self, fail_times: int = 0) -> None:
         self.delivered: list[Reply] = []
+        self.opened: list[str] = []
+        self.updates: list[str] = []
+        self.closed = 0
         self.fail_times = fail_times
 
-    def deliver(self, reply: Reply) -> None:
+    def open(self, inbound: Inbound, reply_id: str) -> "RecordingSender":
+        self.opened.append(reply_id)
+        return self
+
+    def update(self, text_so_far: str) -> None:
+        self.updates.append(text_so_far)
+
+    def finish(self, reply: Reply) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("platform down")
         self.delivered.append(reply)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 def records(runtime: Runtime, channel: str = "c1") -> list[tuple[str, str]]:
@@ -85,6 +100,7 @@ def test_a_rerun_after_a_crash_answers_once(runtime: Runtime, engine: FakeEngine
     assert answer_pending(runtime, message.conversation).turns == 1
     assert len(engine.requests) == 1  # not generated again
     assert len(sender.delivered) == 1  # not posted again
+    assert len(sender.opened) == 1  # the rerun did not even open a new platform message
     assert records(runtime) == [("user", "hi"), ("assistant", "ok")]
 
 
@@ -100,6 +116,7 @@ def test_a_failed_delivery_is_retried_without_generating_again(runtime: Runtime,
     answer_pending(runtime, message.conversation)
     assert len(engine.requests) == 1
     assert [r.text for r in sender.delivered] == ["ok"]
+    assert len(engine.requests) == 1
 
 
 def test_a_message_that_keeps_failing_is_dead_lettered(runtime: Runtime) -> None:
@@ -174,3 +191,34 @@ def test_a_turn_stored_before_a_crash_is_sent_not_generated_again(runtime: Runti
     assert reply is not None and reply.text == "first answer"
     assert reply.message_id == reply_id_for([message.message_id])
     assert records(runtime) == [("user", "hi"), ("assistant", "first answer")]
+
+
+def test_the_platform_sees_the_reply_grow_then_the_final_text(runtime: Runtime,
+                                                              engine: FakeEngine) -> None:
+    sender = RecordingSender()
+    runtime.senders = {"web": sender}
+    engine.answers.append("one two three")
+    message = inbound("count")
+    turns.submit(runtime.client, message)
+    answer_pending(runtime, message.conversation)
+    assert sender.updates == ["one", "one two", "one two three"]
+    assert [r.text for r in sender.delivered] == ["one two three"]
+    assert sender.closed == 1
+
+
+def test_throttled_editor_shows_only_the_latest_text_at_its_pace() -> None:
+    import time
+
+    from assistant.delivery import ThrottledEditor
+
+    shown: list[tuple[float, str]] = []
+    editor = ThrottledEditor(lambda text: shown.append((time.monotonic(), text)), interval=0.2)
+    for n in range(1, 31):
+        editor.update("x" * n)
+        time.sleep(0.02)  # 30 updates over ~0.6 s
+    time.sleep(0.3)
+    editor.close()
+    assert shown[-1][1] == "x" * 30
+    assert 2 <= len(shown) <= 5
+    gaps = [b[0] - a[0] for a, b in zip(shown, shown[1:], strict=False)]
+    assert all(gap >= 0.19 for gap in gaps)
