@@ -95,6 +95,39 @@ def run_web() -> None:
     os.execv(sys.executable, web_command(settings))
 
 
+@main.command("slack")
+def run_slack() -> None:
+    """Run the Slack Socket Mode adapter (needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN)."""
+    settings = _settings()
+    if not (settings.slack_bot_token and settings.slack_app_token):
+        raise click.ClickException("set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode)")
+    os.execv(sys.executable, adapter_command("slack"))
+
+
+@main.command("telegram")
+def run_telegram() -> None:
+    """Run the Telegram long-polling adapter (needs TELEGRAM_BOT_TOKEN)."""
+    settings = _settings()
+    if not settings.telegram_bot_token:
+        raise click.ClickException("set TELEGRAM_BOT_TOKEN")
+    os.execv(sys.executable, adapter_command("telegram"))
+
+
+def adapter_command(platform: str) -> list[str]:
+    """The adapter runs in its own process: ``python -m integrations.<platform>``."""
+    return [sys.executable, "-m", f"integrations.{platform}"]
+
+
+def adapters_to_start(settings: Settings) -> list[str]:
+    """Which platform adapters `assistant up` starts, from the tokens that are set."""
+    wanted = []
+    if settings.slack_bot_token and settings.slack_app_token:
+        wanted.append("slack")  # Socket Mode; the HTTP Events API is served by the web server
+    if settings.telegram_bot_token and not settings.telegram_webhook_url:
+        wanted.append("telegram")  # long polling; a webhook is served by the web server
+    return wanted
+
+
 @main.command("up")
 def up() -> None:
     """Start everything: Redis (embedded unless REDIS_URL is set), a worker, the web server."""
@@ -132,6 +165,10 @@ def up() -> None:
                                          start_new_session=True))
         children.append(subprocess.Popen(web_command(settings), env=env,
                                          start_new_session=True))
+        for platform in adapters_to_start(settings):
+            click.echo(f"starting the {platform} adapter")
+            children.append(subprocess.Popen(adapter_command(platform), env=env,
+                                             start_new_session=True))
         url = f"http://{settings.host}:{settings.port}/"
         if wait_until_up(url + "healthz", children, lambda: stopping):
             click.echo(f"\nThe assistant is up: open {url} (Ctrl-C stops it)\n")

@@ -61,6 +61,7 @@ class ChatMessage(Frozen):
     text: str
     message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     created_at: datetime = Field(default_factory=utcnow)
+    user_id: str | None = None  # who wrote a user message (for "forget me" in shared threads)
 
 
 class GenerationOptions(Frozen):

@@ -165,7 +165,8 @@ def run_turn(
     )
     if history is not None and first.history is None:
         user_messages = [
-            ChatMessage(role="user", text=i.text, message_id=i.message_id, created_at=i.received_at)
+            ChatMessage(role="user", text=i.text, message_id=i.message_id, created_at=i.received_at,
+                        user_id=i.user_id)
             for i in inbounds
         ]
         answer = ChatMessage(role="assistant", text=text, message_id=reply_id)

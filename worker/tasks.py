@@ -15,6 +15,7 @@ from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
 from worker.app import app, settings
 from worker.llama import LlamaEngine
+from worker.senders import build_senders
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,15 @@ def runtime() -> Runtime:
         threads=settings.threads,
         threads_batch=settings.n_threads_batch,
     )
+    client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
-        client=redis.Redis.from_url(settings.redis_url),
+        client=client,
         engine=engine,
         prompts=PromptLibrary.load(),
         config=TurnConfig(max_tokens=settings.max_tokens, temperature=settings.temperature),
         retention_seconds=settings.retention_seconds,
         max_deliveries=settings.max_deliveries,
-        senders={},
+        senders=build_senders(settings, client),
         trace_prompts=settings.trace_prompts,
         stream_interval_seconds=settings.stream_interval_ms / 1000,
     )

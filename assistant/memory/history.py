@@ -84,6 +84,11 @@ class RedisConversationHistory(BaseChatMessageHistory):
             pipe.sadd(self.saved_key, turn_id)
         if messages:
             pipe.rpush(self.messages_key, *[m.model_dump_json() for m in messages])
+        for user_id in {m.user_id for m in messages if m.user_id}:
+            index = user_index_key(self.conversation.platform, self.conversation.workspace,
+                                   user_id)
+            pipe.sadd(index, self.conversation.model_dump_json())
+            pipe.expire(index, self.retention_seconds)
         pipe.hset(self.meta_key, mapping={"conversation": self.conversation.model_dump_json()})
         self._expire(pipe)
         pipe.execute()
@@ -110,6 +115,38 @@ class RedisConversationHistory(BaseChatMessageHistory):
     def _expire(self, pipe: Any) -> None:
         for key in (self.messages_key, self.summary_key, self.saved_key, self.meta_key):
             pipe.expire(key, self.retention_seconds)
+
+
+def user_index_key(platform: str, workspace: str, user_id: str) -> str:
+    """The conversations a user has written in (for "forget everything about me")."""
+    return f"assistant:user-conversations:{platform}:{workspace}:{user_id}"
+
+
+def forget_user(client: redis.Redis, platform: str, workspace: str, user_id: str,
+                retention_seconds: int) -> int:
+    """Delete what is kept about a user: their DMs whole, their messages in shared threads.
+
+    Returns how many conversations were touched. Summaries of shared threads are dropped too,
+    since they may repeat what the user said. Callers hold no lock: run it between turns.
+    """
+    index = user_index_key(platform, workspace, user_id)
+    touched = 0
+    for raw in client.smembers(index):
+        conversation = ConversationKey.model_validate_json(raw)
+        history = RedisConversationHistory(client, conversation, retention_seconds)
+        touched += 1
+        if conversation.user == user_id:
+            history.clear()
+            continue
+        kept = [m for m in history.records() if m.user_id != user_id]
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(history.messages_key, history.summary_key)
+        if kept:
+            pipe.rpush(history.messages_key, *[m.model_dump_json() for m in kept])
+            pipe.expire(history.messages_key, retention_seconds)
+        pipe.execute()
+    client.delete(index)
+    return touched
 
 
 def _s(value: bytes | str) -> str:

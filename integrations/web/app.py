@@ -27,6 +27,19 @@ REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 log = logging.getLogger(__name__)
 
 
+def mount_platforms(app: FastAPI, state: WebState) -> None:
+    """The platforms' HTTP endpoints: Slack's Events API, Telegram's webhook, when configured."""
+    settings = state.settings
+    if settings.slack_bot_token and settings.slack_signing_secret:
+        from integrations.slack.http import mount as mount_slack
+
+        mount_slack(app, state)
+    if settings.telegram_bot_token and settings.telegram_webhook_url:
+        from integrations.telegram.webhook import mount as mount_telegram
+
+        mount_telegram(app, state)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     celery_app = make_app(settings)  # raises a clear ConfigError without REDIS_URL
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    mount_platforms(app, state)
 
     # The page enforces the same input limit as the API (ASSISTANT_MAX_INPUT_CHARS).
     chat_page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(

@@ -64,3 +64,29 @@ def test_summary_is_needed_only_past_the_high_water_mark() -> None:
     assert needs_summary(records, Summary(), 1000, engine.count_tokens) == 0
     fold = needs_summary(records, Summary(), 300, engine.count_tokens)
     assert fold == 10 and fold % 2 == 0  # the older half, whole pairs
+
+
+def test_forget_user_deletes_their_dms_and_their_messages_in_shared_threads(
+        fake_redis: fakeredis.FakeRedis) -> None:
+    from assistant.envelope import ConversationKey
+    from assistant.memory import forget_user
+
+    dm = ConversationKey(platform="slack", workspace="T1", channel="D1", user="U1")
+    thread = ConversationKey(platform="slack", workspace="T1", channel="C1", thread="171.1")
+    other_dm = ConversationKey(platform="slack", workspace="T1", channel="D2", user="U2")
+    histories = {key: RedisConversationHistory(fake_redis, key, 600)
+                 for key in (dm, thread, other_dm)}
+    histories[dm].append([ChatMessage(role="user", text="my secret", user_id="U1"),
+                          ChatMessage(role="assistant", text="noted")])
+    histories[thread].append([ChatMessage(role="user", text="U1 says hi", user_id="U1"),
+                              ChatMessage(role="user", text="U2 says hi", user_id="U2"),
+                              ChatMessage(role="assistant", text="hello both")])
+    histories[thread].set_summary(Summary("U1 said hi", covers=0))
+    histories[other_dm].append([ChatMessage(role="user", text="U2 private", user_id="U2")])
+
+    assert forget_user(fake_redis, "slack", "T1", "U1", 600) == 2
+    assert histories[dm].records() == []
+    assert [m.text for m in histories[thread].records()] == ["U2 says hi", "hello both"]
+    assert histories[thread].summary() == Summary()
+    assert [m.text for m in histories[other_dm].records()] == ["U2 private"]
+    assert forget_user(fake_redis, "slack", "T1", "U1", 600) == 0
