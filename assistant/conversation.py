@@ -110,8 +110,9 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     )
     sender = runtime.senders.get(fresh[0].conversation.platform)
     reply_id = reply_id_for(ids)
-    shown = sender.open(fresh[0], reply_id) if sender is not None else None
+    shown: ReplyStream | None = None
     try:
+        shown = sender.open(fresh[0], reply_id) if sender is not None else None
         saved = history.saved_reply(reply_id) if history is not None else None
         if saved is not None:
             # A previous run stored the turn, then died before storing the reply: send that.

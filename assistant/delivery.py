@@ -33,7 +33,11 @@ class ReplyStream(Protocol):
         ...
 
     def finish(self, reply: Reply) -> None:
-        """Show the final reply (split if too long). Raise to have it retried later."""
+        """Show the final reply (split if too long). Raise to have it retried later.
+
+        Stop background edits first (``ThrottledEditor.close``), so that no streaming edit
+        can land after the final one.
+        """
         ...
 
     def close(self) -> None:
@@ -106,8 +110,8 @@ class ThrottledEditor:
                 self._edit(text)
             except Exception:  # a failed intermediate edit is not fatal: finish() retries
                 log.warning("streaming edit failed", exc_info=True)
-            self._shown = text
             with self._changed:
+                self._shown = text
                 self._changed.wait_for(lambda: self._closed, timeout=self._interval)
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ class Stack:
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.web: subprocess.Popen[bytes] | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[object] = []
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
@@ -93,12 +94,19 @@ class Stack:
                 time.sleep(0.2)
         raise TimeoutError("web server did not start")
 
+    def start_process(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        """Another process of this stack (a platform adapter...); logs to ``<name>.log``."""
+        process = self._spawn(name, command)
+        self.processes[name] = process
+        return process
+
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
-        processes = list(self.workers.values()) + ([self.web] if self.web else [])
+        processes = (list(self.workers.values()) + ([self.web] if self.web else [])
+                     + list(self.processes.values()))
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)

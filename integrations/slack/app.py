@@ -1,0 +1,150 @@
+"""The bolt App, shared by the HTTP Events API (``http.py``) and Socket Mode (``__main__.py``).
+
+bolt verifies signatures, answers ``url_verification`` and ``ssl_check``, and drops our own
+events (its ``ignoring_self_events`` middleware). The listeners here only decide "is this for
+us?" and enqueue: they never wait for the model.
+
+``process_before_response=True``: the listener (dedupe + RPUSH + send_task, a few ms) runs
+before the ack, so when Redis is down the answer is an error status and Slack delivers the
+event again (HTTP: a 500; Socket Mode: no ack), instead of a 200 for a message we dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import redis
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from assistant import turns
+from assistant.envelope import ConversationKey, Inbound
+from assistant.memory import RedisConversationHistory, forget_user
+from assistant.settings import Settings
+from integrations.slack import convert
+from integrations.slack.sender import api_base_url
+
+log = logging.getLogger(__name__)
+
+THREAD_PREFIX = "assistant:slack:thread"
+RESET_WAIT_SECONDS = 2.0  # the slash command's answer is due within 3 s
+
+HELP = (
+    "*I'm your self-hosted assistant.* Write to me in a DM, or mention me in a channel and I "
+    "answer in a thread; after that, I follow the thread without a mention.\n"
+    "• `/assistant help` this message\n"
+    "• `/assistant reset` start our DM conversation over (in a channel, each thread is its "
+    "own conversation: mention me in a new message to start a fresh one)\n"
+    "• `/assistant forget` delete everything I keep about you in this workspace"
+)
+
+
+class Submitter(Protocol):
+    """What the listeners enqueue with: ``worker.dispatch.Dispatcher``."""
+
+    def submit(self, inbound: Inbound) -> bool: ...
+
+
+def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
+    return f"{THREAD_PREFIX}:{team_id}:{channel}:{thread_ts}"
+
+
+def join_thread(client: redis.Redis, inbound: Inbound, ttl_seconds: int) -> None:
+    """Remember that the assistant is part of this thread, so it answers without a mention."""
+    reply_to = inbound.reply_to
+    client.set(thread_key(reply_to["team"], reply_to["channel"], reply_to["thread_ts"]), "1",
+               ex=ttl_seconds)
+
+
+def in_thread(client: redis.Redis, inbound: Inbound) -> bool:
+    reply_to = inbound.reply_to
+    return bool(client.exists(
+        thread_key(reply_to["team"], reply_to["channel"], reply_to["thread_ts"])))
+
+
+def build_app(settings: Settings, submitter: Submitter, client: redis.Redis,
+              web: WebClient | None = None) -> App:
+    """The bolt App; ``web`` defaults to a WebClient on ``SLACK_API_URL`` with the bot token."""
+    assert settings.slack_bot_token is not None
+    if web is None:
+        web = WebClient(token=settings.slack_bot_token.get_secret_value(),
+                        base_url=api_base_url(settings.slack_api_url), timeout=10)
+    secret = settings.slack_signing_secret
+    app = App(
+        client=web,
+        signing_secret=secret.get_secret_value() if secret else None,
+        # Socket Mode needs no signing secret: the WebSocket is authenticated by the app token.
+        request_verification_enabled=secret is not None,
+        # auth.test runs on the first event instead of at import (no network at start-up).
+        token_verification_enabled=False,
+        process_before_response=True,
+        logger=logging.getLogger("integrations.slack.bolt"),
+    )
+    retention = settings.retention_seconds
+
+    def accept(body: dict[str, Any], context: Any, mention: bool) -> None:
+        inbound = convert.to_inbound(body, context.bot_user_id)
+        if inbound is None:
+            return
+        channel_thread = inbound.conversation.thread is not None
+        if channel_thread and mention:
+            join_thread(client, inbound, retention)
+        elif channel_thread and not in_thread(client, inbound):
+            return  # a thread the assistant is not part of
+        if submitter.submit(inbound):
+            log.info("queued Slack message %s", inbound.message_id)
+        else:
+            log.info("Slack message %s was queued already (retry or twin event)",
+                     inbound.dedupe_id)
+
+    @app.event("app_mention")
+    def on_mention(body: dict[str, Any], context: Any) -> None:
+        accept(body, context, mention=True)
+
+    @app.event("message")
+    def on_message(body: dict[str, Any], context: Any) -> None:
+        # A mention also arrives as app_mention; both build the same dedupe id, so whichever
+        # comes second is dropped by the dispatcher.
+        accept(body, context, mention=False)
+
+    @app.command("/assistant")
+    def on_command(ack: Ack, command: dict[str, Any]) -> None:
+        ack(text=answer_command(settings, client, command), response_type="ephemeral")
+
+    return app
+
+
+def answer_command(settings: Settings, client: redis.Redis, command: dict[str, Any]) -> str:
+    """The ephemeral answer to ``/assistant help|reset|forget``."""
+    word = str(command.get("text", "")).strip().lower()
+    team_id = str(command.get("team_id", ""))
+    user_id = str(command.get("user_id", ""))
+    channel = str(command.get("channel_id", ""))
+    try:
+        if word == "reset":
+            if not channel.startswith("D"):
+                return ("In a channel, each thread is its own conversation: mention me in a new "
+                        "message to start fresh. `/assistant reset` resets our DM.")
+            return reset_dm(settings, client, ConversationKey(
+                platform=convert.PLATFORM, workspace=team_id, channel=channel, user=user_id))
+        if word == "forget":
+            touched = forget_user(client, convert.PLATFORM, team_id, user_id,
+                                  settings.retention_seconds)
+            return f"Done: I deleted what I kept about you ({touched} conversation(s))."
+    except redis.RedisError:
+        log.exception("slash command %r failed", word)
+        return "Sorry, I can't reach my memory right now. Please try again in a minute."
+    return HELP
+
+
+def reset_dm(settings: Settings, client: redis.Redis, conversation: ConversationKey) -> str:
+    """Start the DM over, under its lock so a turn in progress cannot write into it after."""
+    deadline = time.monotonic() + RESET_WAIT_SECONDS
+    with turns.holding(client, conversation, wait_until=deadline) as held:
+        if not held:
+            return "I'm still answering in this conversation; try `/assistant reset` again soon."
+        client.delete(turns.pending_key(conversation))
+        RedisConversationHistory(client, conversation, settings.retention_seconds).clear()
+    return "Done: our conversation starts over."

@@ -1,0 +1,203 @@
+"""The PTB Application: handlers that convert and enqueue, nothing that waits for the model.
+
+Both ways in use it: ``__main__`` runs it with long polling, ``webhook`` feeds it the updates
+Telegram posts (``Application.process_update``). Text goes to the workers through
+``Dispatcher.submit``; commands and non-text messages are answered here, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from typing import Any
+
+import redis
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from assistant import turns
+from assistant.envelope import ConversationKey
+from assistant.errors import QueueUnavailable
+from assistant.memory import RedisConversationHistory
+from assistant.memory.history import forget_user
+from assistant.prompts import PromptLibrary
+from assistant.settings import Settings
+from integrations.telegram.convert import (
+    PLATFORM,
+    BotIdentity,
+    concerns_bot,
+    conversation_key,
+    dedupe_id,
+    message_id_for,
+    new_message,
+    to_inbound,
+)
+from worker.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+# Only new messages: edited messages are ignored, so they are not even asked for.
+ALLOWED_UPDATES = [Update.MESSAGE]
+COMMANDS = [
+    BotCommand("start", "Say hello"),
+    BotCommand("help", "What I understand"),
+    BotCommand("reset", "Start this conversation over"),
+    BotCommand("forget", "Delete everything kept about me"),
+]
+RESET_WAIT_SECONDS = 20.0  # a turn in progress finishes first; Telegram's webhook waits ~60 s
+
+# Set by the webhook around ``process_update``: handlers record why they could not accept an
+# update, so the webhook can answer 503 and Telegram delivers it again.
+failures: contextvars.ContextVar[list[Exception] | None] = contextvars.ContextVar(
+    "telegram_failures", default=None)
+
+
+class TelegramAdapter:
+    """What the handlers do: convert, dedupe, enqueue; answer commands and non-text."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, dispatcher: Dispatcher,
+                 prompts: PromptLibrary) -> None:
+        self.settings = settings
+        self.client = client
+        self.dispatcher = dispatcher
+        self.prompts = prompts
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        inbound = to_inbound(update, identity(context))
+        if inbound is None:
+            return
+        try:
+            accepted = await asyncio.to_thread(self.dispatcher.submit, inbound)
+        except QueueUnavailable as exc:
+            self._failed(exc, update)
+            return
+        if not accepted:
+            log.info("update %s was already accepted; ignored", update.update_id)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = new_message(update)
+        if message is None or message.text is None or message.from_user is None:
+            return
+        command = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        try:
+            if not await self._first_time(update, context):
+                return
+            if command == "reset":
+                done = await asyncio.to_thread(self.reset, conversation_key(message))
+                text = self.prompts.render("telegram_reset" if done else "telegram_busy")
+            elif command == "forget":
+                await asyncio.to_thread(self.forget, message.from_user.id)
+                text = self.prompts.render("telegram_forget")
+            elif command == "start":
+                text = self.prompts.render("telegram_start")
+            else:
+                text = self.prompts.render("telegram_help")
+        except redis.RedisError as exc:
+            self._failed(QueueUnavailable(f"Redis is unavailable: {exc}"), update)
+            return
+        await message.reply_text(text)
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stickers, photos, voice...: a short answer that only text is understood."""
+        message = new_message(update)
+        if message is None or not concerns_bot(message, identity(context)):
+            return
+        try:
+            if not await self._first_time(update, context):
+                return
+        except redis.RedisError as exc:
+            self._failed(QueueUnavailable(f"Redis is unavailable: {exc}"), update)
+            return
+        await message.reply_text(self.prompts.render("telegram_non_text"))
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        log.error("handling update failed: %s", error,
+                  exc_info=(type(error), error, error.__traceback__) if error else None)
+        recorded = failures.get()
+        if recorded is not None and isinstance(error, Exception):
+            recorded.append(error)
+
+    # -- the work (synchronous Redis; run in a thread) -----------------------------------------
+
+    def reset(self, conversation: ConversationKey) -> bool:
+        """Empty one conversation's memory and queue, under its lock; False if still busy."""
+        history = RedisConversationHistory(self.client, conversation,
+                                           self.settings.retention_seconds)
+        deadline = time.monotonic() + RESET_WAIT_SECONDS
+        with turns.holding(self.client, conversation, wait_until=deadline) as held:
+            if not held:
+                return False
+            self.client.delete(turns.pending_key(conversation))
+            history.clear()
+        return True
+
+    def forget(self, user_id: int) -> None:
+        """Everything kept about a user: their private chat and their lines in groups."""
+        forget_user(self.client, PLATFORM, "default", str(user_id),
+                    self.settings.retention_seconds)
+        # Telegram's private chat id is the user id: clear it even if it was never indexed.
+        self.reset(ConversationKey(platform=PLATFORM, channel=str(user_id), user=str(user_id)))
+
+    async def _first_time(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+        """Commands and non-text are not queued, so dedupe their update here."""
+        dedupe = dedupe_id(identity(context), update.update_id)
+        claimed = await asyncio.to_thread(
+            self.client.set, turns.dedupe_key(dedupe), message_id_for(dedupe), nx=True,
+            ex=turns.DEDUPE_TTL_SECONDS)
+        return bool(claimed)
+
+    def _failed(self, error: QueueUnavailable, update: Update) -> None:
+        log.error("could not accept Telegram update %s: %s", update.update_id, error)
+        recorded = failures.get()
+        if recorded is not None:
+            recorded.append(error)
+
+
+def identity(context: ContextTypes.DEFAULT_TYPE) -> BotIdentity:
+    return BotIdentity(id=context.bot.id, username=context.bot.username)
+
+
+async def register_commands(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """setMyCommands, so clients offer the commands; a failure is logged, not fatal."""
+    try:
+        await application.bot.set_my_commands(COMMANDS)
+    except Exception:
+        log.warning("setMyCommands failed", exc_info=True)
+
+
+def build_application(settings: Settings, adapter: TelegramAdapter, *, polling: bool
+                      ) -> Application[Any, Any, Any, Any, Any, Any]:
+    """The Application with the adapter's handlers; an Updater only for long polling."""
+    assert settings.telegram_bot_token is not None
+    builder = (ApplicationBuilder()
+               .token(settings.telegram_bot_token.get_secret_value())
+               .base_url(settings.telegram_api_url)
+               # Command and non-text answers go out through PTB's limiter (FloodLimit), and a
+               # RetryAfter is retried instead of dropped (its max_retries defaults to 0).
+               .rate_limiter(AIORateLimiter(max_retries=3))
+               .post_init(register_commands))
+    if not polling:
+        builder = builder.updater(None)
+    application = builder.build()
+    new_messages = filters.UpdateType.MESSAGE
+    application.add_handler(CommandHandler(["start", "help", "reset", "forget"],
+                                           adapter.on_command, filters=new_messages))
+    application.add_handler(MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND,
+                                           adapter.on_text))
+    application.add_handler(MessageHandler(
+        new_messages & ~filters.TEXT & ~filters.StatusUpdate.ALL, adapter.on_other))
+    application.add_error_handler(adapter.on_error)
+    return application
