@@ -48,6 +48,7 @@ class Runtime:
     senders: Mapping[str, Sender]
     trace_prompts: bool = False
     stream_interval_seconds: float = COALESCE_SECONDS
+    max_input_chars: int | None = None
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -92,6 +93,18 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 finish_reason="error",
             )
             deliver(runtime, [inbound.message_id], apology, inbound)
+        elif runtime.max_input_chars and len(inbound.text) > runtime.max_input_chars:
+            # Adapters pass platform messages on as they are (Telegram allows 4096
+            # characters); one that would crowd the context out gets a notice, not the model.
+            notice = Reply(
+                message_id=reply_id_for([inbound.message_id]),
+                conversation=inbound.conversation,
+                in_reply_to=(inbound.message_id,),
+                text=runtime.prompts.render("too_long", limit=f"{runtime.max_input_chars:,}"),
+                reply_to=dict(inbound.reply_to),
+                finish_reason="error",
+            )
+            deliver(runtime, [inbound.message_id], notice, inbound)
         else:
             fresh.append(inbound)
     if not fresh:

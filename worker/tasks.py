@@ -41,6 +41,7 @@ def runtime() -> Runtime:
         senders=build_senders(settings, client),
         trace_prompts=settings.trace_prompts,
         stream_interval_seconds=settings.stream_interval_ms / 1000,
+        max_input_chars=settings.max_input_chars,
     )
 
 

@@ -7,7 +7,8 @@ refreshed on each write.
 
 from __future__ import annotations
 
-import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from assistant.envelope import ChatMessage, ConversationKey, Role
+
+log = logging.getLogger(__name__)
 
 PREFIX = "assistant:conv"
 
@@ -123,35 +126,39 @@ def user_index_key(platform: str, workspace: str, user_id: str) -> str:
 
 
 def forget_user(client: redis.Redis, platform: str, workspace: str, user_id: str,
-                retention_seconds: int) -> int:
+                retention_seconds: int, lock_wait_seconds: float = 5.0) -> int:
     """Delete what is kept about a user: their DMs whole, their messages in shared threads.
 
     Returns how many conversations were touched. Summaries of shared threads are dropped too,
-    since they may repeat what the user said. Callers hold no lock: run it between turns.
+    since they may repeat what the user said. Each conversation is edited under its lock
+    (waiting up to ``lock_wait_seconds`` for a turn in progress), so a reply being generated
+    cannot write the user's message back afterwards.
     """
+    from assistant.turns import holding  # turns sits beside memory; import where needed
+
     index = user_index_key(platform, workspace, user_id)
     touched = 0
     for raw in client.smembers(index):
         conversation = ConversationKey.model_validate_json(raw)
         history = RedisConversationHistory(client, conversation, retention_seconds)
-        touched += 1
-        if conversation.user == user_id:
-            history.clear()
-            continue
-        kept = [m for m in history.records() if m.user_id != user_id]
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(history.messages_key, history.summary_key)
-        if kept:
-            pipe.rpush(history.messages_key, *[m.model_dump_json() for m in kept])
-            pipe.expire(history.messages_key, retention_seconds)
-        pipe.execute()
+        deadline = time.monotonic() + lock_wait_seconds
+        with holding(client, conversation, wait_until=deadline) as held:
+            if not held:
+                log.warning("forgetting %s in a busy conversation without its lock", user_id)
+            touched += 1
+            if conversation.user == user_id:
+                history.clear()
+                continue
+            kept = [m for m in history.records() if m.user_id != user_id]
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(history.messages_key, history.summary_key)
+            if kept:
+                pipe.rpush(history.messages_key, *[m.model_dump_json() for m in kept])
+                pipe.expire(history.messages_key, retention_seconds)
+            pipe.execute()
     client.delete(index)
     return touched
 
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def dump_messages(messages: Sequence[ChatMessage]) -> str:
-    return json.dumps([m.model_dump(mode="json") for m in messages])

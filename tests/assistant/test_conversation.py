@@ -222,3 +222,20 @@ def test_throttled_editor_shows_only_the_latest_text_at_its_pace() -> None:
     assert 2 <= len(shown) <= 5
     gaps = [b[0] - a[0] for a, b in zip(shown, shown[1:], strict=False)]
     assert all(gap >= 0.19 for gap in gaps)
+
+
+def test_an_overlong_platform_message_gets_a_notice_not_the_model(runtime: Runtime,
+                                                                  engine: FakeEngine) -> None:
+    sender = RecordingSender()
+    runtime.senders = {"web": sender}
+    runtime.max_input_chars = 50
+    long_message, short_message = inbound("x" * 51), inbound("hello")
+    turns.submit(runtime.client, long_message)
+    turns.submit(runtime.client, short_message)
+    answer_pending(runtime, long_message.conversation)
+    notice = stored_reply(runtime.client, long_message.message_id)
+    assert notice is not None and "under 50 characters" in notice.text
+    assert len(engine.requests) == 1  # only the short message reached the model
+    assert [(m.role, m.text) for m in engine.requests[0].messages[1:]] == [("user", "hello")]
+    assert records(runtime) == [("user", "hello"), ("assistant", "ok")]
+    assert [r.text for r in sender.delivered] == [notice.text, "ok"]
