@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -16,8 +17,9 @@ import redis
 from assistant import turns
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
-from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
+from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for, utcnow
 from assistant.memory import RedisConversationHistory
+from assistant.observe import TurnObserver, TurnStats, notify
 from assistant.pipeline import PromptCallback, TurnConfig, run_turn, summarise_if_needed
 from assistant.prompts import PromptLibrary
 from assistant.stream import COALESCE_SECONDS, Publisher, stored_reply
@@ -49,6 +51,7 @@ class Runtime:
     trace_prompts: bool = False
     stream_interval_seconds: float = COALESCE_SECONDS
     max_input_chars: int | None = None
+    observers: Sequence[TurnObserver] = ()
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -124,6 +127,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     sender = runtime.senders.get(fresh[0].conversation.platform)
     reply_id = reply_id_for(ids)
     shown: ReplyStream | None = None
+    started = time.monotonic()
+    first_token_at: float | None = None
     try:
         shown = sender.open(fresh[0], reply_id) if sender is not None else None
         saved = history.saved_reply(reply_id) if history is not None else None
@@ -137,6 +142,9 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             pieces: list[str] = []
 
             def on_token(index: int, piece: str) -> None:
+                nonlocal first_token_at
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
                 publisher.token(index, piece)
                 if shown is not None:
                     pieces.append(piece)
@@ -150,6 +158,16 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     finally:
         if shown is not None:
             shown.close()
+    first = fresh[0]
+    notify(runtime.observers, TurnStats(
+        platform=first.conversation.platform, workspace=first.conversation.workspace,
+        channel=first.conversation.channel, user_id=first.user_id, messages=len(fresh),
+        generated=saved is None,
+        queue_wait_s=max(0.0, (utcnow() - first.received_at).total_seconds()
+                         - (time.monotonic() - started)),
+        ttft_s=None if first_token_at is None else first_token_at - started,
+        total_s=time.monotonic() - started, prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason))
     if history is not None:
         summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
                             fresh[0].conversation.platform)

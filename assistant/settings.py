@@ -60,6 +60,20 @@ class Settings(BaseSettings):
     # Debugging aid, off by default: keep each turn's full prompt in Redis for an hour.
     trace_prompts: bool = Field(False, alias="ASSISTANT_TRACE_PROMPTS")
 
+    # Fairness (assistant/limits.py): token buckets per user and per channel ("N/second",
+    # "N/minute", "N/hour"; empty = off), a daily token quota per user (0 = off) and a queue
+    # depth past which new messages are told they wait in line.
+    user_rate_limit: str = Field("20/minute", alias="ASSISTANT_USER_RATE_LIMIT")
+    channel_rate_limit: str = Field("60/minute", alias="ASSISTANT_CHANNEL_RATE_LIMIT")
+    user_daily_tokens: int = Field(100_000, alias="ASSISTANT_USER_DAILY_TOKENS", ge=0)
+    max_queue_depth: int = Field(50, alias="ASSISTANT_MAX_QUEUE_DEPTH", ge=1)
+
+    # Observability: each worker serves Prometheus metrics on this port (0 = off); logs are
+    # JSON when not on a terminal ("auto"), or as set.
+    worker_metrics_port: int = Field(9101, alias="ASSISTANT_WORKER_METRICS_PORT", ge=0,
+                                     le=65535)
+    log_format: Literal["auto", "json", "text"] = Field("auto", alias="ASSISTANT_LOG_FORMAT")
+
     # Slack (integrations/slack): bot token, signing secret (HTTP Events API), app-level
     # token (Socket Mode), and the Web API base URL (tests point it at a local fake).
     slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")

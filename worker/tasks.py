@@ -10,11 +10,13 @@ from celery import Task
 
 from assistant.conversation import Runtime, answer_pending
 from assistant.envelope import ConversationKey
+from assistant.limits import quota_observer
 from assistant.models import resolve_model_path
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
 from worker.app import app, settings
 from worker.llama import LlamaEngine
+from worker.metrics import turn_observers
 from worker.senders import build_senders
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def runtime() -> Runtime:
         trace_prompts=settings.trace_prompts,
         stream_interval_seconds=settings.stream_interval_ms / 1000,
         max_input_chars=settings.max_input_chars,
+        observers=[*turn_observers(settings), quota_observer(client, settings)],
     )
 
 

@@ -239,3 +239,25 @@ def test_an_overlong_platform_message_gets_a_notice_not_the_model(runtime: Runti
     assert [(m.role, m.text) for m in engine.requests[0].messages[1:]] == [("user", "hello")]
     assert records(runtime) == [("user", "hello"), ("assistant", "ok")]
     assert [r.text for r in sender.delivered] == [notice.text, "ok"]
+
+
+def test_observers_hear_about_each_turn_and_cannot_break_it(runtime: Runtime,
+                                                            engine: FakeEngine) -> None:
+    from assistant.observe import TurnStats
+
+    seen: list[TurnStats] = []
+
+    def broken(stats: TurnStats) -> None:
+        raise RuntimeError("metrics backend down")
+
+    runtime.observers = [broken, seen.append]
+    engine.answers.append("one two three")
+    message = inbound("count")
+    turns.submit(runtime.client, message)
+    assert answer_pending(runtime, message.conversation).turns == 1
+    assert len(seen) == 1
+    stats = seen[0]
+    assert (stats.platform, stats.user_id, stats.messages) == ("web", "u1", 1)
+    assert stats.generated is True and stats.completion_tokens == 3
+    assert stats.ttft_s is not None and 0 <= stats.ttft_s <= stats.total_s
+    assert stats.finish_reason == "stop" and stats.queue_wait_s >= 0
