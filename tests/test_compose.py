@@ -72,3 +72,17 @@ def test_dockerfile_copies_what_exists() -> None:
     for source in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", dockerfile, flags=re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
+
+
+def test_every_variable_compose_uses_is_documented() -> None:
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "compose.yaml").read_text()))
+    documented = (ROOT / ".env.example").read_text()
+    assert used, "compose.yaml should take its settings from the environment"
+    assert sorted(v for v in used if not re.search(rf"^#? ?{v}=", documented, re.M)) == []
+
+
+def test_adapters_only_start_in_their_profiles() -> None:
+    assert SERVICES["slack"]["profiles"] == ["slack"]
+    assert SERVICES["telegram"]["profiles"] == ["telegram"]
+    for name in ("redis", "web", "worker", "model"):
+        assert "profiles" not in SERVICES[name], name
