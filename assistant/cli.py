@@ -16,6 +16,7 @@ import click
 
 from assistant import models
 from assistant.errors import AssistantError
+from assistant.logs import configure_logging
 from assistant.settings import Settings
 
 STOP_GRACE_SECONDS = 15
@@ -132,6 +133,8 @@ def adapters_to_start(settings: Settings) -> list[str]:
 def up() -> None:
     """Start everything: Redis (embedded unless REDIS_URL is set), a worker, the web server."""
     settings = _settings()
+    # The children configure their own logs from the same settings (ASSISTANT_LOG_FORMAT).
+    configure_logging(settings)
     try:
         models.resolve_model_path(settings.model, settings.models_dir)
     except AssistantError:

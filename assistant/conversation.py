@@ -18,6 +18,7 @@ from assistant import turns
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for, utcnow
+from assistant.logs import log_context
 from assistant.memory import RedisConversationHistory
 from assistant.observe import TurnObserver, TurnStats, notify
 from assistant.pipeline import PromptCallback, TurnConfig, run_turn, summarise_if_needed
@@ -66,7 +67,8 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
             return Outcome(busy_for=lock.ttl_seconds())
         try:
             while batch := turns.pending(runtime.client, conversation):
-                consumed = answer_batch(runtime, batch)
+                with log_context(message_id=",".join(i.message_id for i in batch)):
+                    consumed = answer_batch(runtime, batch)
                 turns.done_with(runtime.client, conversation, consumed)
                 answered += 1
         finally:

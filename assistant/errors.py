@@ -8,7 +8,10 @@
     ├── InputRejected          the user's message cannot be taken (empty, too long)
     ├── QueueUnavailable       Redis (the broker and store) does not answer
     ├── ReplyTimeout           no reply arrived within the reply timeout
-    └── ConversationNotFound   no such conversation
+    ├── ConversationNotFound   no such conversation
+    └── Throttled              a fairness limit refused the message (try again later)
+        ├── RateLimited        a user's or a channel's rate limit (token bucket)
+        └── QuotaExceeded      a user's daily token quota is spent
 
 Third-party errors are wrapped at the boundary with ``raise ... from exc``; the edges
 (web, CLI, Slack, Telegram) turn these into user text or HTTP statuses.
@@ -51,3 +54,31 @@ class ReplyTimeout(AssistantError):
 
 class ConversationNotFound(AssistantError):
     """There is no conversation with that id."""
+
+
+class Throttled(AssistantError):
+    """A fairness limit refused the message; ``str(exc)`` is the text to show the user.
+
+    The raiser passes the friendly text (``assistant.limits`` renders it from ``prompts/``).
+    ``repeated`` is set when the same platform message was refused before (a Slack twin
+    event, a retry), so an edge that told the user once can stay silent.
+    """
+
+    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+        super().__init__(message or f"Too many requests: try again in "
+                                    f"{self.retry_after_seconds} seconds.")
+        self.repeated = False
+
+
+class RateLimited(Throttled):
+    """Too many messages too fast from one user (``scope="user"``) or channel (``"channel"``)."""
+
+    def __init__(self, retry_after_seconds: int, scope: str, message: str | None = None
+                 ) -> None:
+        super().__init__(retry_after_seconds, message)
+        self.scope = scope
+
+
+class QuotaExceeded(Throttled):
+    """The user's daily token quota is spent; it renews at midnight UTC."""

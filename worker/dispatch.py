@@ -1,36 +1,64 @@
-"""The producer side, used by every adapter: dedupe, queue for the conversation, enqueue a task."""
+"""The producer side, used by every adapter: dedupe, fairness, queue, enqueue a task."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import redis
 from celery import Celery
 
+from assistant import limits as fairness
 from assistant import turns
 from assistant.envelope import Inbound
-from assistant.errors import QueueUnavailable
+from assistant.errors import QueueUnavailable, Throttled
+from assistant.limits import Limits
 
 log = logging.getLogger(__name__)
 
 ANSWER_TASK = "assistant.answer_conversation"
 
 
-class Dispatcher:
-    """Accepts inbound messages for the workers; never waits for the model."""
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a message: truthy when it was queued now (False: a duplicate)."""
 
-    def __init__(self, client: redis.Redis, celery_app: Celery) -> None:
+    accepted: bool
+    # Set when the queue was deeper than ASSISTANT_MAX_QUEUE_DEPTH: the message waits in line,
+    # and ``notice`` is what to tell the user ("busy, you are Nth in line").
+    queue_position: int | None = None
+    notice: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+class Dispatcher:
+    """Accepts inbound messages for the workers; never waits for the model.
+
+    ``limits`` (``Limits.from_settings(settings)`` at the entry points) defaults to none.
+    """
+
+    def __init__(self, client: redis.Redis, celery_app: Celery,
+                 limits: Limits | None = None) -> None:
         self.client = client
         self.celery_app = celery_app
+        self.limits = limits or Limits()
 
-    def submit(self, inbound: Inbound) -> bool:
-        """Queue ``inbound``; False if its dedupe id was already accepted (a platform retry).
+    def submit(self, inbound: Inbound) -> Submitted:
+        """Queue ``inbound``; not accepted if its dedupe id was already accepted (a retry).
 
+        Order: a duplicate is recognised first (never refused nor charged twice), then the
+        limits raise ``Throttled`` (nothing queued), then the message is queued.
         Raises ``QueueUnavailable`` when Redis does not answer; then nothing was queued.
         """
         try:
+            if self.limits.refuses:
+                if self.client.exists(turns.dedupe_key(inbound.dedupe_id)):
+                    return Submitted(False)
+                self._check_limits(inbound)
             if not turns.submit(self.client, inbound):
-                return False
+                return Submitted(False)
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
         try:
@@ -43,7 +71,37 @@ class Dispatcher:
         except Exception as exc:  # kombu raises OperationalError and friends
             self._undo(inbound)
             raise QueueUnavailable(f"could not enqueue the message: {exc}") from exc
-        return True
+        position = self._queue_position()
+        if position is None:
+            return Submitted(True)
+        log.info("queue is busy: message %s is number %d in line", inbound.message_id, position)
+        return Submitted(True, position, self.limits.busy_notice(position))
+
+    def _check_limits(self, inbound: Inbound) -> None:
+        try:
+            fairness.check(self.client, self.limits, inbound)
+        except Throttled as exc:
+            # Tell the user once per platform message: a twin event or retry is refused quietly.
+            exc.repeated = not self.client.set(fairness.refused_key(inbound.dedupe_id), "1",
+                                               nx=True, ex=fairness.REFUSED_TTL_SECONDS)
+            log.info("message %s refused (%s); retry in %d s", inbound.message_id,
+                     type(exc).__name__, exc.retry_after_seconds)
+            raise
+
+    def _queue_position(self) -> int | None:
+        """Our place in line when more than ``max_queue_depth`` tasks wait before ours.
+
+        The Celery queue is a Redis list on the broker (the same Redis): new tasks are pushed
+        at one end and taken from the other, so its length right after ours is our place.
+        """
+        if self.limits.max_queue_depth is None:
+            return None
+        try:
+            depth = int(self.client.llen(self.celery_app.conf.task_default_queue))
+        except redis.RedisError:
+            log.warning("could not read the queue depth", exc_info=True)
+            return None
+        return depth if depth > self.limits.max_queue_depth else None
 
     def _undo(self, inbound: Inbound) -> None:
         """Take back a half-queued message so the platform's retry is accepted later."""

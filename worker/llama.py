@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ class LlamaEngine:
     """A GGUF chat model run by llama-cpp-python."""
 
     def __init__(
-        self, model_path: Path, context_size: int, threads: int, threads_batch: int
+        self, model_path: Path, context_size: int, threads: int, threads_batch: int,
+        on_load: Callable[[float], None] | None = None,
     ) -> None:
         self.model_path = model_path
         self.name = model_path.stem
@@ -39,6 +40,7 @@ class LlamaEngine:
         self.threads_batch = threads_batch
         self._llama: Any = None
         self._lock = threading.Lock()
+        self._on_load = on_load  # told the load time in seconds (worker metrics)
 
     @property
     def loaded(self) -> bool:
@@ -64,7 +66,10 @@ class LlamaEngine:
                 )
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
-            log.info("loaded %s in %.2f s", self.model_path.name, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            log.info("loaded %s in %.2f s", self.model_path.name, seconds)
+            if self._on_load is not None:
+                self._on_load(seconds)
         return self._llama
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:

@@ -11,12 +11,14 @@ from celery import Task
 from assistant.conversation import Runtime, answer_pending
 from assistant.envelope import ConversationKey
 from assistant.limits import quota_observer
+from assistant.logs import log_context, log_turn
 from assistant.models import resolve_model_path
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
 from worker.app import app, settings
 from worker.llama import LlamaEngine
-from worker.metrics import turn_observers
+from worker.metrics import enabled as metrics_enabled
+from worker.metrics import observe_model_load, turn_observers
 from worker.senders import build_senders
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ def runtime() -> Runtime:
         context_size=settings.context_size,
         threads=settings.threads,
         threads_batch=settings.n_threads_batch,
+        on_load=observe_model_load if metrics_enabled(settings) else None,
     )
     client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
@@ -44,7 +47,7 @@ def runtime() -> Runtime:
         trace_prompts=settings.trace_prompts,
         stream_interval_seconds=settings.stream_interval_ms / 1000,
         max_input_chars=settings.max_input_chars,
-        observers=[*turn_observers(settings), quota_observer(client, settings)],
+        observers=[*turn_observers(settings), quota_observer(client, settings), log_turn],
     )
 
 
@@ -62,7 +65,8 @@ def runtime() -> Runtime:
 def answer_conversation(self: Task, conversation_json: str) -> int:
     """Answer everything pending in one conversation; returns how many turns it answered."""
     conversation = ConversationKey.model_validate_json(conversation_json)
-    outcome = answer_pending(runtime(), conversation)
+    with log_context(conversation=conversation.redis_id):
+        outcome = answer_pending(runtime(), conversation)
     if outcome.busy_for is not None:
         # Another worker holds the conversation and will answer our message in its next turn;
         # come back once its lock could have expired, in case that worker died.

@@ -13,6 +13,7 @@ import redis
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from assistant.errors import ConfigError
+from assistant.limits import Limits
 from assistant.settings import Settings
 from integrations.slack.app import build_app
 from worker.app import make_app
@@ -28,7 +29,8 @@ def build_handler(settings: Settings) -> tuple[SocketModeHandler, redis.Redis]:
     celery_app = make_app(settings)
     assert settings.redis_url is not None
     client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
-    app = build_app(settings, Dispatcher(client, celery_app), client)
+    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
+    app = build_app(settings, dispatcher, client)
     handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
     return handler, client
 

@@ -21,10 +21,12 @@ from slack_sdk import WebClient
 
 from assistant import turns
 from assistant.envelope import ConversationKey, Inbound
+from assistant.errors import Throttled
 from assistant.memory import RedisConversationHistory, forget_user
 from assistant.settings import Settings
 from integrations.slack import convert
 from integrations.slack.sender import api_base_url
+from worker.dispatch import Submitted
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,12 @@ HELP = (
 
 
 class Submitter(Protocol):
-    """What the listeners enqueue with: ``worker.dispatch.Dispatcher``."""
+    """What the listeners enqueue with: ``worker.dispatch.Dispatcher``.
 
-    def submit(self, inbound: Inbound) -> bool: ...
+    ``submit`` is truthy when the message was queued now; it may raise ``Throttled``.
+    """
+
+    def submit(self, inbound: Inbound) -> Submitted | bool: ...
 
 
 def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
@@ -83,6 +88,7 @@ def build_app(settings: Settings, submitter: Submitter, client: redis.Redis,
         logger=logging.getLogger("integrations.slack.bolt"),
     )
     retention = settings.retention_seconds
+    slack = web
 
     def accept(body: dict[str, Any], context: Any, mention: bool) -> None:
         inbound = convert.to_inbound(body, context.bot_user_id)
@@ -93,11 +99,20 @@ def build_app(settings: Settings, submitter: Submitter, client: redis.Redis,
             join_thread(client, inbound, retention)
         elif channel_thread and not in_thread(client, inbound):
             return  # a thread the assistant is not part of
-        if submitter.submit(inbound):
-            log.info("queued Slack message %s", inbound.message_id)
-        else:
+        try:
+            submitted = submitter.submit(inbound)
+        except Throttled as exc:
+            # Acked all the same (a 200), so Slack does not deliver the refused event again.
+            if not exc.repeated:
+                tell_user(slack, inbound, str(exc))
+            return
+        if not submitted:
             log.info("Slack message %s was queued already (retry or twin event)",
                      inbound.dedupe_id)
+            return
+        log.info("queued Slack message %s", inbound.message_id)
+        if isinstance(submitted, Submitted) and submitted.notice:
+            tell_user(slack, inbound, submitted.notice)
 
     @app.event("app_mention")
     def on_mention(body: dict[str, Any], context: Any) -> None:
@@ -114,6 +129,20 @@ def build_app(settings: Settings, submitter: Submitter, client: redis.Redis,
         ack(text=answer_command(settings, client, command), response_type="ephemeral")
 
     return app
+
+
+def tell_user(web: WebClient, inbound: Inbound, text: str) -> None:
+    """A notice only the author sees (chat.postEphemeral, in the thread when there is one).
+
+    Ephemeral keeps the thread for the conversation itself and needs only ``chat:write``; a
+    failure is logged, never raised: the event is acked either way.
+    """
+    reply_to = inbound.reply_to
+    try:
+        web.chat_postEphemeral(channel=reply_to["channel"], user=inbound.user_id, text=text,
+                               thread_ts=reply_to.get("thread_ts"))
+    except Exception:
+        log.warning("could not send a notice to %s", inbound.user_id, exc_info=True)
 
 
 def answer_command(settings: Settings, client: redis.Redis, command: dict[str, Any]) -> str:

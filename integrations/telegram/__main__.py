@@ -6,6 +6,7 @@ import logging
 
 import redis
 
+from assistant.limits import Limits
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from integrations.telegram.bot import ALLOWED_UPDATES, TelegramAdapter, build_application
@@ -31,8 +32,9 @@ def main() -> None:
     celery_app = make_app(settings)
     assert settings.redis_url is not None
     client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
-    adapter = TelegramAdapter(settings, client, Dispatcher(client, celery_app),
-                              PromptLibrary.load())
+    prompts = PromptLibrary.load()
+    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings, prompts))
+    adapter = TelegramAdapter(settings, client, dispatcher, prompts)
     application = build_application(settings, adapter, polling=True)
     log.info("Telegram long polling started")
     try:

@@ -27,7 +27,7 @@ from telegram.ext import (
 
 from assistant import turns
 from assistant.envelope import ConversationKey
-from assistant.errors import QueueUnavailable
+from assistant.errors import QueueUnavailable, Throttled
 from assistant.memory import RedisConversationHistory
 from assistant.memory.history import forget_user
 from assistant.prompts import PromptLibrary
@@ -79,12 +79,19 @@ class TelegramAdapter:
         if inbound is None:
             return
         try:
-            accepted = await asyncio.to_thread(self.dispatcher.submit, inbound)
+            submitted = await asyncio.to_thread(self.dispatcher.submit, inbound)
         except QueueUnavailable as exc:
             self._failed(exc, update)
             return
-        if not accepted:
+        except Throttled as exc:
+            # Answered (not failed), so the webhook says 200 and Telegram does not resend it.
+            if not exc.repeated:
+                await self._tell(update, str(exc))
+            return
+        if not submitted:
             log.info("update %s was already accepted; ignored", update.update_id)
+        elif submitted.notice:
+            await self._tell(update, submitted.notice)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = new_message(update)
@@ -158,6 +165,17 @@ class TelegramAdapter:
             self.client.set, turns.dedupe_key(dedupe), message_id_for(dedupe), nx=True,
             ex=turns.DEDUPE_TTL_SECONDS)
         return bool(claimed)
+
+    async def _tell(self, update: Update, text: str) -> None:
+        """A notice in the message's chat (and topic), as a reply to it; failures are logged."""
+        message = new_message(update)
+        if message is None:
+            return
+        try:
+            await message.reply_text(text)
+        except Exception:
+            log.warning("could not send a notice for update %s", update.update_id,
+                        exc_info=True)
 
     def _failed(self, error: QueueUnavailable, update: Update) -> None:
         log.error("could not accept Telegram update %s: %s", update.update_id, error)

@@ -26,7 +26,7 @@ from assistant.errors import (
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import validate_text
 from assistant.stream import Listener
-from integrations.web.deps import State, WebState
+from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
 
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -83,10 +83,16 @@ def sse(event: str, data: object) -> str:
 @router.post(
     "/chat",
     response_model=ChatResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 413: {}, 503: {}, 504: {}},
+    responses={200: {"content": {"text/event-stream": {}}}, 413: {}, 429: {}, 503: {},
+               504: {}},
 )
-async def post_chat(body: ChatRequest, state: State) -> object:
-    """Send a message; get the whole reply, or with ``stream`` an event stream of tokens."""
+async def post_chat(body: ChatRequest, state: State, response: Response) -> object:
+    """Send a message; get the whole reply, or with ``stream`` an event stream of tokens.
+
+    A user or conversation past its rate limit or daily quota gets 429 with ``Retry-After``.
+    When the queue is busy the reply still comes; ``X-Queue-Position`` (and, streaming, a
+    first ``queued`` event) says how many messages wait before it.
+    """
     text = validate_text(body.text, state.settings.max_input_chars)
     conversation_id = body.conversation_id or uuid.uuid4().hex
     message_id = body.message_id or uuid.uuid4().hex
@@ -98,21 +104,29 @@ async def post_chat(body: ChatRequest, state: State) -> object:
         text=text,
     )
     if not body.stream:
-        reply = await state.ask(inbound)
+        reply, position = await state.ask(inbound)
+        if position is not None:
+            response.headers[QUEUE_POSITION_HEADER] = str(position)
         return chat_response(conversation_id, reply)
 
-    listener = await state.open_stream(inbound)
+    listener, position = await state.open_stream(inbound)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if position is not None:
+        headers[QUEUE_POSITION_HEADER] = str(position)
     return StreamingResponse(
-        stream_events(state, listener, conversation_id),
+        stream_events(state, listener, conversation_id, position),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=headers,
     )
 
 
-async def stream_events(state: WebState, listener: Listener, conversation_id: str
-                        ) -> AsyncIterator[str]:
-    """``token`` events as the model writes, then one ``done`` (or ``error``) event."""
+async def stream_events(state: WebState, listener: Listener, conversation_id: str,
+                        queue_position: int | None = None) -> AsyncIterator[str]:
+    """A ``queued`` event when the queue is busy, ``token`` events as the model writes, then
+    one ``done`` (or ``error``) event."""
     try:
+        if queue_position is not None:
+            yield sse("queued", {"position": queue_position})
         async for event in listener.events(state.settings.reply_timeout):
             if event.reply is not None:
                 yield sse("done", chat_response(conversation_id, event.reply).model_dump())

@@ -14,8 +14,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from assistant import __version__
+from assistant.limits import Limits
+from assistant.logs import configure_logging
 from assistant.settings import Settings
-from integrations.web import api, errors, health, openai_api
+from integrations.web import api, errors, health, metrics, openai_api
 from integrations.web.deps import WebState
 from worker.app import make_app
 from worker.dispatch import Dispatcher
@@ -40,14 +42,27 @@ def mount_platforms(app: FastAPI, state: WebState) -> None:
         mount_telegram(app, state)
 
 
+def route_server_logs_to_root() -> None:
+    """uvicorn's loggers have their own text handlers: send their lines through ours."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_log = logging.getLogger(name)
+        if name == "uvicorn.access" and not server_log.handlers:
+            continue  # --no-access-log: uvicorn left it without handlers, not propagating
+        server_log.handlers.clear()
+        server_log.propagate = True
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings)
+    route_server_logs_to_root()
     celery_app = make_app(settings)  # raises a clear ConfigError without REDIS_URL
     assert settings.redis_url is not None
     client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
     aclient = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
     state = WebState(settings=settings, client=client, aclient=aclient,
-                     celery_app=celery_app, dispatcher=Dispatcher(client, celery_app))
+                     celery_app=celery_app, dispatcher=dispatcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(openai_api.router)
     app.include_router(health.router)
+    metrics.install(app, client, queue=celery_app.conf.task_default_queue)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)
 

@@ -17,6 +17,17 @@ from assistant.settings import Settings
 from assistant.stream import Listener
 from worker.dispatch import Dispatcher
 
+# The message's place in line, sent when the queue is past ASSISTANT_MAX_QUEUE_DEPTH.
+QUEUE_POSITION_HEADER = "X-Queue-Position"
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A queued message: the id whose reply to wait for, and its place in a busy queue."""
+
+    message_id: str
+    position: int | None = None
+
 
 @dataclass
 class WebState:
@@ -26,14 +37,15 @@ class WebState:
     celery_app: Celery
     dispatcher: Dispatcher
 
-    async def submit(self, inbound: Inbound) -> str:
+    async def submit(self, inbound: Inbound) -> Queued:
         """Queue the message; returns the message id whose reply to wait for.
 
         A retried request (same dedupe id) waits for the first copy's reply instead.
+        Raises ``Throttled`` when a fairness limit refuses it.
         """
-        accepted = await run_in_threadpool(self.dispatcher.submit, inbound)
-        if accepted:
-            return inbound.message_id
+        submitted = await run_in_threadpool(self.dispatcher.submit, inbound)
+        if submitted:
+            return Queued(inbound.message_id, submitted.queue_position)
         from assistant.turns import original_message_id
 
         try:
@@ -41,31 +53,34 @@ class WebState:
                                                inbound.dedupe_id)
         except redis.RedisError as exc:
             raise QueueUnavailable(str(exc)) from exc
-        return original or inbound.message_id
+        return Queued(original or inbound.message_id)
 
     def listener(self, message_id: str) -> Listener:
         return Listener(self.aclient, message_id)
 
-    async def open_stream(self, inbound: Inbound) -> Listener:
-        """Subscribe to the reply, *then* queue the message; the caller closes the listener."""
+    async def open_stream(self, inbound: Inbound) -> tuple[Listener, int | None]:
+        """Subscribe to the reply, *then* queue the message; the caller closes the listener.
+
+        Also returns the message's place in line when the queue is busy (else None).
+        """
         listener = self.listener(inbound.message_id)
         await listener.__aenter__()
         try:
-            waited_id = await self.submit(inbound)
-            if waited_id != inbound.message_id:
+            queued = await self.submit(inbound)
+            if queued.message_id != inbound.message_id:
                 await listener.__aexit__(None, None, None)
-                listener = self.listener(waited_id)
+                listener = self.listener(queued.message_id)
                 await listener.__aenter__()
         except BaseException:
             await listener.__aexit__(None, None, None)
             raise
-        return listener
+        return listener, queued.position
 
-    async def ask(self, inbound: Inbound) -> Reply:
+    async def ask(self, inbound: Inbound) -> tuple[Reply, int | None]:
         """Queue a message and wait for its whole reply (the non-streaming APIs)."""
-        listener = await self.open_stream(inbound)
+        listener, position = await self.open_stream(inbound)
         try:
-            return await listener.wait(self.settings.reply_timeout)
+            return await listener.wait(self.settings.reply_timeout), position
         finally:
             await listener.__aexit__(None, None, None)
 

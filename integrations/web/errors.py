@@ -14,13 +14,17 @@ from assistant.errors import (
     ConversationNotFound,
     InputRejected,
     QueueUnavailable,
+    QuotaExceeded,
     ReplyTimeout,
+    Throttled,
 )
 
 log = logging.getLogger(__name__)
 
 STATUS = {
     ConversationNotFound: (404, "not_found"),
+    QuotaExceeded: (429, "quota_exceeded"),
+    Throttled: (429, "rate_limited"),
     InputRejected: (422, "invalid_request"),
     QueueUnavailable: (503, "unavailable"),
     ReplyTimeout: (504, "timeout"),
@@ -45,7 +49,10 @@ def install(app: FastAPI) -> None:
         status, body = error_body(exc)
         if status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        return JSONResponse(status_code=status, content=body)
+        headers = None
+        if isinstance(exc, Throttled):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+        return JSONResponse(status_code=status, content=body, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

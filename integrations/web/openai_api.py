@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ from assistant.errors import AssistantError, InputRejected
 from assistant.models import DEFAULT_MODEL
 from assistant.pipeline import validate_text
 from assistant.stream import Listener
-from integrations.web.deps import State, WebState
+from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -106,14 +106,22 @@ async def list_models(state: State) -> dict[str, Any]:
     }]}
 
 
-@router.post("/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
-async def create_chat_completion(body: CompletionRequest, state: State) -> Any:
-    """Chat completions as OpenAI's API does them, streamed (SSE, ``[DONE]``) or not."""
+@router.post("/chat/completions",
+             responses={200: {"content": {"text/event-stream": {}}}, 429: {}})
+async def create_chat_completion(body: CompletionRequest, state: State,
+                                 response: Response) -> Any:
+    """Chat completions as OpenAI's API does them, streamed (SSE, ``[DONE]``) or not.
+
+    Rate limits and the daily quota apply per ``user`` (429 with ``Retry-After``); a busy
+    queue is reported in ``X-Queue-Position`` only, to keep OpenAI's response shapes.
+    """
     inbound = to_inbound(body, state.settings.max_input_chars)
     name = model_id(state.settings.model)
     created = int(time.time())
     if not body.stream:
-        reply = await state.ask(inbound)
+        reply, position = await state.ask(inbound)
+        if position is not None:
+            response.headers[QUEUE_POSITION_HEADER] = str(position)
         return {
             "id": f"chatcmpl-{reply.message_id}", "object": "chat.completion",
             "created": created, "model": name,
@@ -121,12 +129,15 @@ async def create_chat_completion(body: CompletionRequest, state: State) -> Any:
                          "message": {"role": "assistant", "content": reply.text}}],
             "usage": usage(reply),
         }
-    listener = await state.open_stream(inbound)
+    listener, position = await state.open_stream(inbound)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if position is not None:
+        headers[QUEUE_POSITION_HEADER] = str(position)
     return StreamingResponse(
         stream_chunks(state, listener, name, created, include_usage),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=headers,
     )
 
 

@@ -39,6 +39,11 @@ class Stack:
             "ASSISTANT_REPLY_TIMEOUT": "90",
             "ASSISTANT_THREADS": "2",
             "PYTHONUNBUFFERED": "1",
+            # Fairness limits are off unless a test turns them on (tests/integration/
+            # test_fairness.py): suites send many messages as one user within a minute.
+            "ASSISTANT_USER_RATE_LIMIT": "",
+            "ASSISTANT_CHANNEL_RATE_LIMIT": "",
+            "ASSISTANT_USER_DAILY_TOKENS": "0",
             **env_overrides,
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -118,3 +123,12 @@ class Stack:
                 process.wait()
         for log in self._logs:
             log.close()  # type: ignore[attr-defined]
+
+
+def metric_value(exposition: str, sample: str) -> float:
+    """The value of one sample (``name{labels}`` exactly as exposed) in Prometheus text; 0 if
+    absent."""
+    for line in exposition.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

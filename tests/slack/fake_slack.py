@@ -91,6 +91,8 @@ class FakeSlack:
                 ts = f"{int(time.time())}.{next(self._ts):06d}"
                 return 200, {"ok": True, "channel": args.get("channel"), "ts": ts,
                              "message": {"text": args.get("text"), "ts": ts}}, {}
+            if method == "chat.postEphemeral":
+                return 200, {"ok": True, "message_ts": f"{int(time.time())}.000000"}, {}
             if method == "chat.update":
                 return 200, {"ok": True, "channel": args.get("channel"), "ts": args.get("ts"),
                              "text": args.get("text")}, {}
