@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,43 @@ def model_list() -> None:
         click.echo(f"{info.name}\t{info.size_bytes / 1e6:.1f} MB\t{info.path}")
 
 
-def worker_command(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
-            "--pool=prefork", f"--concurrency={settings.worker_concurrency}",
-            "--hostname=assistant@%h"]
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How one `assistant worker` uses the host: processes × llama threads ≤ cores."""
+
+    processes: int  # prefork pool size (the maximum, with autoscale)
+    min_processes: int | None  # set with autoscale
+    threads: int  # llama threads per process
+    note: str = ""
+
+
+def plan_worker(cores: int, processes: int, threads: int,
+                autoscale: tuple[int, int] | None = None) -> WorkerPlan:
+    """Fit processes × threads into the cores: each process answers one reply at a time with
+    its own llama threads, so more threads than cores only makes them wait for each other."""
+    most = autoscale[0] if autoscale else processes
+    least = autoscale[1] if autoscale else None
+    if most > cores:
+        raise click.UsageError(
+            f"{most} processes on {cores} cores: each process needs a core of its own")
+    fitted = min(threads, max(1, cores // most))
+    note = ""
+    if fitted < threads:
+        note = (f"{most} process(es) × {threads} threads would exceed the {cores} cores: "
+                f"using {fitted} thread(s) per process")
+    return WorkerPlan(processes=most, min_processes=least, threads=fitted, note=note)
+
+
+def worker_command(settings: Settings, plan: WorkerPlan | None = None,
+                   queues: str | None = None) -> list[str]:
+    plan = plan or WorkerPlan(settings.worker_concurrency, None, settings.threads)
+    pool = (f"--autoscale={plan.processes},{plan.min_processes}"
+            if plan.min_processes is not None else f"--concurrency={plan.processes}")
+    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+               "--pool=prefork", pool, "--hostname=assistant@%h"]
+    if queues:
+        command += ["--queues", queues]
+    return command
 
 
 def web_command(settings: Settings) -> list[str]:
@@ -83,10 +117,40 @@ def web_command(settings: Settings) -> list[str]:
 
 
 @main.command("worker")
-def run_worker() -> None:
-    """Run one Celery worker (same as `celery -A worker.app worker`)."""
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Worker processes, each with the model loaded once "
+                   "(default ASSISTANT_WORKER_CONCURRENCY).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="llama threads per process (default ASSISTANT_THREADS).")
+@click.option("--queues", default=None, help="Comma-separated queues to consume "
+              "(default: assistant.turns).")
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="Grow the pool up to MAX processes under load, down to MIN when idle.")
+def run_worker(processes: int | None, threads: int | None, queues: str | None,
+               autoscale: str | None) -> None:
+    """Run one Celery worker for replies: processes × threads never exceed the cores.
+
+    SIGTERM is a warm shutdown (the reply in progress finishes); a second SIGTERM or SIGKILL
+    loses nothing: the unacknowledged message runs again elsewhere and is posted once.
+    """
     settings = _settings()
-    os.execv(sys.executable, worker_command(settings))
+    scale = None
+    if autoscale:
+        try:
+            most, least = (int(part) for part in autoscale.split(","))
+        except ValueError:
+            raise click.BadParameter("use MAX,MIN, e.g. 4,1", param_hint="--autoscale") from None
+        if not 1 <= least <= most:
+            raise click.BadParameter("need 1 <= MIN <= MAX", param_hint="--autoscale")
+        scale = (most, least)
+    cores = len(os.sched_getaffinity(0))
+    plan = plan_worker(cores, processes or settings.worker_concurrency,
+                       threads or settings.threads, scale)
+    if plan.note:
+        click.echo(plan.note, err=True)
+    env = dict(os.environ, ASSISTANT_THREADS=str(plan.threads),
+               ASSISTANT_THREADS_BATCH=str(min(settings.n_threads_batch, plan.threads)))
+    os.execve(sys.executable, worker_command(settings, plan, queues), env)
 
 
 @main.command("web")

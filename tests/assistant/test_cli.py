@@ -100,3 +100,30 @@ def processes_with(environment_entry: bytes) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def test_worker_plan_never_puts_more_threads_than_cores() -> None:
+    from assistant.cli import plan_worker
+
+    assert plan_worker(cores=2, processes=1, threads=2).threads == 2
+    two = plan_worker(cores=2, processes=2, threads=2)
+    assert (two.processes, two.threads) == (2, 1) and "exceed the 2 cores" in two.note
+    scaled = plan_worker(cores=8, processes=1, threads=8, autoscale=(4, 1))
+    assert (scaled.processes, scaled.min_processes, scaled.threads) == (4, 1, 2)
+    with pytest.raises(Exception, match="core of its own"):
+        plan_worker(cores=2, processes=3, threads=1)
+
+
+def test_worker_command_carries_the_plan() -> None:
+    from assistant.cli import WorkerPlan, worker_command
+
+    settings = Settings()
+    command = worker_command(settings, WorkerPlan(2, None, 1), queues="assistant.turns")
+    assert command[1:6] == ["-m", "celery", "-A", "worker.app", "worker"]
+    assert "--concurrency=2" in command and command[-2:] == ["--queues", "assistant.turns"]
+    assert "--autoscale=4,1" in worker_command(settings, WorkerPlan(4, 1, 1))
+
+
+def test_worker_refuses_a_bad_autoscale() -> None:
+    result = CliRunner().invoke(main, ["worker", "--autoscale", "1,4"])
+    assert result.exit_code != 0 and "MIN <= MAX" in result.output
