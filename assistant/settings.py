@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, alias="REDIS_URL")
 
     model: str = Field("smollm2", alias="ASSISTANT_MODEL")
+    # For load tests: "stub" answers instantly with a few fixed tokens and never loads a model
+    # (worker/stub.py; `make bench` measures the plumbing with it). "llama" is the real model.
+    engine: Literal["llama", "stub"] = Field("llama", alias="ASSISTANT_ENGINE")
     models_dir: Path = Field(Path("models"), alias="ASSISTANT_MODELS_DIR")
     data_dir: Path = Field(Path(".data"), alias="ASSISTANT_DATA_DIR")
     context_size: int = Field(2048, alias="ASSISTANT_CONTEXT_SIZE", ge=256)

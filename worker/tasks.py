@@ -9,6 +9,7 @@ import redis
 from celery import Task
 
 from assistant.conversation import Runtime, answer_pending
+from assistant.engine import Engine
 from assistant.envelope import ConversationKey
 from assistant.limits import quota_observer
 from assistant.logs import log_context, log_turn
@@ -20,6 +21,7 @@ from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
 from worker.metrics import observe_model_load, turn_observers
 from worker.senders import build_senders
+from worker.stub import StubEngine
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +30,17 @@ log = logging.getLogger(__name__)
 def runtime() -> Runtime:
     """Built on the first task in each worker process (``worker_process_init`` must be fast)."""
     assert settings.redis_url is not None
-    engine = LlamaEngine(
-        resolve_model_path(settings.model, settings.models_dir),
-        context_size=settings.context_size,
-        threads=settings.threads,
-        threads_batch=settings.n_threads_batch,
-        on_load=observe_model_load if metrics_enabled(settings) else None,
-    )
+    engine: Engine
+    if settings.engine == "stub":  # load tests: the plumbing without a model
+        engine = StubEngine(context_size=settings.context_size)
+    else:
+        engine = LlamaEngine(
+            resolve_model_path(settings.model, settings.models_dir),
+            context_size=settings.context_size,
+            threads=settings.threads,
+            threads_batch=settings.n_threads_batch,
+            on_load=observe_model_load if metrics_enabled(settings) else None,
+        )
     client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
         client=client,
