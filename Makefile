@@ -38,8 +38,11 @@ run: model
 test: model browser
 	$(BIN)/python -m pytest
 
+# The model bench writes bench/results.json; the load run (stub engine, no model) merges its
+# keys into it (docs/benchmarks.md, "Load (stub engine)").
 bench: model
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.load
 
 lint: install
 	$(BIN)/ruff check assistant integrations worker tests bench

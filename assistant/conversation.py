@@ -65,17 +65,23 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
                 # The new holder answers whatever arrived after our last look.
                 return Outcome(turns=answered)
             return Outcome(busy_for=lock.ttl_seconds())
+        released = False
         try:
-            while batch := turns.pending(runtime.client, conversation):
+            batch = turns.pending(runtime.client, conversation)
+            while batch:
                 with log_context(message_id=",".join(i.message_id for i in batch)):
                     consumed = answer_batch(runtime, batch)
-                turns.done_with(runtime.client, conversation, consumed)
+                # Trim what this turn answered and look for more in one round trip.
+                batch = turns.done_with_then_pending(runtime.client, conversation, consumed)
                 answered += 1
+            # A message queued between our last look and the release found the lock taken
+            # and backed off: look once more once the lock is free (same round trip).
+            more = lock.release_then_exists(turns.pending_key(conversation))
+            released = True
         finally:
-            lock.release()
-        # A message queued between our last look and the release found the lock taken and
-        # backed off: look once more now that the lock is free.
-        if not runtime.client.exists(turns.pending_key(conversation)):
+            if not released:
+                lock.release()
+        if not more:
             return Outcome(turns=answered)
 
 
@@ -83,8 +89,9 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     """Answer the oldest pending messages as one turn; returns how many of them it consumed."""
     client = runtime.client
     fresh: list[Inbound] = []
-    for inbound in batch:
-        deliveries = turns.count_delivery(client, inbound.message_id, runtime.retention_seconds)
+    counts = turns.count_deliveries(client, [i.message_id for i in batch],
+                                    runtime.retention_seconds)
+    for inbound, deliveries in zip(batch, counts, strict=True):
         if deliveries > runtime.max_deliveries:
             log.error("message %s failed %d times; moved to the dead-letter list",
                       inbound.message_id, deliveries - 1)
@@ -129,6 +136,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     sender = runtime.senders.get(fresh[0].conversation.platform)
     reply_id = reply_id_for(ids)
     shown: ReplyStream | None = None
+    publisher: Publisher | None = None
     started = time.monotonic()
     first_token_at: float | None = None
     try:
@@ -155,8 +163,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
                              on_token=on_token,
                              on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
-            publisher.flush()
-        deliver(runtime, ids, reply, fresh[0], shown)
+        # The last token batch, the stored reply and ``done`` go out in one round trip.
+        deliver(runtime, ids, reply, fresh[0], shown, publisher)
     finally:
         if shown is not None:
             shown.close()
@@ -191,13 +199,14 @@ def trace_prompt(client: redis.Redis) -> PromptCallback:
 
 
 def deliver(runtime: Runtime, message_ids: list[str], reply: Reply, inbound: Inbound,
-            shown: ReplyStream | None = None) -> None:
+            shown: ReplyStream | None = None, publisher: Publisher | None = None) -> None:
     """Store and announce the reply, then post its final form on the platform, once.
 
     ``shown`` is the stream that showed the reply while it was generated; without one (a
     rerun, an apology) a stream is opened only if the reply was not posted yet.
+    ``publisher`` is the one that streamed the reply's tokens (its last batch goes out first).
     """
-    Publisher(runtime.client, message_ids).done(reply)
+    (publisher or Publisher(runtime.client, message_ids)).done(reply)
     sender = runtime.senders.get(inbound.conversation.platform)
     if sender is None or not claim_delivery(runtime.client, reply.message_id):
         return

@@ -51,12 +51,16 @@ class Publisher:
         self._pending_from = 0
         self._last_sent: float | None = None
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def _publish(self, event: dict[str, Any], pipe: Any = None) -> None:
+        """Publish to every message's channel; onto ``pipe`` (not executed) when given."""
         payload = json.dumps(event)
-        pipe = self.client.pipeline(transaction=False)
+        own = pipe is None
+        if own:
+            pipe = self.client.pipeline(transaction=False)
         for message_id in self.message_ids:
             pipe.publish(channel(message_id), payload)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def token(self, index: int, text: str) -> None:
         """Queue piece number ``index``; send what is queued when it is time."""
@@ -67,22 +71,27 @@ class Publisher:
         if self._last_sent is None or now - self._last_sent >= self.coalesce_seconds:
             self.flush(now)
 
-    def flush(self, now: float | None = None) -> None:
+    def flush(self, now: float | None = None, pipe: Any = None) -> None:
         """Send the queued pieces as one event (``index`` is the first piece's number)."""
         if self._pending:
             self._publish({"type": "token", "index": self._pending_from,
-                           "pieces": self._pending})
+                           "pieces": self._pending}, pipe)
             self._pending = []
         self._last_sent = time.monotonic() if now is None else now
 
     def done(self, reply: Reply) -> None:
-        self.flush()
+        """The last tokens, then store the reply, then publish ``done``: one round trip.
+
+        MULTI/EXEC runs the commands in this order, so the reply is stored before ``done``
+        is announced, and the last tokens arrive before it.
+        """
         body = reply.model_dump_json()
         pipe = self.client.pipeline(transaction=True)
+        self.flush(pipe=pipe)
         for message_id in self.message_ids:
             pipe.set(reply_key(message_id), body, ex=REPLY_TTL_SECONDS)
+        self._publish({"type": "done", "reply": json.loads(body)}, pipe)
         pipe.execute()
-        self._publish({"type": "done", "reply": json.loads(body)})
 
 
 def stored_reply(client: redis.Redis, message_id: str) -> Reply | None:
@@ -97,30 +106,92 @@ class StreamEvent:
     reply: Reply | None = None
 
 
+class PubSubPool:
+    """Idle pub/sub connections of one web process, handed from one ``Listener`` to the next.
+
+    A fresh connection per request cost a TCP connect, HELLO and two CLIENT SETINFO, then a
+    close, in the web process and in Redis (bench/load.py, docs/benchmarks.md "Load"). A
+    listener that ended cleanly unsubscribes and gives its connection back instead; one that
+    failed or was interrupted mid-read closes it. Listeners drop messages of other channels,
+    so a late message for a connection's previous subscriber is never mistaken for ours.
+    """
+
+    def __init__(self, client: aioredis.Redis, max_idle: int = 256) -> None:
+        self.client = client
+        self.max_idle = max_idle
+        self._idle: list[Any] = []
+
+    def take(self) -> tuple[Any, bool]:
+        """A pub/sub object, and whether it was used before."""
+        if self._idle:
+            return self._idle.pop(), True
+        return self.client.pubsub(ignore_subscribe_messages=True), False
+
+    async def give_back(self, pubsub: Any, channel_name: str) -> None:
+        if len(self._idle) >= self.max_idle:
+            await pubsub.aclose()
+            return
+        try:
+            await pubsub.unsubscribe(channel_name)
+        except redis.RedisError:
+            await pubsub.aclose()
+            return
+        self._idle.append(pubsub)
+
+
 class Listener:
     """The edge's side: subscribe *before* enqueueing, then iterate events until ``done``.
 
-    Async (redis.asyncio) so a web process can hold thousands of waiting requests.
+    Async (redis.asyncio) so a web process can hold thousands of waiting requests. With a
+    ``pool``, the pub/sub connection comes from it and goes back to it when done.
     """
 
-    def __init__(self, client: aioredis.Redis, message_id: str) -> None:
+    def __init__(self, client: aioredis.Redis, message_id: str,
+                 pool: PubSubPool | None = None) -> None:
         self.client = client
         self.message_id = message_id
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.channel = channel(message_id)
+        self.pool = pool
+        self.pubsub: Any = None
+        self._reusable = False
+        self._closed = False
 
     async def __aenter__(self) -> Listener:
+        reused = False
+        if self.pool is not None:
+            self.pubsub, reused = self.pool.take()
+        else:
+            self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
-            await self.pubsub.subscribe(channel(self.message_id))
+            await self.pubsub.subscribe(self.channel)
         except redis.RedisError as exc:
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
-            raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+            await self._discard()
+            if not reused:
+                raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+            # An idle connection may have died (Redis restarted): try once with a fresh one.
+            self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await self.pubsub.subscribe(self.channel)
+            except redis.RedisError as exc2:
+                await self._discard()
+                raise QueueUnavailable(f"Redis is unavailable: {exc2}") from exc2
+        self._reusable = True
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def _discard(self) -> None:
         try:
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         except redis.RedisError:
             pass
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._closed or self.pubsub is None:
+            return
+        self._closed = True
+        if self.pool is not None and self._reusable:
+            await self.pool.give_back(self.pubsub, self.channel)
+        else:
+            await self._discard()
 
     async def events(self, timeout: float) -> AsyncIterator[StreamEvent]:
         """Tokens in order (each index once, across reruns), then the final reply.
@@ -141,12 +212,16 @@ class Listener:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ReplyTimeout(f"no reply within {timeout:g} s")
+            self._reusable = False  # until the read returns: a cancelled read spoils it
             try:
                 message = await self.pubsub.get_message(timeout=min(remaining, 1.0))
             except redis.RedisError as exc:
                 raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+            self._reusable = True
             if message is None or message.get("type") != "message":
                 continue
+            if message.get("channel") not in (self.channel, self.channel.encode()):
+                continue  # a pooled connection's previous subscriber's late message
             event = json.loads(message["data"])
             if event["type"] == "token":
                 # A rerun after a crash replays the same pieces, maybe grouped differently:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from assistant.envelope import Inbound, Reply
 from assistant.errors import QueueUnavailable
 from assistant.settings import Settings
-from assistant.stream import Listener
+from assistant.stream import Listener, PubSubPool
 from worker.dispatch import Dispatcher
 
 # The message's place in line, sent when the queue is past ASSISTANT_MAX_QUEUE_DEPTH.
@@ -36,6 +36,8 @@ class WebState:
     aclient: aioredis.Redis
     celery_app: Celery
     dispatcher: Dispatcher
+    # Pub/sub connections reused across requests (assistant.stream.PubSubPool); built lazily.
+    pubsubs: PubSubPool | None = None
 
     async def submit(self, inbound: Inbound) -> Queued:
         """Queue the message; returns the message id whose reply to wait for.
@@ -56,7 +58,9 @@ class WebState:
         return Queued(original or inbound.message_id)
 
     def listener(self, message_id: str) -> Listener:
-        return Listener(self.aclient, message_id)
+        if self.pubsubs is None:
+            self.pubsubs = PubSubPool(self.aclient)
+        return Listener(self.aclient, message_id, self.pubsubs)
 
     async def open_stream(self, inbound: Inbound) -> tuple[Listener, int | None]:
         """Subscribe to the reply, *then* queue the message; the caller closes the listener.
