@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +107,16 @@ class Stack:
         process = self._spawn(name, command)
         self.processes[name] = process
         return process
+
+    def traced_prompt(self, reply_id: str) -> list[dict[str, Any]]:
+        """The prompt a reply was generated from (needs ASSISTANT_TRACE_PROMPTS=true)."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            raw = client.get(f"assistant:trace:{reply_id}")
+        finally:
+            client.close()
+        assert raw is not None, "the worker should trace prompts (ASSISTANT_TRACE_PROMPTS)"
+        return list(json.loads(raw))
 
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"

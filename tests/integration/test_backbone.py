@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from openai import OpenAI
 
 from tests.auxil.stack import Stack
@@ -28,16 +27,6 @@ def chat(url: str, text: str, conversation_id: str | None = None, **extra: Any) 
     if conversation_id:
         body["conversation_id"] = conversation_id
     return httpx.post(f"{url}/api/chat", json=body, timeout=120)
-
-
-def traced_prompt(stack: Stack, reply_id: str) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(stack.redis_url)
-    try:
-        raw = client.get(f"assistant:trace:{reply_id}")
-    finally:
-        client.close()
-    assert raw is not None, "the worker should trace prompts in tests"
-    return json.loads(raw)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +61,7 @@ def test_the_second_message_is_answered_with_the_first_turn_in_the_prompt(traced
     conversation_id = uuid.uuid4().hex
     first = chat(traced.url, "My name is Zebulon and I like kites.", conversation_id).json()
     second = chat(traced.url, "What is my name?", conversation_id).json()
-    prompt = traced_prompt(traced, second["message_id"])
+    prompt = traced.traced_prompt(second["message_id"])
     assert prompt[0]["role"] == "system"
     assert [(m["role"], m["text"]) for m in prompt[1:]] == [
         ("user", "My name is Zebulon and I like kites."),
@@ -81,7 +70,7 @@ def test_the_second_message_is_answered_with_the_first_turn_in_the_prompt(traced
     ]
     # Another conversation does not see it.
     other = chat(traced.url, "What is my name?").json()
-    assert "Zebulon" not in json.dumps(traced_prompt(traced, other["message_id"]))
+    assert "Zebulon" not in json.dumps(traced.traced_prompt(other["message_id"]))
 
 
 def test_streamed_tokens_arrive_in_order_then_done(stack: Stack) -> None:
@@ -261,7 +250,7 @@ def test_turns_of_one_conversation_never_interleave_across_workers(make_stack: A
     for position, message in enumerate(stored):
         if message["role"] != "assistant":
             continue
-        prompt = traced_prompt(stack, message["message_id"])
+        prompt = stack.traced_prompt(message["message_id"])
         turn_users = []
         for earlier in reversed(stored[:position]):
             if earlier["role"] != "user":

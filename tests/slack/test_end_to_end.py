@@ -92,16 +92,6 @@ def answered(stack: Stack, fake: FakeSlack, ts: str, thread_ts: str) -> Reply:
     return found[-1]
 
 
-def traced_prompt(stack: Stack, reply_id: str) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(stack.redis_url)
-    try:
-        raw = client.get(f"assistant:trace:{reply_id}")
-    finally:
-        client.close()
-    assert raw is not None
-    return list(json.loads(raw))
-
-
 def test_a_mention_is_answered_in_its_thread_and_edited_in_place(slack_stack: Stack,
                                                                  fake: FakeSlack) -> None:
     root = "1000.000001"
@@ -135,7 +125,7 @@ def test_a_follow_up_in_the_thread_is_answered_with_the_first_turn_in_memory(
     deliver(slack_stack, thread_message("2000.000002", root, "What is my name?"), "EvB2")
     answered(slack_stack, fake, "2000.000002", root)
     follow_up_id = message_id_for(dedupe_id_for("T1", CHANNEL, "2000.000002"))
-    prompt = traced_prompt(slack_stack, reply_id_for([follow_up_id]))
+    prompt = slack_stack.traced_prompt(reply_id_for([follow_up_id]))
     assert [(m["role"], m["text"]) for m in prompt[1:]] == [
         ("user", "My name is Zebulon."),
         ("assistant", first.text),
