@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         "development", alias="ASSISTANT_ENV"
     )
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    # With a Sentinel REDIS_URL (sentinel://host:26379;sentinel://host2:26379/0), the name of
+    # the monitored master (assistant/redis_client.py, docs/scaling.md).
+    redis_sentinel_master: str = Field("mymaster", alias="REDIS_SENTINEL_MASTER", min_length=1)
 
     model: str = Field("smollm2", alias="ASSISTANT_MODEL")
     # For load tests: "stub" answers instantly with a few fixed tokens and never loads a model
@@ -137,6 +140,8 @@ class Settings(BaseSettings):
 def _mask_url_password(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
+    if ";" in url:  # a Sentinel URL: several sentinel:// entries, each may hold the password
+        return ";".join(_mask_url_password(entry) for entry in url.split(";"))
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":**********@")

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from assistant.redis_client import connect
 from bench.pipeline import Pipeline
 from bench.stats import quantile, summary
 from bench.timing import Run
@@ -46,7 +47,7 @@ class Monitor:
         return self
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self.url)
+        client = connect(self.url)
         try:
             with client.monitor() as monitor:  # type: ignore[no-untyped-call]
                 self._ready.set()
@@ -63,7 +64,7 @@ class Monitor:
 
     def stop(self) -> None:
         self._stop.set()
-        waker = redis.Redis.from_url(self.url)
+        waker = connect(self.url)
         try:
             waker.ping()  # MONITOR blocks until the next command: give it one
         finally:

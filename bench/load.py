@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import redis
 
+from assistant.redis_client import connect
 from bench import system
 from bench.stats import quantile
 from tests.auxil.stack import Stack
@@ -195,7 +196,7 @@ class LoadStack:
         }
 
     def redis_client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        return connect(self.redis_url)
 
     def close(self) -> None:
         if self.stack is not None:

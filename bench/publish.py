@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from assistant.redis_client import connect
 from bench import direct
 from bench.stats import summary
 
@@ -98,7 +99,7 @@ class Sink:
 def measure(model_path: Path, context_size: int, threads: int, messages: list[dict[str, str]],
             max_tokens: int, repetitions: int, warmup: int, redis_url: str, seed: int = 0,
             threads_batch: int | None = None) -> dict[str, Any]:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     llama = direct.load(model_path, context_size, threads, threads_batch)
     results: dict[str, dict[str, list[float]]] = {
         m: {"decode_tps": [], "ttft_ms": [], "publishes": [], "sink_ms_per_token": []}

@@ -14,6 +14,7 @@ from celery import Celery, signals
 
 from assistant.errors import ConfigError
 from assistant.logs import configure_logging
+from assistant.redis_client import is_sentinel, parse_sentinel_url
 from assistant.settings import Settings
 from worker import metrics
 
@@ -27,13 +28,21 @@ def make_app(settings: Settings) -> Celery:
             "otherwise point REDIS_URL at your Redis, e.g. redis://127.0.0.1:6379/0"
         )
     app = Celery("assistant", broker=settings.redis_url, include=["worker.tasks"])
-    transport = {
+    transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout,
         # kombu sweeps for messages of dead workers every interval × throttle seconds
         # (10 × 10 by default): sweep every 5 s so recovery takes visibility_timeout + ≤5 s.
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
     }
+    if is_sentinel(settings.redis_url):
+        # kombu's sentinel transport (and Celery's sentinel result backend) refuse a sentinel://
+        # URL without the master's name; our own clients take it from the same setting.
+        try:
+            parse_sentinel_url(settings.redis_url)  # a bad URL fails here, not at first use
+        except ValueError as error:
+            raise ConfigError(f"REDIS_URL: {error}") from None
+        transport["master_name"] = settings.redis_sentinel_master
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-import redis
 from celery import Task
 
 from assistant.conversation import Runtime, answer_pending
@@ -16,6 +15,7 @@ from assistant.logs import log_context, log_turn
 from assistant.models import resolve_model_path
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
+from assistant.redis_client import connect
 from worker.app import app, settings
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
@@ -41,7 +41,7 @@ def runtime() -> Runtime:
             threads_batch=settings.n_threads_batch,
             on_load=observe_model_load if metrics_enabled(settings) else None,
         )
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master)
     return Runtime(
         client=client,
         engine=engine,

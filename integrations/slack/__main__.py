@@ -14,6 +14,7 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from assistant.errors import ConfigError
 from assistant.limits import Limits
+from assistant.redis_client import connect
 from assistant.settings import Settings
 from integrations.slack.app import build_app
 from worker.app import make_app
@@ -28,7 +29,8 @@ def build_handler(settings: Settings) -> tuple[SocketModeHandler, redis.Redis]:
         raise ConfigError("Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN")
     celery_app = make_app(settings)
     assert settings.redis_url is not None
-    client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
+    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master,
+                     **REDIS_TIMEOUTS)
     dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
     app = build_app(settings, dispatcher, client)
     handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())

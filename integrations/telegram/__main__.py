@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from assistant.limits import Limits
 from assistant.prompts import PromptLibrary
+from assistant.redis_client import connect
 from assistant.settings import Settings
 from integrations.telegram.bot import ALLOWED_UPDATES, TelegramAdapter, build_application
 from integrations.telegram.sender import quiet_httpx
@@ -31,7 +30,8 @@ def main() -> None:
         log.warning("TELEGRAM_WEBHOOK_URL is set: long polling removes that webhook")
     celery_app = make_app(settings)
     assert settings.redis_url is not None
-    client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
+    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master,
+                     **REDIS_TIMEOUTS)
     prompts = PromptLibrary.load()
     dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings, prompts))
     adapter = TelegramAdapter(settings, client, dispatcher, prompts)

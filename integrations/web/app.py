@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from assistant import __version__
 from assistant.limits import Limits
 from assistant.logs import configure_logging
+from assistant.redis_client import connect, connect_async
 from assistant.settings import Settings
 from integrations.web import api, errors, health, metrics, openai_api
 from integrations.web.deps import WebState
@@ -58,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     route_server_logs_to_root()
     celery_app = make_app(settings)  # raises a clear ConfigError without REDIS_URL
     assert settings.redis_url is not None
-    client = redis.Redis.from_url(settings.redis_url, **REDIS_TIMEOUTS)
-    aclient = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    master = settings.redis_sentinel_master
+    client = connect(settings.redis_url, master_name=master, **REDIS_TIMEOUTS)
+    aclient = connect_async(settings.redis_url, master_name=master, socket_connect_timeout=2.0)
     dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
     state = WebState(settings=settings, client=client, aclient=aclient,
                      celery_app=celery_app, dispatcher=dispatcher)
