@@ -179,8 +179,12 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
         total_s=time.monotonic() - started, prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason))
     if history is not None:
-        summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
-                            fresh[0].conversation.platform)
+        try:
+            summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
+                                first.conversation.platform)
+        except Exception:
+            # The reply is delivered; a failed summary is tried again after the next turn.
+            log.exception("could not update the conversation summary")
     return len(batch)
 
 

@@ -190,7 +190,12 @@ def summarise_if_needed(
     if not fold:
         return False
     part = records[summary.covers : summary.covers + fold]
-    transcript = "\n".join(f"{m.role}: {m.text}" for m in part)
+    # The instruction must fit the context too: fold fewer messages (whole pairs) if needed,
+    # and as a last resort cut the transcript (~3 characters per token, on the safe side).
+    while len(part) > 2 and engine.count_tokens(part) > budget:
+        part = part[:-2]
+    fold = len(part)
+    transcript = "\n".join(f"{m.role}: {m.text}" for m in part)[: budget * 3]
     instruction = prompts.render(
         "summarise", previous_summary=summary.text or "(none)", transcript=transcript
     )

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import redis
 
@@ -74,14 +73,6 @@ def original_message_id(client: redis.Redis, dedupe_id: str) -> str | None:
     """The message id a dedupe id was first accepted under (to answer a retried request)."""
     value = client.get(dedupe_key(dedupe_id))
     return value.decode() if isinstance(value, bytes) else value
-
-
-@dataclass
-class Turn:
-    """The pending messages a lock holder answers in one turn."""
-
-    conversation: ConversationKey
-    inbounds: list[Inbound]
 
 
 class _Renewer:
@@ -171,14 +162,10 @@ def pending(client: redis.Redis, conversation: ConversationKey) -> list[Inbound]
     return [Inbound.model_validate_json(item) for item in raw]
 
 
-def done_with(client: redis.Redis, conversation: ConversationKey, count: int) -> None:
-    """Remove the first ``count`` pending messages once their turn is stored."""
-    client.ltrim(pending_key(conversation), count, -1)
-
-
 def done_with_then_pending(client: redis.Redis, conversation: ConversationKey,
                            count: int) -> list[Inbound]:
-    """``done_with`` then ``pending``, in that order, in one round trip."""
+    """Remove the first ``count`` pending messages (their turn is stored), then read the next
+    batch: in that order, in one round trip."""
     pipe = client.pipeline(transaction=False)
     pipe.ltrim(pending_key(conversation), count, -1)
     pipe.lrange(pending_key(conversation), 0, MAX_TURN_BATCH - 1)
@@ -186,14 +173,9 @@ def done_with_then_pending(client: redis.Redis, conversation: ConversationKey,
     return [Inbound.model_validate_json(item) for item in raw]
 
 
-def count_delivery(client: redis.Redis, message_id: str, ttl_seconds: int) -> int:
-    """How many times a turn has started with this message (crashes included)."""
-    return count_deliveries(client, [message_id], ttl_seconds)[0]
-
-
 def count_deliveries(client: redis.Redis, message_ids: list[str], ttl_seconds: int
                      ) -> list[int]:
-    """``count_delivery`` for each message, in one round trip."""
+    """How many times a turn has started with each message (crashes included): one trip."""
     pipe = client.pipeline(transaction=True)
     for message_id in message_ids:
         pipe.incr(deliveries_key(message_id))

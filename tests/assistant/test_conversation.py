@@ -261,3 +261,19 @@ def test_observers_hear_about_each_turn_and_cannot_break_it(runtime: Runtime,
     assert stats.generated is True and stats.completion_tokens == 3
     assert stats.ttft_s is not None and 0 <= stats.ttft_s <= stats.total_s
     assert stats.finish_reason == "stop" and stats.queue_wait_s >= 0
+
+
+def test_a_failing_summary_does_not_fail_a_delivered_turn(runtime: Runtime,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    import assistant.conversation as conversation_module
+
+    def broken(*args: object) -> bool:
+        raise RuntimeError("context overflow")
+
+    monkeypatch.setattr(conversation_module, "summarise_if_needed", broken)
+    message = inbound("hi")
+    turns.submit(runtime.client, message)
+    assert answer_pending(runtime, message.conversation).turns == 1
+    assert turns.pending(runtime.client, message.conversation) == []
+    assert stored_reply(runtime.client, message.message_id) is not None

@@ -127,3 +127,17 @@ def test_a_reply_cut_by_max_tokens_says_so(fake_redis: fakeredis.FakeRedis,
     assert reply.finish_reason == "length" and reply.completion_tokens == 32
     short = run_turn([inbound("again")], engine, prompts, CONFIG, history_of(fake_redis))
     assert short.finish_reason == "stop" and short.completion_tokens == 1
+
+
+def test_a_summary_never_asks_for_more_than_the_context(fake_redis: fakeredis.FakeRedis,
+                                                        prompts: PromptLibrary) -> None:
+    engine = FakeEngine(context_size=400, default_answer="short answer")
+    history = history_of(fake_redis)
+    huge = " ".join(["word"] * 150)
+    history.append([ChatMessage(role=role, text=f"{role} {n} {huge}")
+                    for n in range(4) for role in ("user", "assistant")])
+    engine.answers.append("summary")
+    assert summarise_if_needed(engine, prompts, CONFIG, history, "web") is True
+    budget = 400 - CONFIG.max_tokens
+    assert engine.count_tokens(engine.requests[-1].messages) <= budget
+    assert history.summary().covers == 2  # one pair fitted, not the four asked for
