@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from openai import OpenAI
 
 from tests.auxil.stack import Stack
@@ -282,3 +283,30 @@ def test_deleting_a_conversation_mid_reply_leaves_nothing_behind(make_stack: Any
                 assert httpx.delete(url, timeout=120).status_code == 204
     assert kinds[-1] == "done"
     assert httpx.get(url).status_code == 404
+
+
+def test_a_long_conversation_is_summarised_by_the_real_model(make_stack: Any) -> None:
+    """With a small context, older turns are folded into a summary the model writes."""
+    stack: Stack = make_stack(ASSISTANT_CONTEXT_SIZE="512", ASSISTANT_MAX_TOKENS="48",
+                              ASSISTANT_TRACE_PROMPTS="true")
+    stack.start_web()
+    stack.start_worker("w")
+    conversation_id = uuid.uuid4().hex
+    filler = "I keep bees in my garden and I sell the honey at the market on Saturdays. " * 3
+    replies = [chat(stack.url, f"Turn {n}. {filler}", conversation_id).json()
+               for n in range(6)]
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        from assistant.memory import RedisConversationHistory
+        from tests.auxil.factories import conversation as key_for
+
+        history = RedisConversationHistory(client, key_for(conversation_id), 600)
+        summary = history.summary()
+        assert summary.covers >= 2 and summary.text.strip()
+        assert len(history.records()) == 12  # nothing dropped from the record
+    finally:
+        client.close()
+    last = chat(stack.url, "What do I sell?", conversation_id).json()
+    prompt = stack.traced_prompt(last["message_id"])
+    assert summary.text.strip()[:40] in prompt[0]["text"]  # the summary is in the system prompt
+    assert all(r["reply"] for r in replies)
