@@ -17,6 +17,9 @@ class GenerationRequest:
     max_tokens: int
     temperature: float
     seed: int
+    # Which conversation the prompt belongs to (``ConversationKey.redis_id``): an engine that
+    # keeps model state between turns keys it by this; ``None`` for one-off prompts.
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ def run_turn(
         max_tokens=turn_config.max_tokens,
         temperature=turn_config.temperature,
         seed=seed_for(reply_id),
+        cache_key=None if first.history is not None else first.conversation.redis_id,
     )
     if on_prompt is not None:
         on_prompt(reply_id, request)
