@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -53,6 +54,7 @@ class Runtime:
     stream_interval_seconds: float = COALESCE_SECONDS
     max_input_chars: int | None = None
     observers: Sequence[TurnObserver] = ()
+    safety: Any = None  # assistant.safety.service.SafetyService, or None when turned off
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:

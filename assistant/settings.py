@@ -80,6 +80,19 @@ class Settings(BaseSettings):
                                      le=65535)
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="ASSISTANT_LOG_FORMAT")
 
+    # Safety (assistant/safety, docs/safety.md): the policy file (which checks run and what
+    # each category does, per platform and channel; empty = the built-in default policy),
+    # strikes (blocked messages per window before a mute), the optional Llama Guard 3 judge
+    # (a separate guard GGUF; off when empty) and the durable store for the moderation log.
+    safety_enabled: bool = Field(True, alias="ASSISTANT_SAFETY")
+    safety_policy: Path | None = Field(None, alias="ASSISTANT_SAFETY_POLICY")
+    strike_limit: int = Field(3, alias="ASSISTANT_STRIKE_LIMIT", ge=0)
+    strike_window_s: int = Field(3600, alias="ASSISTANT_STRIKE_WINDOW_SECONDS", ge=1)
+    mute_s: int = Field(3600, alias="ASSISTANT_MUTE_SECONDS", ge=1)
+    guard_model: str | None = Field(None, alias="ASSISTANT_GUARD_MODEL")
+    guard_threads: int = Field(1, alias="ASSISTANT_GUARD_THREADS", ge=1)
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+
     # Slack (integrations/slack): bot token, signing secret (HTTP Events API), app-level
     # token (Socket Mode), and the Web API base URL (tests point it at a local fake).
     slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
@@ -119,6 +132,11 @@ class Settings(BaseSettings):
         return self.threads_batch or self.threads
 
     @property
+    def sql_url(self) -> str:
+        """The durable store: DATABASE_URL, or an SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'assistant.db'}"
+
+    @property
     def retention_seconds(self) -> int:
         return int(self.memory_retention_days * 86400)
 
@@ -131,7 +149,7 @@ class Settings(BaseSettings):
                 value = "**********" if value.get_secret_value() else ""
             elif isinstance(value, Path):
                 value = str(value)
-            elif name == "redis_url" and value:
+            elif name in ("redis_url", "database_url") and value:
                 value = _mask_url_password(value)
             shown[field.alias or name] = value
         return shown

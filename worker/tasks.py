@@ -20,6 +20,7 @@ from worker.app import app, settings
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
 from worker.metrics import observe_model_load, turn_observers
+from worker.safety import build_safety
 from worker.senders import build_senders
 from worker.stub import StubEngine
 
@@ -54,6 +55,7 @@ def runtime() -> Runtime:
         stream_interval_seconds=settings.stream_interval_ms / 1000,
         max_input_chars=settings.max_input_chars,
         observers=[*turn_observers(settings), quota_observer(client, settings), log_turn],
+        safety=build_safety(settings, client),
     )
 
 
