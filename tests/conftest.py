@@ -119,3 +119,43 @@ def make_stack(redis_server: str, model_path: Path, request: pytest.FixtureReque
 @pytest.fixture
 def web_url(stack: Stack) -> str:
     return stack.url
+
+
+# -- the durable store: every store test runs on SQLite and on PostgreSQL ----------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run (dropped after), on TEST_POSTGRES_URL's server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from assistant.store.db import create
+
+    admin = create(POSTGRES_ADMIN_URL)
+    name = f"assistant_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({exc.orig}); set TEST_POSTGRES_URL")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The durable store's URL: an SQLite file, or this run's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'assistant.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -1,0 +1,10 @@
+"""The durable store: what admins read and what must outlive Redis (DESIGN.md, "Two stores").
+
+SQL through SQLAlchemy, SQLite by default and PostgreSQL in production (``DATABASE_URL``), with
+Alembic migrations that every process runs (under a lock) before it first touches the store.
+"""
+
+from assistant.store.db import Store, connect_store, migrate
+from assistant.store.models import ModerationEvent
+
+__all__ = ["ModerationEvent", "Store", "connect_store", "migrate"]
