@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -119,6 +119,22 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 finish_reason="error",
             )
             deliver(runtime, [inbound.message_id], notice, inbound)
+        elif runtime.safety is not None:
+            # Input safety (docs/safety.md): a blocked message gets the refusal and never
+            # reaches the model nor the memory; a masked one goes on with its PII redacted.
+            screened = runtime.safety.screen_input(inbound)
+            if screened.refusal is not None:
+                refusal = Reply(
+                    message_id=reply_id_for([inbound.message_id]),
+                    conversation=inbound.conversation,
+                    in_reply_to=(inbound.message_id,),
+                    text=screened.refusal,
+                    reply_to=dict(inbound.reply_to),
+                    finish_reason="content_filter",
+                )
+                deliver(runtime, [inbound.message_id], refusal, inbound)
+            else:
+                fresh.append(screened.inbound)
         else:
             fresh.append(inbound)
     if not fresh:
@@ -151,20 +167,34 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                           reply_to=dict(fresh[0].reply_to))
         else:
             publisher = Publisher(client, ids, runtime.stream_interval_seconds)
+            gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
             pieces: list[str] = []
 
-            def on_token(index: int, piece: str) -> None:
+            def on_token(index: int, piece: str) -> bool:
                 nonlocal first_token_at
                 if first_token_at is None:
                     first_token_at = time.monotonic()
+                if gate is not None:
+                    # Only text the output checks passed is shown; None: the reply is cut.
+                    released = gate.feed(piece)
+                    if released is None:
+                        return False
+                    if not released:
+                        return True
+                    piece, index = released, len(pieces)
                 publisher.token(index, piece)
+                pieces.append(piece)
                 if shown is not None:
-                    pieces.append(piece)
                     shown.update("".join(pieces))
+                return True
 
-            reply = run_turn(fresh, runtime.engine, runtime.prompts, runtime.config, history,
+            config = runtime.config
+            if runtime.safety is not None and runtime.safety.canary:
+                config = replace(config, canary=runtime.safety.canary)
+            reply = run_turn(fresh, runtime.engine, runtime.prompts, config, history,
                              on_token=on_token,
-                             on_prompt=trace_prompt(client) if runtime.trace_prompts else None)
+                             on_prompt=trace_prompt(client) if runtime.trace_prompts else None,
+                             finalize=gate.finish if gate is not None else None)
         # The last token batch, the stored reply and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)
     finally:

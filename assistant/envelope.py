@@ -95,7 +95,8 @@ class Reply(Frozen):
     in_reply_to: tuple[str, ...]
     text: str
     reply_to: dict[str, Any] = Field(default_factory=dict)
-    finish_reason: Literal["stop", "length", "error"] = "stop"
+    # "content_filter" (OpenAI's name): the safety filters refused, cut or changed the reply.
+    finish_reason: Literal["stop", "length", "error", "content_filter"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     created_at: datetime = Field(default_factory=utcnow)

@@ -11,7 +11,8 @@
     ├── ConversationNotFound   no such conversation
     └── Throttled              a fairness limit refused the message (try again later)
         ├── RateLimited        a user's or a channel's rate limit (token bucket)
-        └── QuotaExceeded      a user's daily token quota is spent
+        ├── QuotaExceeded      a user's daily token quota is spent
+        └── Muted              the user is muted after repeated blocked messages (strikes)
 
 Third-party errors are wrapped at the boundary with ``raise ... from exc``; the edges
 (web, CLI, Slack, Telegram) turn these into user text or HTTP statuses.
@@ -82,3 +83,22 @@ class RateLimited(Throttled):
 
 class QuotaExceeded(Throttled):
     """The user's daily token quota is spent; it renews at midnight UTC."""
+
+
+class Muted(Throttled):
+    """The user is muted (``assistant.safety.strikes``) for ``retry_after_seconds`` more.
+
+    They were told when the mute began (with the refusal that caused it), so a platform edge
+    stays silent (``repeated`` is always true); the web API still answers 429 with the text.
+    """
+
+    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
+        super().__init__(retry_after_seconds, message)
+
+    @property
+    def repeated(self) -> bool:
+        return True
+
+    @repeated.setter
+    def repeated(self, value: bool) -> None:
+        pass  # the dispatcher's "told for this platform message" flag does not apply

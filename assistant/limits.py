@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from assistant.envelope import Inbound
-from assistant.errors import ConfigError, QuotaExceeded, RateLimited
+from assistant.errors import ConfigError, Muted, QuotaExceeded, RateLimited
 from assistant.observe import TurnObserver, TurnStats
 from assistant.prompts import PromptLibrary
+from assistant.safety.strikes import mute_key, user_ref
 from assistant.settings import Settings
 
 PREFIX = "assistant"
@@ -110,6 +111,7 @@ class Limits:
     channel_rate: Rate | None = None
     daily_tokens: int = 0  # 0 = no quota
     max_queue_depth: int | None = None  # None = never tell users they wait in line
+    mutes: bool = False  # refuse muted users (assistant.safety.strikes)
     prompts: PromptLibrary = field(default_factory=PromptLibrary.load, compare=False,
                                    repr=False)
 
@@ -120,13 +122,14 @@ class Limits:
             channel_rate=parse_rate(settings.channel_rate_limit, "ASSISTANT_CHANNEL_RATE_LIMIT"),
             daily_tokens=settings.user_daily_tokens,
             max_queue_depth=settings.max_queue_depth,
+            mutes=settings.safety_enabled and settings.strike_limit > 0,
             prompts=prompts or PromptLibrary.load(),
         )
 
     @property
     def refuses(self) -> bool:
         """True when some limit can refuse a message (else ``check`` has nothing to do)."""
-        return bool(self.user_rate or self.channel_rate or self.daily_tokens)
+        return bool(self.user_rate or self.channel_rate or self.daily_tokens or self.mutes)
 
     def busy_notice(self, position: int) -> str:
         return self.prompts.render("queue_busy", position=position)
@@ -224,6 +227,11 @@ def check(client: redis.Redis, limits: Limits, inbound: Inbound, now: float | No
     conversation = inbound.conversation
     platform, workspace = conversation.platform, conversation.workspace
     when = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
+    if limits.mutes:
+        muted_for = int(client.ttl(mute_key(user_ref(platform, workspace, inbound.user_id))))
+        if muted_for > 0:
+            raise Muted(muted_for, limits.prompts.render("muted",
+                                                         wait=describe_wait(muted_for)))
     left = remaining_tokens(client, limits, platform, workspace, inbound.user_id, when)
     if left is not None and left <= 0:
         wait = seconds_until_utc_midnight(when)

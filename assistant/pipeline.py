@@ -20,8 +20,12 @@ from assistant.prompts import PromptLibrary
 
 log = logging.getLogger(__name__)
 
-TokenCallback = Callable[[int, str], None]
+# Told each piece as it is generated; returning False stops the generation (a safety cut).
+TokenCallback = Callable[[int, str], bool | None]
 PromptCallback = Callable[[str, GenerationRequest], None]
+# Given the generated text and whether it was stopped, returns the text to deliver and store,
+# and whether the safety filters changed it (``assistant.safety.service.OutputGate.finish``).
+Finalizer = Callable[[str, bool], tuple[str, bool]]
 
 # Tokens kept free besides the reply: chat-template overhead the counter cannot see exactly.
 CONTEXT_MARGIN_TOKENS = 32
@@ -34,6 +38,9 @@ class TurnConfig:
     max_tokens: int = 256
     temperature: float = 0.7
     assistant_name: str = "Assistant"
+    # A secret planted in the system prompt (prompts/canary.toml); a reply that carries it is
+    # blocked as a system prompt leak (assistant/safety/checks/canary.py). Empty: none.
+    canary: str = ""
 
 
 def validate_text(text: str, max_chars: int) -> str:
@@ -74,6 +81,9 @@ def system_message(
         today=date.today().isoformat(),
         summary=section,
     )
+    if config.canary:
+        # First, so the prompt's stable prefix (reused between turns) stays as long as it can.
+        text = f"{prompts.render('canary', canary=config.canary)}\n{text.strip()}"
     return ChatMessage(role="system", text=text.strip())
 
 
@@ -119,8 +129,13 @@ def run_turn(
     history: RedisConversationHistory | None,
     on_token: TokenCallback | None = None,
     on_prompt: PromptCallback | None = None,
+    finalize: Finalizer | None = None,
 ) -> Reply:
-    """Answer the user's message(s) in one turn and store the turn (idempotently)."""
+    """Answer the user's message(s) in one turn and store the turn (idempotently).
+
+    What is stored and returned is what ``finalize`` (the output safety checks) made of the
+    model's text, so a cut or masked reply is remembered as the user saw it.
+    """
     if not inbounds:
         raise ValueError("a turn needs at least one inbound message")
     first = inbounds[0]
@@ -131,6 +146,7 @@ def run_turn(
         max_tokens=max_tokens,
         temperature=config.temperature if options.temperature is None else options.temperature,
         assistant_name=config.assistant_name,
+        canary=config.canary,
     )
     messages = build_messages(inbounds, engine, prompts, turn_config, history)
     request = GenerationRequest(
@@ -144,23 +160,30 @@ def run_turn(
         on_prompt(reply_id, request)
     pieces: list[str] = []
     stream = engine.stream(request)
+    stopped = False
     while True:
         try:
             piece = next(stream)
         except StopIteration as end:
             completion: Completion = end.value
             break
-        if on_token is not None:
-            on_token(len(pieces), piece)
         pieces.append(piece)
+        if on_token is not None and on_token(len(pieces) - 1, piece) is False:
+            stream.close()  # the engine's ``finally``/``with`` blocks run: its lock is freed
+            stopped = True
+            completion = Completion("stop", len(pieces))
+            break
     text = "".join(pieces).strip()
+    filtered = False
+    if finalize is not None:
+        text, filtered = finalize(text, stopped)
     reply = Reply(
         message_id=reply_id,
         conversation=first.conversation,
         in_reply_to=tuple(i.message_id for i in inbounds),
         text=text,
         reply_to=dict(first.reply_to),
-        finish_reason=completion.finish_reason,
+        finish_reason="content_filter" if filtered else completion.finish_reason,
         prompt_tokens=engine.count_tokens(messages),
         completion_tokens=completion.completion_tokens,
     )

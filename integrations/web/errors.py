@@ -13,6 +13,7 @@ from assistant.errors import (
     AssistantError,
     ConversationNotFound,
     InputRejected,
+    Muted,
     QueueUnavailable,
     QuotaExceeded,
     ReplyTimeout,
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 STATUS = {
     ConversationNotFound: (404, "not_found"),
     QuotaExceeded: (429, "quota_exceeded"),
+    Muted: (429, "muted"),
     Throttled: (429, "rate_limited"),
     InputRejected: (422, "invalid_request"),
     QueueUnavailable: (503, "unavailable"),

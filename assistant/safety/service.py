@@ -1,0 +1,217 @@
+"""What the worker calls: screen a message before the model, gate the streamed reply, check
+the final reply, and log every non-allow verdict to the moderation log.
+
+``screen_input`` and ``OutputGate`` hold the whole safety behaviour of a turn; the chain and
+the policy decide, this module acts (refusal texts from ``prompts/``, strikes, logging).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from assistant.envelope import Inbound
+from assistant.limits import describe_wait
+from assistant.prompts import PromptLibrary
+from assistant.safety.chain import Outcome, SafetyChain
+from assistant.safety.policy import ChannelPolicy, Policy
+from assistant.safety.strikes import Strikes
+from assistant.safety.verdict import Action, Category, Direction, Verdict
+from assistant.store.models import ModerationEvent
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 200
+# A refusal prompt per category where a kinder or clearer text fits (else ``refusal``).
+REFUSAL_PROMPTS = {
+    Category.SELF_HARM: "refusal_self_harm",
+    Category.PROMPT_INJECTION: "refusal_injection",
+}
+# While streaming, text is held back until it ends at a word boundary, and a trailing run of
+# digit groups ("4111 1111 ...") is held back whole, so a card or phone number being written
+# is checked complete before any of it is shown.
+_TRAILING_NUMBER = re.compile(r"(?:[+(]?[0-9][0-9()\-./]*\s*)+$")
+
+
+class ModerationSink(Protocol):
+    def record(self, events: Sequence[ModerationEvent]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Screened:
+    """The input's fate: ``inbound`` (masked if needed) goes on, or ``refusal`` is sent."""
+
+    inbound: Inbound
+    outcome: Outcome
+    refusal: str | None = None
+
+
+@dataclass
+class SafetyService:
+    chain: SafetyChain
+    policy: Policy
+    prompts: PromptLibrary
+    moderation: ModerationSink | None = None
+    strikes: Strikes | None = None
+    canary: str = ""
+    stream_check_seconds: float = 0.1
+
+    def policy_for(self, inbound: Inbound) -> ChannelPolicy:
+        key = inbound.conversation
+        return self.policy.for_channel(key.platform, key.workspace, key.channel)
+
+    # -- input ------------------------------------------------------------------------------
+
+    def screen_input(self, inbound: Inbound) -> Screened:
+        policy = self.policy_for(inbound)
+        outcome = self.chain.run(inbound.text, "input", policy)
+        self.log(inbound, "input", outcome)
+        if outcome.blocked:
+            refusal = self.refusal(outcome.block)
+            if policy.strikes and self.strikes is not None:
+                key = inbound.conversation
+                muted = self.strikes.strike(key.platform, key.workspace, inbound.user_id)
+                if muted:
+                    log.warning("user %s muted for %d s after repeated blocked messages",
+                                inbound.user_id, muted)
+                    self.log_mute(inbound, muted)
+                    refusal += " " + self.prompts.render("muted", wait=describe_wait(muted))
+            return Screened(inbound, outcome, refusal)
+        if outcome.text != inbound.text:
+            return Screened(inbound.model_copy(update={"text": outcome.text}), outcome)
+        return Screened(inbound, outcome)
+
+    def refusal(self, verdict: Verdict | None) -> str:
+        name = REFUSAL_PROMPTS.get(verdict.category, "refusal") if verdict and verdict.category \
+            else "refusal"
+        return self.prompts.render(name)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def check_output(self, inbound: Inbound, text: str) -> Outcome:
+        outcome = self.chain.run(text, "output", self.policy_for(inbound))
+        return outcome
+
+    def gate(self, inbound: Inbound) -> OutputGate:
+        return OutputGate(self, inbound, self.policy_for(inbound))
+
+    # -- moderation log ---------------------------------------------------------------------
+
+    def log(self, inbound: Inbound, direction: Direction, outcome: Outcome) -> None:
+        if not outcome.verdicts or self.moderation is None:
+            return
+        key = inbound.conversation
+        events = [
+            ModerationEvent(
+                platform=key.platform, workspace=key.workspace, channel=key.channel,
+                conversation=key.redis_id, user_id=inbound.user_id,
+                message_id=inbound.message_id, direction=direction,
+                check_name=v.check, category=(v.category or "unknown").__str__(),
+                action=v.action.value, score=v.score, reason=v.reason[:256],
+                excerpt=(v.excerpt or outcome.text)[:EXCERPT_CHARS],
+            )
+            for v in outcome.verdicts
+        ]
+        self._record(events)
+
+    def log_mute(self, inbound: Inbound, seconds: int) -> None:
+        if self.moderation is None:
+            return
+        key = inbound.conversation
+        self._record([ModerationEvent(
+            platform=key.platform, workspace=key.workspace, channel=key.channel,
+            conversation=key.redis_id, user_id=inbound.user_id, message_id=inbound.message_id,
+            direction="input", check_name="strikes", category="strikes", action="mute",
+            reason=f"muted for {seconds} s", excerpt="")])
+
+    def _record(self, events: list[ModerationEvent]) -> None:
+        assert self.moderation is not None
+        try:
+            self.moderation.record(events)
+        except Exception:
+            # The verdict itself stands; only its log entry is lost (and this is logged).
+            log.exception("could not write %d moderation event(s)", len(events))
+
+
+@dataclass
+class OutputGate:
+    """Stands between the model's stream and the user: text is shown only once checked.
+
+    ``feed`` takes the model's pieces and returns the newly releasable (checked, masked)
+    text, or ``None`` once the reply has been cut; ``finish`` gives the text to deliver and
+    store. Checks run at most every ``stream_check_seconds`` (and at the end), on everything
+    written so far, so a classifier sees the context and each run costs one chain pass.
+    """
+
+    service: SafetyService
+    inbound: Inbound
+    policy: ChannelPolicy
+    raw: str = ""
+    released: str = ""  # masked text already shown
+    cut: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    _checked_at: float = float("-inf")
+
+    def feed(self, piece: str) -> str | None:
+        if self.cut:
+            return None
+        self.raw += piece
+        now = time.monotonic()
+        if now - self._checked_at < self.service.stream_check_seconds:
+            return ""
+        self._checked_at = now
+        boundary = self._boundary()
+        if boundary <= 0:
+            return ""
+        return self._release(self.raw[:boundary])
+
+    def _boundary(self) -> int:
+        """How much of the raw text may be checked and shown now: up to the last complete
+        word, less any trailing number still being written."""
+        text = self.raw
+        end = len(text)
+        if end and not text[-1].isspace():
+            cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+            end = cut + 1 if cut >= 0 else 0
+        number = _TRAILING_NUMBER.search(text[:end])
+        if number:
+            end = number.start()
+        return end
+
+    def _release(self, prefix: str) -> str | None:
+        outcome = self.service.chain.run(prefix, "output", self.policy)
+        if outcome.blocked:
+            self.cut = True
+            self._log(outcome)
+            return None
+        if not outcome.text.startswith(self.released):
+            # A mask changed text already shown: show nothing more until the end (the final
+            # text replaces it in every client); never show unchecked text.
+            return ""
+        new = outcome.text[len(self.released):]
+        self.released = outcome.text
+        return new
+
+    def finish(self, text: str, stopped: bool = False) -> tuple[str, bool]:
+        """The reply to deliver and store, and whether the safety filters changed it.
+
+        ``stopped``: generation was stopped early (by this gate's cut)."""
+        if not self.cut:
+            outcome = self.service.chain.run(text, "output", self.policy)
+            if not outcome.blocked:
+                self._log(outcome)
+                return outcome.text, outcome.text != text
+            self.cut = True
+            self._log(outcome)
+        notice = self.service.prompts.render("output_cut")
+        shown = self.released.rstrip()
+        return (f"{shown} {notice}" if shown else self.service.refusal(None)), True
+
+    def _log(self, outcome: Outcome) -> None:
+        if outcome.action is not Action.ALLOW and outcome not in self.outcomes:
+            self.outcomes.append(outcome)
+            self.service.log(self.inbound, "output", outcome)
