@@ -3,6 +3,12 @@
 ``Llama`` objects must not serve two calls at once (NOTES.md), so calls are serialised with a
 lock. The chat template comes from the GGUF's own metadata (``tokenizer.chat_template``), which
 llama-cpp-python picks when no ``chat_format`` is given: SmolLM2's ChatML and Llama 3's both.
+
+With a KV cache budget (``ASSISTANT_KV_CACHE_MB``), the context's state is saved per
+conversation after each turn and restored before the next one (``worker.kvcache``), so a turn
+reads only its new tokens even when other conversations ran in between; a new conversation
+starts from the saved state of its system prompt. What a restore reuses is always an exact
+token prefix of the new prompt, so the reply is the one a cold run would give.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from assistant.engine import Completion, GenerationRequest, Stream
 from assistant.envelope import ChatMessage
 from assistant.errors import ModelError
+from worker.kvcache import KvState, KvStateCache, capture, common_prefix, prefix_key, restore
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,10 @@ log = logging.getLogger(__name__)
 # the assistant header that opens the reply (ChatML: "<|im_start|>assistant\n").
 TEMPLATE_TOKENS_PER_MESSAGE = 5
 GENERATION_PROMPT_TOKENS = 4
+# llama.cpp reads batches of 1–3 tokens with other kernels than larger ones, and the KV cells
+# differ in the last bits (measured: logits up to 0.65 apart). State kept for reuse is therefore
+# always read in batches of at least this many tokens, as a cold run reads its prompt.
+MIN_BATCH = 4
 
 
 class LlamaEngine:
@@ -32,6 +43,7 @@ class LlamaEngine:
     def __init__(
         self, model_path: Path, context_size: int, threads: int, threads_batch: int,
         on_load: Callable[[float], None] | None = None,
+        kv_cache_bytes: int = 0,
     ) -> None:
         self.model_path = model_path
         self.name = model_path.stem
@@ -41,6 +53,15 @@ class LlamaEngine:
         self._llama: Any = None
         self._lock = threading.Lock()
         self._on_load = on_load  # told the load time in seconds (worker metrics)
+        self.kv_cache = KvStateCache(kv_cache_bytes) if kv_cache_bytes > 0 else None
+        self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
+        self._system_prefixes: dict[str, tuple[int, ...]] = {}
+        # Prompt tokens of the last generation: (reused from the context, total).
+        self.last_prompt_tokens: tuple[int, int] = (0, 0)
+        self.last_keep_seconds = 0.0  # how long saving the last conversation state took
+        self.last_source = "none"  # where the reused prompt prefix came from (bench, tests)
+        # How many leading context tokens were read in batches of MIN_BATCH or more.
+        self._batch_read = 0
 
     @property
     def loaded(self) -> bool:
@@ -67,6 +88,7 @@ class LlamaEngine:
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
             seconds = time.perf_counter() - started
+            self._formatter = _chat_formatter(self._llama)
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
             if self._on_load is not None:
                 self._on_load(seconds)
@@ -84,9 +106,14 @@ class LlamaEngine:
         llama = self.load()
         finish_reason = "stop"
         pieces: list[str] = []
-        with self._lock:
+        finished = False
+        prompt: list[int] | None = None
+        self._lock.acquire()
+        handed_off = False
+        try:
+            prompt = self._prepare_context(llama, request)
             chunks = llama.create_chat_completion(
-                messages=[{"role": m.role, "content": m.text} for m in request.messages],
+                messages=_as_dicts(request.messages),
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 seed=request.seed,
@@ -100,7 +127,198 @@ class LlamaEngine:
                     yield text
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
+            finished = True
+        finally:
+            if self.kv_cache is not None and request.cache_key is not None:
+                # The pipeline stores the reply stripped; the next prompt renders that text.
+                reply = "".join(pieces).strip() if finished else None
+                # Saving reads the reply again (~0.3–1.3 s): do it after the stream has ended,
+                # holding the lock, so the reply's `done` is not delayed by it.
+                keeper = threading.Thread(
+                    target=self._keep_state_then_release,
+                    args=(llama, request, prompt, reply), name="kv-keep", daemon=True)
+                keeper.start()
+                handed_off = True
+            if not handed_off:
+                self._lock.release()
         # Pieces are not tokens: llama-cpp-python joins tokens that split a UTF-8 character.
         written = "".join(pieces).encode()
         count = len(llama.tokenize(written, add_bos=False, special=False)) if written else 0
         return Completion("length" if finish_reason == "length" else "stop", count)
+
+    # -- KV state reuse ----------------------------------------------------------------------
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int] | None:
+        """The tokens ``create_chat_completion`` will read for ``messages`` (None: unknown)."""
+        llama = self.load()
+        if self._formatter is None:
+            return None
+        result = self._formatter(messages=_as_dicts(messages))
+        tokens: list[int] = llama.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return tokens
+
+    def wait_idle(self) -> None:
+        """Return once no state is being saved in the background (tests, shutdown)."""
+        with self._lock:
+            pass
+
+    def _prepare_context(self, llama: Any, request: GenerationRequest) -> list[int] | None:
+        """Put the saved state that shares the longest prefix with this prompt into the context.
+
+        Candidates: what the context holds now, the conversation's own saved state, and the
+        saved state of its system prompt. Never another conversation's state: what the context
+        holds now is only reused up to where its tokens stop matching (llama-cpp-python's own
+        prefix check), and equal tokens at equal positions read in batches give equal KV cells.
+        Returns the prompt's tokens, or None when the cache is off or the template unknown.
+        """
+        if self.kv_cache is None:
+            return None
+        prompt = self.prompt_tokens(request.messages)
+        if prompt is None:
+            return None
+        held = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt)
+        if request.cache_key is None:
+            # A one-off prompt runs as llama-cpp-python runs it (the longest prefix, down to
+            # the last token); only note how much of the context is still batch-read.
+            reuse = held - 1 if held == len(prompt) else held
+            self._batch_read = (len(prompt) if len(prompt) - reuse >= MIN_BATCH
+                                else min(self._batch_read, reuse))
+            self.last_prompt_tokens = (reuse, len(prompt))
+            self.last_source = "context"
+            return prompt
+        cache = self.kv_cache
+        held = min(held, self._batch_read)
+        best: KvState | None = None
+        best_shared, source = held, "context"
+        own = cache.get(request.cache_key)
+        if own is None:
+            cache.stats.misses += 1
+        else:
+            cache.stats.hits += 1
+            shared = common_prefix(own.tokens, prompt)
+            if shared > best_shared:
+                best, best_shared, source = own, shared, "own"
+        system = self._system_prefix(request.messages)
+        if len(system) >= MIN_BATCH and best_shared < len(system) and _starts(prompt, system):
+            key = prefix_key(system)
+            saved = cache.get(key)
+            if saved is not None:
+                best, best_shared, source = saved, len(system), "prefix"
+                cache.stats.prefix_hits += 1
+            else:
+                # Read the system prompt alone once, and keep its state for new conversations.
+                start = min(held, len(system) - MIN_BATCH)
+                _truncate(llama, start)
+                llama.eval(list(system[start:]))
+                cache.put(key, capture(llama))
+                best, best_shared, source = None, len(system), "prefix"
+                self._batch_read = len(system)
+        if best is not None:
+            started = time.perf_counter()
+            restore(llama, best)
+            self._batch_read = len(best.tokens)
+            log.debug("restored %d tokens of KV state in %.1f ms", len(best.tokens),
+                      (time.perf_counter() - started) * 1000)
+        # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
+        # cold run's; llama-cpp-python reuses what the context holds up to there.
+        reuse = max(min(best_shared, len(prompt) - MIN_BATCH), 0)
+        if reuse < llama.n_tokens:
+            _truncate(llama, reuse)
+        self._batch_read = len(prompt)  # once generate() has read the rest in one batch
+        self.last_prompt_tokens = (reuse, len(prompt))
+        self.last_source = source if reuse else "none"
+        return prompt
+
+    def _keep_state_then_release(self, llama: Any, request: GenerationRequest,
+                                 prompt: list[int] | None, reply: str | None) -> None:
+        try:
+            if prompt is not None:
+                started = time.perf_counter()
+                self._keep_state(llama, request, prompt, reply)
+                self.last_keep_seconds = time.perf_counter() - started
+        except Exception:  # a background thread: log, never lose the lock
+            log.exception("could not keep the KV state of %s", request.cache_key)
+        finally:
+            self._lock.release()
+
+    def _keep_state(self, llama: Any, request: GenerationRequest, prompt: list[int],
+                    reply: str | None) -> None:
+        """Save the conversation's state so that its next prompt reads only its new tokens.
+
+        Generated tokens were read one at a time, and llama.cpp computes cells of batches under
+        four tokens with other kernels: kept as they are, the next turn would differ from a cold
+        run. So the context is cut back to the prompt and the reply is read again as one batch
+        — as the text the next prompt will hold (the stored reply, re-tokenised), not the
+        sampled tokens — up to where every possible next turn agrees.
+        """
+        assert self.kv_cache is not None and request.cache_key is not None
+        try:
+            _truncate(llama, min(llama.n_tokens, len(prompt)))
+            if reply is not None:
+                follow = self._next_turn_prefix(request.messages, reply)
+                keep = min(common_prefix(prompt, follow), llama.n_tokens)
+                keep = min(keep, len(follow) - MIN_BATCH)
+                if keep > 0 and len(follow) <= self.context_size:
+                    _truncate(llama, keep)
+                    llama.eval(follow[keep:])
+            self._batch_read = llama.n_tokens
+            self.kv_cache.put(request.cache_key, capture(llama))
+        except RuntimeError:
+            log.warning("could not save the KV state of %s", request.cache_key, exc_info=True)
+
+    def _next_turn_prefix(self, messages: Sequence[ChatMessage], reply: str) -> list[int]:
+        """The tokens every next prompt of this conversation starts with (window unchanged)."""
+        answered = [*messages, ChatMessage(role="assistant", text=reply)]
+        first = self.prompt_tokens([*answered, ChatMessage(role="user", text="a")]) or []
+        second = self.prompt_tokens([*answered, ChatMessage(role="user", text="b")]) or []
+        return first[: common_prefix(first, second)]
+
+    def _system_prefix(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
+        """The tokens every prompt starting with this system message begins with."""
+        if not messages or messages[0].role != "system":
+            return ()
+        system = messages[0]
+        cached = self._system_prefixes.get(system.text)
+        if cached is not None:
+            return cached
+        # Two prompts that differ only after the system message share exactly its prefix.
+        first = self.prompt_tokens([system, ChatMessage(role="user", text="a")]) or []
+        second = self.prompt_tokens([system, ChatMessage(role="user", text="b")]) or []
+        prefix = tuple(first[: common_prefix(first, second)])
+        if len(self._system_prefixes) > 64:
+            self._system_prefixes.clear()
+        self._system_prefixes[system.text] = prefix
+        return prefix
+
+
+def _truncate(llama: Any, keep: int) -> None:
+    """Drop everything after the first ``keep`` tokens from ``llama``'s context."""
+    keep = max(keep, 0)
+    llama._ctx.kv_cache_seq_rm(-1, keep, -1)
+    llama.n_tokens = keep
+    llama._requires_eval = True
+
+
+def _starts(tokens: Sequence[int], prefix: Sequence[int]) -> bool:
+    return len(tokens) >= len(prefix) and list(tokens[: len(prefix)]) == list(prefix)
+
+
+def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.text} for m in messages]
+
+
+def _chat_formatter(llama: Any) -> Any:
+    """The formatter ``create_chat_completion`` uses, when it is the GGUF's own template."""
+    if llama.chat_handler is not None or llama.chat_format != "chat_template.default":
+        return None
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    eos_id = llama.token_eos()
+    bos_id = llama.token_bos()
+    model = llama._model
+    return Jinja2ChatFormatter(
+        template=llama.metadata["tokenizer.chat_template"],
+        eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+        bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )

@@ -1,0 +1,111 @@
+"""Per-conversation KV state reuse with the real model: the same replies as cold runs.
+
+Two conversations are interleaved turn by turn through one engine with a state cache; each
+turn's reply must equal the reply of a cold run (a fresh context reading the whole prompt) with
+the same seed and sampling settings, and a turn must read only its new tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.engine import GenerationRequest
+from assistant.envelope import ChatMessage
+from worker.kvcache import common_prefix
+from worker.llama import LlamaEngine
+
+pytestmark = pytest.mark.integration
+
+SYSTEM = ChatMessage(role="system", text="You are Assistant, a friendly helper. Today is "
+                     "2026-11-29. Answer in a few sentences.")
+QUESTIONS = {
+    "conv-a": ["Tell me about lighthouses in Norway.", "Who kept them?", "And in winter?"],
+    "conv-b": ["How do bees make honey?", "Why hexagons?", "What about bumblebees?"],
+}
+
+
+@pytest.fixture(scope="module")
+def engines(model_path: Path) -> Iterator[tuple[LlamaEngine, LlamaEngine]]:
+    warm = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                       kv_cache_bytes=128 << 20)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    yield warm, cold
+
+
+def cold_reply(cold: LlamaEngine, request: GenerationRequest) -> str:
+    cold.load().reset()  # nothing kept: the whole prompt is read again
+    return "".join(cold.stream(request))
+
+
+@pytest.mark.parametrize("temperature", [0.7, 0.0])
+def test_interleaved_conversations_reuse_their_state_and_reply_as_cold_runs(
+    engines: tuple[LlamaEngine, LlamaEngine], temperature: float,
+) -> None:
+    warm, cold = engines
+    histories = {key: [SYSTEM] for key in QUESTIONS}
+    previous_prompt: dict[str, list[int]] = {}
+    for turn in range(3):
+        for key, questions in QUESTIONS.items():
+            history = histories[key]
+            history.append(ChatMessage(role="user", text=questions[turn]))
+            request = GenerationRequest(messages=tuple(history), max_tokens=48,
+                                        temperature=temperature, seed=1000 + turn,
+                                        cache_key=f"{key}-{temperature}")
+            reply = "".join(warm.stream(request))
+            reused, total = warm.last_prompt_tokens
+            prompt = warm.prompt_tokens(request.messages)
+            assert prompt is not None and total == len(prompt)
+            assert reply == cold_reply(cold, request), (key, turn)
+            if turn:
+                # The other conversation ran in between, yet only this turn's tokens are read:
+                # the previous prompt and the reply (re-read as the stored text) are reused.
+                assert warm.last_source == "own"
+                assert reused > len(previous_prompt[key])
+                assert total - reused < 40
+            previous_prompt[key] = prompt
+            history.append(ChatMessage(role="assistant", text=reply.strip()))
+    warm.wait_idle()
+
+
+def test_a_new_conversation_reuses_only_the_system_prompt(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    warm, cold = engines
+    first = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a colour.")),
+                              max_tokens=24, temperature=0.7, seed=7, cache_key="conv-c")
+    "".join(warm.stream(first))
+    other = GenerationRequest(
+        messages=(SYSTEM, ChatMessage(role="user", text="Name a colour, please.")),
+        max_tokens=24, temperature=0.7, seed=7, cache_key="conv-d")
+    reply = "".join(warm.stream(other))
+    reused, _ = warm.last_prompt_tokens
+    first_prompt = warm.prompt_tokens(first.messages)
+    other_prompt = warm.prompt_tokens(other.messages)
+    assert first_prompt is not None and other_prompt is not None
+    # Nothing beyond the tokens both prompts literally share, and at least the system prompt.
+    assert reused <= common_prefix(first_prompt, other_prompt)
+    assert reused >= len(warm._system_prefix(other.messages))
+    assert reply == cold_reply(cold, other)
+    warm.wait_idle()
+
+
+def test_a_one_off_prompt_in_between_does_not_change_a_conversations_reply(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    warm, cold = engines
+    history = [SYSTEM, ChatMessage(role="user", text="Describe a quiet harbour.")]
+    request = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
+                                seed=11, cache_key="conv-e")
+    history.append(ChatMessage(role="assistant", text="".join(warm.stream(request)).strip()))
+    one_off = GenerationRequest(messages=(ChatMessage(role="user", text="Summarise: boats."),),
+                                max_tokens=16, temperature=0.0, seed=0)
+    "".join(warm.stream(one_off))
+    history.append(ChatMessage(role="user", text="And at night?"))
+    follow_up = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
+                                  seed=12, cache_key="conv-e")
+    assert "".join(warm.stream(follow_up)) == cold_reply(cold, follow_up)
+    assert warm.last_source == "own"
+    warm.wait_idle()
