@@ -85,6 +85,8 @@ def _new_stack(redis_server: str, model_path: Path, name: str, **env: str) -> St
     client.close()
     log_dir = ARTIFACTS / "logs" / name
     log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("assistant.db*"):  # a previous run's store
+        old.unlink()
     return Stack(url, model_path, log_dir, **env)
 
 

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import redis
 
+from assistant.safety.build import build_service, load_policy
+from assistant.safety.service import SafetyService
 from assistant.settings import Settings
+from assistant.store import connect_store
+from assistant.store.moderation import ModerationLog
+
+log = logging.getLogger(__name__)
 
 
-def build_safety(settings: Settings, client: redis.Redis) -> Any:
+def build_safety(settings: Settings, client: redis.Redis) -> SafetyService | None:
     """The safety service every turn goes through; ``None`` when safety is turned off."""
-    return None
+    if not settings.safety_enabled:
+        log.warning("safety filters are OFF (ASSISTANT_SAFETY=false)")
+        return None
+    extra: dict[str, Any] = {}
+    if "llm_judge" in load_policy(settings).check_names():
+        from worker.guard import guard_completion
+
+        extra["llm_judge"] = {"complete": guard_completion(settings)}
+    moderation = ModerationLog(connect_store(settings.sql_url))
+    service = build_service(settings, client, moderation, extra=extra)
+    started = time.perf_counter()
+    service.warm()
+    log.info("safety checks ready in %.2f s", time.perf_counter() - started)
+    return service

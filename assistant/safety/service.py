@@ -60,6 +60,12 @@ class SafetyService:
     canary: str = ""
     stream_check_seconds: float = 0.1
 
+    def warm(self) -> None:
+        """Load and train every classifier now (a worker does it before its first turn)."""
+        policy = self.policy.for_channel("web", "default", "warm-up")
+        self.chain.run("Hello! How are you today?", "input", policy)
+        self.chain.run("I'm well, thank you for asking.", "output", policy)
+
     def policy_for(self, inbound: Inbound) -> ChannelPolicy:
         key = inbound.conversation
         return self.policy.for_channel(key.platform, key.workspace, key.channel)

@@ -62,6 +62,11 @@ class Stack:
             "ASSISTANT_USER_RATE_LIMIT": "",
             "ASSISTANT_CHANNEL_RATE_LIMIT": "",
             "ASSISTANT_USER_DAILY_TOKENS": "0",
+            # Strikes likewise (tests/integration/test_safety.py turns them on): the suites'
+            # one web user sends several blocked messages on purpose.
+            "ASSISTANT_STRIKE_LIMIT": "0",
+            # Each stack its own durable store (the moderation log...), beside its logs.
+            "DATABASE_URL": f"sqlite:///{log_dir / 'assistant.db'}",
             **env_overrides,
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
