@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     pypi_url: str = Field("https://pypi.org", alias="ASSISTANT_PYPI_URL")
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
 
+    # Speed on long conversations (worker/kvcache.py, worker/affinity.py, docs/scaling.md):
+    # RAM per worker process for saved per-conversation KV states (0 = off; ~22 KiB a token
+    # for SmolLM2), and routing each conversation back to the worker that holds its state.
+    kv_cache_mb: int = Field(256, alias="ASSISTANT_KV_CACHE_MB", ge=0)
+    affinity: bool = Field(True, alias="ASSISTANT_AFFINITY")
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "development":

@@ -41,6 +41,7 @@ def runtime() -> Runtime:
             threads=settings.threads,
             threads_batch=settings.n_threads_batch,
             on_load=observe_model_load if metrics_enabled(settings) else None,
+            kv_cache_bytes=settings.kv_cache_mb << 20,
         )
     client = connect(settings.redis_url, master_name=settings.redis_sentinel_master)
     return Runtime(
