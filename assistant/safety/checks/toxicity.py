@@ -1,0 +1,196 @@
+"""Toxicity and harassment: alt-profanity-check's trained linear SVM, plus whom the abuse targets.
+
+The classifier (TF-IDF over words, a calibrated linear SVM; trained by its authors on labelled
+offensive-language data and shipped in the wheel) says how offensive a text is. Offensive is
+not the same as harmful: "this f***ing build is broken, help" is fine. So the check blocks only
+when offensive words are *aimed* at someone — a second-person word ("you", "your") or a group
+noun ("immigrants", "women") within a few words of them — and at most flags casual swearing.
+Dehumanising talk about a group ("<group> are vermin", "<group> should be exterminated") is
+blocked without any swear word, unless it is plainly reported ("Nazi propaganda called ...").
+
+The package's own ``predict_prob`` spends ~3 ms in scikit-learn's input checks for one short
+text; this module reads the same fitted vectorizer and model once and computes the identical
+probability in plain Python (a few microseconds). A test checks both agree.
+
+Thresholds (see docs/safety.md for the figures behind them): ``block_at`` 0.80 and
+``flag_at`` 0.50 on the calibrated probability.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from assistant.safety.verdict import Action, Category, Subject, Verdict
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"\b\w\w+\b")
+# A word whose weight in the SVM is at least this is an offensive word ("idiot" 6.3,
+# "stupid" 5.3, "damn" 2.6, "hell" 3.0, "kill" 2.3).
+OFFENSIVE_WEIGHT = 2.5
+# Offensive word and target at most this many words apart: "you stupid idiot", "fuck you".
+TARGET_WINDOW = 4
+
+# "you", but not "your": "your code is shit" is about the code. "your mom" is a person.
+_SECOND_PERSON = frozenset("you youre yourself yourselves ya u ur thou thee".split())
+_YOUR_PERSON = re.compile(r"\byour\s+(?:mom|mum|mother|momma|mama|dad|father|sister|wife|"
+                          r"family|kind|people|kids|children|son|daughter)\b")
+GROUPS = frozenset("""
+    immigrants migrants refugees foreigners jews jew muslims muslim christians catholics hindus
+    sikhs buddhists atheists blacks whites asians arabs mexicans latinos hispanics africans
+    chinese indians pakistanis gypsies roma gays gay lesbians lesbian homosexuals trans
+    transgender transgenders queers women woman girls females men feminists disabled cripples
+    retards autistic natives aboriginals jewish islamic black white asian arab mexican african
+    indian migrant immigrant refugee foreigner negroes
+""".split())
+_DEHUMANISING = re.compile(
+    r"\b(?:are|is|r|just|like|nothing but|all)\s+(?:\w+\s+){0,2}(?:vermin|animals|subhuman|"
+    r"sub-human|parasites?|cockroaches|rats|savages|filth|scum|a disease|a plague|a cancer|"
+    r"apes|monkeys|inferior|not human|trash|garbage)\b"
+    r"|\b(?:should|must|need to|ought to|deserve to|have to)\s+(?:all\s+)?(?:be\s+)?"
+    r"(?:exterminated|eradicated|gassed|wiped out|killed|die|burn|be shot|hanged|lynched|"
+    r"deported|purged|removed from|sterili[sz]ed|locked up)\b"
+    r"|\b(?:kill|exterminate|gas|lynch|eradicate|purge|get rid of)\s+(?:all|every)\b"
+)
+# Reported or studied, not meant: history, fiction, analysis of someone else's words.
+_REPORTED = re.compile(
+    r"\b(?:propaganda|rhetoric|histor\w*|nazis?|holocaust|genocide|called|referred to|"
+    r"described|why did|how did|was used|were used|analy[sz]\w*|essay|novel|character|quote|"
+    r"slur|stereotype|bias|racism|racist|discriminat\w*|is it (?:ok|okay|true)|why (?:do|are) "
+    r"(?:some )?people)\b"
+)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The shipped vectorizer and calibrated SVMs, as plain numbers."""
+
+    vocabulary: dict[str, tuple[float, tuple[float, ...]]]  # word -> (idf, weight per fold)
+    intercepts: tuple[float, ...]
+    sigmoids: tuple[tuple[float, float], ...]  # (a, b) per fold: p = 1 / (1 + exp(a·d + b))
+
+    def probability(self, tokens: list[str]) -> float:
+        counts = Counter(token for token in tokens if token in self.vocabulary)
+        if not counts:
+            return self._mean_probability([0.0] * len(self.intercepts))
+        weighted = {word: count * self.vocabulary[word][0] for word, count in counts.items()}
+        norm = math.sqrt(sum(value * value for value in weighted.values()))
+        scores = [0.0] * len(self.intercepts)
+        for word, value in weighted.items():
+            for fold, weight in enumerate(self.vocabulary[word][1]):
+                scores[fold] += weight * value / norm
+        return self._mean_probability(scores)
+
+    def _mean_probability(self, scores: list[float]) -> float:
+        total = 0.0
+        for score, intercept, (a, b) in zip(scores, self.intercepts, self.sigmoids, strict=True):
+            total += 1.0 / (1.0 + math.exp(a * (score + intercept) + b))
+        return total / len(scores)
+
+    def weight(self, word: str) -> float:
+        entry = self.vocabulary.get(word)
+        return sum(entry[1]) / len(entry[1]) if entry else 0.0
+
+
+_model: _Model | None = None
+_model_lock = threading.Lock()
+
+
+def load_model() -> _Model:
+    """Read alt-profanity-check's fitted model once per process."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            from profanity_check import profanity_check as shipped  # loads its joblib files
+
+            _model = _from_sklearn(shipped.vectorizer, shipped.model)
+    return _model
+
+
+def _from_sklearn(vectorizer: Any, model: Any) -> _Model:
+    folds = model.calibrated_classifiers_
+    weights = [fold.estimator.coef_[0] for fold in folds]
+    idf = vectorizer.idf_
+    vocabulary = {
+        word: (float(idf[index]), tuple(float(w[index]) for w in weights))
+        for word, index in vectorizer.vocabulary_.items()
+    }
+    return _Model(
+        vocabulary=vocabulary,
+        intercepts=tuple(float(fold.estimator.intercept_[0]) for fold in folds),
+        sigmoids=tuple((float(fold.calibrators[0].a_), float(fold.calibrators[0].b_))
+                       for fold in folds),
+    )
+
+
+def offensive_probability(text: str) -> float:
+    """alt-profanity-check's probability that ``text`` is offensive."""
+    return load_model().probability(_TOKEN.findall(text.lower()))
+
+
+def aimed_at_someone(tokens: list[str], model: _Model) -> bool:
+    """An offensive word within a few words of "you"/"your" or of a group noun."""
+    targets = [i for i, token in enumerate(tokens) if token in _SECOND_PERSON or token in GROUPS
+               or token == "your" and _YOUR_PERSON.match(" ".join(tokens[i:i + 2]))]
+    if not targets:
+        return False
+    for i, token in enumerate(tokens):
+        if model.weight(token) >= OFFENSIVE_WEIGHT:
+            if any(abs(i - t) <= TARGET_WINDOW for t in targets):
+                return True
+    return False
+
+
+def dehumanising(text: str) -> bool:
+    """Group noun plus dehumanising or eliminationist words, not plainly reported speech."""
+    if _REPORTED.search(text):
+        return False
+    for match in _DEHUMANISING.finditer(text):
+        before = text[max(0, match.start() - 40):match.start()]
+        after = text[match.end():match.end() + 25]
+        if any(word in GROUPS for word in _TOKEN.findall(before + " " + after)):
+            return True
+    return False
+
+
+class Toxicity:
+    """Blocks abuse aimed at a person or group (S10); flags swearing that is aimed at nobody."""
+
+    name = "toxicity"
+
+    def __init__(self, block_at: float = 0.80, flag_at: float = 0.50) -> None:
+        self.block_at = block_at
+        self.flag_at = flag_at
+
+    def inspect(self, subject: Subject) -> Verdict:
+        try:
+            return self._inspect(subject)
+        except Exception:  # a check never raises on odd input
+            log.exception("toxicity check failed; letting the text through")
+            return Verdict.allow(self.name)
+
+    def _inspect(self, subject: Subject) -> Verdict:
+        model = load_model()
+        best: Verdict | None = None
+        for view in subject.views:
+            tokens = _TOKEN.findall(view)
+            probability = model.probability(tokens)
+            if dehumanising(view):
+                return self._verdict(Action.BLOCK, max(probability, self.block_at), view,
+                                     "dehumanising words about a group")
+            if probability >= self.block_at and aimed_at_someone(tokens, model):
+                return self._verdict(Action.BLOCK, probability, view,
+                                     "offensive words aimed at a person or group")
+            if probability >= self.flag_at and best is None:
+                best = self._verdict(Action.FLAG, probability, view, "offensive language")
+        return best or Verdict.allow(self.name)
+
+    def _verdict(self, action: Action, score: float, view: str, reason: str) -> Verdict:
+        return Verdict(action, self.name, Category.HATE, score=round(score, 3),
+                       reason=f"{reason} (p={score:.2f})", excerpt=view[:80])
