@@ -1,4 +1,4 @@
-"""The ``assistant`` command: up, worker, web, config, model pull/list."""
+"""The ``assistant`` command: up, worker, web, config, model pull/list, safety eval."""
 
 from __future__ import annotations
 
@@ -70,6 +70,28 @@ def model_list() -> None:
         click.echo(f"no models in {settings.models_dir}; run `assistant model pull`")
     for info in found:
         click.echo(f"{info.name}\t{info.size_bytes / 1e6:.1f} MB\t{info.path}")
+
+
+@main.group("safety")
+def safety_group() -> None:
+    """Measure the safety filters."""
+
+
+@safety_group.command("eval")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def safety_eval(file: Path, as_json: bool) -> None:
+    """Run the input safety chain on a labelled JSONL file and print recall, false-positive
+    rate, precision (overall and per category) and the time per message."""
+    from assistant.safety.evaluate import evaluate, format_report
+
+    settings = _settings()
+    configure_logging(settings, level="WARNING")
+    try:
+        figures = evaluate(file, settings=settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(figures, indent=2) if as_json else format_report(figures))
 
 
 @dataclass(frozen=True)
