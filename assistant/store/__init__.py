@@ -5,6 +5,14 @@ Alembic migrations that every process runs (under a lock) before it first touche
 """
 
 from assistant.store.db import Store, connect_store, migrate
-from assistant.store.models import ModerationEvent
+from assistant.store.models import (
+    AuditEntry,
+    Conversation,
+    Message,
+    ModerationEvent,
+    PersonaVersion,
+    User,
+)
 
-__all__ = ["ModerationEvent", "Store", "connect_store", "migrate"]
+__all__ = ["AuditEntry", "Conversation", "Message", "ModerationEvent", "PersonaVersion", "Store",
+           "User", "connect_store", "migrate"]

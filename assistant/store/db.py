@@ -108,3 +108,14 @@ def connect_store(url: str, *, upgrade: bool = True) -> Store:
     if upgrade:
         migrate(engine)
     return Store(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def dialect_insert(session: Session, model: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the session's database (SQLite/PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(model)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from assistant.store.db import Store
-from assistant.store.models import ModerationEvent
+from assistant.store.models import ModerationEvent, utcnow
 
 
 class ModerationLog:
@@ -25,6 +25,7 @@ class ModerationLog:
         self,
         *,
         limit: int = 100,
+        offset: int = 0,
         category: str | None = None,
         action: str | None = None,
         platform: str | None = None,
@@ -34,7 +35,8 @@ class ModerationLog:
         reviewed: bool | None = None,
     ) -> list[ModerationEvent]:
         """Newest first, filtered by whichever arguments are given."""
-        query = select(ModerationEvent).order_by(ModerationEvent.id.desc()).limit(limit)
+        query = (select(ModerationEvent).order_by(ModerationEvent.id.desc())
+                 .limit(limit).offset(offset))
         filters = {
             ModerationEvent.category: category,
             ModerationEvent.action: action,
@@ -50,6 +52,20 @@ class ModerationLog:
             query = query.where(ModerationEvent.created_at >= since)
         with self.store.session() as session:
             return list(session.scalars(query))
+
+    def get(self, event_id: int) -> ModerationEvent | None:
+        with self.store.session() as session:
+            return session.get(ModerationEvent, event_id)
+
+    def mark_reviewed(self, event_id: int, by: str) -> ModerationEvent | None:
+        """Mark the entry reviewed by ``by`` (now); None when there is no such entry."""
+        with self.store.session() as session:
+            event = session.get(ModerationEvent, event_id)
+            if event is not None:
+                event.reviewed = True
+                event.reviewed_by = by
+                event.reviewed_at = utcnow()
+            return event
 
     def counts_by_category(self, since: datetime | None = None) -> dict[str, int]:
         query = select(ModerationEvent.category, func.count()).group_by(ModerationEvent.category)

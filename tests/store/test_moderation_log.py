@@ -28,7 +28,7 @@ def test_migrations_create_the_table_and_are_idempotent(sql_url: str) -> None:
     assert "moderation_events" in inspector.get_table_names()
     with store.engine.connect() as connection:
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0001"
+    assert version == "0002"
     store.engine.dispose()
 
 
