@@ -14,9 +14,9 @@ from celery import Celery, signals
 
 from assistant.errors import ConfigError
 from assistant.logs import configure_logging
-from assistant.redis_client import is_sentinel, parse_sentinel_url
+from assistant.redis_client import connect, is_sentinel, parse_sentinel_url
 from assistant.settings import Settings
-from worker import metrics
+from worker import affinity, metrics
 
 TURNS_QUEUE = "assistant.turns"
 
@@ -58,6 +58,8 @@ def make_app(settings: Settings) -> Celery:
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
+        # A queue per worker node ("<node>.dq2") for conversation-affine routing (affinity.py).
+        worker_direct=settings.affinity,
     )
     return app
 
@@ -73,3 +75,8 @@ def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:
 
 signals.setup_logging.connect(use_assistant_logging, weak=False)
 metrics.connect_signals(settings)
+if settings.affinity:
+    affinity.connect_signals(
+        lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
+        task_name="assistant.answer_conversation", shared_queue=TURNS_QUEUE,
+        forget_after_seconds=settings.visibility_timeout + 60)

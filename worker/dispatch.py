@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
+from celery.utils.nodenames import worker_direct
 
 from assistant import limits as fairness
 from assistant import turns
 from assistant.envelope import Inbound
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.limits import Limits
+from worker.affinity import Router
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Dispatcher:
     """Accepts inbound messages for the workers; never waits for the model.
 
     ``limits`` (``Limits.from_settings(settings)`` at the entry points) defaults to none.
+    A conversation's turn goes to the worker node holding its model state when that node is
+    alive and idle (``worker.affinity``), otherwise to the shared queue.
     """
 
     def __init__(self, client: redis.Redis, celery_app: Celery,
@@ -44,6 +48,7 @@ class Dispatcher:
         self.client = client
         self.celery_app = celery_app
         self.limits = limits or Limits()
+        self.router = Router(client)
 
     def submit(self, inbound: Inbound) -> Submitted:
         """Queue ``inbound``; not accepted if its dedupe id was already accepted (a retry).
@@ -61,12 +66,14 @@ class Dispatcher:
                 return Submitted(False)
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+        node = self._affine_node(inbound)
         try:
             self.celery_app.send_task(
                 ANSWER_TASK,
                 args=[inbound.conversation.model_dump_json()],
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                **({"queue": worker_direct(node)} if node else {}),
             )
         except Exception as exc:  # kombu raises OperationalError and friends
             self._undo(inbound)
@@ -76,6 +83,14 @@ class Dispatcher:
             return Submitted(True)
         log.info("queue is busy: message %s is number %d in line", inbound.message_id, position)
         return Submitted(True, position, self.limits.busy_notice(position))
+
+    def _affine_node(self, inbound: Inbound) -> str | None:
+        """The node that answered this conversation last, if it can take the turn now."""
+        try:
+            return self.router.node_for(inbound.conversation)
+        except redis.RedisError:
+            log.warning("could not look up the conversation's worker", exc_info=True)
+            return None
 
     def _check_limits(self, inbound: Inbound) -> None:
         try:

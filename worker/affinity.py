@@ -1,0 +1,255 @@
+"""Conversation-affine routing: send a conversation's turn back to the worker holding its state.
+
+Each worker node (one Celery node, ``--concurrency=1``: one process, one ``Llama``, one KV state
+cache) also consumes its own queue (Celery's ``worker_direct``: ``<node>.dq2``). After a node
+answered a conversation it records ``affinity:<conv> = <node>``. The dispatcher sends the next
+turn to that node's queue when the node is alive (its heartbeat key exists), not busy with a
+turn, and has nothing queued; otherwise to the shared queue, where any worker takes it.
+
+A node that dies loses only speed, never a message: the message itself waits in the
+conversation's pending list (``assistant.turns``), and every live node's heartbeat thread moves
+whatever sits in a dead node's queue to the shared queue, where any worker answers it — also
+messages kombu restores there after the visibility timeout.
+
+Keys (prefix ``assistant:``): ``affinity:<conv>`` (1 day), ``worker:<node>:alive``
+(``ALIVE_TTL_SECONDS``, renewed every ``HEARTBEAT_SECONDS``), ``worker:<node>:busy`` (set
+while a turn runs), ``workers`` (sorted set: node → last heartbeat, for the sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from celery.utils.nodenames import worker_direct
+
+from assistant.envelope import ConversationKey
+
+log = logging.getLogger(__name__)
+
+PREFIX = "assistant"
+WORKERS_KEY = f"{PREFIX}:workers"
+HEARTBEAT_SECONDS = 2.0
+ALIVE_TTL_SECONDS = 6
+BUSY_TTL_SECONDS = 300  # a busy flag left by a killed process expires by itself
+AFFINITY_TTL_SECONDS = 24 * 3600
+
+# One round trip: the node for this conversation, if it is alive, idle and has nothing queued.
+ROUTE_SCRIPT = """
+local node = redis.call('GET', KEYS[1])
+if not node then return false end
+local base = ARGV[1] .. ':worker:' .. node
+if redis.call('EXISTS', base .. ':alive') == 0 then return false end
+if redis.call('EXISTS', base .. ':busy') == 1 then return false end
+if redis.call('LLEN', node .. ARGV[2]) > 0 then return false end
+return node
+"""
+DIRECT_SUFFIX = worker_direct("x").name[1:]  # Celery names a node's queue "<node>.dq2"
+
+
+def affinity_key(conversation_id: str) -> str:
+    return f"{PREFIX}:affinity:{conversation_id}"
+
+
+def alive_key(node: str) -> str:
+    return f"{PREFIX}:worker:{node}:alive"
+
+
+def busy_key(node: str) -> str:
+    return f"{PREFIX}:worker:{node}:busy"
+
+
+def direct_queue(node: str) -> str:
+    """The Redis list holding the tasks sent to ``node`` alone."""
+    return f"{node}{DIRECT_SUFFIX}"
+
+
+class Router:
+    """The dispatcher's side: which worker node, if any, should answer this conversation."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._route = client.register_script(ROUTE_SCRIPT)
+
+    def node_for(self, conversation: ConversationKey) -> str | None:
+        node = self._route(keys=[affinity_key(conversation.redis_id)],
+                           args=[PREFIX, DIRECT_SUFFIX])
+        if node is None:
+            return None
+        return node.decode() if isinstance(node, bytes) else str(node)
+
+
+def turn_started(client: redis.Redis, node: str, conversation_id: str) -> None:
+    client.set(busy_key(node), conversation_id, ex=BUSY_TTL_SECONDS)
+
+
+def turn_finished(client: redis.Redis, node: str, conversation_id: str | None) -> None:
+    """The node is idle again; with ``conversation_id``, it now holds that conversation."""
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(busy_key(node))
+    if conversation_id is not None:
+        pipe.set(affinity_key(conversation_id), node, ex=AFFINITY_TTL_SECONDS)
+    pipe.execute()
+
+
+def move_queue(client: redis.Redis, source: str, target: str) -> int:
+    """Move every message of list ``source`` to the consuming end of ``target``, in order.
+
+    kombu pushes on the left and pops on the right; taking the newest from the left and
+    pushing it on the right leaves the oldest message first in line, ahead of newer ones.
+    """
+    moved = 0
+    while client.lmove(source, target, "LEFT", "RIGHT") is not None:
+        moved += 1
+    return moved
+
+
+class Heartbeat:
+    """A node's liveness signal, and the sweep that rescues dead nodes' queued messages.
+
+    Runs as a daemon thread in the Celery node's main process (started on ``worker_ready``).
+    """
+
+    def __init__(self, client: redis.Redis, node: str, shared_queue: str,
+                 forget_after_seconds: float,
+                 interval: float = HEARTBEAT_SECONDS, alive_ttl: int = ALIVE_TTL_SECONDS) -> None:
+        self.client = client
+        self.node = node
+        self.shared_queue = shared_queue
+        self.forget_after_seconds = forget_after_seconds  # > the visibility timeout
+        self.interval = interval
+        self.alive_ttl = alive_ttl
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.client.delete(busy_key(self.node))  # a restarted node is idle
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="affinity-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Say at once that this node is gone, so new turns go to the shared queue."""
+        self._stop.set()
+        try:
+            self.client.delete(alive_key(self.node))
+        except redis.RedisError:
+            log.warning("could not clear the heartbeat of %s", self.node, exc_info=True)
+
+    def beat(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(alive_key(self.node), "1", ex=self.alive_ttl)
+        pipe.zadd(WORKERS_KEY, {self.node: time.time()})
+        pipe.execute()
+
+    def sweep(self) -> int:
+        """Move messages queued for dead nodes to the shared queue; returns how many."""
+        moved = 0
+        now = time.time()
+        entries: list[tuple[bytes, float]] = self.client.zrange(  # type: ignore[assignment]
+            WORKERS_KEY, 0, -1, withscores=True)
+        for raw, last_seen in entries:
+            node = raw.decode()
+            if node == self.node or self.client.exists(alive_key(node)):
+                continue
+            queue = direct_queue(node)
+            count = move_queue(self.client, queue, self.shared_queue)
+            if count:
+                log.warning("worker %s is gone: %d queued turn(s) moved to %s", node, count,
+                            self.shared_queue)
+                moved += count
+            # kombu may still restore its unacked messages there until the visibility timeout.
+            if now - last_seen > self.forget_after_seconds and not self.client.llen(queue):
+                self.client.zrem(WORKERS_KEY, node)
+        return moved
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+                self.sweep()
+            except redis.RedisError:
+                log.warning("affinity heartbeat failed; retrying", exc_info=True)
+
+
+def conversation_of(args: Any) -> str | None:
+    """The conversation id from ``answer_conversation``'s arguments (its JSON key)."""
+    try:
+        return ConversationKey.model_validate_json(args[0]).redis_id
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+class _Signals:
+    """Celery signal receivers: the heartbeat in the node's main process, busy flags and the
+    conversation → node mapping in the process that ran the turn."""
+
+    def __init__(self, connect_client: Any, task_name: str, shared_queue: str,
+                 forget_after_seconds: float) -> None:
+        self.connect_client = connect_client
+        self.task_name = task_name
+        self.shared_queue = shared_queue
+        self.forget_after_seconds = forget_after_seconds
+        self.heartbeat: Heartbeat | None = None
+        self._client: redis.Redis | None = None
+        self._pid = 0
+
+    def client(self) -> redis.Redis:
+        import os
+
+        if self._client is None or self._pid != os.getpid():  # a pool child: its own socket
+            self._client = self.connect_client()
+            self._pid = os.getpid()
+        return self._client
+
+    def worker_ready(self, sender: Any = None, **_: Any) -> None:
+        node = getattr(sender, "hostname", None)
+        if not node:
+            return
+        self.heartbeat = Heartbeat(self.client(), node, self.shared_queue,
+                                   self.forget_after_seconds)
+        self.heartbeat.start()
+
+    def worker_shutdown(self, **_: Any) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    def task_prerun(self, sender: Any = None, args: Any = None, **_: Any) -> None:
+        node, conversation = self._turn(sender, args)
+        if node and conversation:
+            try:
+                turn_started(self.client(), node, conversation)
+            except redis.RedisError:
+                log.warning("could not mark %s busy", node, exc_info=True)
+
+    def task_postrun(self, sender: Any = None, args: Any = None, retval: Any = None,
+                     state: str | None = None, **_: Any) -> None:
+        node, conversation = self._turn(sender, args)
+        if not node:
+            return
+        answered = state == "SUCCESS" and isinstance(retval, int) and retval > 0
+        try:
+            turn_finished(self.client(), node, conversation if answered else None)
+        except redis.RedisError:
+            log.warning("could not record where %s was answered", conversation, exc_info=True)
+
+    def _turn(self, task: Any, args: Any) -> tuple[str | None, str | None]:
+        if task is None or getattr(task, "name", None) != self.task_name:
+            return None, None
+        node = getattr(task.request, "hostname", None)
+        return (str(node) if node else None), conversation_of(args)
+
+
+def connect_signals(connect_client: Any, task_name: str, shared_queue: str,
+                    forget_after_seconds: float) -> None:
+    """Wire routing into Celery's signals (``worker/app.py``, when ``ASSISTANT_AFFINITY``)."""
+    from celery import signals
+
+    receivers = _Signals(connect_client, task_name, shared_queue, forget_after_seconds)
+    signals.worker_ready.connect(receivers.worker_ready, weak=False)
+    signals.worker_shutdown.connect(receivers.worker_shutdown, weak=False)
+    signals.task_prerun.connect(receivers.task_prerun, weak=False)
+    signals.task_postrun.connect(receivers.task_postrun, weak=False)
