@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 SAFE = "safe"
 # Chosen from the cross-validated figures on the training set (see ``main`` and
-# docs/safety.md): the lowest threshold whose false-positive rate on safe lines stays ≤ 2%.
-DEFAULT_THRESHOLD = 0.5
+# docs/safety.md): the lowest threshold whose false-positive rate on safe lines stays ≤ 3%.
+DEFAULT_THRESHOLD = 0.75
 C = 1.0  # inverse regularisation of both SVMs
 SCALE = 4.0  # margin -> score: a margin of ±0.5 is a score of 0.12 / 0.88
 _S_CATEGORIES = {c.value for c in Category if c.value.startswith("S")}
@@ -217,7 +217,7 @@ class Harmful:
 
 
 def cross_validate(examples: Sequence[Example], folds: int = 5,
-                   thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9),
+                   thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95),
                    ) -> dict[str, Any]:
     """Stratified k-fold figures for the classifier alone (no rules) on ``examples``."""
     from sklearn.model_selection import StratifiedKFold

@@ -61,7 +61,7 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"begin(?:ning)? with)"),
         ("persona jailbreak",
          r"\b(?:you are|you're|you will be|act as|pretend to be|become|roleplay as|"
-         r"role-play as|play the role of|simulate|enable|activate|enter|switch to|now in)"
+         r"role-play as|play the role of|simulate|now in)"
          r"\s+(?:now\s+)?(?:a\s+|an\s+|the\s+|in\s+)?(?:dan\b|d\.a\.n|stan\b|dude\b|aim\b|"
          r"developer mode|dev mode|god mode|jailbr[eo]ak|jail-broken|unfiltered|uncensored|"
          r"unrestricted|unlocked|unbound|unchained|evil (?:ai|assistant|bot|twin|mode)|"
@@ -69,8 +69,16 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"(?:an? )?(?:ai|assistant|chatbot|model|llm) (?:that|who) (?:has no|ignores|"
          r"doesn'?t (?:have|follow)|isn'?t bound))"),
         ("persona jailbreak",
-         r"\b(?:do anything now|developer mode (?:enabled|on|output)|jailbreak mode|"
+         r"\b(?:answer|respond|reply|act|speak|talk|write)\s+(?:only\s+)?as\s+(?:an?\s+|"
+         r"the\s+|your\s+)?(?:unfiltered|uncensored|unrestricted|jailbroken|evil|amoral|"
+         r"unaligned)\s+(?:ai|assistant|bot|model|version|self|twin)\b"
+         r"|\b(?:enable|activate|enter|switch to|turn on)\s+developer mode\b.{0,40}\b(?:and|"
+         r"then)\s+(?:answer|respond|reply|ignore|act|output|say)"),
+        ("persona jailbreak",
+         r"\b(?:do anything now|developer mode (?:enabled|output)|jailbreak mode|"
          r"dan mode|evil confidant|opposite mode|anti-?gpt|betterdan|unfiltered mode|"
+         r"(?:enable|activate|enter|switch to) (?:dan|jailbreak|unfiltered|uncensored|"
+         r"unrestricted|evil) mode|"
          r"\bsudo mode|god mode (?:enabled|on|activated)|maximum mode)\b"),
         ("lift restrictions",
          r"\b(?:respond|answer|reply|speak|talk|act|operate|write|continue|proceed|function)"
@@ -115,6 +123,62 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("fake chat turn",
          r"\b(?:end of (?:user )?(?:input|message|prompt|conversation)|user input ends)\b.{0,40}"
          r"\b(?:system|new instructions?|admin)\b"),
+        ("override instructions",  # the same in Spanish, French, German, Italian, Portuguese
+         r"\b(?:ignora|ignorez|ignorier(?:e|en)?|olvida|oublie[zr]?|vergiss|vergessen sie|"
+         r"dimentica|esqueca|desconsidera|descarta)\s+(?:\w+\s+){0,3}(?:instrucciones|"
+         r"instructions|anweisungen|instruktionen|istruzioni|instrucoes|consignes|regeln|"
+         r"reglas|regles|regole|regras|vorgaben)\b"
+         r"|\bignorer?\s+(?:toutes\s+)?(?:les\s+)?(?:instructions|consignes|regles)\s+"
+         r"(?:precedentes|anterieures|ci-dessus|du systeme)"),
+        ("reveal system prompt",
+         r"\b(?:prompt (?:de|du|di|do) (?:sistema|systeme)|system-?prompt|prompt systeme|"
+         r"instrucciones (?:del|de) sistema|systemanweisungen|istruzioni di sistema)\b"
+         r".{0,60}\b(?:muestra|muestrame|dime|revela|affiche|montre|revele|zeig|gib|nenne|"
+         r"mostra|rivela|dimmi|mostre|completo|complet|vollstandig|integrale|verbatim)"
+         r"|\b(?:muestra\w*|dime|revela|affiche\w*|montre\w*|revele\w*|zeig\w*|gib|nenne|"
+         r"mostra\w*|rivela|dimmi|mostre)\s+(?:\w+\s+){0,3}(?:prompt (?:de|du|di|do) "
+         r"(?:sistema|systeme)|system-?prompt|systemanweisungen|instrucciones (?:del|de) "
+         r"sistema|istruzioni di sistema)"),
+        ("persona jailbreak",
+         r"\b(?:du bist|tu es|eres|sei|voce e|ahora eres|jetzt bist du|tu es maintenant)\b"
+         r".{0,40}\b(?:ohne|sin|sans|senza|sem)\s+(?:\w+\s+)?(?:filter|filtro|filtros|"
+         r"filtre|filtres|regeln|reglas|regles|regole|regras|einschrankungen|restricciones|"
+         r"restrictions|restrizioni|restricoes|zensur|censura|censure|limites|grenzen)\b"),
+        ("reveal system prompt",
+         r"\b(?:instructions?|rules|prompt|directives|guidelines)\s+(?:that\s+)?you\s+"
+         r"(?:were|have been|'ve been|got|received)\s+(?:given|told|provided|programmed)"
+         r"(?:\s+\w+){0,6}?.{0,60}(?:copy|print|repeat|paste|verbatim|word for word|exact|"
+         r"code ?block|in full|list them|show)"
+         r"|\b(?:what|which)\s+(?:were|are)\s+(?:the\s+)?(?:exact\s+)?(?:instructions|"
+         r"rules)\s+you\s+(?:were|have been)\s+(?:given|told)"
+         r"|\b(?:what|which)\s+(?:exact\s+)?(?:instructions|rules|directives)\s+(?:were|have)"
+         r"\s+you\s+(?:been\s+)?(?:given|told)"),
+        ("persona jailbreak",
+         r"\b(?:ai|assistant|bot|chatbot|model|llm|persona|character)\b\W+(?:\w+\W+){0,3}?"
+         r"(?:with no|without any|without|free of|free from|that has no|who has no|unbound by|"
+         r"not bound by)\s+(?:any\s+)?(?:(?:ethical|moral|safety|content)\s+)?(?:guidelines|"
+         r"rules|restrictions|filters|limits|limitations|ethics|morals|censorship|policies|"
+         r"guardrails|boundaries)\b"
+         r"|\b(?:who|that|which) (?:never|won'?t ever|will never|can'?t) (?:says? no|refuses?|"
+         r"declines?)(?: to)?(?: anything| any (?:request|question|prompt)s?)?\s*(?:[.,;!]|$)"),
+        ("lift restrictions",
+         r"\b(?:(?:safety|content|ethical)\s+)?(?:rules|restrictions|guidelines|filters|"
+         r"guardrails|policies|limits)\s+(?:were|are|was|is|have been|has been)\s+(?:just\s+|"
+         r"only\s+|now\s+|all\s+)?(?:a test|lifted|disabled|suspended|off|over|removed|"
+         r"void|waived|no longer (?:apply|active|in effect|needed|relevant))\b"
+         r"|\b(?:answer|respond|reply|speak) (?:freely|without (?:holding back|censoring))"),
+        ("disable safety",
+         r"\b(?:safety|content|moderation|ethics|ethical|filter(?:ing)?)\s+(?:module|filters?|"
+         r"system|mode|layer|guardrails?|protocols?|checks?|settings|subroutines?)\s+"
+         r"(?:has been|have been|is|are|was|were)\s+(?:now\s+|just\s+|officially\s+)?"
+         r"(?:disabled|turned off|removed|deactivated|bypassed|switched off|suspended|"
+         r"uninstalled|offline)\b|\bsystem override\b"),
+        ("indirect injection",
+         r"\b(?:any|all|every|each)\s+(?:ai|assistant|llm|language model|bot|chatbot|agent|"
+         r"model)s?\s+(?:reading|processing|summari[sz]ing|seeing|parsing|that reads|who reads|"
+         r"that sees|that processes)\s+(?:this|these|the following)"
+         r"|\b(?:note|message|instruction) (?:to|for) (?:the )?(?:ai|assistant|llm|language "
+         r"model|chatbot)\s*:"),
         ("disable safety",
          r"\b(?:disable|turn off|deactivate|switch off|remove|bypass|circumvent|get around|"
          r"evade|override)\s+(?:all\s+|any\s+|your\s+|the\s+)*(?:(?:safety|content|ethical|"
@@ -131,7 +195,8 @@ _ABOUT = re.compile(
     r"an?) (?:bot|app|llm|model|chatbot|assistant)|detect(?:ing|ion of)?|mitigat\w+|"
     r"classif\w+|is (?:this|that|it) (?:an? )?(?:prompt )?injection|example of (?:a )?"
     r"(?:prompt )?injection|red[- ]team(?:ing)? (?:report|guide)|security (?:review|audit)|"
-    r"sanitiz\w+|sanitis\w+|regex|unit test|test case)\b"
+    r"sanitiz\w+|sanitis\w+|regex|unit test|test case|translat\w+|into (?:german|french|"
+    r"spanish|english|italian|portuguese|dutch|japanese|chinese))\b"
 )
 _QUOTED = re.compile(r"[\"'“”‘’`]")
 

@@ -39,7 +39,7 @@ _WEAPON_OBJECT = (
 )
 _PERSON = (
     r"(?:my |a |the |this |that |our |his |her |their )?(?:\w+ )?(?:someone|somebody|person|"
-    r"people|him|her|them|man|woman|guy|girl|boy|kid|child|baby|wife|husband|girlfriend|"
+    r"people|him|her|man|woman|guy|girl|boy|kid|child|baby|wife|husband|girlfriend|"
     r"boyfriend|ex|partner|boss|coworker|colleague|neighbou?r|teacher|classmate|roommate|"
     r"father|mother|dad|mom|mum|brother|sister|uncle|aunt|friend|enemy|rival|president|"
     r"senator|mayor|politician|officer|cop|witness|landlord|family|crowd|students|"
@@ -57,6 +57,113 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
         (Category.INDISCRIMINATE_WEAPONS, "weapon of mass harm",
          r"\b(?:recipe|formula|blueprints?|schematics?|synthesis route|synthesis steps|"
          r"ingredients) (?:for|of|to make) (?:a |an |the )?" + _WEAPON_OBJECT + r"\b"),
+        (Category.INDISCRIMINATE_WEAPONS, "enhancing a pathogen",
+         r"\b(?:make|making|render|engineer|modify|mutate|turn)\s+(?:\w+\s+){0,4}?(?:more "
+         r"(?:transmissible|contagious|lethal|deadly|virulent|infectious)|airborne|resistant to "
+         r"(?:vaccines|antivirals|antibiotics|treatment))\b"
+         r"(?!.{0,40}\b(?:in (?:my|the|a) (?:novel|story|game)|why|history))"),
+        (Category.CODE_INTERPRETER_ABUSE, "destructive code",
+         r"(?:\brm\s+-(?:rf|fr|r)\s+(?:--no-preserve-root\s+)?/(?:\s|$|\*|[a-z])|"
+         r"shutil\.rmtree\(\s*['\"]/|:\(\)\s*\{\s*:\|:&\s*\}\s*;?\s*:|"
+         r"\bmkfs(?:\.\w+)?\s+/dev/|\bdd\s+if=/dev/(?:zero|random|urandom)\s+of=/dev/|"
+         r"/dev/tcp/\d|\bnc\s+(?:-\w+\s+)*-e\s+/bin/(?:ba)?sh|bash\s+-i\s+>&|"
+         r"\bchmod\s+-r\s+777\s+/(?:\s|$)|cat\s+/etc/shadow|os\.system\(\s*['\"]rm\s+-rf|"
+         r"while\s*(?:true|1)\s*:\s*os\.fork\(\)|os\.fork\(\)\s*while|"
+         r"subprocess\.\w+\(\s*\[?\s*['\"](?:rm|mkfs|dd|shutdown|reboot)\b)"),
+        (Category.CODE_INTERPRETER_ABUSE, "escaping the sandbox",
+         r"\b(?:escape|break out of)\s+(?:your|this)\s+(?:\w+\s+)?(?:sandbox|container|"
+         r"jail|chroot|vm)\b|\b(?:escape|break out of)\s+(?:the\s+)?(?:sandbox|container|"
+         r"jail|chroot|vm)\b.{0,40}\b(?:host|root|other (?:users|tenants)|the server)\b"
+         r"|\b(?:run|execute|eval)\b.{0,40}\b(?:read|dump|print|cat|exfiltrate|send)\b.{0,30}"
+         r"(?:/etc/(?:shadow|passwd)|environment variables|env vars|api keys?|secrets|"
+         r"credentials|other users'? (?:files|data))"),
+        (Category.SELF_HARM, "suicide or self-harm method",
+         r"\bnoose\b.{0,60}\b(?:won'?t slip|hold (?:my|a person'?s|body) weight|hang "
+         r"(?:myself|from)|strong enough|tight enough)"),
+        (Category.SEX_CRIMES, "sexual assault",
+         r"\b(?:roofies?|date[- ]rape drugs?|rohypnol|ghb)\b.{0,60}\b(?:good|best|strongest|"
+         r"undetectable|(?:won'?t|doesn'?t|does not|will not) show up|(?:without|so) (?:she|he|"
+         r"they|her|him) (?:knowing|notic\w+|remember\w*))"),
+        (Category.SEX_CRIMES, "trafficking",
+         r"\b(?:keep|take|hold|confiscate|hide|lock up)\s+(?:their|her|his|the (?:girls'?|"
+         r"women'?s?|workers'?))\s+(?:passports?|papers|id (?:cards?|documents))"
+         r"|\b(?:stop|keep|prevent)\s+(?:the\s+)?(?:girls|women|workers|maids)\b.{0,40}"
+         r"\bfrom (?:leaving|escaping|running away|going to the police)"),
+        (Category.PRIVACY, "locating a person",
+         r"\b(?:find out|figure out|track down|locate|get|find|dig up|work out)\s+(?:where|"
+         r"which (?:hotel )?room|what (?:hotel )?room|the (?:home |current |exact |private )?"
+         r"(?:address|location|whereabouts)(?: of)?)\s+(?:my|a|this|that|the|his|her)\s+"
+         r"(?:\w+\s+)?(?:coworker|colleague|ex|ex-?girlfriend|ex-?boyfriend|ex-?wife|"
+         r"ex-?husband|neighbou?r|classmate|boss|crush|girl|guy|woman|man|streamer|journalist|"
+         r"stranger|teacher|tiktoker|youtuber|influencer)\b"),
+        (Category.INTELLECTUAL_PROPERTY, "piracy",
+         r"\b(?:strip|remove|crack|bypass|break|circumvent)\s+(?:the\s+)?drm\b"
+         r"|\b(?:sell|resell|reselling|distribute|upload|share|stream|host)\b.{0,60}"
+         r"\b(?:pirated|cracked|bootleg(?:ged)?|ripped|leaked)\s+(?:copies|streams?|movies?|"
+         r"films?|software|games?|episodes?|books?|ebooks?|channels?|content)"
+         r"|\bpirated\s+(?:\w+\s+){0,5}?(?:streams?|channels?|iptv)\b"),
+        (Category.SPECIALIZED_ADVICE, "sedating a child",
+         r"\b(?:knock|put)\s+(?:him|her|them|my (?:son|daughter|kid|child|baby|toddler))\s+"
+         r"out\b|\b(?:sedate|drug)\s+(?:my|a|the)\s+(?:\w+\s+)?(?:baby|toddler|kid|child|"
+         r"son|daughter|infant|\d+[- ]year[- ]old)\b"),
+        (Category.SELF_HARM, "suicide or self-harm method",  # Spanish, French, German, ...
+         r"\b(?:farla finita|togliermi la vita|uccidermi|suicidarme|quitarme la vida|"
+         r"matarme|me suicider|me tuer|en finir avec (?:la|ma) vie|mich umbringen|"
+         r"mir das leben nehmen|selbstmord begehen|me matar|acabar com a minha vida|"
+         r"suicidar-me)\b(?=.{0,80}\b(?:modo|forma|manera|maniere|facon|wie|como|come|veloce|"
+         r"rapid[oa]|schnell\w*|sans douleur|sin dolor|senza soffrire|ohne schmerzen|indolore|"
+         r"pastillas|pillole|tabletten|medicaments|comprimidos|combien|cuantas|quante|wieviele|"
+         r"wie viele|quantos)\b)"
+         r"|\b(?:modo|forma|manera|maniere|facon|wie|como|come|combien|cuantas|quante|"
+         r"wie viele|quantos)\b.{0,60}\b(?:farla finita|togliermi la vita|uccidermi|"
+         r"suicidarme|quitarme la vida|matarme|me suicider|me tuer|mich umbringen|"
+         r"mir das leben nehmen|me matar|suicidar-me)\b"),
+        (Category.SELF_HARM, "suicide or self-harm method",
+         r"\b(?:end it|end my life|kill myself|suicide|not wake up|overdose)\b.{0,100}"
+         r"\b(?:walk me through|how (?:to|do i|would i) do it|which pills|how many pills|"
+         r"what dose|step by step)|\b(?:walk me through|how (?:to|do i) do it)\b.{0,60}"
+         r"\b(?:end it|end my life|kill myself|overdose)\b"),
+        (Category.SPECIALIZED_ADVICE, "stopping medication unsupervised",
+         r"\b(?:stop|quit|come off|get off|ditch|drop)\s+(?:taking\s+)?(?:my\s+)?(?:\w+\s+)?"
+         r"(?:meds|medication|medicine|pills|lithium|insulin|antidepressants?|antipsychotics?|"
+         r"anti-?epileptics?|seizure meds|chemo(?:therapy)?|blood thinners?|heart medication)\b"
+         r".{0,80}\b(?:cold turkey|today|right now|immediately|tell me it'?s (?:fine|ok|okay|"
+         r"safe)|without (?:telling|asking|my) (?:my )?(?:doctor|psychiatrist|gp)|behind my "
+         r"doctor'?s back)"
+         r"|\b(?:cold turkey)\b.{0,60}\b(?:lithium|insulin|antidepressants?|antipsychotics?|"
+         r"benzos?|benzodiazepines|seizure meds|epilepsy meds)\b"
+         r"|\b(?:lithium|insulin|antidepressants?|antipsychotics?|benzos?|benzodiazepines|"
+         r"seizure meds|epilepsy meds|warfarin|blood thinners?)\b.{0,100}\b(?:stop|quit)\b"
+         r".{0,30}\bcold turkey\b"),
+        (Category.PRIVACY, "tracking a person",
+         r"\b(?:track|trace|get|find|see|follow|monitor|pinpoint)\s+(?:someone'?s|somebody'?s|"
+         r"a person'?s|a stranger'?s|his|her|their|(?:my|the) (?:ex|wife|husband|girlfriend|"
+         r"boyfriend|partner|neighbou?r|coworker|colleague|boss)'?s?)\s+(?:live\s+|real[- ]time"
+         r"\s+|current\s+|exact\s+|gps\s+)*(?:phone\s+)?(?:location|gps|whereabouts|"
+         r"movements)\b"),
+        (Category.NON_VIOLENT_CRIMES, "smuggling drugs",
+         r"\b(?:post|ship|mail|send|smuggle|courier|get)\s+(?:\w+\s+){0,3}?(?:mdma|ecstasy|"
+         r"cocaine|coke|heroin|meth|weed|cannabis|drugs|pills|ketamine|lsd|fentanyl)\b.{0,80}"
+         r"\b(?:customs|sniffer dogs?|drug dogs?|police|undetected|without (?:getting "
+         r"caught|being caught|detection)|x-?rays?|border)"),
+        (Category.SEXUAL_CONTENT, "explicit erotica",
+         r"\b(?:write|describe|tell|schreib\w*|ecri[st]\w*|m'ecrire|escrib\w*|scriv\w*|"
+         r"escrev\w*|narrate|roleplay)\b.{0,60}\b(?:explicit|graphic|hardcore|explicite|"
+         r"explizit\w*|explicit\w*|esplicit\w*|pornographic|pornographique|pornografic\w*)"
+         r"\b.{0,40}\b(?:sex|erotic\w*|erotique|erotisch\w*|porn\w*|sexuel\w*|sexual\w*)"
+         r"|\b(?:write|describe|schreib\w*|ecri[st]\w*|m'ecrire|escrib\w*|scriv\w*)\b.{0,60}"
+         r"\b(?:sex|erotic\w*|erotique|erotisch\w*|porn\w*)\b.{0,40}\b(?:explicit|graphic|"
+         r"hardcore|explicite|explizit\w*|explicit\w*|esplicit\w*|in (?:full |graphic )?"
+         r"detail|avec tous les details)"),
+        (Category.CHILD_EXPLOITATION, "adult and minor",
+         r"\b(?:teacher|coach|adult|grown man|older man|uncle|stepdad|stepfather|priest|"
+         r"tutor|babysitter|neighbou?r|boss|(?:[2-9]\d)[- ]year[- ]old)\b.{0,60}\b(?:[1-9]|"
+         r"1[0-5])[- ]?(?:yo|y/o|years?[- ]old)\b.{0,80}\b(?:love|romantic|romance|physical|"
+         r"kiss\w*|dating|relationship|touch\w*|in bed|undress\w*)"
+         r"|\b(?:[1-9]|1[0-5])[- ]?(?:yo|y/o|years?[- ]old)\b.{0,60}\b(?:and|with)\s+"
+         r"(?:her|his|their|an?|the)\s+(?:\w+\s+)?(?:teacher|coach|uncle|stepdad|stepfather|"
+         r"priest|tutor|adult|older man)\b.{0,60}\b(?:love|romantic|physical|kiss\w*|dating|"
+         r"relationship|touch\w*)"),
         (Category.SELF_HARM, "suicide or self-harm method",
          r"\b(?:" + _REQUEST + r"|painless(?:ly)?|quick(?:ly)?|easiest|surest|fastest)"
          r"(?:\s+[\w'-]+){0,3}?\s*(?:kill myself|end my (?:own )?life|commit suicide|"
@@ -71,7 +178,7 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
         (Category.VIOLENT_CRIMES, "violence against a person",
          _REQUEST + r"(?:\s+[\w'-]+){0,3}?\s*(?:kill|murder|poison|strangle|stab|shoot|"
          r"assassinate|kidnap|abduct|torture|maim|dismember|beat up|hurt|attack|drown|"
-         r"suffocate|run over|get rid of)\s+" + _PERSON
+         r"suffocate|run over)\s+" + _PERSON
          + r"\b(?! (?:process|task|job|thread|character|npc|boss fight|mode|level|in (?:the|a) "
          r"(?:game|story|novel|book|scene)))"),
         (Category.VIOLENT_CRIMES, "violence against a person",

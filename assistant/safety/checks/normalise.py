@@ -67,6 +67,7 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])"
                   r"|(?:\\x[0-9A-Fa-f]{2}){4,}")
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_SEGMENT = re.compile(r"[:\n\"'`“”‘’]")
 
 # Common English words: a decoding that yields more of them than the original text did is
 # probably the real message (rot13 and reversed text decode every input, most into noise).
@@ -164,10 +165,13 @@ def _hidden_payloads(raw: str, normalized: str) -> list[str]:
         if unquoted != raw and _printable(unquoted):
             found.append(unquoted)
     if len(normalized) >= 8:
-        baseline = _english_words(normalized)
-        for candidate in (codecs.encode(normalized, "rot13"), normalized[::-1]):
-            if _english_words(candidate) >= max(2, baseline + 2):
-                found.append(candidate)
+        # The whole text, and each part after a colon or inside quotes: "rot13 this: vtaber ..."
+        parts = [normalized] + [p for p in _SEGMENT.split(normalized) if len(p) >= 12]
+        for part in dict.fromkeys(parts):
+            baseline = _english_words(part)
+            for candidate in (codecs.encode(part, "rot13"), part[::-1]):
+                if _english_words(candidate) >= max(2, baseline + 2):
+                    found.append(candidate)
     return found
 
 

@@ -188,9 +188,13 @@ class Toxicity:
                 return self._verdict(Action.BLOCK, probability, view,
                                      "offensive words aimed at a person or group")
             if probability >= self.flag_at and best is None:
-                best = self._verdict(Action.FLAG, probability, view, "offensive language")
+                # No category: swearing aimed at nobody is not hate, and a policy that blocks
+                # S10 must not turn this flag into a refusal.
+                best = self._verdict(Action.FLAG, probability, view,
+                                     "offensive language, aimed at nobody", category=None)
         return best or Verdict.allow(self.name)
 
-    def _verdict(self, action: Action, score: float, view: str, reason: str) -> Verdict:
-        return Verdict(action, self.name, Category.HATE, score=round(score, 3),
+    def _verdict(self, action: Action, score: float, view: str, reason: str,
+                 category: Category | None = Category.HATE) -> Verdict:
+        return Verdict(action, self.name, category, score=round(score, 3),
                        reason=f"{reason} (p={score:.2f})", excerpt=view[:80])
