@@ -27,11 +27,18 @@ def build_window(
     summary: Summary,
     budget_tokens: int,
     count_tokens: TokenCounter,
+    step_tokens: int | None = None,
 ) -> PromptWindow:
     """Keep the newest messages after the summary that fit ``budget_tokens``.
 
     Trimming uses langchain-core's ``trim_messages`` (strategy "last", starting on a user
     message so the window never opens with a dangling assistant reply).
+
+    When messages must be left out, the window opens at a *stable cut*: the first user message
+    after each ``step_tokens`` (default a quarter of the budget) of the conversation since the
+    summary. Cuts depend only on older messages, so the window's first message — and with it
+    the prompt's token prefix, which the worker's saved model state reuses — changes once per
+    step, not every turn (worker/kvcache.py, docs/scaling.md).
     """
     candidates = [to_langchain(m) for m in records[summary.covers :]]
 
@@ -46,10 +53,32 @@ def build_window(
         start_on="human",
         allow_partial=False,
     )
-    kept_messages = tuple(records[summary.covers + len(candidates) - len(kept) :])
-    return PromptWindow(
-        summary=summary.text, messages=kept_messages, left_out=len(candidates) - len(kept)
-    )
+    start = len(candidates) - len(kept)
+    if start > 0:
+        start = _stable_cut(records[summary.covers :], start, count_tokens,
+                            step_tokens or max(budget_tokens // 4, 1))
+    kept_messages = tuple(records[summary.covers + start :])
+    return PromptWindow(summary=summary.text, messages=kept_messages, left_out=start)
+
+
+def _stable_cut(
+    messages: Sequence[ChatMessage], earliest: int, count_tokens: TokenCounter, step: int
+) -> int:
+    """The first cut at or after ``earliest``; ``earliest`` itself if there is none.
+
+    A cut is the first user message after the conversation so far has passed another multiple
+    of ``step`` tokens: it depends only on the messages before it, so it never moves.
+    """
+    last_level = -1
+    total = 0
+    for index, message in enumerate(messages):
+        level = total // step
+        if message.role == "user" and level > last_level:
+            last_level = level
+            if index >= earliest:
+                return index
+        total += count_tokens([message])
+    return earliest
 
 
 def needs_summary(
