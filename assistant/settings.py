@@ -115,6 +115,16 @@ class Settings(BaseSettings):
     kv_cache_mb: int = Field(256, alias="ASSISTANT_KV_CACHE_MB", ge=0)
     affinity: bool = Field(True, alias="ASSISTANT_AFFINITY")
 
+    # The admin panel at /admin (integrations/web/admin, docs/admin.md): one admin account; it
+    # stays off while the password is empty (and a placeholder is refused outside
+    # development). An empty session secret is replaced by a random one per process (sessions
+    # then end on a restart and are not shared by several web processes). X-Forwarded-For and
+    # X-Forwarded-Proto are believed only from these proxy addresses (comma-separated).
+    admin_username: str = Field("admin", alias="ADMIN_USERNAME", min_length=1)
+    admin_password: SecretStr = Field(SecretStr(""), alias="ADMIN_PASSWORD")
+    admin_session_secret: SecretStr = Field(SecretStr(""), alias="ADMIN_SESSION_SECRET")
+    admin_trusted_proxies: str = Field("", alias="ADMIN_TRUSTED_PROXIES")
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "development":

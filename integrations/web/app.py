@@ -16,7 +16,7 @@ from assistant.limits import Limits
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, connect_async
 from assistant.settings import Settings
-from integrations.web import api, errors, health, metrics, openai_api
+from integrations.web import admin, api, errors, health, metrics, openai_api
 from integrations.web.deps import WebState
 from worker.app import make_app
 from worker.dispatch import Dispatcher
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app, client, queue=celery_app.conf.task_default_queue)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)
+    admin.install(app, state)  # /admin (docs/admin.md)
 
     # The page enforces the same input limit as the API (ASSISTANT_MAX_INPUT_CHARS).
     chat_page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(

@@ -1,0 +1,87 @@
+"""Live health: workers from Celery's remote control, the queue from Redis, and the dashboard's
+numbers (``assistant.live_stats``, the moderation log)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from celery import Celery
+
+from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSPECT_TIMEOUT_S = 1.0
+DASHBOARD_WINDOW_S = 900
+
+
+def queue_depth(client: redis.Redis, celery_app: Celery) -> int | None:
+    try:
+        return int(client.llen(celery_app.conf.task_default_queue))
+    except redis.RedisError:
+        return None
+
+
+def workers(celery_app: Celery, settings: Settings) -> list[dict[str, Any]]:
+    """Every worker that answers: host, pool size, what it runs now, its model."""
+    try:
+        inspect = celery_app.control.inspect(timeout=INSPECT_TIMEOUT_S)
+        stats = inspect.stats() or {}
+        active = inspect.active() or {}
+    except Exception as exc:  # kombu's errors when the broker drops mid-call
+        log.warning("inspecting workers failed: %s", exc)
+        return []
+    found = []
+    for hostname in sorted(set(stats) | set(active)):
+        info = stats.get(hostname) or {}
+        pool = info.get("pool") or {}
+        processes = pool.get("processes") or []
+        running = active.get(hostname) or []
+        found.append({
+            "hostname": hostname,
+            "pid": info.get("pid"),
+            "pool_size": pool.get("max-concurrency", len(processes)),
+            "processes": len(processes),
+            "pool": pool.get("implementation", ""),
+            "active": [{"id": task.get("id", ""), "name": task.get("name", ""),
+                        "started": task.get("time_start")} for task in running],
+            "tasks_done": sum((info.get("total") or {}).values()),
+            "uptime_s": info.get("uptime"),
+            # A worker that reports its model (the data engineer's worker stats) wins over
+            # the model this web process is configured with.
+            "model": info.get("model") or settings.model,
+            "model_loaded": info.get("model_loaded"),
+        })
+    return found
+
+
+def resize_pool(celery_app: Celery, hostname: str, delta: int) -> bool:
+    """Grow (+n) or shrink (-n) one worker's pool; True when the worker acknowledged."""
+    control = celery_app.control
+    command = control.pool_grow if delta > 0 else control.pool_shrink
+    replies = command(abs(delta), destination=[hostname], reply=True,
+                      timeout=INSPECT_TIMEOUT_S * 2) or []
+    return any(hostname in reply and "ok" in reply[hostname] for reply in replies)
+
+
+def live_summary(client: redis.Redis) -> dict[str, Any] | None:
+    try:
+        from assistant.live_stats import summary
+    except ImportError:  # the live counters are not built yet
+        return None
+    try:
+        result: dict[str, Any] = summary(client, window_s=DASHBOARD_WINDOW_S)
+        return result
+    except redis.RedisError as exc:
+        log.warning("live stats unavailable: %s", exc)
+        return None
+
+
+def safety_counts(store: Any) -> dict[str, int]:
+    from assistant.store.moderation import ModerationLog
+
+    since = datetime.now(UTC) - timedelta(seconds=DASHBOARD_WINDOW_S)
+    return ModerationLog(store).counts_by_category(since)
