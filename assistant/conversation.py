@@ -19,6 +19,7 @@ from assistant import turns
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for, utcnow
+from assistant.live_prompts import persona_versions, trace_versions_key
 from assistant.logs import log_context
 from assistant.memory import RedisConversationHistory
 from assistant.observe import TurnObserver, TurnStats, notify
@@ -55,6 +56,8 @@ class Runtime:
     max_input_chars: int | None = None
     observers: Sequence[TurnObserver] = ()
     safety: Any = None  # assistant.safety.service.SafetyService, or None when turned off
+    # assistant.live_prompts.LivePrompts: the admins' newest prompt versions, for each turn.
+    live_prompts: Any = None
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -89,6 +92,8 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
 
 def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     """Answer the oldest pending messages as one turn; returns how many of them it consumed."""
+    if runtime.live_prompts is not None:
+        runtime = runtime.live_prompts.apply(runtime)
     client = runtime.client
     fresh: list[Inbound] = []
     counts = turns.count_deliveries(client, [i.message_id for i in batch],
@@ -193,7 +198,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 config = replace(config, canary=runtime.safety.canary)
             reply = run_turn(fresh, runtime.engine, runtime.prompts, config, history,
                              on_token=on_token,
-                             on_prompt=trace_prompt(client) if runtime.trace_prompts else None,
+                             on_prompt=trace_prompt(client, runtime.prompts)
+                             if runtime.trace_prompts else None,
                              finalize=gate.finish if gate is not None else None)
         # The last token batch, the stored reply and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)
@@ -209,7 +215,9 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                          - (time.monotonic() - started)),
         ttft_s=None if first_token_at is None else first_token_at - started,
         total_s=time.monotonic() - started, prompt_tokens=reply.prompt_tokens,
-        completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason))
+        completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
+        conversation=first.conversation, inbounds=tuple(fresh), reply=reply,
+        persona_version=persona_versions(runtime.prompts).get("system")))
     if history is not None:
         try:
             summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
@@ -224,12 +232,17 @@ def trace_key(reply_id: str) -> str:
     return f"assistant:trace:{reply_id}"
 
 
-def trace_prompt(client: redis.Redis) -> PromptCallback:
-    """Keep the prompt a reply was generated from (ASSISTANT_TRACE_PROMPTS; for debugging)."""
+def trace_prompt(client: redis.Redis, prompts: PromptLibrary | None = None) -> PromptCallback:
+    """Keep the prompt a reply was generated from (ASSISTANT_TRACE_PROMPTS; for debugging),
+    and beside it the persona versions it used (``assistant.live_prompts.traced_versions``)."""
+    versions = json.dumps(persona_versions(prompts) if prompts is not None else {})
 
     def record(reply_id: str, request: GenerationRequest) -> None:
         messages = [m.model_dump(mode="json") for m in request.messages]
-        client.set(trace_key(reply_id), json.dumps(messages), ex=TRACE_TTL_SECONDS)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(trace_key(reply_id), json.dumps(messages), ex=TRACE_TTL_SECONDS)
+            pipe.set(trace_versions_key(trace_key(reply_id)), versions, ex=TRACE_TTL_SECONDS)
+            pipe.execute()
 
     return record
 

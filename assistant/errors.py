@@ -12,7 +12,8 @@
     └── Throttled              a fairness limit refused the message (try again later)
         ├── RateLimited        a user's or a channel's rate limit (token bucket)
         ├── QuotaExceeded      a user's daily token quota is spent
-        └── Muted              the user is muted after repeated blocked messages (strikes)
+        ├── Muted              the user is muted after repeated blocked messages (strikes)
+        └── Banned             an admin banned the user (assistant.admin_actions)
 
 Third-party errors are wrapped at the boundary with ``raise ... from exc``; the edges
 (web, CLI, Slack, Telegram) turn these into user text or HTTP statuses.
@@ -102,3 +103,17 @@ class Muted(Throttled):
     @repeated.setter
     def repeated(self, value: bool) -> None:
         pass  # the dispatcher's "told for this platform message" flag does not apply
+
+
+class Banned(Throttled):
+    """An admin banned the user: no model time until unbanned. ``str(exc)`` is the notice.
+
+    Unlike ``Muted``, the user is told on every message they send (twin events and retries of
+    one platform message stay quiet, as for any refusal).
+    """
+
+    # There is no "later" for a ban; a day keeps a client's automatic retries at bay.
+    RETRY_AFTER_SECONDS = 86400
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(self.RETRY_AFTER_SECONDS, message or "You can't use this assistant.")

@@ -6,6 +6,9 @@ by the worker after each turn (``quota_observer``). Keys (prefix ``assistant:``)
 - ``rate:user:<platform>:<workspace>:<user>`` and ``rate:channel:<platform>:<workspace>:<channel>``:
   a hash ``{tokens, ts}``, expiring once a bucket would be full again (a missing key is full).
 - ``quota:<platform>:<workspace>:<user>:<YYYY-MM-DD>``: tokens generated that UTC day, 2 days.
+- ``banned:<platform>:<workspace>:<user>`` and ``user-quota:<platform>:<workspace>:<user>``: an
+  admin's ban and per-user daily quota, mirrored from the SQL store (``assistant.admin_actions``)
+  so the hot path reads Redis only; no expiry.
 
 The quota counts what the model *generated* (completion tokens), not the prompt: the prompt
 holds the persona and the conversation's memory window, so it grows with the conversation and
@@ -23,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from assistant.envelope import Inbound
-from assistant.errors import ConfigError, Muted, QuotaExceeded, RateLimited
+from assistant.errors import Banned, ConfigError, Muted, QuotaExceeded, RateLimited
 from assistant.observe import TurnObserver, TurnStats
 from assistant.prompts import PromptLibrary
 from assistant.safety.strikes import mute_key, user_ref
@@ -112,6 +115,9 @@ class Limits:
     daily_tokens: int = 0  # 0 = no quota
     max_queue_depth: int | None = None  # None = never tell users they wait in line
     mutes: bool = False  # refuse muted users (assistant.safety.strikes)
+    # Honour the admin panel: refuse banned users, and muted ones even with strikes off;
+    # per-user daily token quotas replace ``daily_tokens``.
+    admin_controls: bool = False
     prompts: PromptLibrary = field(default_factory=PromptLibrary.load, compare=False,
                                    repr=False)
 
@@ -123,13 +129,15 @@ class Limits:
             daily_tokens=settings.user_daily_tokens,
             max_queue_depth=settings.max_queue_depth,
             mutes=settings.safety_enabled and settings.strike_limit > 0,
+            admin_controls=True,
             prompts=prompts or PromptLibrary.load(),
         )
 
     @property
     def refuses(self) -> bool:
         """True when some limit can refuse a message (else ``check`` has nothing to do)."""
-        return bool(self.user_rate or self.channel_rate or self.daily_tokens or self.mutes)
+        return bool(self.user_rate or self.channel_rate or self.daily_tokens or self.mutes
+                    or self.admin_controls)
 
     def busy_notice(self, position: int) -> str:
         return self.prompts.render("queue_busy", position=position)
@@ -147,6 +155,14 @@ def channel_bucket_key(platform: str, workspace: str, channel: str) -> str:
 
 def quota_key(platform: str, workspace: str, user: str, day: datetime) -> str:
     return f"{PREFIX}:quota:{platform}:{workspace}:{user}:{day.astimezone(UTC):%Y-%m-%d}"
+
+
+def banned_key(platform: str, workspace: str, user: str) -> str:
+    return f"{PREFIX}:banned:{user_ref(platform, workspace, user)}"
+
+
+def user_quota_key(platform: str, workspace: str, user: str) -> str:
+    return f"{PREFIX}:user-quota:{user_ref(platform, workspace, user)}"
 
 
 def refused_key(dedupe_id: str) -> str:
@@ -196,13 +212,29 @@ def used_tokens(client: redis.Redis, platform: str, workspace: str, user: str,
     return int(value) if value else 0
 
 
+def daily_quota(client: redis.Redis, limits: Limits, platform: str, workspace: str,
+                user: str) -> int:
+    """The user's daily token quota: an admin's per-user one if set, else the global; 0 = none."""
+    if limits.admin_controls:
+        own = client.get(user_quota_key(platform, workspace, user))
+        if own is not None:
+            return int(own)
+    return limits.daily_tokens
+
+
 def remaining_tokens(client: redis.Redis, limits: Limits, platform: str, workspace: str,
-                     user: str, now: datetime | None = None) -> int | None:
-    """Tokens the user may still have generated today (UTC); None when there is no quota."""
-    if not limits.daily_tokens:
+                     user: str, now: datetime | None = None, quota: int | None = None
+                     ) -> int | None:
+    """Tokens the user may still have generated today (UTC); None when there is no quota.
+
+    ``quota`` is the user's daily quota when the caller read it already (``daily_quota``).
+    """
+    if quota is None:
+        quota = daily_quota(client, limits, platform, workspace, user)
+    if not quota:
         return None
     now = now or datetime.now(UTC)
-    return max(0, limits.daily_tokens - used_tokens(client, platform, workspace, user, now))
+    return max(0, quota - used_tokens(client, platform, workspace, user, now))
 
 
 def record_tokens(client: redis.Redis, platform: str, workspace: str, user: str, tokens: int,
@@ -218,21 +250,34 @@ def record_tokens(client: redis.Redis, platform: str, workspace: str, user: str,
 
 def check(client: redis.Redis, limits: Limits, inbound: Inbound, now: float | None = None
           ) -> None:
-    """Raise ``QuotaExceeded`` or ``RateLimited`` if ``inbound`` may not be queued now.
+    """Raise ``Banned``, ``Muted``, ``QuotaExceeded`` or ``RateLimited`` if ``inbound`` may not
+    be queued now.
 
-    The quota is checked first, so a user out of quota spends no rate-limit tokens. Allowed
-    messages take one token from the user's and the channel's bucket. ``now`` (Unix seconds)
-    is for tests; by default the buckets use Redis' clock and the quota the local UTC date.
+    A ban is checked first (a banned user is told so on every message), then a mute; the ban,
+    the mute and the user's own quota are read in one round trip. The quota comes next, so a
+    user out of quota spends no rate-limit tokens. Allowed messages take one token from the
+    user's and the channel's bucket. ``now`` (Unix seconds) is for tests; by default the
+    buckets use Redis' clock and the quota the local UTC date.
     """
     conversation = inbound.conversation
     platform, workspace = conversation.platform, conversation.workspace
     when = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
-    if limits.mutes:
-        muted_for = int(client.ttl(mute_key(user_ref(platform, workspace, inbound.user_id))))
-        if muted_for > 0:
-            raise Muted(muted_for, limits.prompts.render("muted",
-                                                         wait=describe_wait(muted_for)))
-    left = remaining_tokens(client, limits, platform, workspace, inbound.user_id, when)
+    quota = limits.daily_tokens
+    if limits.mutes or limits.admin_controls:
+        user = inbound.user_id
+        with client.pipeline(transaction=False) as pipe:
+            pipe.ttl(mute_key(user_ref(platform, workspace, user)))
+            pipe.exists(banned_key(platform, workspace, user))
+            pipe.get(user_quota_key(platform, workspace, user))
+            muted_for, banned, own_quota = pipe.execute()
+        if limits.admin_controls and banned:
+            raise Banned(limits.prompts.render("banned"))
+        if int(muted_for) > 0:
+            raise Muted(int(muted_for), limits.prompts.render(
+                "muted", wait=describe_wait(int(muted_for))))
+        if limits.admin_controls and own_quota is not None:
+            quota = int(own_quota)
+    left = remaining_tokens(client, limits, platform, workspace, inbound.user_id, when, quota)
     if left is not None and left <= 0:
         wait = seconds_until_utc_midnight(when)
         raise QuotaExceeded(wait, limits.prompts.render("quota_exceeded",
@@ -258,8 +303,11 @@ def quota_observer(client: redis.Redis, settings: Settings) -> TurnObserver:
 
     def record(stats: TurnStats) -> None:
         # A stored reply sent again after a crash generated nothing: it was counted already.
-        if not settings.user_daily_tokens or not stats.generated or stats.completion_tokens <= 0:
+        if not stats.generated or stats.completion_tokens <= 0:
             return
+        if not settings.user_daily_tokens and not client.exists(
+                user_quota_key(stats.platform, stats.workspace, stats.user_id)):
+            return  # no global quota, and no quota of the user's own
         record_tokens(client, stats.platform, stats.workspace, stats.user_id,
                       stats.completion_tokens)
 

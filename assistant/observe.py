@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from assistant.envelope import ConversationKey, Inbound, Reply
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,12 @@ class TurnStats:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    # What was said, for the archive (assistant.store.recorder): the user messages as answered
+    # (PII already masked by the input checks) and the reply as delivered.
+    conversation: ConversationKey | None = field(default=None, compare=False)
+    inbounds: tuple[Inbound, ...] = field(default=(), compare=False)
+    reply: Reply | None = field(default=None, compare=False)
+    persona_version: int | None = None  # the system prompt's saved version (None: the file)
 
 
 TurnObserver = Callable[[TurnStats], None]

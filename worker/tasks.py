@@ -7,15 +7,19 @@ from functools import lru_cache
 
 from celery import Task
 
+from assistant import live_stats
 from assistant.conversation import Runtime, answer_pending
 from assistant.engine import Engine
 from assistant.envelope import ConversationKey
 from assistant.limits import quota_observer
+from assistant.live_prompts import LivePrompts
 from assistant.logs import log_context, log_turn
 from assistant.models import resolve_model_path
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
 from assistant.redis_client import connect
+from assistant.store import connect_store
+from assistant.store.recorder import archive_observer
 from worker.app import app, settings
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
@@ -44,10 +48,12 @@ def runtime() -> Runtime:
             kv_cache_bytes=settings.kv_cache_mb << 20,
         )
     client = connect(settings.redis_url, master_name=settings.redis_sentinel_master)
+    store = connect_store(settings.sql_url)  # the archive, users, persona versions
+    prompts = PromptLibrary.load()
     return Runtime(
         client=client,
         engine=engine,
-        prompts=PromptLibrary.load(),
+        prompts=prompts,
         config=TurnConfig(max_tokens=settings.max_tokens, temperature=settings.temperature),
         retention_seconds=settings.retention_seconds,
         max_deliveries=settings.max_deliveries,
@@ -55,8 +61,10 @@ def runtime() -> Runtime:
         trace_prompts=settings.trace_prompts,
         stream_interval_seconds=settings.stream_interval_ms / 1000,
         max_input_chars=settings.max_input_chars,
-        observers=[*turn_observers(settings), quota_observer(client, settings), log_turn],
+        observers=[*turn_observers(settings), quota_observer(client, settings),
+                   archive_observer(store), live_stats.observer(client), log_turn],
         safety=build_safety(settings, client),
+        live_prompts=LivePrompts(store, client, prompts),
     )
 
 

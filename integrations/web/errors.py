@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from assistant.errors import (
     AssistantError,
+    Banned,
     ConversationNotFound,
     InputRejected,
     Muted,
@@ -26,6 +27,7 @@ STATUS = {
     ConversationNotFound: (404, "not_found"),
     QuotaExceeded: (429, "quota_exceeded"),
     Muted: (429, "muted"),
+    Banned: (403, "banned"),
     Throttled: (429, "rate_limited"),
     InputRejected: (422, "invalid_request"),
     QueueUnavailable: (503, "unavailable"),
