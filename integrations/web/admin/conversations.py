@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
-from integrations.web.admin.core import Admin, AdminError, Session, audit, redirect, render
+from assistant.store.archive import Archive
+from integrations.web.admin.core import Admin, AdminError, Session, audit, call, redirect, render
 
 router = APIRouter(prefix="/admin/conversations", include_in_schema=False)
 
@@ -45,13 +45,11 @@ async def list_conversations(
     }
 
     def load() -> tuple[list[Any], int]:
-        from assistant.store.archive import Archive
-
         archive = Archive(admin.store)
         found = archive.search(**filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         return list(found), archive.count(**filters)
 
-    found, total = await run_in_threadpool(load)
+    found, total = await call(load)
     return render(request, "conversations.html", title="Conversations", conversations=found,
                   total=total, page=page, more=page * PAGE_SIZE < total, text=text,
                   platform=platform, channel=channel, user=user, since=since, until=until,
@@ -62,11 +60,9 @@ async def list_conversations(
 async def get_conversation(request: Request, admin: Admin, session: Session,
                            conversation_id: str = ConversationId) -> HTMLResponse:
     def load() -> Any:
-        from assistant.store.archive import Archive
-
         return Archive(admin.store).get(conversation_id)
 
-    detail = await run_in_threadpool(load)
+    detail = await call(load)
     if detail is None:
         raise AdminError(404, "no such conversation (it may have been deleted)")
     return render(request, "conversation.html", title=detail.title or "Conversation",
@@ -82,7 +78,7 @@ async def delete_conversation(admin: Admin, session: Session,
         return bool(admin_actions.delete_conversation(
             admin.store, admin.web.client, conversation_id, actor=session.username))
 
-    if not await run_in_threadpool(delete):
+    if not await call(delete):
         raise AdminError(404, "no such conversation (it may have been deleted)")
     return redirect("/admin/conversations", "deleted")
 
@@ -91,14 +87,12 @@ async def delete_conversation(admin: Admin, session: Session,
 async def export_conversation(admin: Admin, session: Session,
                               conversation_id: str = ConversationId) -> Response:
     def load() -> dict[str, Any] | None:
-        from assistant.store.archive import Archive
-
         data: dict[str, Any] | None = Archive(admin.store).export(conversation_id)
         if data is not None:  # reading someone's conversation out is worth a line too
             audit(admin, session.username, "conversation_export", conversation_id)
         return data
 
-    data = await run_in_threadpool(load)
+    data = await call(load)
     if data is None:
         raise AdminError(404, "no such conversation (it may have been deleted)")
     filename = "conversation-" + "".join(c if c.isalnum() or c in "-_" else "_"

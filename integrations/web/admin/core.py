@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
@@ -15,11 +16,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from itsdangerous import Signer
 from starlette.concurrency import run_in_threadpool
 
+from assistant.errors import PromptError, QueueUnavailable, ReplyTimeout
 from assistant.store import Store, connect_store
+from assistant.store.audit import AuditLog
 from integrations.web.admin import auth
 from integrations.web.deps import WebState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
@@ -138,6 +142,18 @@ async def require_session(request: Request, admin: Admin) -> auth.AdminSession:
 Session = Annotated[auth.AdminSession, Depends(require_session)]
 
 
+async def call(function: Callable[..., T], *args: Any) -> T:
+    """Run store and Redis work in a thread; the core's errors become admin error pages."""
+    try:
+        return await run_in_threadpool(function, *args)
+    except QueueUnavailable as exc:
+        raise AdminError(503, str(exc)) from exc
+    except ReplyTimeout as exc:  # a delete waiting for a reply in progress
+        raise AdminError(409, str(exc)) from exc
+    except PromptError as exc:  # an unknown prompt, bad braces, a missing placeholder
+        raise AdminError(422, str(exc)) from exc
+
+
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     admin = get_admin(request)
     session: auth.AdminSession | None = getattr(request.state, "admin_session", None)
@@ -164,8 +180,6 @@ def audit(admin: AdminContext, actor: str, action: str, target: str = "",
           details: dict[str, Any] | None = None) -> None:
     """Record an admin action that no ``assistant.admin_actions`` function records for us.
     Call from a thread (it writes the store)."""
-    from assistant.store.audit import AuditLog
-
     AuditLog(admin.store).record(actor, action, target, details or {})
 
 

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from integrations.web.admin import auth
 from integrations.web.admin.core import (
@@ -18,6 +17,7 @@ from integrations.web.admin.core import (
     Form,
     Session,
     audit,
+    call,
     redirect,
     render,
 )
@@ -65,7 +65,7 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
     password = form.get("password", "")[:1024]
     ip = auth.client_ip(request, admin.proxies)
     client = admin.web.client
-    wait = await run_in_threadpool(auth.login_wait_seconds, client, ip, username)
+    wait = await call(auth.login_wait_seconds, client, ip, username)
     if wait:
         seconds = max(1, math.ceil(wait))
         response = login_page(request, admin, status=429,
@@ -73,11 +73,11 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
         response.headers["Retry-After"] = str(seconds)
         return response
     if not auth.credentials_match(admin.web.settings, username, password):
-        await run_in_threadpool(audit, admin, username or "(empty)", "login_failed", "",
+        await call(audit, admin, username or "(empty)", "login_failed", "",
                                 {"ip": ip})
         return login_page(request, admin, status=401, error="Wrong username or password.")
-    cookie, _ = await run_in_threadpool(auth.start_session, client, admin.signer, username)
-    await run_in_threadpool(audit, admin, username, "login", "", {"ip": ip})
+    cookie, _ = await call(auth.start_session, client, admin.signer, username)
+    await call(audit, admin, username, "login", "", {"ip": ip})
     response = redirect(safe_next(form.get("next")))
     response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=auth.SESSION_TTL_SECONDS,
                         path=auth.COOKIE_PATH, httponly=True, samesite="strict",
@@ -88,8 +88,8 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
 
 @router.post("/logout")
 async def post_logout(admin: Admin, session: Session) -> Response:
-    await run_in_threadpool(auth.end_session, admin.web.client, session)
-    await run_in_threadpool(audit, admin, session.username, "logout")
+    await call(auth.end_session, admin.web.client, session)
+    await call(audit, admin, session.username, "logout")
     response = redirect("/admin/login", "logged-out")
     response.delete_cookie(auth.SESSION_COOKIE, path=auth.COOKIE_PATH)
     return response

@@ -6,15 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
+from assistant.store.moderation import ModerationLog
 from integrations.web.admin.core import (
     Admin,
     AdminContext,
     AdminError,
     Form,
     Session,
-    audit,
+    call,
     redirect,
     render,
 )
@@ -35,15 +35,13 @@ async def list_moderation(
     reviewed: str = Query("", pattern="^(|yes|no)$"),
 ) -> HTMLResponse:
     def load() -> tuple[list[Any], dict[str, int]]:
-        from assistant.store.moderation import ModerationLog
-
         log = ModerationLog(admin.store)
         events = log.recent(limit=PAGE_SIZE, category=category or None, action=action or None,
                             platform=platform or None, user_id=user or None,
                             reviewed={"yes": True, "no": False}.get(reviewed))
         return events, log.counts_by_category()
 
-    events, counts = await run_in_threadpool(load)
+    events, counts = await call(load)
     return render(request, "moderation.html", title="Moderation", events=events,
                   categories=sorted(counts), category=category, action=action,
                   platform=platform, user=user, reviewed=reviewed, actions=ACTIONS,
@@ -51,8 +49,6 @@ async def list_moderation(
 
 
 def load_event(admin: AdminContext, event_id: int) -> Any:
-    from assistant.store.moderation import ModerationLog
-
     event = ModerationLog(admin.store).get(event_id)
     if event is None:
         raise AdminError(404, "no such moderation entry")
@@ -63,14 +59,12 @@ def load_event(admin: AdminContext, event_id: int) -> Any:
 async def review_event(admin: Admin, session: Session, form: Form,
                        event_id: int = EventId) -> Response:
     def review() -> None:
-        from assistant.store.moderation import ModerationLog
+        from assistant import admin_actions
 
-        event = load_event(admin, event_id)
-        ModerationLog(admin.store).mark_reviewed(event_id, session.username)
-        audit(admin, session.username, "moderation_review", str(event_id),
-              {"category": event.category, "action": event.action})
+        if admin_actions.review_moderation(admin.store, event_id, session.username) is None:
+            raise AdminError(404, "no such moderation entry")
 
-    await run_in_threadpool(review)
+    await call(review)
     return redirect("/admin/moderation", "reviewed", **back(form))
 
 
@@ -90,10 +84,10 @@ async def mute_from_event(admin: Admin, session: Session, form: Form,
         event = load_event(admin, event_id)
         if not event.user_id:
             raise AdminError(422, "this entry names no user")
-        admin_actions.mute_user(admin.store, admin.web.client, event.platform, event.workspace,
+        admin_actions.mute_user(admin.web.client, admin.store, event.platform, event.workspace,
                                 event.user_id, seconds, actor=session.username)
 
-    await run_in_threadpool(mute)
+    await call(mute)
     return redirect("/admin/moderation", "muted", **back(form))
 
 
@@ -109,7 +103,7 @@ async def ban_from_event(admin: Admin, session: Session, form: Form,
         admin_actions.ban_user(admin.store, admin.web.client, event.platform, event.workspace,
                                event.user_id, actor=session.username)
 
-    await run_in_threadpool(ban)
+    await call(ban)
     return redirect("/admin/moderation", "banned", **back(form))
 
 

@@ -11,6 +11,8 @@ import redis
 from celery import Celery
 
 from assistant.settings import Settings
+from assistant.store import Store
+from assistant.store.moderation import ModerationLog
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +69,17 @@ def resize_pool(celery_app: Celery, hostname: str, delta: int) -> bool:
     return any(hostname in reply and "ok" in reply[hostname] for reply in replies)
 
 
-def live_summary(client: redis.Redis) -> dict[str, Any] | None:
+def live_summary(client: redis.Redis, queue: str) -> dict[str, Any] | None:
+    """``assistant.live_stats.summary`` over the dashboard's window; None when Redis is down."""
+    from assistant.live_stats import summary
+
     try:
-        from assistant.live_stats import summary
-    except ImportError:  # the live counters are not built yet
-        return None
-    try:
-        result: dict[str, Any] = summary(client, window_s=DASHBOARD_WINDOW_S)
-        return result
+        return summary(client, window_s=DASHBOARD_WINDOW_S, queue=queue)
     except redis.RedisError as exc:
         log.warning("live stats unavailable: %s", exc)
         return None
 
 
-def safety_counts(store: Any) -> dict[str, int]:
-    from assistant.store.moderation import ModerationLog
-
+def safety_counts(store: Store) -> dict[str, int]:
     since = datetime.now(UTC) - timedelta(seconds=DASHBOARD_WINDOW_S)
     return ModerationLog(store).counts_by_category(since)

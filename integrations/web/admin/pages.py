@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
+from assistant.store.audit import AuditLog
 from integrations.web.admin import monitor
 from integrations.web.admin.core import (
     Admin,
@@ -17,6 +17,7 @@ from integrations.web.admin.core import (
     Form,
     Session,
     audit,
+    call,
     redirect,
     render,
 )
@@ -29,12 +30,13 @@ MAX_POOL_STEP = 8
 
 def dashboard_data(admin: AdminContext) -> dict[str, Any]:
     web = admin.web
+    stats = monitor.live_summary(web.client, web.celery_app.conf.task_default_queue)
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "window_s": monitor.DASHBOARD_WINDOW_S,
         "queue_depth": monitor.queue_depth(web.client, web.celery_app),
         "workers": monitor.workers(web.celery_app, web.settings),
-        "stats": monitor.live_summary(web.client),
+        "stats": stats,
         "safety": monitor.safety_counts(admin.store),
     }
 
@@ -46,14 +48,14 @@ async def get_dashboard(request: Request, session: Session) -> HTMLResponse:
 
 @router.get("/api/dashboard")
 async def get_dashboard_data(admin: Admin, session: Session) -> JSONResponse:
-    data = await run_in_threadpool(dashboard_data, admin)
+    data = await call(dashboard_data, admin)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/workers")
 async def get_workers(request: Request, admin: Admin, session: Session) -> HTMLResponse:
-    found = await run_in_threadpool(monitor.workers, admin.web.celery_app, admin.web.settings)
-    queue = await run_in_threadpool(monitor.queue_depth, admin.web.client,
+    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
+    queue = await call(monitor.queue_depth, admin.web.client,
                                     admin.web.celery_app)
     return render(request, "workers.html", title="Workers", workers=found, queue_depth=queue,
                   max_step=MAX_POOL_STEP)
@@ -61,7 +63,7 @@ async def get_workers(request: Request, admin: Admin, session: Session) -> HTMLR
 
 @router.get("/api/workers")
 async def get_workers_data(admin: Admin, session: Session) -> JSONResponse:
-    found = await run_in_threadpool(monitor.workers, admin.web.celery_app, admin.web.settings)
+    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
     return JSONResponse({"workers": found}, headers={"Cache-Control": "no-store"})
 
 
@@ -76,11 +78,11 @@ async def post_worker_pool(admin: Admin, session: Session, form: Form) -> Respon
     if not hostname or delta == 0 or abs(delta) > MAX_POOL_STEP:
         raise AdminError(422, f"name a worker and a step between -{MAX_POOL_STEP} and "
                               f"{MAX_POOL_STEP} (not 0)")
-    known = await run_in_threadpool(monitor.workers, admin.web.celery_app, admin.web.settings)
+    known = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
     if hostname not in {worker["hostname"] for worker in known}:
         raise AdminError(404, f"no worker {hostname!r} answers")
-    done = await run_in_threadpool(monitor.resize_pool, admin.web.celery_app, hostname, delta)
-    await run_in_threadpool(audit, admin, session.username,
+    done = await call(monitor.resize_pool, admin.web.celery_app, hostname, delta)
+    await call(audit, admin, session.username,
                             "pool_grow" if delta > 0 else "pool_shrink", hostname,
                             {"by": abs(delta), "acknowledged": done})
     return redirect("/admin/workers", "pool" if done else "pool-failed")
@@ -99,12 +101,10 @@ async def get_audit(request: Request, admin: Admin, session: Session,
                     action: str = Query("", max_length=64),
                     page: int = Query(1, ge=1, le=10_000)) -> HTMLResponse:
     def load() -> list[Any]:
-        from assistant.store.audit import AuditLog
-
         entries: list[Any] = AuditLog(admin.store).recent(
             PAGE_SIZE + 1, (page - 1) * PAGE_SIZE, actor=actor or None, action=action or None)
         return entries
 
-    entries = await run_in_threadpool(load)
+    entries = await call(load)
     return render(request, "audit.html", title="Audit log", entries=entries[:PAGE_SIZE],
                   actor=actor, action=action, page=page, more=len(entries) > PAGE_SIZE)

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
-from integrations.web.admin.core import Admin, AdminError, Form, Session, redirect, render
+from assistant.store.personas import Personas
+from integrations.web.admin.core import Admin, AdminError, Form, Session, call, redirect, render
 
 router = APIRouter(prefix="/admin/persona", include_in_schema=False)
 
@@ -21,8 +21,6 @@ NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
 async def get_persona(request: Request, admin: Admin, session: Session,
                       name: str = Query("system", pattern=NAME_PATTERN)) -> HTMLResponse:
     def load() -> dict[str, Any]:
-        from assistant.store.personas import Personas
-
         personas = Personas(admin.store)
         names = list(personas.names())
         if name not in names:
@@ -31,7 +29,7 @@ async def get_persona(request: Request, admin: Admin, session: Session,
                 "text": personas.template(name), "variables": personas.variables(name),
                 "history": list(personas.history(name))}
 
-    found = await run_in_threadpool(load)
+    found = await call(load)
     return render(request, "persona.html", title="Persona and prompts", name=name,
                   max_chars=MAX_TEMPLATE_CHARS, **found)
 
@@ -48,15 +46,11 @@ async def save_persona(admin: Admin, session: Session, form: Form) -> Response:
 
     def save() -> None:
         from assistant import admin_actions
-        from assistant.errors import PromptError
 
-        try:
-            admin_actions.save_persona(admin.store, admin.web.client, name, template,
-                                       actor=session.username, comment=comment)
-        except PromptError as exc:  # an unknown prompt, bad braces, a missing placeholder
-            raise AdminError(422, str(exc)) from exc
+        admin_actions.save_persona(admin.store, admin.web.client, name, template,
+                                   actor=session.username, comment=comment)
 
-    await run_in_threadpool(save)
+    await call(save)
     return redirect("/admin/persona", "saved", name=name)
 
 
@@ -70,13 +64,9 @@ async def rollback_persona(admin: Admin, session: Session, form: Form) -> Respon
 
     def rollback() -> None:
         from assistant import admin_actions
-        from assistant.errors import PromptError
 
-        try:
-            admin_actions.rollback_persona(admin.store, admin.web.client, name, version,
-                                           actor=session.username)
-        except PromptError as exc:
-            raise AdminError(404, str(exc)) from exc
+        admin_actions.rollback_persona(admin.store, admin.web.client, name, version,
+                                       actor=session.username)
 
-    await run_in_threadpool(rollback)
+    await call(rollback)
     return redirect("/admin/persona", "rolled-back", name=name)

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 
-from integrations.web.admin.core import Admin, AdminError, Form, Session, redirect, render
+from assistant.store.users import Users
+from integrations.web.admin.core import Admin, AdminError, Form, Session, call, redirect, render
 
 router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
@@ -23,13 +23,11 @@ async def list_users(request: Request, admin: Admin, session: Session,
                      query: str = Query("", max_length=256),
                      page: int = Query(1, ge=1, le=10_000)) -> HTMLResponse:
     def load() -> list[Any]:
-        from assistant.store.users import Users
-
         return list(Users(admin.store).list(platform=platform or None, query=query or None,
                                             limit=PAGE_SIZE + 1,
                                             offset=(page - 1) * PAGE_SIZE))
 
-    found = await run_in_threadpool(load)
+    found = await call(load)
     return render(request, "users.html", title="Users", users=found[:PAGE_SIZE],
                   more=len(found) > PAGE_SIZE, page=page, platform=platform, query=query,
                   platforms=("web", "slack", "telegram", "openai"),
@@ -58,7 +56,7 @@ async def ban_user(admin: Admin, session: Session, form: Form) -> Response:
         admin_actions.ban_user(admin.store, admin.web.client, platform, workspace, user_id,
                                actor=session.username)
 
-    await run_in_threadpool(ban)
+    await call(ban)
     return redirect("/admin/users", "banned", **back(form))
 
 
@@ -72,7 +70,7 @@ async def unban_user(admin: Admin, session: Session, form: Form) -> Response:
         admin_actions.unban_user(admin.store, admin.web.client, platform, workspace, user_id,
                                  actor=session.username)
 
-    await run_in_threadpool(unban)
+    await call(unban)
     return redirect("/admin/users", "unbanned", **back(form))
 
 
@@ -96,5 +94,5 @@ async def set_quota(admin: Admin, session: Session, form: Form) -> Response:
         admin_actions.set_user_quota(admin.store, admin.web.client, platform, workspace,
                                      user_id, quota, actor=session.username)
 
-    await run_in_threadpool(save)
+    await call(save)
     return redirect("/admin/users", "quota", **back(form))

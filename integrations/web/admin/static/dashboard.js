@@ -36,13 +36,27 @@ function renderWorkers(workers) {
   document.getElementById("worker-rows").replaceChildren(...rows);
 }
 
+// Messages per minute by platform over the window, one point a minute (missing minutes = 0).
+function messageSeries(stats, windowS, generatedAt) {
+  const minutes = Math.max(1, Math.round(windowS / 60));
+  const lastMinute = Math.floor(new Date(generatedAt).getTime() / 60000) * 60;
+  const byMinute = new Map((stats.per_minute || []).map((m) => [m.minute, m.messages]));
+  const platforms = [...new Set((stats.per_minute || []).flatMap((m) => Object.keys(m.messages)))].sort();
+  const starts = Array.from({ length: minutes }, (_, i) => lastMinute - (minutes - 1 - i) * 60);
+  if (platforms.length === 0) return [{ label: "no messages yet", points: starts.map(() => 0) }];
+  return platforms.map((platform) => ({
+    label: platform,
+    points: starts.map((minute) => (byMinute.get(minute) || {})[platform] || 0),
+  }));
+}
+
 function render(data) {
   const stats = data.stats || {};
   setText("workers-online", data.workers.length);
   setText("queue-depth", data.queue_depth === null ? "–" : data.queue_depth);
-  setText("messages-total", stats.messages_total ?? "–");
-  setText("ttft", pair(stats.ttft_p50, stats.ttft_p95));
-  setText("total-time", pair(stats.total_p50, stats.total_p95));
+  setText("messages-total", stats.messages ?? "–");
+  setText("ttft", pair(stats.ttft_p50_s, stats.ttft_p95_s));
+  setText("total-time", pair(stats.total_p50_s, stats.total_p95_s));
   setText("tokens-per-second", stats.tokens_per_second == null ? "–"
     : Number(stats.tokens_per_second).toFixed(1));
   setText("errors", stats.errors ?? "–");
@@ -51,19 +65,17 @@ function render(data) {
   setText("updated", new Date(data.generated_at).toLocaleTimeString());
   renderWorkers(data.workers);
 
-  history.push({ perMinute: stats.messages_per_minute || {}, ttft: stats.ttft_p50 ?? null,
-                 ttft95: stats.ttft_p95 ?? null, total: stats.total_p50 ?? null });
+  history.push({ ttft: stats.ttft_p50_s ?? null, ttft95: stats.ttft_p95_s ?? null,
+                 total: stats.total_p50_s ?? null, total95: stats.total_p95_s ?? null });
   if (history.length > KEEP) history.shift();
-  const platforms = [...new Set(history.flatMap((h) => Object.keys(h.perMinute)))].sort();
-  const messageSeries = platforms.map((platform) => ({
-    label: platform, points: history.map((h) => h.perMinute[platform] ?? 0) }));
   window.charts.drawLines(document.getElementById("chart-messages"),
-    messageSeries.length ? messageSeries : [{ label: "no messages yet", points: history.map(() => 0) }],
+    messageSeries(stats, data.window_s, data.generated_at),
     document.getElementById("legend-messages"));
   window.charts.drawLines(document.getElementById("chart-latency"), [
     { label: "first token p50", points: history.map((h) => h.ttft) },
     { label: "first token p95", points: history.map((h) => h.ttft95) },
     { label: "reply p50", points: history.map((h) => h.total) },
+    { label: "reply p95", points: history.map((h) => h.total95) },
   ], document.getElementById("legend-latency"));
   window.charts.drawBars(document.getElementById("chart-safety"), safety);
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
