@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from assistant import admin_actions
 from assistant.store.archive import Archive
 from integrations.web.admin.core import Admin, AdminError, Session, audit, call, redirect, render
 
@@ -73,8 +74,6 @@ async def get_conversation(request: Request, admin: Admin, session: Session,
 async def delete_conversation(admin: Admin, session: Session,
                               conversation_id: str = ConversationId) -> Response:
     def delete() -> bool:
-        from assistant import admin_actions
-
         return bool(admin_actions.delete_conversation(
             admin.store, admin.web.client, conversation_id, actor=session.username))
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from assistant import admin_actions
 from assistant.store.moderation import ModerationLog
 from integrations.web.admin.core import (
     Admin,
@@ -59,8 +60,6 @@ def load_event(admin: AdminContext, event_id: int) -> Any:
 async def review_event(admin: Admin, session: Session, form: Form,
                        event_id: int = EventId) -> Response:
     def review() -> None:
-        from assistant import admin_actions
-
         if admin_actions.review_moderation(admin.store, event_id, session.username) is None:
             raise AdminError(404, "no such moderation entry")
 
@@ -79,8 +78,6 @@ async def mute_from_event(admin: Admin, session: Session, form: Form,
         raise AdminError(422, "choose one of the offered mute lengths")
 
     def mute() -> None:
-        from assistant import admin_actions
-
         event = load_event(admin, event_id)
         if not event.user_id:
             raise AdminError(422, "this entry names no user")
@@ -95,8 +92,6 @@ async def mute_from_event(admin: Admin, session: Session, form: Form,
 async def ban_from_event(admin: Admin, session: Session, form: Form,
                          event_id: int = EventId) -> Response:
     def ban() -> None:
-        from assistant import admin_actions
-
         event = load_event(admin, event_id)
         if not event.user_id:
             raise AdminError(422, "this entry names no user")

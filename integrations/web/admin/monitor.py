@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from assistant import live_stats
 from assistant.settings import Settings
 from assistant.store import Store
 from assistant.store.moderation import ModerationLog
@@ -71,10 +72,8 @@ def resize_pool(celery_app: Celery, hostname: str, delta: int) -> bool:
 
 def live_summary(client: redis.Redis, queue: str) -> dict[str, Any] | None:
     """``assistant.live_stats.summary`` over the dashboard's window; None when Redis is down."""
-    from assistant.live_stats import summary
-
     try:
-        return summary(client, window_s=DASHBOARD_WINDOW_S, queue=queue)
+        return live_stats.summary(client, window_s=DASHBOARD_WINDOW_S, queue=queue)
     except redis.RedisError as exc:
         log.warning("live stats unavailable: %s", exc)
         return None

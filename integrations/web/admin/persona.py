@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from assistant import admin_actions
 from assistant.store.personas import Personas
 from integrations.web.admin.core import Admin, AdminError, Form, Session, call, redirect, render
 
@@ -45,8 +46,6 @@ async def save_persona(admin: Admin, session: Session, form: Form) -> Response:
         raise AdminError(413, f"the text is longer than {MAX_TEMPLATE_CHARS:,} characters")
 
     def save() -> None:
-        from assistant import admin_actions
-
         admin_actions.save_persona(admin.store, admin.web.client, name, template,
                                    actor=session.username, comment=comment)
 
@@ -63,8 +62,6 @@ async def rollback_persona(admin: Admin, session: Session, form: Form) -> Respon
         raise AdminError(422, "version must be a number") from None
 
     def rollback() -> None:
-        from assistant import admin_actions
-
         admin_actions.rollback_persona(admin.store, admin.web.client, name, version,
                                        actor=session.username)
 

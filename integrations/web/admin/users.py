@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from assistant import admin_actions
 from assistant.store.users import Users
 from integrations.web.admin.core import Admin, AdminError, Form, Session, call, redirect, render
 
@@ -51,8 +52,6 @@ async def ban_user(admin: Admin, session: Session, form: Form) -> Response:
     platform, workspace, user_id = identity(form)
 
     def ban() -> None:
-        from assistant import admin_actions
-
         admin_actions.ban_user(admin.store, admin.web.client, platform, workspace, user_id,
                                actor=session.username)
 
@@ -65,8 +64,6 @@ async def unban_user(admin: Admin, session: Session, form: Form) -> Response:
     platform, workspace, user_id = identity(form)
 
     def unban() -> None:
-        from assistant import admin_actions
-
         admin_actions.unban_user(admin.store, admin.web.client, platform, workspace, user_id,
                                  actor=session.username)
 
@@ -89,8 +86,6 @@ async def set_quota(admin: Admin, session: Session, form: Form) -> Response:
             raise AdminError(422, f"the quota is between 0 and {MAX_QUOTA:,} tokens")
 
     def save() -> None:
-        from assistant import admin_actions
-
         admin_actions.set_user_quota(admin.store, admin.web.client, platform, workspace,
                                      user_id, quota, actor=session.username)
 
