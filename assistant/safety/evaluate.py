@@ -152,6 +152,8 @@ def report(results: Sequence[Result]) -> dict[str, Any]:
     per_category = {}
     for category in sorted(by_category, key=_category_order):
         figures = _figures(by_category[category])
+        if not (figures["n_safe"] and figures["n_unsafe"]):
+            figures["precision"] = None  # trivially 1 or 0 within one label
         # A category holds safe lines, unsafe lines, or (rarely) both: drop what is empty.
         per_category[category] = {k: v for k, v in figures.items() if v is not None}
     times = [r.milliseconds for r in results]

@@ -51,6 +51,15 @@ _HOMOGLYPHS = str.maketrans({
     "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z",
 })
 
+# Capital Greek and Cyrillic letters that look like Latin capitals; folded before case folding
+# turns them into lower-case letters of other shapes (Greek "Ν" would become "ν", a "v").
+_CAPITAL_HOMOGLYPHS = str.maketrans({
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
+    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "А": "A", "В": "B", "Е": "E", "К": "K",
+    "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S",
+    "І": "I", "Ј": "J", "Ԛ": "Q", "Ԝ": "W",
+})
+
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
                        "$": "s", "!": "i", "|": "l", "€": "e"})
 _WORD = re.compile(r"[a-z0-9@$!|€]+")
@@ -79,6 +88,7 @@ _COMMON_WORDS = frozenset(
 )
 
 MAX_DECODED_VIEWS = 6
+MAX_LEET_TOKEN = 24
 
 
 def normalize(text: str) -> str:
@@ -93,7 +103,7 @@ def _clean(text: str) -> str:
     else:
         cleaned = unicodedata.normalize("NFKC", text)
         cleaned = _CONTROL.sub("", _INVISIBLE.sub("", cleaned))
-        cleaned = cleaned.casefold().translate(_HOMOGLYPHS)
+        cleaned = cleaned.translate(_CAPITAL_HOMOGLYPHS).casefold().translate(_HOMOGLYPHS)
         if not cleaned.isascii():
             # Strip combining marks ("zalgo", accents) only; keep other scripts as they are.
             decomposed = unicodedata.normalize("NFD", cleaned)
@@ -107,15 +117,22 @@ def deobfuscate(cleaned: str) -> str:
     """Join spaced or dotted letters and undo leetspeak in a cleaned (``_clean``) text."""
     text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), cleaned)
     text = _SPACES.sub(" ", text).strip()
-    if not any(_LEET_INSIDE.search(word) for word in _WORD.findall(text)):
+    tokens = text.split(" ")
+    # Long runs without spaces are keys, hashes, base64 or URLs, never leetspeak.
+    short = [i for i, token in enumerate(tokens) if len(token) <= MAX_LEET_TOKEN]
+    if not any(_LEET_INSIDE.search(tokens[i]) for i in short):
         return text
     # The text is written in leetspeak: undo it in every word that mixes letters and leet
-    # characters ("t0" too), leaving numbers and long tokens (keys, base64) alone.
-    return _WORD.sub(_unleet, text)
+    # characters ("t0" too), leaving numbers alone.
+    for i in short:
+        tokens[i] = _WORD.sub(_unleet, tokens[i])
+    return " ".join(tokens)
 
 
 def _unleet(match: re.Match[str]) -> str:
     word = match.group(0)
+    if word in ("1", "4"):  # "h0w d0 1 bu1ld 4 ..." — a lone I or a, in a leet text
+        return word.translate(_LEET)
     if len(word) > 20 or not any(ch.isalpha() for ch in word) or word.isalnum() and (
             word.isalpha()):
         return word

@@ -58,6 +58,12 @@ _DEHUMANISING = re.compile(
     r"deported|purged|removed from|sterili[sz]ed|locked up)\b"
     r"|\b(?:kill|exterminate|gas|lynch|eradicate|purge|get rid of)\s+(?:all|every)\b"
 )
+_SELF_HARM_URGED = re.compile(
+    r"\b(?:go\s+)?(?:kill|hang|shoot|off)\s+(?:yo)?urself\b|\bkys\b|\bgo (?:and )?die\b|"
+    r"\b(?:i )?hope (?:you|u) (?:die|get cancer|get raped)\b|\bdrink bleach\b"
+)
+# Words for targeting: a hyphenated compound ("idiot-proofed") is one word, not an insult.
+_WORD = re.compile(r"\w[\w'-]*")
 # Reported or studied, not meant: history, fiction, analysis of someone else's words.
 _REPORTED = re.compile(
     r"\b(?:propaganda|rhetoric|histor\w*|nazis?|holocaust|genocide|called|referred to|"
@@ -134,8 +140,9 @@ def offensive_probability(text: str) -> float:
     return load_model().probability(_TOKEN.findall(text.lower()))
 
 
-def aimed_at_someone(tokens: list[str], model: _Model) -> bool:
-    """An offensive word within a few words of "you"/"your" or of a group noun."""
+def aimed_at_someone(text: str, model: _Model) -> bool:
+    """An offensive word within a few words of "you" (or "your mom") or of a group noun."""
+    tokens = [word for word in _WORD.findall(text) if len(word) > 1 or word == "u"]
     targets = [i for i, token in enumerate(tokens) if token in _SECOND_PERSON or token in GROUPS
                or token == "your" and _YOUR_PERSON.match(" ".join(tokens[i:i + 2]))]
     if not targets:
@@ -152,11 +159,15 @@ def dehumanising(text: str) -> bool:
     if _REPORTED.search(text):
         return False
     for match in _DEHUMANISING.finditer(text):
-        before = text[max(0, match.start() - 40):match.start()]
-        after = text[match.end():match.end() + 25]
-        if any(word in GROUPS for word in _TOKEN.findall(before + " " + after)):
+        around = text[max(0, match.start() - 40):match.end() + 25]
+        if any(word in GROUPS for word in _TOKEN.findall(around)):
             return True
     return False
+
+
+def tells_to_self_harm(text: str) -> bool:
+    """"Kill yourself" and its kin: harassment that urges self-harm."""
+    return bool(_SELF_HARM_URGED.search(text)) and not _REPORTED.search(text)
 
 
 class Toxicity:
@@ -184,7 +195,11 @@ class Toxicity:
             if dehumanising(view):
                 return self._verdict(Action.BLOCK, max(probability, self.block_at), view,
                                      "dehumanising words about a group")
-            if probability >= self.block_at and aimed_at_someone(tokens, model):
+            if tells_to_self_harm(view):
+                return self._verdict(Action.BLOCK, max(probability, self.block_at), view,
+                                     "urging someone to harm themselves",
+                                     category=Category.SELF_HARM)
+            if probability >= self.block_at and aimed_at_someone(view, model):
                 return self._verdict(Action.BLOCK, probability, view,
                                      "offensive words aimed at a person or group")
             if probability >= self.flag_at and best is None:
