@@ -39,6 +39,7 @@ _WEAPON_OBJECT = (
 )
 _PERSON = (
     r"(?:my |a |the |this |that |our |his |her |their )?(?:\w+ )?(?:someone|somebody|person|"
+    r"(?:\w+'s )?water supply|reservoir|"
     r"people|him|her|man|woman|guy|girl|boy|kid|child|baby|wife|husband|girlfriend|"
     r"boyfriend|ex|partner|boss|coworker|colleague|neighbou?r|teacher|classmate|roommate|"
     r"father|mother|dad|mom|mum|brother|sister|uncle|aunt|friend|enemy|rival|president|"
@@ -106,6 +107,27 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"\b(?:knock|put)\s+(?:him|her|them|my (?:son|daughter|kid|child|baby|toddler))\s+"
          r"out\b|\b(?:sedate|drug)\s+(?:my|a|the)\s+(?:\w+\s+)?(?:baby|toddler|kid|child|"
          r"son|daughter|infant|\d+[- ]year[- ]old)\b"),
+        (Category.NON_VIOLENT_CRIMES, "writing malware",
+         r"\b(?:write|create|develop|code|build|make|generate|program|design|craft)\s+(?:me\s+)?"
+         r"(?:a |an |some |working |new |custom |undetectable |polymorphic )*(?:\w+ )?"
+         r"(?:malware|ransomware|computer virus|virus that|worm that|trojan|keylogger|botnet|"
+         r"rootkit|spyware|infostealer|password stealer|credential stealer|remote access trojan|"
+         r"cryptojacker|ddos (?:tool|script|bot))\b"),
+        (Category.NON_VIOLENT_CRIMES, "theft, arson or break-in",
+         _REQUEST + r"(?:\s+[\w'-]+){0,3}?\s*(?:steal|hotwire|carjack|break into|burgle|"
+         r"rob|shoplift from|set fire to|burn down|torch)\s+(?:a |an |the |my |someone'?s |"
+         r"somebody'?s |his |her |their |(?:my )?(?:neighbou?r|boss|ex)'?s )?(?:\w+ )?(?:car|"
+         r"vehicle|truck|motorbike|motorcycle|bike|house|home|apartment|flat|building|shop|"
+         r"store|bank|atm|office|school|church|mosque|synagogue|charity)\b"
+         r"|\b(?:start|set)\s+a\s+fire\s+(?:in|at|to)\b.{0,60}\b(?:get away|without "
+         r"(?:getting|being) caught|undetected|look like an accident|no one (?:knows|finds out))"),
+        (Category.ELECTIONS, "election disinformation",
+         r"\b(?:create|write|spread|post|generate|draft|make|produce)\s+(?:\w+\s+){0,3}?"
+         r"(?:disinformation|misinformation|fake news|false (?:claims|information|"
+         r"announcements?)|fake (?:announcements?|notices?|messages?|texts?)|rumou?rs)\b"
+         r".{0,40}\b(?:ballots?|voting|vote|elections?|polling|polls|voters)\b"
+         r"|\b(?:discourage|suppress|deter|scare|intimidate|stop|prevent)\s+(?:\w+\s+){0,3}?"
+         r"(?:voters|voting|people from voting|turnout|them from voting)\b"),
         (Category.SELF_HARM, "suicide or self-harm method",  # Spanish, French, German, ...
          r"\b(?:farla finita|togliermi la vita|uccidermi|suicidarme|quitarme la vida|"
          r"matarme|me suicider|me tuer|en finir avec (?:la|ma) vie|mich umbringen|"
@@ -226,8 +248,19 @@ def match_rule(view: str) -> tuple[Category, str] | None:
         if pattern.search(view):
             if category is Category.CHILD_EXPLOITATION and _PROTECTIVE.search(view):
                 continue
+            if category is Category.VIOLENT_CRIMES and _GAME.search(view):
+                continue
             return category, name
     return None
+
+
+# Killing in a game is gameplay.
+_GAME = re.compile(
+    r"\b(?:video ?games?|in[- ]game|gameplay|the game|a game|my game|npcs?|boss(?:es)? fight|"
+    r"mission|quest|level \d+|multiplayer|call of duty|fortnite|minecraft|gta|grand theft auto|"
+    r"skyrim|elden ring|hitman|halo|valorant|counter-?strike|csgo|pubg|apex legends|overwatch|"
+    r"roblox|zelda|dark souls|assassin'?s creed|the sims|dnd|d&d|dungeons (?:and|&) dragons)\b"
+)
 
 
 # Keeping children safe, sex education, and reporting abuse are what parents and teachers ask.

@@ -18,6 +18,7 @@ Thresholds (see docs/safety.md for the figures behind them): ``block_at`` 0.80 a
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import re
@@ -116,6 +117,8 @@ def load_model() -> _Model:
             from profanity_check import profanity_check as shipped  # loads its joblib files
 
             _model = _from_sklearn(shipped.vectorizer, shipped.model)
+            gc.collect()
+            gc.freeze()  # 15k vocabulary entries the collector need not walk again
     return _model
 
 
