@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import redis
 
-from assistant import turns
+from assistant import memory, turns
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, ReplyTimeout
 from assistant.limits import PREFIX, banned_key, user_quota_key
@@ -170,6 +170,22 @@ def delete_conversation(store: Store, client: redis.Redis, conversation_id: str,
         "platform": conversation.platform if conversation else None,
         "channel": conversation.channel if conversation else None})
     return True
+
+
+def forget_user(store: Store, client: redis.Redis, platform: str, workspace: str,
+                user_id: str, actor: str, retention_seconds: int) -> int:
+    """Forget a user everywhere: their memory in Redis (``assistant.memory.forget_user``: DMs
+    whole, their messages in shared threads) and the archive's copy; their counts too (a ban or
+    a quota stays). ``retention_seconds``: the memory's (``Settings.retention_seconds``).
+    Returns the archived messages deleted.
+    """
+    with _redis():
+        memory.forget_user(client, platform, workspace, user_id, retention_seconds)
+    deleted = Archive(store).forget_user(platform, workspace, user_id)
+    Users(store).forget(platform, workspace, user_id)
+    AuditLog(store).record(actor, "forget_user", user_ref(platform, workspace, user_id),
+                           {"archived_messages": deleted})
+    return deleted
 
 
 def _conversation_key(client: redis.Redis, conversation_id: str,

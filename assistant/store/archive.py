@@ -159,7 +159,38 @@ class Archive:
             session.execute(sa.delete(Message).where(Message.conversation_id == conversation_id))
             deleted = session.execute(
                 sa.delete(Conversation).where(Conversation.id == conversation_id))
-            return bool(getattr(deleted, "rowcount", 0))
+            return bool(_rowcount(deleted))
+
+    def forget_user(self, platform: str, workspace: str, user_id: str) -> int:
+        """Delete what the archive keeps of a user ("forget me"); returns messages deleted.
+
+        Their direct-message conversations go whole; in shared ones their own messages go
+        (the thread and the others' messages stay), and a title taken from them is replaced.
+        """
+        with self.store.session() as session:
+            in_scope = select(Conversation.id).where(Conversation.platform == platform,
+                                                     Conversation.workspace == workspace)
+            dms = list(session.scalars(in_scope.where(Conversation.dm_user == user_id)))
+            shared = list(session.scalars(
+                select(Message.conversation_id).distinct()
+                .where(Message.user_id == user_id, Message.conversation_id.in_(in_scope))))
+            deleted = 0
+            if dms:
+                deleted += _rowcount(session.execute(
+                    sa.delete(Message).where(Message.conversation_id.in_(dms))))
+                session.execute(sa.delete(Conversation).where(Conversation.id.in_(dms)))
+            for conversation_id in set(shared) - set(dms):
+                deleted += _rowcount(session.execute(sa.delete(Message).where(
+                    Message.conversation_id == conversation_id, Message.user_id == user_id)))
+                row = session.get(Conversation, conversation_id)
+                assert row is not None
+                row.message_count = _message_count(session, conversation_id)
+                first_user = session.scalar(
+                    select(Message.text).where(Message.conversation_id == conversation_id,
+                                               Message.role == "user")
+                    .order_by(Message.id).limit(1))
+                row.title = _title(first_user) if first_user else ""
+            return deleted
 
     def export(self, conversation_id: str) -> dict[str, Any] | None:
         """The conversation as JSON-ready data (ISO 8601 times), or None."""
@@ -217,6 +248,10 @@ def _aware(when: datetime) -> datetime:
 def _title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _message_count(session: Session, conversation_id: str) -> int:

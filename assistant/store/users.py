@@ -80,6 +80,18 @@ class Users:
             user.daily_token_quota = tokens
             return user
 
+    def forget(self, platform: str, workspace: str, user_id: str) -> None:
+        """Drop what is known about the user ("forget me"), except a ban or quota admins set."""
+        with self.store.session() as session:
+            user = _find(session, platform, workspace, user_id)
+            if user is None:
+                return
+            if user.banned or user.daily_token_quota is not None:
+                user.display_name = None
+                user.message_count = user.token_count = 0
+            else:
+                session.delete(user)
+
     def flagged(self) -> builtins.list[User]:
         """Users with a ban or an own quota (what ``admin_actions.sync_redis`` mirrors)."""
         with self.store.session() as session:

@@ -159,3 +159,19 @@ def test_saving_a_persona_announces_it_and_an_invalid_one_saves_nothing(
     assert back.template == text and fake_redis.get(VERSION_KEY) == b"2"
     assert [(e.action, e.details["version"]) for e in AuditLog(store).recent()] == [
         ("rollback_persona", back.id), ("save_persona", saved.id)]
+
+
+def test_forgetting_a_user_everywhere_keeps_their_ban(runtime: Runtime, store: Store) -> None:
+    runtime.observers = [archive_observer(store)]
+    message = inbound("my address is somewhere")
+    turns.submit(runtime.client, message)
+    answer_pending(runtime, message.conversation)
+    admin_actions.ban_user(store, runtime.client, "web", "default", "u1", actor="alice")
+    assert admin_actions.forget_user(store, runtime.client, "web", "default", "u1", "alice",
+                                     retention_seconds=60) == 1
+    assert Archive(store).search(text="address") == []
+    history = RedisConversationHistory(runtime.client, message.conversation, 60)
+    assert [m.role for m in history.records()] == ["assistant"]  # a shared thread keeps replies
+    user = Users(store).get("web", "default", "u1")
+    assert user is not None and user.banned and user.message_count == 0
+    assert AuditLog(store).recent()[0].details == {"archived_messages": 1}

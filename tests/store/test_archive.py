@@ -137,3 +137,23 @@ def test_delete_and_export(store: Store) -> None:
     with store.session() as session:
         left = session.scalar(sa.text("SELECT count(*) FROM messages"))
     assert left == 2
+
+
+def test_forgetting_a_user(store: Store) -> None:
+    archive = Archive(store)
+    archive.record_turn(key("dm", user="u1"), turn(1, "my private note", "noted", user="u1"))
+    shared = key("team")
+    archive.record_turn(shared, turn(2, "u1 says hello first", "hi u1", user="u1"))
+    archive.record_turn(shared, turn(3, "u2 asks about lunch", "pasta", user="u2",
+                                     at=T0 + timedelta(minutes=1)))
+    archive.record_turn(key("other", "slack"), turn(4, "same id elsewhere", "ok", user="u1"))
+
+    assert archive.forget_user("web", "default", "u1") == 3  # the DM (2) and one message
+    assert archive.get(key("dm", user="u1").redis_id) is None
+    detail = archive.get(shared.redis_id)
+    assert detail is not None
+    assert [m.text for m in detail.messages] == ["hi u1", "u2 asks about lunch", "pasta"]
+    assert detail.message_count == 3 and detail.title == "u2 asks about lunch"
+    assert archive.search(text="private") == [] and archive.search(text="says") == []
+    assert archive.count(platform="slack") == 1  # another platform's u1 is someone else
+    assert archive.forget_user("web", "default", "u1") == 0
