@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     admin_session_secret: SecretStr = Field(SecretStr(""), alias="ADMIN_SESSION_SECRET")
     admin_trusted_proxies: str = Field("", alias="ADMIN_TRUSTED_PROXIES")
 
+    # The conversation archive (assistant/store, docs/admin-store.md): conversations without a
+    # message for this many days are deleted from it (0 = kept until an admin or the user
+    # deletes them). Redis memory has its own ASSISTANT_MEMORY_RETENTION_DAYS.
+    archive_retention_days: float = Field(0.0, alias="ASSISTANT_ARCHIVE_RETENTION_DAYS", ge=0)
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "development":

@@ -62,7 +62,8 @@ def runtime() -> Runtime:
         stream_interval_seconds=settings.stream_interval_ms / 1000,
         max_input_chars=settings.max_input_chars,
         observers=[*turn_observers(settings), quota_observer(client, settings),
-                   archive_observer(store), live_stats.observer(client), log_turn],
+                   archive_observer(store, client, settings.archive_retention_days),
+                   live_stats.observer(client), log_turn],
         safety=build_safety(settings, client),
         live_prompts=LivePrompts(store, client, prompts),
     )

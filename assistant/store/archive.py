@@ -161,6 +161,14 @@ class Archive:
                 sa.delete(Conversation).where(Conversation.id == conversation_id))
             return bool(_rowcount(deleted))
 
+    def purge(self, inactive_since: datetime) -> int:
+        """Delete conversations with no message since ``inactive_since``; returns how many."""
+        with self.store.session() as session:
+            stale = select(Conversation.id).where(Conversation.updated_at < inactive_since)
+            session.execute(sa.delete(Message).where(Message.conversation_id.in_(stale)))
+            return _rowcount(session.execute(
+                sa.delete(Conversation).where(Conversation.updated_at < inactive_since)))
+
     def forget_user(self, platform: str, workspace: str, user_id: str) -> int:
         """Delete what the archive keeps of a user ("forget me"); returns messages deleted.
 

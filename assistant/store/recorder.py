@@ -8,12 +8,22 @@ turn. A rerun of a turn archives nothing twice and counts nothing twice.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from datetime import timedelta
 
+import redis
+
+from assistant.envelope import utcnow
 from assistant.observe import TurnObserver, TurnStats
 from assistant.store.archive import Archive, ArchivedMessage
 from assistant.store.db import Store
 from assistant.store.users import Users
+
+log = logging.getLogger(__name__)
+
+PURGE_CLAIM_KEY = "assistant:archive:purge"
+PURGE_EVERY_SECONDS = 3600
 
 
 def turn_messages(stats: TurnStats) -> list[ArchivedMessage]:
@@ -30,12 +40,19 @@ def turn_messages(stats: TurnStats) -> list[ArchivedMessage]:
     return messages
 
 
-def archive_observer(store: Store) -> TurnObserver:
-    """Archive each turn and add to its users' message and token counts."""
+def archive_observer(store: Store, client: redis.Redis | None = None,
+                     retention_days: float = 0) -> TurnObserver:
+    """Archive each turn and add to its users' message and token counts.
+
+    With ``retention_days`` (and ``client``), conversations inactive that long are purged, by
+    one worker of the fleet at most every ``PURGE_EVERY_SECONDS`` (a Redis claim), after a turn.
+    """
     archive = Archive(store)
     users = Users(store)
 
     def record(stats: TurnStats) -> None:
+        if retention_days > 0 and client is not None:
+            purge_if_due(archive, client, retention_days)
         if stats.conversation is None or not stats.inbounds:
             return
         if not archive.record_turn(stats.conversation, turn_messages(stats)):
@@ -46,3 +63,14 @@ def archive_observer(store: Store) -> TurnObserver:
                        tokens=tokens if user_id == stats.user_id else 0)
 
     return record
+
+
+def purge_if_due(archive: Archive, client: redis.Redis, retention_days: float) -> int:
+    """Purge the archive's inactive conversations if no worker did in the last period."""
+    if not client.set(PURGE_CLAIM_KEY, "1", nx=True, ex=PURGE_EVERY_SECONDS):
+        return 0
+    purged = archive.purge(utcnow() - timedelta(days=retention_days))
+    if purged:
+        log.info("archive: deleted %d conversation(s) inactive for %g days", purged,
+                 retention_days)
+    return purged

@@ -161,3 +161,24 @@ def test_a_failing_archive_never_fails_the_turn(runtime: Runtime, tmp_path: Path
 
 def test_announce_counts(fake_redis: fakeredis.FakeRedis) -> None:
     assert [announce(fake_redis), announce(fake_redis)] == [1, 2]
+
+
+def test_the_archive_is_purged_by_one_worker_per_period(fake_redis: fakeredis.FakeRedis,
+                                                        store: Store) -> None:
+    from datetime import timedelta
+
+    from assistant.envelope import ConversationKey, utcnow
+    from assistant.store.archive import ArchivedMessage
+    from assistant.store.recorder import purge_if_due
+
+    archive = Archive(store)
+    old = utcnow() - timedelta(days=100)
+    archive.record_turn(ConversationKey(platform="web", channel="old"),
+                        [ArchivedMessage("m1", "user", "old news", created_at=old)])
+    archive.record_turn(ConversationKey(platform="web", channel="new"),
+                        [ArchivedMessage("m2", "user", "fresh news")])
+    assert purge_if_due(archive, fake_redis, retention_days=90) == 1
+    archive.record_turn(ConversationKey(platform="web", channel="old"),
+                        [ArchivedMessage("m1", "user", "old news", created_at=old)])
+    assert purge_if_due(archive, fake_redis, retention_days=90) == 0  # claimed for an hour
+    assert archive.count() == 2

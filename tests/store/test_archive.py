@@ -157,3 +157,13 @@ def test_forgetting_a_user(store: Store) -> None:
     assert archive.search(text="private") == [] and archive.search(text="says") == []
     assert archive.count(platform="slack") == 1  # another platform's u1 is someone else
     assert archive.forget_user("web", "default", "u1") == 0
+
+
+def test_purging_inactive_conversations(store: Store) -> None:
+    archive = Archive(store)
+    archive.record_turn(key("old"), turn(1, "long ago", "yes", at=T0))
+    archive.record_turn(key("new"), turn(2, "recently", "yes", at=T0 + timedelta(days=40)))
+    assert archive.purge(T0 + timedelta(days=30)) == 1
+    assert [c.channel for c in archive.search()] == ["new"]
+    assert archive.search(text="long") == []
+    assert archive.purge(T0 + timedelta(days=30)) == 0
