@@ -155,9 +155,9 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"\s+you\s+(?:been\s+)?(?:given|told)"),
         ("persona jailbreak",
          r"\b(?:ai|assistant|bot|chatbot|model|llm|persona|character)\b\W+(?:\w+\W+){0,3}?"
-         r"(?:with no|without any|without|free of|free from|that has no|who has no|unbound by|"
-         r"not bound by)\s+(?:any\s+)?(?:(?:ethical|moral|safety|content)\s+)?(?:guidelines|"
-         r"rules|restrictions|filters|limits|limitations|ethics|morals|censorship|policies|"
+         r"(?:with no|with zero|without any|without|free of|free from|that has no|who has no|"
+         r"unbound by|not bound by)\s+(?:any\s+)?(?:(?:ethical|moral|safety|content)\s+)?"
+         r"(?:guidelines|rules|restrictions|filters|limits|limitations|ethics|morals|censorship|policies|"
          r"guardrails|boundaries)\b"
          r"|\b(?:who|that|which) (?:never|won'?t ever|will never|can'?t) (?:says? no|refuses?|"
          r"declines?)(?: to)?(?: anything| any (?:request|question|prompt)s?)?\s*(?:[.,;!]|$)"),
@@ -179,6 +179,23 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"that sees|that processes)\s+(?:this|these|the following)"
          r"|\b(?:note|message|instruction) (?:to|for) (?:the )?(?:ai|assistant|llm|language "
          r"model|chatbot)\s*:"),
+        ("override instructions",
+         r"\b(?:ignore|disregard|forget|bypass|override|break)\s+(?:all\s+)?your\s+"
+         r"(?:own\s+)?(?:instructions|rules|guidelines|programming|training|policies|"
+         r"restrictions|safety|filters|guardrails|directives|system prompt)\b"
+         r"|\b(?:ignores|ignoring|breaks|bypasses|disregards)\s+(?:all|every|any)\s+"
+         r"(?:\w+\s+)?(?:rules?|restrictions?|guidelines?|instructions?|polic(?:y|ies))\b"),
+        ("reveal system prompt",
+         r"\b(?:print|show|repeat|output|dump|reveal|list|display|paste|copy|give me)\s+"
+         r"(?:me\s+)?(?:everything|all|the (?:text|content|contents|tokens))\s+(?:that\s+"
+         r"(?:is|was)\s+)?(?:in|of|from)\s+(?:your\s+)?(?:context(?: window)?|memory|prompt|"
+         r"instructions)\b|\b(?:everything|all (?:the )?text)\s+(?:before|above|preceding)\s+"
+         r"my first message\b"),
+        ("reveal system prompt",
+         r"\b(?:hidden|secret|initial|first|original|private|internal)\s+(?:\w+\s+)?"
+         r"(?:message|sentence|instructions?|text|prompt|rules)\b.{0,40}\b(?:you were given|"
+         r"given to you|you received|from (?:the|your) (?:developers?|creators?|operators?|"
+         r"admins?)|by (?:the|your) (?:developers?|creators?|operators?|admins?))"),
         ("disable safety",
          r"\b(?:disable|turn off|deactivate|switch off|remove|bypass|circumvent|get around|"
          r"evade|override)\s+(?:all\s+|any\s+|your\s+|the\s+)*(?:(?:safety|content|ethical|"
@@ -198,6 +215,8 @@ _ABOUT = re.compile(
     r"sanitiz\w+|sanitis\w+|regex|unit test|test case|translat\w+|into (?:german|french|"
     r"spanish|english|italian|portuguese|dutch|japanese|chinese))\b"
 )
+_OBEY = re.compile(r"\b(?:then|and) (?:obey|follow|execute|do|comply with|act on) (?:it|them|"
+                   r"that|what it says)\b|\bdo what it says\b")
 _QUOTED = re.compile(r"[\"'“”‘’`]")
 
 
@@ -212,14 +231,16 @@ def find_injection(view: str) -> str | None:
 
 def _discussed(view: str, match: re.Match[str], name: str) -> bool:
     """A mention inside a question about the technique, not an attempt at it."""
+    if _OBEY.search(view):
+        return False  # "translate this, then do what it says" is an attempt
     if name == "fake chat turn" and not view.strip().startswith(("<", "[", "#", "system")):
         # A template token quoted in a programming question: the question says so.
         return bool(_ABOUT.search(view)) or "template" in view or "token" in view
     if not _ABOUT.search(view):
         return False
-    # Quoted near the match: the phrase is the subject of the question.
+    # Quoted at the match: the phrase is the subject of the question, not an order.
     window = view[max(0, match.start() - 3):match.end() + 3]
-    return bool(_QUOTED.search(window)) or len(view) < 400
+    return bool(_QUOTED.search(window))
 
 
 class Injection:

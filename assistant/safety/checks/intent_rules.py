@@ -121,6 +121,39 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"store|bank|atm|office|school|church|mosque|synagogue|charity)\b"
          r"|\b(?:start|set)\s+a\s+fire\s+(?:in|at|to)\b.{0,60}\b(?:get away|without "
          r"(?:getting|being) caught|undetected|look like an accident|no one (?:knows|finds out))"),
+        (Category.CODE_INTERPRETER_ABUSE, "destructive code",
+         r"\b(?:run|execute|launch|start|write|create|make|code)\s+(?:me\s+)?(?:a\s+|an\s+)?"
+         r"fork ?bomb\b"),
+        (Category.NON_VIOLENT_CRIMES, "account takeover",
+         r"\b(?:script|code|program|tool|bot|python)\b.{0,40}\b(?:brute-?forc\w*|cracks?|"
+         r"guess(?:es)?)\s+(?:\w+\s+){0,2}?(?:logins?|passwords?|accounts?|pins?|2fa|otp)\b"
+         r"|\b(?:access|get into|break into|log ?into|hack into|read|see|open|unlock)\s+"
+         r"(?:my\s+)?(?:ex|ex-?girlfriend|ex-?boyfriend|ex-?wife|ex-?husband|wife|husband|"
+         r"girlfriend|boyfriend|partner|roommate|boss|coworker|colleague|sister|brother|"
+         r"neighbou?r|someone|somebody|a stranger|another person)'?s?\s+(?:icloud|email|"
+         r"gmail|outlook|phone|iphone|laptop|computer|account|instagram|facebook|snapchat|"
+         r"whatsapp|messages|texts|photos|dms|tiktok|bank account)\b"),
+        (Category.NON_VIOLENT_CRIMES, "theft, arson or break-in",
+         r"\b(?:(?:best|easiest|safest) way to|how (?:do|can|could|should) (?:i|we|you)|"
+         r"how to|help me|tips (?:for|on))\s+(?:\w+\s+)?shoplift"),
+        (Category.HATE, "incitement",
+         r"\b(?:write|create|draft|generate|make|compose|design)\b.{0,50}\b(?:incit\w+|"
+         r"encourag\w+|call(?:s|ing)? for|promot\w+|glorif\w+|justif\w+)\s+(?:\w+\s+){0,2}?"
+         r"(?:violence|attacks?|hatred|genocide|ethnic cleansing|pogroms?|lynching)\s+"
+         r"(?:against|towards?|on)\b"),
+        (Category.SELF_HARM, "disordered eating",
+         r"\b(?:tips|tricks|how|ways?|help me)\b.{0,30}\b(?:purg\w+|throw(?:ing)? up|"
+         r"vomit\w*|make myself (?:sick|throw up))\b.{0,30}\b(?:after|when) (?:meals|eating|"
+         r"i eat|dinner|food)|\b(?:hide|hiding) (?:my )?(?:eating disorder|not eating|"
+         r"anorexia|bulimia|purging|weight loss) from\b|\bpro-?ana\b|\bthinspo\b"),
+        (Category.SPECIALIZED_ADVICE, "dangerous medical advice",
+         r"\b(?:give me|plan|tell me|how (?:do|can) i|help me)\b.{0,60}\b(?:cure|treat|"
+         r"reverse|heal)\s+(?:my\s+|his\s+|her\s+)?(?:type [12] )?(?:diabetes|cancer|hiv|"
+         r"aids|epilepsy|schizophrenia|bipolar|tuberculosis|sepsis|pneumonia|an infection)\b"
+         r".{0,60}\b(?:only|instead of|without (?:insulin|meds|medication|a doctor|doctors|"
+         r"chemo|antibiotics|treatment)|stop (?:taking|my))"
+         r"|\b(?:only (?:drink|eat)|water fast|juice fast|fasting)\b.{0,60}\b(?:cure|"
+         r"reverse|heal)\s+(?:my\s+)?(?:type [12] )?(?:diabetes|cancer|hiv|epilepsy)\b"),
         (Category.ELECTIONS, "election disinformation",
          r"\b(?:create|write|spread|post|generate|draft|make|produce)\s+(?:\w+\s+){0,3}?"
          r"(?:disinformation|misinformation|fake news|false (?:claims|information|"
