@@ -286,3 +286,12 @@ def test_an_empty_session_secret_gets_a_random_one(tmp_path: Path,
     second = auth.session_signer(admin_settings(tmp_path, ADMIN_SESSION_SECRET=""))
     assert "ADMIN_SESSION_SECRET is empty" in caplog.text
     assert first.sign("x") != second.sign("x")
+
+
+def test_a_successful_login_clears_earlier_failures(app: FastAPI) -> None:
+    with TestClient(app, follow_redirects=False) as http:
+        for _ in range(3):
+            for _ in range(auth.LOGIN_RATE_PER_USERNAME.capacity - 1):
+                assert log_in(http, USERNAME, "wrong").status_code == 401
+            assert log_in(http).status_code == 303
+            http.cookies.clear()

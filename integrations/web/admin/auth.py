@@ -37,6 +37,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Login attempts, as token buckets (assistant.limits): a few tries per username (guessing one
 # account's password) and a few more per client address (trying many names from one place).
+# Every attempt takes a token; a successful login refills both buckets.
 LOGIN_RATE_PER_USERNAME = Rate(5, 300)
 LOGIN_RATE_PER_IP = Rate(20, 300)
 
@@ -130,6 +131,11 @@ def login_wait_seconds(client: redis.Redis, ip: str, username: str) -> float:
     refused, wait = take_tokens(client, [(ip_key, LOGIN_RATE_PER_IP),
                                          (user_key, LOGIN_RATE_PER_USERNAME)])
     return wait if refused else 0.0
+
+
+def forget_login_attempts(client: redis.Redis, ip: str, username: str) -> None:
+    """After a successful login: earlier attempts no longer count against the next one."""
+    client.delete(*login_bucket_keys(ip, username))
 
 
 # -- sessions ------------------------------------------------------------------------------------

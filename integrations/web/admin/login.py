@@ -58,8 +58,7 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
     if admin.problem:
         raise AdminError(503, f"The admin panel is off: {admin.problem}.")
     if not auth.tokens_match(request.cookies.get(auth.LOGIN_COOKIE, ""),
-                             form.get(auth.CSRF_FIELD)) or not request.cookies.get(
-                                 auth.LOGIN_COOKIE):
+                             form.get(auth.CSRF_FIELD)):
         raise AdminError(403, "missing or wrong CSRF token: reload the page and try again")
     username = form.get("username", "")[:128]
     password = form.get("password", "")[:1024]
@@ -76,6 +75,7 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
         await call(audit, admin, username or "(empty)", "login_failed", "",
                                 {"ip": ip})
         return login_page(request, admin, status=401, error="Wrong username or password.")
+    await call(auth.forget_login_attempts, client, ip, username)
     cookie, _ = await call(auth.start_session, client, admin.signer, username)
     await call(audit, admin, username, "login", "", {"ip": ip})
     response = redirect(safe_next(form.get("next")))

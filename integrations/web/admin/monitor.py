@@ -46,8 +46,10 @@ def workers(celery_app: Celery, settings: Settings) -> list[dict[str, Any]]:
         found.append({
             "hostname": hostname,
             "pid": info.get("pid"),
-            "pool_size": pool.get("max-concurrency", len(processes)),
-            "processes": len(processes),
+            # The pool's processes now (pool_grow/pool_shrink change it); "max-concurrency"
+            # stays what the worker was started with.
+            "pool_size": len(processes) or pool.get("max-concurrency", 0),
+            "started_with": pool.get("max-concurrency"),
             "pool": pool.get("implementation", ""),
             "active": [{"id": task.get("id", ""), "name": task.get("name", ""),
                         "started": task.get("time_start")} for task in running],
