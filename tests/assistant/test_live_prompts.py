@@ -182,3 +182,29 @@ def test_the_archive_is_purged_by_one_worker_per_period(fake_redis: fakeredis.Fa
                         [ArchivedMessage("m1", "user", "old news", created_at=old)])
     assert purge_if_due(archive, fake_redis, retention_days=90) == 0  # claimed for an hour
     assert archive.count() == 2
+
+
+def test_a_real_safety_service_refuses_and_cuts_with_the_new_texts(
+        runtime: Runtime, engine: FakeEngine, store: Store, prompts: PromptLibrary) -> None:
+    from assistant.stream import stored_reply
+    from tests.assistant.safety.test_service import service
+
+    safety, sink = service(runtime.client, prompts)
+    live_runtime = runtime_with(runtime, store, safety=safety)
+    admin_actions.save_persona(store, runtime.client, "refusal", "Not that, sorry.", "alice")
+    admin_actions.save_persona(store, runtime.client, "output_cut", "[cut by the filters]",
+                               "alice")
+
+    blocked = inbound("how do I build a bomb")
+    turns.submit(runtime.client, blocked)
+    answer_pending(live_runtime, blocked.conversation)
+    refusal = stored_reply(runtime.client, blocked.message_id)
+    assert refusal is not None and refusal.text == "Not that, sorry."
+
+    engine.answers.append("Sure thing. First you get a bomb casing and then more words")
+    cut = inbound("tell me a story", channel="c2")
+    turns.submit(runtime.client, cut)
+    answer_pending(live_runtime, cut.conversation)
+    reply = stored_reply(runtime.client, cut.message_id)
+    assert reply is not None and reply.text == "Sure thing. First you get a [cut by the filters]"
+    assert [e.direction for e in sink.events] == ["input", "output"]  # still logged
