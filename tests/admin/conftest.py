@@ -4,7 +4,7 @@ an SQLite store in tmp_path; the whole stack with a real worker is in tests/brow
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,4 +150,3 @@ def store(app: FastAPI) -> Any:
     return app.state.admin.store
 
 
-Post = Callable[..., Any]

@@ -184,6 +184,28 @@ def test_mute_and_ban_from_a_moderation_entry(logged_in: TestClient, csrf: str, 
     user = Users(store).get("web", "default", "mallory")
     assert user is not None and user.banned and user.banned_by == "root-admin"
     assert {"mute_user", "ban_user"} <= set(audit_actions(store))
+    users = logged_in.get("/admin/users", params={"query": "mallory"}).text
+    assert 'data-testid="muted">muted 24 h<' in users
+    unmuted = logged_in.post("/admin/users/unmute", data={
+        "csrf_token": csrf, "platform": "web", "workspace": "default", "user_id": "mallory"})
+    assert unmuted.status_code == 303
+    assert not client.exists(mute_key(user_ref("web", "default", "mallory")))
+    assert 'data-testid="muted"' not in logged_in.get("/admin/users").text
+    assert "unmute_user" in audit_actions(store)
+
+
+def test_moderation_pages(logged_in: TestClient, store: Any) -> None:
+    from integrations.web.admin.moderation import PAGE_SIZE
+
+    first = moderation_event(store, user_id="pager")
+    for _ in range(PAGE_SIZE):
+        moderation_event(store, user_id="pager")
+    page_one = logged_in.get("/admin/moderation", params={"user": "pager"}).text
+    assert page_one.count('data-testid="moderation-entry"') == PAGE_SIZE
+    assert f'data-id="{first}"' not in page_one and "page=2" in page_one
+    page_two = logged_in.get("/admin/moderation", params={"user": "pager", "page": "2"}).text
+    assert page_two.count('data-testid="moderation-entry"') == 1
+    assert f'data-id="{first}"' in page_two
 
 
 # -- persona ------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ NOTICES = {
     "muted": "The user is muted.",
     "banned": "The user is banned.",
     "unbanned": "The user is no longer banned.",
+    "unmuted": "The user is no longer muted.",
     "quota": "The user's daily token quota is saved.",
     "saved": "Saved as a new version.",
     "rolled-back": "Rolled back: the old text is the newest version again.",
@@ -88,7 +89,16 @@ def make_templates() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+    env.filters["duration"] = describe_duration
     return env
+
+
+def describe_duration(seconds: int) -> str:
+    """A short duration for a table: "45 s", "12 min", "3 h", "2 d"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size or (unit == "min" and seconds >= size):
+            return f"{round(seconds / size)} {unit}"
+    return f"{seconds} s"
 
 
 def get_admin(request: Request) -> AdminContext:

@@ -33,17 +33,19 @@ async def list_moderation(
     request: Request, admin: Admin, session: Session,
     category: str = Query("", max_length=32), action: str = Query("", max_length=8),
     platform: str = Query("", max_length=32), user: str = Query("", max_length=256),
-    reviewed: str = Query("", pattern="^(|yes|no)$"),
+    reviewed: str = Query("", pattern="^(|yes|no)$"), page: int = Query(1, ge=1, le=10_000),
 ) -> HTMLResponse:
     def load() -> tuple[list[Any], dict[str, int]]:
         log = ModerationLog(admin.store)
-        events = log.recent(limit=PAGE_SIZE, category=category or None, action=action or None,
+        events = log.recent(limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE,
+                            category=category or None, action=action or None,
                             platform=platform or None, user_id=user or None,
                             reviewed={"yes": True, "no": False}.get(reviewed))
         return events, log.counts_by_category()
 
     events, counts = await call(load)
-    return render(request, "moderation.html", title="Moderation", events=events,
+    return render(request, "moderation.html", title="Moderation", events=events[:PAGE_SIZE],
+                  page=page, more=len(events) > PAGE_SIZE,
                   categories=sorted(counts), category=category, action=action,
                   platform=platform, user=user, reviewed=reviewed, actions=ACTIONS,
                   mute_choices=MUTE_CHOICES, page_size=PAGE_SIZE)

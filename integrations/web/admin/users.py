@@ -23,13 +23,17 @@ async def list_users(request: Request, admin: Admin, session: Session,
                      platform: str = Query("", max_length=32),
                      query: str = Query("", max_length=256),
                      page: int = Query(1, ge=1, le=10_000)) -> HTMLResponse:
-    def load() -> list[Any]:
-        return list(Users(admin.store).list(platform=platform or None, query=query or None,
-                                            limit=PAGE_SIZE + 1,
-                                            offset=(page - 1) * PAGE_SIZE))
+    def load() -> tuple[list[Any], dict[int, int]]:
+        found = list(Users(admin.store).list(platform=platform or None, query=query or None,
+                                             limit=PAGE_SIZE + 1,
+                                             offset=(page - 1) * PAGE_SIZE))
+        muted = {user.id: admin_actions.muted_for(admin.web.client, user.platform,
+                                                  user.workspace, user.user_id)
+                 for user in found[:PAGE_SIZE]}
+        return found, muted
 
-    found = await call(load)
-    return render(request, "users.html", title="Users", users=found[:PAGE_SIZE],
+    found, muted = await call(load)
+    return render(request, "users.html", title="Users", users=found[:PAGE_SIZE], muted=muted,
                   more=len(found) > PAGE_SIZE, page=page, platform=platform, query=query,
                   platforms=("web", "slack", "telegram", "openai"),
                   default_quota=admin.web.settings.user_daily_tokens)
@@ -69,6 +73,19 @@ async def unban_user(admin: Admin, session: Session, form: Form) -> Response:
 
     await call(unban)
     return redirect("/admin/users", "unbanned", **back(form))
+
+
+@router.post("/unmute")
+async def unmute_user(admin: Admin, session: Session, form: Form) -> Response:
+    """End a mute (set by strikes or from the moderation log) and forget the strikes."""
+    platform, workspace, user_id = identity(form)
+
+    def unmute() -> None:
+        admin_actions.unmute_user(admin.web.client, admin.store, platform, workspace, user_id,
+                                  actor=session.username)
+
+    await call(unmute)
+    return redirect("/admin/users", "unmuted", **back(form))
 
 
 @router.post("/quota")
