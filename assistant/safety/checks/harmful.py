@@ -205,10 +205,14 @@ class Harmful:
     name = "harmful"
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, rules: bool = True,
-                 model: Classifier | None = None) -> None:
+                 model: Classifier | None = None, classify_output: bool = False) -> None:
         self.threshold = threshold
         self.rules = rules
         self._model = model
+        # The classifier learned from requests; a model's replies are another kind of text
+        # ("I will remember that for later." scores 0.98), so on output only the rules run
+        # unless this is turned on.
+        self.classify_output = classify_output
 
     def inspect(self, subject: Subject) -> Verdict:
         try:
@@ -225,6 +229,8 @@ class Harmful:
                     category, rule = found
                     return Verdict(Action.BLOCK, self.name, category, score=1.0,
                                    reason=f"rule: {rule}", excerpt=view[:80])
+        if subject.direction == "output" and not self.classify_output:
+            return Verdict.allow(self.name)
         model = self._model or classifier()
         best_score, best_category, best_view = 0.0, "", ""
         for view in subject.views:
