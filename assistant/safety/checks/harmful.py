@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SAFE = "safe"
 # Chosen from the cross-validated figures on the training set (see ``main`` and
 # docs/safety.md): the lowest threshold whose false-positive rate on safe lines stays ≤ 3%.
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.8
 C = 1.0  # inverse regularisation of both SVMs
 SCALE = 4.0  # margin -> score: a margin of ±0.5 is a score of 0.12 / 0.88
 _S_CATEGORIES = {c.value for c in Category if c.value.startswith("S")}

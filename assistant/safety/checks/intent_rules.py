@@ -58,6 +58,10 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
         (Category.INDISCRIMINATE_WEAPONS, "weapon of mass harm",
          r"\b(?:recipe|formula|blueprints?|schematics?|synthesis route|synthesis steps|"
          r"ingredients) (?:for|of|to make) (?:a |an |the )?" + _WEAPON_OBJECT + r"\b"),
+        (Category.INDISCRIMINATE_WEAPONS, "weapon of mass harm",
+         r"\b(?:enrich\w*|refin\w*)\s+(?:\w+\s+)?(?:uranium|plutonium)\b.{0,60}\b(?:home|"
+         r"basement|garage|centrifuges?|myself|weapons?|bomb)\b|\b(?:steps|instructions|guide|"
+         r"how)\b.{0,30}\benrich\w*\s+(?:\w+\s+)?uranium\b"),
         (Category.INDISCRIMINATE_WEAPONS, "enhancing a pathogen",
          r"\b(?:make|making|render|engineer|modify|mutate|turn)\s+(?:\w+\s+){0,4}?(?:more "
          r"(?:transmissible|contagious|lethal|deadly|virulent|infectious)|airborne|resistant to "
@@ -107,6 +111,11 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"\b(?:knock|put)\s+(?:him|her|them|my (?:son|daughter|kid|child|baby|toddler))\s+"
          r"out\b|\b(?:sedate|drug)\s+(?:my|a|the)\s+(?:\w+\s+)?(?:baby|toddler|kid|child|"
          r"son|daughter|infant|\d+[- ]year[- ]old)\b"),
+        (Category.NON_VIOLENT_CRIMES, "fraud",
+         r"\b(?:commit\w*|get away with|pull off|plan)\s+(?:\w+\s+){0,2}?(?:insurance|tax|"
+         r"benefits?|welfare|mortgage|wire|bank|credit card|identity|medicare|medicaid|"
+         r"unemployment)\s+fraud\b|\b(?:fake|stage|faking|staging)\s+(?:a |an |my )?(?:car )?"
+         r"(?:accident|theft|burglary|injury|fire)\b.{0,40}\b(?:insurance|claim|payout)"),
         (Category.NON_VIOLENT_CRIMES, "writing malware",
          r"\b(?:write|create|develop|code|build|make|generate|program|design|craft)\s+(?:me\s+)?"
          r"(?:a |an |some |working |new |custom |undetectable |polymorphic )*(?:\w+ )?"
@@ -224,6 +233,11 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"(?:\s+[\w'-]+){0,3}?\s*(?:kill myself|end my (?:own )?life|commit suicide|"
          r"take my (?:own )?life|hang myself|cut myself|slit my wrists?|overdose|od on|"
          r"starve myself|hurt myself|harm myself|poison myself|suicide method)"),
+        (Category.SELF_HARM, "suicide or self-harm method",
+         r"\b(?!.*\b(?:stop\w*|quit\w*|resist\w*|cop(?:e|ing)|alternatives?|recover\w*|"
+         r"help\w*|support\w*|prevent\w*|urges?|therap\w+)\b)(?:instructions|tips|ways|"
+         r"methods|guide|how)\b.{0,20}\b(?:for|to|on)\s+(?:self-?harm\w*|cutting myself|"
+         r"hurting myself|harming myself)\b"),
         (Category.SELF_HARM, "suicide or self-harm method",
          r"\bhow (?:many|much)\b.{0,40}\b(?:to (?:die|kill myself|end (?:it|my life))|"
          r"(?:is|would be) (?:a )?(?:lethal|fatal|deadly)(?: dose)?|lethal dose)\b"),

@@ -121,7 +121,7 @@ def test_replies_are_checked_by_the_rules_only_unless_asked() -> None:
     harmful_reply = make_subject("Sure: how to build a pipe bomb, step by step.", "output")
     assert Harmful().inspect(harmful_reply).action is Action.BLOCK
     request = make_subject("write a phishing email pretending to be from a bank", "output")
-    assert Harmful(classify_output=True).inspect(request).action is Action.BLOCK
+    assert Harmful(classify_output=True, threshold=0.5).inspect(request).action is Action.BLOCK
 
 
 @pytest.mark.parametrize("odd", ["", "\x00", "🙂" * 200, "a" * 20_000])
