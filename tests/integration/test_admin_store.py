@@ -5,12 +5,14 @@ web API before anything is queued."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
 from assistant import admin_actions
 from assistant.envelope import ConversationKey
@@ -26,9 +28,14 @@ PERSONA = ("You are Quill, a very brief assistant on {platform}. Today is {today
            "Your name is {assistant_name}.\n{summary}")
 
 
-@pytest.fixture
-def admin_stack(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
-    stack = make_stack(ASSISTANT_TRACE_PROMPTS="true", ASSISTANT_SAFETY="false")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def admin_stack(make_stack: Callable[..., Stack], request: pytest.FixtureRequest
+                ) -> Iterator[Stack]:
+    """A private stack; its store is SQLite beside its logs, or this run's PostgreSQL."""
+    env = {"ASSISTANT_TRACE_PROMPTS": "true", "ASSISTANT_SAFETY": "false"}
+    if request.param == "postgresql":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    stack = make_stack(**env)
     stack.start_worker("w1")
     stack.start_web()
     yield stack
@@ -37,6 +44,8 @@ def admin_stack(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
 @pytest.fixture
 def store(admin_stack: Stack) -> Iterator[Store]:
     opened = connect_store(admin_stack.env["DATABASE_URL"])
+    with opened.session() as session:  # the run's PostgreSQL database is shared: no old
+        session.execute(sa.text("DELETE FROM persona_versions"))  # persona from other tests
     yield opened
     opened.engine.dispose()
 
@@ -70,7 +79,7 @@ def archived(store: Store, conversation_id: str, messages: int) -> ConversationD
 
 def test_turns_are_archived_personas_go_live_and_bans_refuse(
         admin_stack: Stack, store: Store, client: redis.Redis) -> None:
-    user = "archive-user"
+    user = f"archive-user-{uuid.uuid4().hex[:8]}"
     first = chat(admin_stack, "Please remember the word marmalade.", user)
     assert first.status_code == 200, first.text
     conversation_id = first.json()["conversation_id"]
@@ -81,7 +90,7 @@ def test_turns_are_archived_personas_go_live_and_bans_refuse(
     assert detail.messages[1].message_id == first.json()["message_id"]
     assert detail.messages[1].text == first.json()["reply"]
     assert detail.messages[1].completion_tokens and detail.messages[1].completion_tokens > 0
-    assert [c.id for c in Archive(store).search(text="marmalade")] == [detail.id]
+    assert detail.id in [c.id for c in Archive(store).search(text="marmalade", user_id=user)]
     assert traced_versions(client, first.json()["message_id"]) == {}  # the file's persona
 
     # A new persona version: the same worker's next turn uses it, no restart.
