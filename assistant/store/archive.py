@@ -23,6 +23,7 @@ from assistant.store.db import Store, dialect_insert
 from assistant.store.models import Conversation, Message
 
 TITLE_CHARS = 80
+MAX_TERMS = 16  # words of a search that count (a pasted paragraph stays a cheap query)
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -65,7 +66,7 @@ class ConversationDetail(ConversationSummary):
 
 def fts_terms(text: str) -> list[str]:
     """The words of a search (letters and digits; punctuation and operators dropped)."""
-    return _WORD.findall(text.lower())
+    return _WORD.findall(text.lower())[:MAX_TERMS]
 
 
 class Archive:
