@@ -215,8 +215,15 @@ class LlamaEngine:
                 self._batch_read = len(system)
         if best is not None:
             started = time.perf_counter()
-            restore(llama, best)
-            self._batch_read = len(best.tokens)
+            try:
+                restore(llama, best)
+                self._batch_read = len(best.tokens)
+            except RuntimeError:  # only speed is lost: read the prompt cold
+                log.warning("could not restore a saved KV state; reading the prompt cold",
+                            exc_info=True)
+                _truncate(llama, 0)
+                self._batch_read = 0
+                best_shared, source = 0, "none"
             log.debug("restored %d tokens of KV state in %.1f ms", len(best.tokens),
                       (time.perf_counter() - started) * 1000)
         # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
