@@ -69,10 +69,10 @@ def password_problem(settings: Settings) -> str | None:
 
 def session_signer(settings: Settings) -> Signer:
     secret = settings.admin_session_secret.get_secret_value()
-    if not secret:
+    if not secret and password_problem(settings) is None:
         log.warning("ADMIN_SESSION_SECRET is empty: using a random one for this process; admin "
                     "sessions end when it restarts and are not shared between web processes")
-        secret = secrets.token_urlsafe(32)
+    secret = secret or secrets.token_urlsafe(32)
     return Signer(secret, salt="assistant.admin.session")
 
 
