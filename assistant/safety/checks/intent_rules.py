@@ -116,6 +116,32 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"benefits?|welfare|mortgage|wire|bank|credit card|identity|medicare|medicaid|"
          r"unemployment)\s+fraud\b|\b(?:fake|stage|faking|staging)\s+(?:a |an |my )?(?:car )?"
          r"(?:accident|theft|burglary|injury|fire)\b.{0,40}\b(?:insurance|claim|payout)"),
+        (Category.NON_VIOLENT_CRIMES, "denial of service",
+         r"(?:how (?:can|do|could|would) i|help me|i want to|i'?m going to|best way to|"
+         r"let'?s)\b.{0,40}\b(?:ddos|take down|knock (?:\w+ )?offline)\s+(?:\w+\s+){0,2}?"
+         r"(?:(?:my )?competitors?'?s?|rivals?'?s?|someone'?s|somebody'?s|their|his|her|"
+         r"(?!my\b)[a-z]+'s)\s+(?:\w+\s+){0,2}?(?:site|shop|server|website|store|network|"
+         r"game server|api)\b"),
+        (Category.NON_VIOLENT_CRIMES, "forging documents",
+         r"\b(?:falsifier|contrefaire|fälsch\w*|falsch\w*|falsif\w*|fake|forge|counterfeit)\s+"
+         r"(?:\w+\s+){0,3}?(?:fiche de paie|bulletin de salaire|payslip|pay ?stubs?|bank "
+         r"statements?|diplomas?|degree certificates?|passports?|driver'?s licen[cs]es?|"
+         r"id cards?|prescriptions?|medical certificates?|gehaltsabrechnung|ausweis|nomina|"
+         r"pasaporte|busta paga|visa documents?)\b"),
+        (Category.CODE_INTERPRETER_ABUSE, "obfuscated code",
+         r"\b(?:run|execute|eval)\b.{0,60}\b(?:exec|eval)\s*\(\s*(?:__import__|base64|"
+         r"compile|bytes\.fromhex|codecs\.decode|zlib|marshal)"),
+        (Category.ELECTIONS, "misleading voters",
+         r"\b(?:text|message|call|email|robocall|tell|notify)\s+(?:every|all|each)\s+(?:the\s+)?"
+         r"(?:registered\s+)?voters?\b.{0,80}\b(?:moved|changed|closed|cancell?ed|postponed|"
+         r"rescheduled|wednesday|online|by text|by phone|next week|no longer)"
+         r"|\bmake\s+(?:\w+\s+){0,3}?voters?\s+(?:believe|think)\b.{0,60}\b(?:ice|police|"
+         r"arrest\w*|deport\w*|closed|moved|cancell?ed|rigged|wednesday|postponed)\b"
+         r"|\b(?:ice|immigration|police|cops|deportation)\b.{0,40}\b(?:at|near|outside|"
+         r"checking)\b.{0,30}\b(?:polls|polling (?:places?|stations?)|voting (?:sites|"
+         r"centres|centers))\b.{0,80}\b(?:rumou?r|scare|keep .{0,20}away|discourage)|"
+         r"\b(?:rumou?r|scare|discourage)\b.{0,80}\b(?:ice|immigration|police|deportation)"
+         r"\b.{0,40}\b(?:polls|polling|voting)\b"),
         (Category.NON_VIOLENT_CRIMES, "writing malware",
          r"\b(?:write|create|develop|code|build|make|generate|program|design|craft)\s+(?:me\s+)?"
          r"(?:a |an |some |working |new |custom |undetectable |polymorphic )*(?:\w+ )?"
@@ -134,8 +160,8 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"\b(?:run|execute|launch|start|write|create|make|code)\s+(?:me\s+)?(?:a\s+|an\s+)?"
          r"fork ?bomb\b"),
         (Category.NON_VIOLENT_CRIMES, "account takeover",
-         r"\b(?:script|code|program|tool|bot|python)\b.{0,40}\b(?:brute-?forc\w*|cracks?|"
-         r"guess(?:es)?)\s+(?:\w+\s+){0,2}?(?:logins?|passwords?|accounts?|pins?|2fa|otp)\b"
+         r"\b(?:script|code|program|tool|bot|python)\b.{0,40}\b(?:brute[- ]?forc\w*|cracks?|"
+         r"guess(?:es)?)\s+(?:\w+\s+){0,3}?(?:logins?|passwords?|accounts?|pins?|2fa|otp)\b"
          r"|\b(?:access|get into|break into|log ?into|hack into|read|see|open|unlock)\s+"
          r"(?:my\s+)?(?:ex|ex-?girlfriend|ex-?boyfriend|ex-?wife|ex-?husband|wife|husband|"
          r"girlfriend|boyfriend|partner|roommate|boss|coworker|colleague|sister|brother|"
@@ -297,9 +323,24 @@ def match_rule(view: str) -> tuple[Category, str] | None:
                 continue
             if category is Category.VIOLENT_CRIMES and _GAME.search(view):
                 continue
+            if name in _UNLESS and _UNLESS[name].search(view):
+                continue
             return category, name
     return None
 
+
+# Defending, detecting or reporting: the same words, the other side.
+_DEFENSIVE = re.compile(
+    r"\b(?:protect\w*|defend\w*|mitigat\w*|prevent\w*|detect\w*|spot|recogni[sz]e|"
+    r"identify|verify|report\w*|survive|stop (?:a|an|the)|is it legal|penalt\w+|"
+    r"what happens if)\b"
+)
+_UNLESS: dict[str, re.Pattern[str]] = {
+    "denial of service": _DEFENSIVE,
+    "forging documents": _DEFENSIVE,
+    "account takeover": _DEFENSIVE,
+    "fraud": _DEFENSIVE,
+}
 
 # Killing in a game is gameplay.
 _GAME = re.compile(

@@ -49,9 +49,16 @@ GROUPS = frozenset("""
     transgender transgenders queers women woman girls females men feminists disabled cripples
     retards autistic natives aboriginals jewish islamic black white asian arab mexican african
     indian migrant immigrant refugee foreigner negroes
+    mexicanos inmigrantes judios musulmanes negros gitanos extranjeros moros sudacas
+    immigres etrangers juifs musulmans arabes noirs migrants roms
+    auslander fluchtlinge juden muslime migranten zigeuner
+    immigrati ebrei musulmani stranieri zingari
 """.split())
 _DEHUMANISING = re.compile(
-    r"\b(?:are|is|r|just|like|nothing but|all)\s+(?:\w+\s+){0,2}(?:vermin|animals|subhuman|"
+    r"\b(?:son|sont|sind|sono|sao)\s+(?:\w+\s+){0,2}(?:animales|ratas|basura|cucarachas|"
+    r"parasitos|escoria|animaux|rats|vermine|parasites|ordures|cafards|tiere|ratten|"
+    r"ungeziefer|abschaum|parasiten|animali|ratti|spazzatura|scarafaggi|vermi|lixo|baratas)\b"
+    r"|\b(?:are|is|r|just|like|nothing but|all)\s+(?:\w+\s+){0,2}(?:vermin|animals|subhuman|"
     r"sub-human|parasites?|cockroaches|rats|savages|filth|scum|a disease|a plague|a cancer|"
     r"apes|monkeys|inferior|not human|trash|garbage)\b"
     r"|\b(?:should|must|need to|ought to|deserve to|have to)\s+(?:all\s+)?(?:be\s+)?"
