@@ -33,9 +33,11 @@ from assistant.safety.verdict import Action, Category, Subject, Verdict
 log = logging.getLogger(__name__)
 
 SAFE = "safe"
-# Chosen from the cross-validated figures on the training set (see ``main`` and
-# docs/safety.md): the lowest threshold whose false-positive rate on safe lines stays ≤ 3%.
-DEFAULT_THRESHOLD = 0.8
+# Chosen from cross-validated figures on the training set (``main``) and from our own probe
+# sets of harmful requests and benign look-alikes (not the evaluation set): at 0.75 the CV
+# false-positive rate is 3.3% (recall 0.75); at 0.80, 2.5% (recall 0.69); on the probes both
+# wrongly block 1 benign line in 110, and 0.75 catches 3 more of 110 harmful ones.
+DEFAULT_THRESHOLD = 0.75
 C = 1.0  # inverse regularisation of both SVMs
 SCALE = 4.0  # margin -> score: a margin of ±0.5 is a score of 0.12 / 0.88
 _S_CATEGORIES = {c.value for c in Category if c.value.startswith("S")}
