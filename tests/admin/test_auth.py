@@ -295,3 +295,17 @@ def test_a_successful_login_clears_earlier_failures(app: FastAPI) -> None:
                 assert log_in(http, USERNAME, "wrong").status_code == 401
             assert log_in(http).status_code == 303
             http.cookies.clear()
+
+
+def test_the_panel_never_writes_data_as_html() -> None:
+    """A guard on the sources: no ``|safe`` in templates, no ``innerHTML`` in our scripts."""
+    from integrations.web.admin.core import STATIC_DIR, TEMPLATES_DIR
+
+    for template in TEMPLATES_DIR.glob("*.html"):
+        text = template.read_text(encoding="utf-8")
+        assert "|safe" not in text.replace(" ", ""), template.name
+        assert "autoescape false" not in text, template.name
+    for script in STATIC_DIR.glob("*.js"):
+        text = script.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, (script.name, sink)

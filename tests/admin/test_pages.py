@@ -277,6 +277,14 @@ def test_users_ban_unban_and_quota(logged_in: TestClient, csrf: str, store: Any,
     assert logged_in.post("/admin/users/quota", data=who | {"quota": ""}).status_code == 303
     assert client.get(user_quota_key("telegram", "default", "42")) is None
     assert logged_in.post("/admin/users/ban", data={"csrf_token": csrf}).status_code == 422
+
+    # Redis lost its data: the store's bans and quotas are applied again from the page.
+    logged_in.post("/admin/users/ban", data=who)
+    client.delete(banned_key("telegram", "default", "42"))
+    synced = logged_in.post("/admin/users/sync", data={"csrf_token": csrf})
+    assert synced.status_code == 303 and synced.headers["location"].endswith("notice=synced")
+    assert client.exists(banned_key("telegram", "default", "42"))
+    assert "sync_redis" in audit_actions(store)
     assert {"ban_user", "unban_user", "set_user_quota"} <= set(audit_actions(store))
 
 

@@ -39,6 +39,7 @@ NOTICES = {
     "banned": "The user is banned.",
     "unbanned": "The user is no longer banned.",
     "unmuted": "The user is no longer muted.",
+    "synced": "Bans and quotas from the store are applied in Redis again.",
     "quota": "The user's daily token quota is saved.",
     "saved": "Saved as a new version.",
     "rolled-back": "Rolled back: the old text is the newest version again.",

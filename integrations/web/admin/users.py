@@ -10,7 +10,16 @@ from fastapi.responses import HTMLResponse, Response
 
 from assistant import admin_actions
 from assistant.store.users import Users
-from integrations.web.admin.core import Admin, AdminError, Form, Session, call, redirect, render
+from integrations.web.admin.core import (
+    Admin,
+    AdminError,
+    Form,
+    Session,
+    audit,
+    call,
+    redirect,
+    render,
+)
 
 router = APIRouter(prefix="/admin/users", include_in_schema=False)
 
@@ -86,6 +95,19 @@ async def unmute_user(admin: Admin, session: Session, form: Form) -> Response:
 
     await call(unmute)
     return redirect("/admin/users", "unmuted", **back(form))
+
+
+@router.post("/sync")
+async def sync_to_redis(admin: Admin, session: Session) -> Response:
+    """Apply every ban and per-user quota in the store to Redis again (after Redis lost data)."""
+
+    def sync() -> int:
+        mirrored = admin_actions.sync_redis(admin.store, admin.web.client)
+        audit(admin, session.username, "sync_redis", "", {"users": mirrored})
+        return mirrored
+
+    await call(sync)
+    return redirect("/admin/users", "synced")
 
 
 @router.post("/quota")

@@ -1,5 +1,5 @@
 // Shared by every admin page: a confirmation before destructive forms (data-confirm).
-// No data is ever written with innerHTML: text goes in with textContent.
+// Data is never written as markup: text goes in with textContent.
 "use strict";
 
 document.addEventListener("submit", (event) => {
