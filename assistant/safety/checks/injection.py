@@ -162,10 +162,12 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"|\b(?:who|that|which) (?:never|won'?t ever|will never|can'?t) (?:says? no|refuses?|"
          r"declines?)(?: to)?(?: anything| any (?:request|question|prompt)s?)?\s*(?:[.,;!]|$)"),
         ("lift restrictions",
-         r"\b(?:(?:safety|content|ethical)\s+)?(?:rules|restrictions|guidelines|filters|"
-         r"guardrails|policies|limits)\s+(?:were|are|was|is|have been|has been)\s+(?:just\s+|"
-         r"only\s+|now\s+|all\s+)?(?:a test|lifted|disabled|suspended|off|over|removed|"
-         r"void|waived|no longer (?:apply|active|in effect|needed|relevant))\b"
+         r"\b(?:safety|content|ethical|ai|your|the ai'?s?|chatbot|assistant'?s?|model'?s?)\s+"
+         r"(?:rules|restrictions|guidelines|"
+         r"filters|guardrails|policies|limits)\s+(?:were|are|was|is|have been|has been)\s+"
+         r"(?:just\s+|only\s+|now\s+|all\s+)?(?:a test|lifted|disabled|suspended|off|over|"
+         r"removed|void|waived|abolished|repealed|gone|cancell?ed|no longer (?:apply|active|"
+         r"in effect|needed|relevant))\b"
          r"|\b(?:answer|respond|reply|speak) (?:freely|without (?:holding back|censoring))"),
         ("disable safety",
          r"\b(?:safety|content|moderation|ethics|ethical|filter(?:ing)?)\s+(?:module|filters?|"
@@ -185,6 +187,20 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"restrictions|safety|filters|guardrails|directives|system prompt)\b"
          r"|\b(?:ignores|ignoring|breaks|bypasses|disregards)\s+(?:all|every|any)\s+"
          r"(?:\w+\s+)?(?:rules?|restrictions?|guidelines?|instructions?|polic(?:y|ies))\b"),
+        ("override instructions",
+         r"\b(?:ignore|disregard|forget)\s+(?:whatever|everything|anything|what|all)\s+"
+         r"(?:that\s+)?(?:the\s+|your\s+)?(?:developers?|creators?|makers?|company|openai|"
+         r"anthropic|meta|admins?|operators?|they)\s+(?:have\s+)?(?:told|taught|said to|"
+         r"instructed|programmed|trained)\s+you\b"
+         r"|\byour (?:only|one|new|sole) (?:rule|directive|purpose|goal) (?:now )?is to "
+         r"(?:obey|serve|comply|do what)|\byou (?:must|will|shall) (?:now )?obey (?:me|my|"
+         r"every|all|only)\b"),
+        ("persona jailbreak",
+         r"\b(?:you|you'?re|ai|assistant|bot|chatbot|model|character|persona)\b.{0,40}"
+         r"\b(?:has|have|with|without) no (?:ethics|morals|moral compass|conscience|ethical "
+         r"(?:guidelines|limits|constraints|boundaries))\b"
+         r"|\byou are no longer (?:an? |the )?(?:assistant|ai|chatbot|bound|restricted|limited|"
+         r"an ai model|a language model)\b"),
         ("reveal system prompt",
          r"\b(?:print|show|repeat|output|dump|reveal|list|display|paste|copy|give me)\s+"
          r"(?:me\s+)?(?:everything|all|the (?:text|content|contents|tokens))\s+(?:that\s+"

@@ -116,6 +116,29 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"benefits?|welfare|mortgage|wire|bank|credit card|identity|medicare|medicaid|"
          r"unemployment)\s+fraud\b|\b(?:fake|stage|faking|staging)\s+(?:a |an |my )?(?:car )?"
          r"(?:accident|theft|burglary|injury|fire)\b.{0,40}\b(?:insurance|claim|payout)"),
+        (Category.VIOLENT_CRIMES, "planning an attack",
+         r"\b(?:plan|plot|strategy|steps?)\b.{0,20}\b(?:to )?(?:attack|bomb|shoot up|storm|"
+         r"burn down|raid|ambush)\s+(?:a |an |the |our |my )?(?:local )?(?:police station|"
+         r"school|church|mosque|synagogue|temple|government building|parliament|crowd|"
+         r"concert|festival|parade|mall|stadium|embassy|hospital|office|protest|rally)\b"
+         r"|\b(?:trap|booby[- ]?trap|tripwire|snare)\b.{0,60}\b(?:injure|maim|kill|"
+         r"seriously (?:harm|hurt)|cripple)\b"
+         r"|\b(?:how (?:do|can|could|would|should) i|i want to|i'?m going to|help me|"
+         r"best way to|plan to)\b.{0,60}"
+         r"\b(?:flamethrower|pepper spray|acid|taser|weapon|gun|rifle|bomb|molotov|tear gas|"
+         r"crossbow|drone)\b.{0,40}\b(?:on|at|into|against)\s+(?:a |the )?(?:crowd|people|"
+         r"protesters|students|shoppers|passers-?by|worshippers)\b"),
+        (Category.NON_VIOLENT_CRIMES, "money laundering and cheating checks",
+         _REQUEST + r"(?:\s+[\w'-]+){0,3}?\s*(?:launder|clean|wash)\s+(?:the\s+|my\s+|"
+         r"dirty\s+|illegal\s+)?(?:money|cash|proceeds|profits|funds)\b"
+         r"|\b(?:cheat|beat|fool|trick|pass|get around|fake)\s+(?:a |the |my |an? )?"
+         r"(?:breathalyz|breathalys)\w*|\b(?:cheat|beat|fool|trick)\s+(?:a |the |my )?"
+         r"(?:drug test|polygraph|lie detector|urine test)\b"
+         r"|\bforge\s+(?:my |his |her |their |someone'?s |somebody'?s |the )?(?:\w+'s )?"
+         r"(?:\w+ )?signatures?\b"
+         r"|\b(?:flood|spam|bomb|blast)\s+(?:a |someone'?s |his |her |their |my ex'?s )?"
+         r"(?:phone|number|phone number|inbox|email)\b.{0,30}\b(?:calls|texts|messages|"
+         r"spam|all day)"),
         (Category.NON_VIOLENT_CRIMES, "denial of service",
          r"(?:how (?:can|do|could|would) i|help me|i want to|i'?m going to|best way to|"
          r"let'?s)\b.{0,40}\b(?:ddos|take down|knock (?:\w+ )?offline)\s+(?:\w+\s+){0,2}?"
@@ -337,6 +360,7 @@ _DEFENSIVE = re.compile(
 )
 _UNLESS: dict[str, re.Pattern[str]] = {
     "denial of service": _DEFENSIVE,
+    "money laundering and cheating checks": _DEFENSIVE,
     "forging documents": _DEFENSIVE,
     "account takeover": _DEFENSIVE,
     "fraud": _DEFENSIVE,
