@@ -309,3 +309,20 @@ def test_the_panel_never_writes_data_as_html() -> None:
         text = script.read_text(encoding="utf-8")
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in text, (script.name, sink)
+
+
+def test_redis_down_is_a_clear_503_not_a_crash(tmp_path: Path) -> None:
+    import redis as redis_lib
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    app, _ = build_app(admin_settings(tmp_path), fakeredis.FakeServer())
+    down = redis_lib.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    app.state.web.client = down
+    with TestClient(app, follow_redirects=False) as http:
+        http.cookies.set(auth.SESSION_COOKIE, app.state.admin.signer.sign("x").decode(),
+                         path="/admin")
+        page = http.get("/admin")
+        assert page.status_code == 503 and "Redis is unavailable" in page.text
+        assert http.get("/admin/api/dashboard").status_code == 503
+        assert log_in(http).status_code == 503

@@ -11,6 +11,8 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import redis
+import sqlalchemy.exc
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from itsdangerous import Signer
@@ -131,13 +133,28 @@ async def read_form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(read_form)]
 
 
+async def call(function: Callable[..., T], *args: Any) -> T:
+    """Run store and Redis work in a thread; the core's errors become admin error pages."""
+    try:
+        return await run_in_threadpool(function, *args)
+    except (QueueUnavailable, redis.RedisError) as exc:
+        raise AdminError(503, f"Redis is unavailable: {exc}") from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        log.warning("the store failed: %s", exc)
+        raise AdminError(503, "the database is unavailable; try again in a moment") from exc
+    except ReplyTimeout as exc:  # a delete waiting for a reply in progress
+        raise AdminError(409, str(exc)) from exc
+    except PromptError as exc:  # an unknown prompt, bad braces, a missing placeholder
+        raise AdminError(422, str(exc)) from exc
+
+
 async def require_session(request: Request, admin: Admin) -> auth.AdminSession:
     """Every admin route but the login page depends on this: a session, and on a
     state-changing request its CSRF token."""
     if admin.problem:
         raise AdminError(503, f"The admin panel is off: {admin.problem}.")
-    session = await run_in_threadpool(auth.load_session, admin.web.client, admin.signer,
-                                      request.cookies.get(auth.SESSION_COOKIE))
+    session = await call(auth.load_session, admin.web.client, admin.signer,
+                         request.cookies.get(auth.SESSION_COOKIE))
     if session is None:
         raise LoginRequired()
     if request.method not in auth.SAFE_METHODS:
@@ -151,18 +168,6 @@ async def require_session(request: Request, admin: Admin) -> auth.AdminSession:
 
 
 Session = Annotated[auth.AdminSession, Depends(require_session)]
-
-
-async def call(function: Callable[..., T], *args: Any) -> T:
-    """Run store and Redis work in a thread; the core's errors become admin error pages."""
-    try:
-        return await run_in_threadpool(function, *args)
-    except QueueUnavailable as exc:
-        raise AdminError(503, str(exc)) from exc
-    except ReplyTimeout as exc:  # a delete waiting for a reply in progress
-        raise AdminError(409, str(exc)) from exc
-    except PromptError as exc:  # an unknown prompt, bad braces, a missing placeholder
-        raise AdminError(422, str(exc)) from exc
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
