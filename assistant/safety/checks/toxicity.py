@@ -12,8 +12,13 @@ The package's own ``predict_prob`` spends ~3 ms in scikit-learn's input checks f
 text; this module reads the same fitted vectorizer and model once and computes the identical
 probability in plain Python (a few microseconds). A test checks both agree.
 
-Thresholds (see docs/safety.md for the figures behind them): ``block_at`` 0.80 and
-``flag_at`` 0.50 on the calibrated probability.
+Thresholds, on the calibrated probability: ``block_at`` 0.80 and ``flag_at`` 0.50. On our
+labelled cases (tests/data/toxicity_cases.jsonl: 15 abusive, 25 not), the 9 insults aimed at
+someone all score ≥ 0.99, while casual swearing spans 0.55–1.00: the probability alone cannot
+tell them apart (any block threshold from 0.5 to 0.99 blocks the same lines), the target
+can. 0.80 leaves room under 0.99 for leetspeak and misspellings that lower the score. Group
+hate without swear words scores 0.06–0.83, which is why it has its own rule. Result: 15/15
+caught, 0/25 blocked wrongly, 16/25 flagged.
 """
 
 from __future__ import annotations
