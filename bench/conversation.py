@@ -61,11 +61,10 @@ def log(message: str) -> None:
 
 
 def user_text(conversation: int, turn: int) -> str:
-    """About 25 tokens; with a 48-token reply and the template, a turn adds ~80 tokens, so
-    turn 20 reads ~1,500 tokens of history."""
+    """A short message asking for a long reply (~15 tokens): with a 56-token reply and the
+    template a turn adds ~80 tokens, so turn 20 carries ~1,500 tokens of history."""
     topic = TOPICS[(conversation + turn) % len(TOPICS)]
-    return (f"Note {turn} from traveller {conversation}: I walked past {topic} again today. "
-            f"Tell me a story about {topic}, please.")
+    return f"Traveller {conversation}, day {turn}: tell me a long story about {topic}."
 
 
 @dataclass
@@ -394,7 +393,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=settings.threads)
     parser.add_argument("--context-size", type=int, default=4096,
                         help="large enough that 20 turns need no summary (default %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=48,
+    parser.add_argument("--max-tokens", type=int, default=56,
                         help="reply length (default %(default)s)")
     parser.add_argument("--think-seconds", type=float, default=1.0,
                         help="pause of the user between a reply and the next message, in the "
@@ -414,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.settings import Settings
 
     args = parse_args(argv)
+    # Stop cleanly on SIGTERM too (a background job ignores SIGINT): the stacks are closed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = Settings()
     model_path = resolve_model_path(args.model, settings.models_dir)
     log_dir = args.log_dir / ("conversation-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
