@@ -61,6 +61,16 @@ function drawLines(canvas, series, legend) {
       drawing = true;
     });
     ctx.stroke();
+    // A dot on every sample, so a single one (or one between gaps) still shows.
+    ctx.fillStyle = PALETTE[index % PALETTE.length];
+    line.points.forEach((value, i) => {
+      if (value === null || value === undefined) return;
+      const x = pad.left + (count === 1 ? plotW : (plotW * i) / (count - 1));
+      const y = pad.top + plotH - (plotH * value) / top;
+      ctx.beginPath();
+      ctx.arc(x, y, 2.5, 0, 2 * Math.PI);
+      ctx.fill();
+    });
   });
   if (legend) {
     legend.replaceChildren(...series.map((line, index) => {
