@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from assistant.safety.checks.intent_rules import match_rule
-from assistant.safety.checks.normalise import make_subject
+from assistant.safety.checks.normalise import plain
 from assistant.safety.verdict import Action, Category, Subject, Verdict
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,8 @@ def _label(row: dict[str, Any]) -> str | None:
 
 
 def features(text: str) -> str:
-    """What the classifier reads: the de-obfuscated normalised text."""
-    subject = make_subject(text, "input")
-    return subject.decoded[0] if subject.decoded else subject.normalized
+    """What the classifier learns from: the de-obfuscated normalised text."""
+    return plain(text)
 
 
 # Harmless compounds of alarming words become one word each, so that the classifier learns

@@ -113,6 +113,11 @@ def _clean(text: str) -> str:
     return cleaned.casefold()
 
 
+def plain(text: str) -> str:
+    """The normalised text with spacing tricks and leetspeak undone (no decoded payloads)."""
+    return deobfuscate(_clean(text))
+
+
 def deobfuscate(cleaned: str) -> str:
     """Join spaced or dotted letters and undo leetspeak in a cleaned (``_clean``) text."""
     text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), cleaned)
