@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 SAFE = "safe"
 # Chosen from cross-validated figures on the training set (``main``) and from our own probe
 # sets of harmful requests and benign look-alikes (not the evaluation set): at 0.75 the CV
-# false-positive rate is 3.4% (recall 0.75); at 0.80, 2.6% (recall 0.70); on the probes both
+# false-positive rate is 3.9% (recall 0.74); at 0.80, 2.9% (recall 0.70); on the probes both
 # wrongly block 1 benign line in 110, and 0.75 catches 3 more of 110 harmful ones. The CV
-# safe lines are mostly hard look-alikes, so 3.4% there is a pessimistic figure.
+# safe lines are mostly hard look-alikes written to sit next to unsafe ones, so the CV rate
+# is a pessimistic figure for ordinary traffic.
 DEFAULT_THRESHOLD = 0.75
 C = 1.0  # inverse regularisation of both SVMs
 SCALE = 4.0  # margin -> score: a margin of ±0.5 is a score of 0.12 / 0.88
