@@ -149,6 +149,9 @@ def test_login_then_the_dashboard_counters_move(page: Page, stack: Stack) -> Non
     expect(page.locator('[data-testid="tokens-per-second"]')).to_have_text(
         re.compile(r"^\d+(\.\d)?$"))
     expect(page.locator("#legend-messages")).to_contain_text("web")
+    polls = int(page.locator("body").get_attribute("data-polls") or "0")
+    # One more sample for the charts (CSP forbids wait_for_function's eval: wait on the DOM).
+    expect(page.locator(f'body:not([data-polls="{polls}"])')).to_have_count(1, timeout=WAIT_MS)
     screenshot(page, "admin-dashboard.png")
 
 
