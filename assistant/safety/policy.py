@@ -33,12 +33,16 @@ class ChannelPolicy:
     def action_for(self, verdict: Verdict) -> Action:
         """What the proposed verdict becomes: the category's configured action, if any.
 
+        A check that only proposes ``flag`` (not sure enough to act: casual swearing, a low
+        score) is never escalated by the policy; it can only be turned off (``allow``).
         ``mask`` needs redacted text: a check that cannot redact is blocked instead (fail
         closed rather than let through what the policy wanted hidden).
         """
         if verdict.category is None:
             return verdict.action
         action = self.actions.get(verdict.category, verdict.action)
+        if verdict.action is Action.FLAG:
+            return Action.ALLOW if action is Action.ALLOW else Action.FLAG
         if action is Action.MASK and verdict.masked is None:
             return Action.BLOCK
         return action

@@ -58,6 +58,19 @@ def test_action_for_applies_the_category_and_fails_closed_on_impossible_masks() 
     assert channel.action_for(ip) is Action.FLAG
     other = Verdict(Action.BLOCK, "harmful", Category.HATE)
     assert channel.action_for(other) is Action.BLOCK  # not configured: the check's proposal
+    unsure = Verdict(Action.FLAG, "toxicity", Category.VIOLENT_CRIMES)
+    assert channel.action_for(unsure) is Action.FLAG  # a flag is never escalated to a block
+    off = Policy.from_dict({"default": {"input": [], "output": [], "actions": {"S1": "allow"}}}
+                           ).for_channel("web", "default", "c")
+    assert off.action_for(unsure) is Action.ALLOW
+
+
+def test_a_policy_can_escalate_masked_pii_to_a_block() -> None:
+    channel = Policy.from_dict({"default": {"input": [], "output": [],
+                                            "actions": {"pii": "block"}}}
+                               ).for_channel("web", "default", "c")
+    pii = Verdict(Action.MASK, "pii", Category.PII, masked="my card [card]")
+    assert channel.action_for(pii) is Action.BLOCK
 
 
 @pytest.mark.parametrize(

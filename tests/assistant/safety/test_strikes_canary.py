@@ -5,9 +5,9 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Muted
 from assistant.limits import Limits, check
-from assistant.envelope import ConversationKey, Inbound
 from assistant.safety.checks.canary import CanaryCheck, new_canary
 from assistant.safety.strikes import Strikes
 from assistant.safety.verdict import Action, Category
