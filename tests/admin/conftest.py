@@ -96,9 +96,12 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, server: fakeredis.FakeServer) -> FastAPI:
+def app(settings: Settings, server: fakeredis.FakeServer) -> Iterator[FastAPI]:
     built, _ = build_app(settings, server)
-    return built
+    yield built
+    opened = built.state.admin._store
+    if opened is not None:
+        opened.engine.dispose()
 
 
 @pytest.fixture

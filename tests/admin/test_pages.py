@@ -6,10 +6,12 @@ from __future__ import annotations
 import html
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from markupsafe import escape
@@ -19,13 +21,32 @@ from assistant.envelope import ConversationKey
 from assistant.limits import banned_key, user_quota_key
 from assistant.observe import TurnStats
 from assistant.safety.strikes import mute_key, user_ref
+from assistant.settings import Settings
+from assistant.store import connect_store
 from assistant.store.archive import Archive, ArchivedMessage
 from assistant.store.audit import AuditLog
 from assistant.store.models import ModerationEvent
 from assistant.store.moderation import ModerationLog
 from assistant.store.personas import Personas
 from assistant.store.users import Users
-from tests.admin.conftest import PASSWORD, WORKER, FakeControl
+from tests.admin.conftest import PASSWORD, WORKER, FakeControl, admin_settings
+
+TABLES = ("messages", "conversations", "users", "persona_versions", "audit_log",
+          "moderation_events")
+
+
+@pytest.fixture
+def settings(sql_url: str, tmp_path: Path) -> Settings:
+    """Every page test on SQLite and on PostgreSQL (whose database the run's tests share: the
+    tables are emptied first)."""
+    if sql_url.startswith("postgresql"):
+        store = connect_store(sql_url)
+        with store.session() as session:
+            for table in TABLES:
+                session.execute(sa.text(f"DELETE FROM {table}"))
+        store.engine.dispose()
+    return admin_settings(tmp_path, DATABASE_URL=sql_url)
+
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
