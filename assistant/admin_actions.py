@@ -181,6 +181,14 @@ def forget_user(store: Store, client: redis.Redis, platform: str, workspace: str
     """
     with _redis():
         memory.forget_user(client, platform, workspace, user_id, retention_seconds)
+    return forget_archived_user(store, platform, workspace, user_id, actor)
+
+
+def forget_archived_user(store: Store, platform: str, workspace: str, user_id: str,
+                         actor: str) -> int:
+    """The archive's half of forgetting a user (their messages and counts; a ban or a quota
+    stays), audited. The Slack and Telegram "forget me" commands call it after clearing the
+    memory themselves. Returns the archived messages deleted."""
     deleted = Archive(store).forget_user(platform, workspace, user_id)
     Users(store).forget(platform, workspace, user_id)
     AuditLog(store).record(actor, "forget_user", user_ref(platform, workspace, user_id),

@@ -4,7 +4,7 @@ SQL through SQLAlchemy, SQLite by default and PostgreSQL in production (``DATABA
 Alembic migrations that every process runs (under a lock) before it first touches the store.
 """
 
-from assistant.store.db import Store, connect_store, migrate
+from assistant.store.db import Store, connect_store, migrate, shared_store
 from assistant.store.models import (
     AuditEntry,
     Conversation,
@@ -15,4 +15,4 @@ from assistant.store.models import (
 )
 
 __all__ = ["AuditEntry", "Conversation", "Message", "ModerationEvent", "PersonaVersion", "Store",
-           "User", "connect_store", "migrate"]
+           "User", "connect_store", "migrate", "shared_store"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,3 +120,16 @@ def dialect_insert(session: Session, model: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(model)
+
+
+_shared: dict[str, Store] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(url: str) -> Store:
+    """One store per URL per process, opened (and migrated) on first use: for edges (the
+    Slack and Telegram adapters, the web chat) that touch the store now and then."""
+    with _shared_lock:
+        if url not in _shared:
+            _shared[url] = connect_store(url)
+        return _shared[url]

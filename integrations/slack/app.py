@@ -18,12 +18,15 @@ from typing import Any, Protocol
 import redis
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from assistant import turns
+from assistant.admin_actions import forget_archived_user
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Throttled
 from assistant.memory import RedisConversationHistory, forget_user
 from assistant.settings import Settings
+from assistant.store import shared_store
 from integrations.slack import convert
 from integrations.slack.sender import api_base_url
 from worker.dispatch import Submitted
@@ -161,8 +164,10 @@ def answer_command(settings: Settings, client: redis.Redis, command: dict[str, A
         if word == "forget":
             touched = forget_user(client, convert.PLATFORM, team_id, user_id,
                                   settings.retention_seconds)
+            forget_archived_user(shared_store(settings.sql_url), convert.PLATFORM, team_id,
+                                 user_id, actor=f"user:{user_id}")
             return f"Done: I deleted what I kept about you ({touched} conversation(s))."
-    except redis.RedisError:
+    except (redis.RedisError, SQLAlchemyError):
         log.exception("slash command %r failed", word)
         return "Sorry, I can't reach my memory right now. Please try again in a minute."
     return HELP

@@ -26,12 +26,14 @@ from telegram.ext import (
 )
 
 from assistant import turns
+from assistant.admin_actions import forget_archived_user
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.memory import RedisConversationHistory
 from assistant.memory.history import forget_user
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
+from assistant.store import shared_store
 from integrations.telegram.convert import (
     PLATFORM,
     BotIdentity,
@@ -155,6 +157,8 @@ class TelegramAdapter:
         """Everything kept about a user: their private chat and their lines in groups."""
         forget_user(self.client, PLATFORM, "default", str(user_id),
                     self.settings.retention_seconds)
+        forget_archived_user(shared_store(self.settings.sql_url), PLATFORM, "default",
+                             str(user_id), actor=f"user:{user_id}")
         # Telegram's private chat id is the user id: clear it even if it was never indexed.
         self.reset(ConversationKey(platform=PLATFORM, channel=str(user_id), user=str(user_id)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,8 @@ from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import QueueUnavailable
 from assistant.memory import RedisConversationHistory
 from assistant.settings import Settings
+from assistant.store import shared_store
+from assistant.store.archive import Archive, ArchivedMessage
 from integrations.slack import http
 from tests.slack.fake_slack import BOT_USER_ID, FakeSlack, event_body, sign
 
@@ -45,9 +48,10 @@ class Submitter:
 
 
 @pytest.fixture
-def settings(fake_slack: FakeSlack) -> Settings:
+def settings(fake_slack: FakeSlack, tmp_path: Path) -> Settings:
     return Settings(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
-                    SLACK_API_URL=fake_slack.api_url)
+                    SLACK_API_URL=fake_slack.api_url,
+                    DATABASE_URL=f"sqlite:///{tmp_path / 'assistant.db'}")
 
 
 @pytest.fixture
@@ -188,13 +192,18 @@ def test_slash_command_reset_clears_the_dm(web: TestClient,
     assert "thread" in command(web, "reset", channel="C1").json()["text"]
 
 
-def test_slash_command_forget_deletes_the_users_memory(web: TestClient,
+def test_slash_command_forget_deletes_the_users_memory(web: TestClient, settings: Settings,
                                                        fake_redis: fakeredis.FakeRedis) -> None:
     dm = ConversationKey(platform="slack", workspace="T1", channel="D1", user="U1")
     history = RedisConversationHistory(fake_redis, dm, 3600)
     from assistant.envelope import ChatMessage
 
     history.append([ChatMessage(role="user", text="remember me", user_id="U1")])
+    archive = Archive(shared_store(settings.sql_url))
+    archive.record_turn(dm, [ArchivedMessage(message_id="m1", role="user", text="remember me",
+                                             user_id="U1")])
+    assert archive.get(dm.redis_id) is not None
     answer = command(web, "forget").json()
     assert answer["response_type"] == "ephemeral" and "deleted" in answer["text"]
     assert history.records() == []
+    assert archive.get(dm.redis_id) is None  # the archive forgets too, not only the memory
