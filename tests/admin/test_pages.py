@@ -99,6 +99,17 @@ def test_a_conversation_with_markup_renders_as_text(logged_in: TestClient, store
     assert_shown_as_text(listing.text, SCRIPT)  # the title is the first user message
 
 
+def test_a_conversation_shows_its_safety_verdicts(logged_in: TestClient, store: Any) -> None:
+    conversation = archive(store, user_text="some bad words")
+    moderation_event(store, conversation=conversation, message_id="m1", category="S10",
+                     excerpt=f"bad {IMG}")
+    moderation_event(store, conversation="other", message_id="m1", category="PII")
+    page = logged_in.get(f"/admin/conversations/{conversation}").text
+    assert page.count('data-testid="verdict"') == 1 and "block · S10 · toxicity" in page
+    assert "PII" not in page
+    assert_shown_as_text(page, IMG)
+
+
 def test_user_names_and_moderation_excerpts_render_as_text(logged_in: TestClient,
                                                            store: Any) -> None:
     Users(store).seen("slack", "T1", "U1", messages=1, display_name=IMG)

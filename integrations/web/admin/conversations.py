@@ -11,11 +11,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from assistant import admin_actions
 from assistant.store.archive import Archive
+from assistant.store.moderation import ModerationLog
 from integrations.web.admin.core import Admin, AdminError, Session, audit, call, redirect, render
 
 router = APIRouter(prefix="/admin/conversations", include_in_schema=False)
 
 PAGE_SIZE = 25
+MAX_VERDICTS = 100  # safety verdicts shown beside one conversation
 ConversationId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -60,14 +62,20 @@ async def list_conversations(
 @router.get("/{conversation_id}")
 async def get_conversation(request: Request, admin: Admin, session: Session,
                            conversation_id: str = ConversationId) -> HTMLResponse:
-    def load() -> Any:
-        return Archive(admin.store).get(conversation_id)
+    def load() -> tuple[Any, list[Any]]:
+        detail = Archive(admin.store).get(conversation_id)
+        verdicts = [] if detail is None else ModerationLog(admin.store).recent(
+            limit=MAX_VERDICTS, conversation=conversation_id)
+        return detail, verdicts
 
-    detail = await call(load)
+    detail, verdicts = await call(load)
     if detail is None:
         raise AdminError(404, "no such conversation (it may have been deleted)")
+    by_message: dict[str, list[Any]] = {}
+    for verdict in verdicts:
+        by_message.setdefault(verdict.message_id, []).append(verdict)
     return render(request, "conversation.html", title=detail.title or "Conversation",
-                  conversation=detail)
+                  conversation=detail, verdicts=verdicts, by_message=by_message)
 
 
 @router.post("/{conversation_id}/delete")
