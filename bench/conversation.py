@@ -293,7 +293,7 @@ def warm_up(target: Target) -> None:
     target.flush()
 
 
-def one_conversation(target: Target, turns: int, think_seconds: float
+def one_conversation(target: Target, turns: int, think_seconds: float, index: int = 0
                      ) -> tuple[list[Turn], list[tuple[str, str]]]:
     """One conversation, turn after turn, the user pausing ``think_seconds`` after each reply;
     returns the turns and its transcript."""
@@ -303,11 +303,26 @@ def one_conversation(target: Target, turns: int, think_seconds: float
     for turn in range(1, turns + 1):
         if turn > 1:
             time.sleep(think_seconds)
-        text = user_text(0, turn)
+        text = user_text(index, turn)
         result = target.send(conversation, text)
         done.append(result)
         transcript.append((text, result.reply))
     return done, transcript
+
+
+def conversations_one_by_one(target: Target, turns: int, think_seconds: float, repeats: int
+                             ) -> tuple[list[list[Turn]], list[list[tuple[str, str]]]]:
+    """``repeats`` conversations one after the other (different texts): samples per turn."""
+    runs = [one_conversation(target, turns, think_seconds, index=100 + r) for r in range(repeats)]
+    return [turns_ for turns_, _ in runs], [transcript for _, transcript in runs]
+
+
+def median_by_turn(runs: list[list[Turn]], shown: list[int]) -> dict[int, float]:
+    return {t: round(statistics.median(run[t - 1].ttft_ms for run in runs), 1) for t in shown}
+
+
+def cold_median(colds: list[dict[int, Turn]], shown: list[int]) -> dict[int, float]:
+    return {t: round(statistics.median(cold[t].ttft_ms for cold in colds), 1) for t in shown}
 
 
 def cold_turns(target: Target, transcript: list[tuple[str, str]]) -> dict[int, Turn]:
@@ -400,6 +415,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "one-conversation phases (default %(default)s)")
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="single conversations (and cold runs) per target; the medians "
+                             "per turn are reported (default %(default)s)")
     parser.add_argument("--skip-server", action="store_true",
                         help="do not run llama_cpp.server (the anchor)")
     parser.add_argument("--quiet-wait", type=float, default=60.0)
@@ -440,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                                  {**cached, "ASSISTANT_TRACE_PROMPTS": "true"}).start()
     try:
         warm_up(reuse_stack)
-        reuse_turns, transcript = one_conversation(reuse_stack, args.turns, args.think_seconds)
+        reuse_runs, reuse_transcripts = conversations_one_by_one(
+            reuse_stack, args.turns, args.think_seconds, args.repeats)
         system_prompt = _traced_system_prompt(reuse_stack)
     finally:
         reuse_stack.close()
@@ -451,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     cold_stack = PipelineTarget(model_path, log_dir / "cold", 1, plain).start()
     try:
         warm_up(cold_stack)
-        cold = cold_turns(cold_stack, transcript)
+        colds = [cold_turns(cold_stack, transcript) for transcript in reuse_transcripts]
         one_worker = node_memory(cold_stack)
     finally:
         cold_stack.close()
@@ -490,9 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                                     args.max_tokens, system_prompt).start()
         try:
             warm_up(plain_server)
-            server_turns, server_transcript = one_conversation(plain_server, args.turns,
-                                                               args.think_seconds)
-            server_cold = cold_turns(plain_server, server_transcript)
+            server_runs, server_transcripts = conversations_one_by_one(
+                plain_server, args.turns, args.think_seconds, args.repeats)
+            server_colds = [cold_turns(plain_server, t) for t in server_transcripts]
         finally:
             plain_server.close()
         cache_server = ServerTarget(model_path, log_dir, args.context_size, args.threads,
@@ -504,24 +523,26 @@ def main(argv: list[str] | None = None) -> int:
             cache_server.close()
         phases["llama_cpp_server"] = {"cpu": window.stop()}
         server = {
-            "ttft_ms_by_turn": {
-                "cold": {t: round(server_cold[t].ttft_ms, 1) for t in shown},
-                "reuse": {t: round(server_turns[t - 1].ttft_ms, 1) for t in shown}},
-            "reuse_speedup_turn20": _ratio(server_cold[last].ttft_ms,
-                                           server_turns[last - 1].ttft_ms),
+            "ttft_ms_by_turn": {"cold": cold_median(server_colds, shown),
+                                "reuse": median_by_turn(server_runs, shown)},
+            "reuse_speedup_turn20": _ratio(cold_median(server_colds, shown)[last],
+                                           median_by_turn(server_runs, shown)[last]),
+            "reuse_ttft_ms_all_turns": [[round(t.ttft_ms, 1) for t in run]
+                                        for run in server_runs],
             "interleaved_cache_ttft_ms_turn20_p50": p50(server_interleaved),
             "interleaved_cache_speedup_turn20": _ratio(p50(round_robin),
                                                        p50(server_interleaved)),
         }
 
-    reuse_by_turn = {t: round(reuse_turns[t - 1].ttft_ms, 1) for t in shown}
-    cold_by_turn = {t: round(cold[t].ttft_ms, 1) for t in shown}
+    reuse_by_turn = median_by_turn(reuse_runs, shown)
+    cold_by_turn = cold_median(colds, shown)
     first_child = one_worker[0]["children"][0] if one_worker[0]["children"] else {}
     second = two_workers[1] if len(two_workers) > 1 else {"main": {}, "children": [{}]}
     second_child = second["children"][0] if second["children"] else {}
     results = {
-        "ttft_ms_by_turn": {"cold": cold_by_turn, "reuse": reuse_by_turn},
-        "reuse_speedup_turn20": _ratio(cold[last].ttft_ms, reuse_turns[last - 1].ttft_ms),
+        "ttft_ms_by_turn": {"cold": cold_by_turn, "reuse": reuse_by_turn,
+                            "samples_per_turn": args.repeats},
+        "reuse_speedup_turn20": _ratio(cold_by_turn[last], reuse_by_turn[last]),
         "interleaved_speedup_turn20": _ratio(p50(round_robin), p50(affine[args.turns])),
         "worker_rss_mb": first_child.get("rss_mb"),
         "second_worker_rss_mb": round(second_child.get("private_mb", 0.0)
@@ -532,12 +553,13 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {"model": str(model_path), "threads": args.threads,
                   "context_size": args.context_size, "max_tokens": args.max_tokens,
                   "turns": args.turns, "conversations": args.conversations,
-                  "think_seconds": args.think_seconds,
+                  "think_seconds": args.think_seconds, "repeats": args.repeats,
                   "kv_cache_mb": settings.kv_cache_mb, "nproc": os.cpu_count()},
         "quiet": quiet,
         "targets": TARGETS,
-        "reuse_ttft_ms_all_turns": [round(t.ttft_ms, 1) for t in reuse_turns],
-        "reuse_total_ms_all_turns": [round(t.total_ms, 1) for t in reuse_turns],
+        "reuse_ttft_ms_all_turns": [[round(t.ttft_ms, 1) for t in run] for run in reuse_runs],
+        "reuse_total_ms_all_turns": [[round(t.total_ms, 1) for t in run] for run in reuse_runs],
+        "cold_ttft_ms": [{t: round(c[t].ttft_ms, 1) for t in shown} for c in colds],
         "interleaved": {
             "affine_cache_ttft_ms_p50_by_turn": {t: p50(affine[t]) for t in shown},
             "affine_cache_ttft_ms_turn20": [round(t.ttft_ms, 1) for t in affine[args.turns]],
@@ -547,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": {"one_worker_cache_off": one_worker, "two_workers_cache_off": two_workers},
         "phases": phases,
     }
+    results.update(build_keys(args.output))
     results["conversation"]["meets_targets"] = (
         results["reuse_speedup_turn20"] >= TARGETS["reuse_speedup_turn20_min"]
         and results["interleaved_speedup_turn20"] >= TARGETS["interleaved_speedup_turn20_min"])
@@ -556,6 +579,28 @@ def main(argv: list[str] | None = None) -> int:
                       "interleaved": results["conversation"]["interleaved"]}, indent=2))
     print(f"\nmerged into {args.output}")
     return 0
+
+
+# The build (Makefile LLAMA_CMAKE_ARGS): not rebuilt by the bench (a build takes 4–9 minutes of
+# both cores). "after" is the wall time measured when the current build was installed
+# (docs/benchmarks.md, 2026-11-28: 3 min 36 s with -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON);
+# "before" (the default build, multimodal tools included) was reported as about 9 minutes and
+# not measured on this machine; no decode rate of the default build was measured either.
+INSTALL_SECONDS = {"before": None, "before_reported": 540, "after": 216,
+                   "source": "docs/benchmarks.md (Build); before: NOTES.md, not measured here"}
+
+
+def build_keys(results_path: Path) -> dict[str, Any]:
+    """``install_seconds`` and ``decode_tps`` of the build, before/after the CMake options;
+    ``decode_tps.after`` is this build's direct decode rate from ``python -m bench``."""
+    direct: Any = None
+    try:
+        direct = json.loads(results_path.read_text()).get("direct_decode_tps")
+    except (OSError, ValueError):
+        pass
+    return {"install_seconds": INSTALL_SECONDS,
+            "decode_tps": {"before": None, "after": direct,
+                           "source": "after: direct_decode_tps of python -m bench in this file"}}
 
 
 def _ratio(cold_ms: float, warm_ms: float) -> float:
