@@ -326,3 +326,18 @@ def test_redis_down_is_a_clear_503_not_a_crash(tmp_path: Path) -> None:
         assert page.status_code == 503 and "Redis is unavailable" in page.text
         assert http.get("/admin/api/dashboard").status_code == 503
         assert log_in(http).status_code == 503
+
+
+def test_changing_the_password_ends_earlier_sessions(tmp_path: Path,
+                                                     server: fakeredis.FakeServer) -> None:
+    before, _ = build_app(admin_settings(tmp_path), server)
+    with TestClient(before, follow_redirects=False) as http:
+        log_in(http)
+        cookie = http.cookies.get(auth.SESSION_COOKIE) or ""
+        assert http.get("/admin/api/dashboard").status_code == 200
+    # The same Redis and session secret; a restart with a new password.
+    after, _ = build_app(admin_settings(tmp_path, ADMIN_PASSWORD="a brand new password"),
+                         server)
+    with TestClient(after, follow_redirects=False) as http:
+        http.cookies.set(auth.SESSION_COOKIE, cookie, path="/admin")
+        assert http.get("/admin/api/dashboard").status_code == 401

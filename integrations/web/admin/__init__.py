@@ -31,9 +31,10 @@ def install(app: FastAPI, state: WebState) -> AdminContext:
     problem = auth.password_problem(settings)
     if problem:
         log.warning("the admin panel at /admin is off: %s", problem)
-    admin = AdminContext(web=state, signer=auth.session_signer(settings),
-                         proxies=auth.trusted_proxies(settings), problem=problem,
-                         templates=make_templates())
+    signer = auth.session_signer(settings)
+    admin = AdminContext(web=state, signer=signer, proxies=auth.trusted_proxies(settings),
+                         problem=problem, templates=make_templates(),
+                         fingerprint=auth.credentials_fingerprint(settings, signer))
     app.state.admin = admin
     app.add_middleware(AdminHeaders)
 

@@ -10,6 +10,7 @@ yet, uses a double-submit token: a random value in a cookie and in the form.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -140,15 +141,29 @@ def forget_login_attempts(client: redis.Redis, ip: str, username: str) -> None:
 
 # -- sessions ------------------------------------------------------------------------------------
 
-def start_session(client: redis.Redis, signer: Signer, username: str) -> tuple[str, AdminSession]:
+def credentials_fingerprint(settings: Settings, signer: Signer) -> str:
+    """Changes when ADMIN_USERNAME or ADMIN_PASSWORD does: sessions made before are refused.
+
+    Keyed with the session secret (HMAC), so what Redis holds says nothing about the password.
+    """
+    key = signer.secret_keys[-1]
+    credentials = (settings.admin_username + "\0" +
+                   settings.admin_password.get_secret_value()).encode()
+    return hmac.new(key, credentials, hashlib.sha256).hexdigest()
+
+
+def start_session(client: redis.Redis, signer: Signer, username: str, fingerprint: str
+                  ) -> tuple[str, AdminSession]:
     """A new session: (the cookie value, the session)."""
     session = AdminSession(secrets.token_urlsafe(32), username, secrets.token_urlsafe(32))
-    record = {"username": session.username, "csrf_token": session.csrf_token}
+    record = {"username": session.username, "csrf_token": session.csrf_token,
+              "credentials": fingerprint}
     client.set(session_key(session.session_id), json.dumps(record), ex=SESSION_TTL_SECONDS)
     return signer.sign(session.session_id).decode(), session
 
 
-def load_session(client: redis.Redis, signer: Signer, cookie: str | None) -> AdminSession | None:
+def load_session(client: redis.Redis, signer: Signer, cookie: str | None, fingerprint: str
+                 ) -> AdminSession | None:
     if not cookie:
         return None
     try:
@@ -159,6 +174,8 @@ def load_session(client: redis.Redis, signer: Signer, cookie: str | None) -> Adm
     if raw is None:
         return None
     record = json.loads(raw)
+    if not hmac.compare_digest(str(record.get("credentials", "")), fingerprint):
+        return None  # made before the admin's name or password changed
     return AdminSession(session_id, str(record["username"]), str(record["csrf_token"]))
 
 

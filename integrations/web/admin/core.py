@@ -74,6 +74,7 @@ class AdminContext:
     proxies: frozenset[str]
     problem: str | None  # why the panel is off (an empty or placeholder password), else None
     templates: jinja2.Environment
+    fingerprint: str  # of the admin's credentials (auth.credentials_fingerprint)
     _store: Store | None = None
     _store_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -154,7 +155,7 @@ async def require_session(request: Request, admin: Admin) -> auth.AdminSession:
     if admin.problem:
         raise AdminError(503, f"The admin panel is off: {admin.problem}.")
     session = await call(auth.load_session, admin.web.client, admin.signer,
-                         request.cookies.get(auth.SESSION_COOKIE))
+                         request.cookies.get(auth.SESSION_COOKIE), admin.fingerprint)
     if session is None:
         raise LoginRequired()
     if request.method not in auth.SAFE_METHODS:

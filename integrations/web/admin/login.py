@@ -76,7 +76,8 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
                                 {"ip": ip})
         return login_page(request, admin, status=401, error="Wrong username or password.")
     await call(auth.forget_login_attempts, client, ip, username)
-    cookie, _ = await call(auth.start_session, client, admin.signer, username)
+    cookie, _ = await call(auth.start_session, client, admin.signer, username,
+                           admin.fingerprint)
     await call(audit, admin, username, "login", "", {"ip": ip})
     response = redirect(safe_next(form.get("next")))
     response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=auth.SESSION_TTL_SECONDS,
