@@ -13,6 +13,7 @@ import redis
 from fastapi import APIRouter, Path
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from assistant import turns
@@ -25,6 +26,8 @@ from assistant.errors import (
 )
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import validate_text
+from assistant.store import shared_store
+from assistant.store.archive import Archive
 from assistant.stream import Listener
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
@@ -183,8 +186,13 @@ def _delete_conversation(state: WebState, conversation_id: str) -> None:
                 raise ReplyTimeout("the conversation is still busy; try again")
             state.client.delete(turns.pending_key(history.conversation))
             history.clear()
+            # The user deleted it: the admins' archive copy goes too (still under the lock,
+            # so a turn cannot archive into it afterwards).
+            Archive(shared_store(state.settings.sql_url)).delete(history.conversation.redis_id)
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+    except SQLAlchemyError as exc:
+        raise QueueUnavailable(f"the store is unavailable: {exc}") from exc
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204,

@@ -157,8 +157,23 @@ def test_unknown_conversation_is_404_and_delete_starts_over(stack: Stack) -> Non
     assert httpx.delete(f"{stack.url}/api/conversations/{uuid.uuid4().hex}").status_code == 404
     body = chat(stack.url, "remember me").json()
     url = f"{stack.url}/api/conversations/{body['conversation_id']}"
-    assert httpx.delete(url).status_code == 204
-    assert httpx.get(url).status_code == 404
+    from assistant.envelope import ConversationKey
+    from assistant.store import connect_store
+    from assistant.store.archive import Archive
+
+    archived = ConversationKey(platform="web", channel=body["conversation_id"]).redis_id
+    store = connect_store(stack.env["DATABASE_URL"], upgrade=False)
+    try:
+        # The worker archives the turn just after delivering it.
+        deadline = time.monotonic() + 30
+        while Archive(store).get(archived) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert Archive(store).get(archived) is not None
+        assert httpx.delete(url).status_code == 204
+        assert httpx.get(url).status_code == 404
+        assert Archive(store).get(archived) is None  # deleted for the admins too
+    finally:
+        store.engine.dispose()
 
 
 def test_a_message_queued_without_workers_is_answered_once_one_starts(make_stack: Any) -> None:

@@ -202,6 +202,9 @@ def _spare_from_gc() -> None:
     gc.freeze()
 
 
+# Below this many words the classifier only flags (see ``Harmful._inspect``).
+MIN_WORDS_TO_BLOCK = 4
+
 class Harmful:
     """Blocks requests for harmful help in the S-categories (S1–S14)."""
 
@@ -242,7 +245,11 @@ class Harmful:
                 best_score, best_category, best_view = score, label, view
         if best_score < self.threshold:
             return Verdict.allow(self.name)
-        return Verdict(Action.BLOCK, self.name, Category(best_category),
+        # A few words are too little evidence for the classifier to refuse on ("remember me"
+        # scored 0.83): it only flags them; the rules above still block short requests.
+        action = Action.BLOCK if len(subject.normalized.split()) >= MIN_WORDS_TO_BLOCK \
+            else Action.FLAG
+        return Verdict(action, self.name, Category(best_category),
                        score=round(best_score, 3),
                        reason=f"classifier: {Category(best_category).label} "
                               f"(p={best_score:.2f})",

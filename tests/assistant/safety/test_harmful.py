@@ -133,3 +133,14 @@ def test_replies_are_checked_by_the_rules_only_unless_asked() -> None:
 @pytest.mark.parametrize("odd", ["", "\x00", "🙂" * 200, "a" * 20_000])
 def test_odd_input_never_raises(odd: str) -> None:
     assert inspect(odd).check == "harmful"
+
+
+@pytest.mark.parametrize("text", ["remember me", "take me home", "hit me", "crack on", "run it"])
+def test_a_few_words_are_never_refused_on_the_classifier_alone(text: str) -> None:
+    """Short chat ("remember me" once scored 0.83 as S3) is too little evidence to refuse:
+    the classifier only flags it; the intent rules still block short harmful requests."""
+    from assistant.safety.checks.harmful import Harmful
+    from assistant.safety.checks.normalise import make_subject
+
+    verdict = Harmful().inspect(make_subject(text, "input"))
+    assert verdict.action in (Action.ALLOW, Action.FLAG)
