@@ -96,12 +96,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, server: fakeredis.FakeServer) -> Iterator[FastAPI]:
+def app(settings: Settings, server: fakeredis.FakeServer) -> FastAPI:
     built, _ = build_app(settings, server)
-    yield built
-    opened = built.state.admin._store
-    if opened is not None:
-        opened.engine.dispose()
+    return built
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -19,7 +18,7 @@ from itsdangerous import Signer
 from starlette.concurrency import run_in_threadpool
 
 from assistant.errors import PromptError, QueueUnavailable, ReplyTimeout
-from assistant.store import Store, connect_store
+from assistant.store import Store, shared_store
 from assistant.store.audit import AuditLog
 from integrations.web.admin import auth
 from integrations.web.deps import WebState
@@ -75,16 +74,12 @@ class AdminContext:
     problem: str | None  # why the panel is off (an empty or placeholder password), else None
     templates: jinja2.Environment
     fingerprint: str  # of the admin's credentials (auth.credentials_fingerprint)
-    _store: Store | None = None
-    _store_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def store(self) -> Store:
-        """The durable store, opened (and migrated) on first use; call from a thread."""
-        with self._store_lock:
-            if self._store is None:
-                self._store = connect_store(self.web.settings.sql_url)
-            return self._store
+        """The durable store, shared with the rest of this process (opened and migrated on
+        first use); call from a thread."""
+        return shared_store(self.web.settings.sql_url)
 
 
 def make_templates() -> jinja2.Environment:
