@@ -10,9 +10,12 @@ import redis
 
 from assistant.safety.build import build_service, load_policy
 from assistant.safety.service import SafetyService
+from assistant.safety.verdict import Verdict
 from assistant.settings import Settings
 from assistant.store import connect_store
 from assistant.store.moderation import ModerationLog
+from worker.metrics import enabled as metrics_enabled
+from worker.metrics import worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,13 @@ def build_safety(settings: Settings, client: redis.Redis) -> SafetyService | Non
         extra["llm_judge"] = {"complete": guard_completion(settings)}
     moderation = ModerationLog(connect_store(settings.sql_url))
     service = build_service(settings, client, moderation, extra=extra)
+    if metrics_enabled(settings):
+        counter = worker_metrics().safety_verdicts
+
+        def count(direction: str, verdict: Verdict) -> None:
+            counter.labels(verdict.category or "none", verdict.action.value).inc()
+
+        service.on_verdict = count
     started = time.perf_counter()
     service.warm()
     log.info("safety checks ready in %.2f s", time.perf_counter() - started)

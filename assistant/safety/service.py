@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +59,8 @@ class SafetyService:
     strikes: Strikes | None = None
     canary: str = ""
     stream_check_seconds: float = 0.1
+    # Told every non-allow verdict (the worker counts them in Prometheus); must not raise.
+    on_verdict: Callable[[Direction, Verdict], None] | None = None
 
     def warm(self) -> None:
         """Load and train every classifier now (a worker does it before its first turn)."""
@@ -108,6 +110,9 @@ class SafetyService:
     # -- moderation log ---------------------------------------------------------------------
 
     def log(self, inbound: Inbound, direction: Direction, outcome: Outcome) -> None:
+        if self.on_verdict is not None:
+            for verdict in outcome.verdicts:
+                self.on_verdict(direction, verdict)
         if not outcome.verdicts or self.moderation is None:
             return
         key = inbound.conversation
