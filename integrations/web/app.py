@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import redis
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from assistant import __version__
+from assistant.admin_actions import sync_redis
 from assistant.limits import Limits
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, connect_async
 from assistant.settings import Settings
+from assistant.store import shared_store
 from integrations.web import admin, api, errors, health, metrics, openai_api
 from integrations.web.deps import WebState
 from worker.app import make_app
@@ -51,6 +55,18 @@ def route_server_logs_to_root() -> None:
         server_log.propagate = True
 
 
+def restore_bans_and_quotas(settings: Settings, client: redis.Redis) -> None:
+    """Bans and per-user quotas live in SQL and are mirrored in Redis for the hot path: put
+    the mirror back at start, in case Redis lost its data. A failure is logged, not fatal
+    (``/readyz`` reports a Redis that is down; the admin panel has a button to retry)."""
+    try:
+        mirrored = sync_redis(shared_store(settings.sql_url), client)
+    except Exception:
+        log.exception("could not restore bans and quotas from the store into Redis")
+    else:
+        log.info("restored %d user ban/quota flag(s) into Redis", mirrored)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
@@ -66,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(restore_bans_and_quotas, settings, client)
         yield
         await aclient.aclose()
         client.close()
