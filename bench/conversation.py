@@ -444,13 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     cached = {**env, "ASSISTANT_KV_CACHE_MB": str(settings.kv_cache_mb),
               "ASSISTANT_AFFINITY": "true"}
     plain = {**env, "ASSISTANT_KV_CACHE_MB": "0", "ASSISTANT_AFFINITY": "false"}
+    # Two worker processes on this host: processes × threads ≤ cores, as `assistant worker
+    # --processes 2` plans it (more threads than cores make llama's threads wait on each other).
+    shared_threads = str(max(1, min(args.threads, (os.cpu_count() or 1) // 2)))
+    two = {"ASSISTANT_THREADS": shared_threads, "ASSISTANT_THREADS_BATCH": shared_threads}
     quiet = system.wait_until_quiet(args.quiet_wait) if args.quiet_wait > 0 else {}
     phases: dict[str, Any] = {}
     results: dict[str, Any] = {}
 
     def timed(name: str) -> system.CpuWindow:
         log(f"phase {name}")
-        return system.CpuWindow().start()
+        return system.CpuWindow()
 
     # 1. one conversation with state reuse; the system prompt, for the server, from a trace.
     window = timed("reuse")
@@ -458,46 +462,54 @@ def main(argv: list[str] | None = None) -> int:
                                  {**cached, "ASSISTANT_TRACE_PROMPTS": "true"}).start()
     try:
         warm_up(reuse_stack)
+        window.start()
         reuse_runs, reuse_transcripts = conversations_one_by_one(
             reuse_stack, args.turns, args.think_seconds, args.repeats)
+        stopped = window.stop()
         system_prompt = _traced_system_prompt(reuse_stack)
     finally:
         reuse_stack.close()
-    phases["reuse"] = {"cpu": window.stop()}
+    phases["reuse"] = {"cpu": stopped}
 
     # 2. the same prompts, cold; then the memory of one worker process (no state cache).
     window = timed("cold")
     cold_stack = PipelineTarget(model_path, log_dir / "cold", 1, plain).start()
     try:
         warm_up(cold_stack)
+        window.start()
         colds = [cold_turns(cold_stack, transcript) for transcript in reuse_transcripts]
+        stopped = window.stop()
         one_worker = node_memory(cold_stack)
     finally:
         cold_stack.close()
-    phases["cold"] = {"cpu": window.stop()}
+    phases["cold"] = {"cpu": stopped}
 
     # 3. eight conversations over two workers: affine + cache, then round robin without.
     window = timed("interleaved_affine")
-    affine_stack = PipelineTarget(model_path, log_dir / "affine", 2, cached).start()
+    affine_stack = PipelineTarget(model_path, log_dir / "affine", 2, {**cached, **two}).start()
     try:
         for _ in range(2):  # both workers
             warm_up(affine_stack)
+        window.start()
         affine, transcripts = interleaved(affine_stack, args.conversations, args.turns)
+        stopped = window.stop()
         affine_nodes = {name: _tasks_received(affine_stack, name) for name in ("w1", "w2")}
     finally:
         affine_stack.close()
-    phases["interleaved_affine"] = {"cpu": window.stop(), "tasks_per_worker": affine_nodes}
+    phases["interleaved_affine"] = {"cpu": stopped, "tasks_per_worker": affine_nodes}
 
     window = timed("interleaved_round_robin")
-    rr_stack = PipelineTarget(model_path, log_dir / "round-robin", 2, plain).start()
+    rr_stack = PipelineTarget(model_path, log_dir / "round-robin", 2, {**plain, **two}).start()
     try:
         for _ in range(2):
             warm_up(rr_stack)
+        window.start()
         round_robin = interleaved_last_turn(rr_stack, transcripts, warm_turn=False)
+        stopped = window.stop()
         two_workers = node_memory(rr_stack)
     finally:
         rr_stack.close()
-    phases["interleaved_round_robin"] = {"cpu": window.stop()}
+    phases["interleaved_round_robin"] = {"cpu": stopped}
 
     last = args.turns
     shown = measured_turns(last)
@@ -509,9 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                                     args.max_tokens, system_prompt).start()
         try:
             warm_up(plain_server)
+            window.start()
             server_runs, server_transcripts = conversations_one_by_one(
                 plain_server, args.turns, args.think_seconds, args.repeats)
             server_colds = [cold_turns(plain_server, t) for t in server_transcripts]
+            stopped = window.stop()
         finally:
             plain_server.close()
         cache_server = ServerTarget(model_path, log_dir, args.context_size, args.threads,
@@ -521,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             server_interleaved = interleaved_last_turn(cache_server, transcripts, warm_turn=True)
         finally:
             cache_server.close()
-        phases["llama_cpp_server"] = {"cpu": window.stop()}
+        phases["llama_cpp_server"] = {"cpu": stopped}
         server = {
             "ttft_ms_by_turn": {"cold": cold_median(server_colds, shown),
                                 "reuse": median_by_turn(server_runs, shown)},

@@ -35,6 +35,7 @@ GENERATION_PROMPT_TOKENS = 4
 # differ in the last bits (measured: logits up to 0.65 apart). State kept for reuse is therefore
 # always read in batches of at least this many tokens, as a cold run reads its prompt.
 MIN_BATCH = 4
+UBATCH = 128
 
 
 class LlamaEngine:
@@ -82,6 +83,10 @@ class LlamaEngine:
                     n_ctx=self.context_size,
                     n_threads=self.threads,
                     n_threads_batch=self.threads_batch,
+                    # The compute buffer holds a ubatch's logits (n_ubatch × 49k vocab × 4 B):
+                    # 99 MB at llama's 512, 25 MB at 128, with the same prompt speed here
+                    # (docs/benchmarks.md, "Long conversations").
+                    n_ubatch=UBATCH,
                     use_mmap=True,  # processes on one host share the weights
                     verbose=False,
                 )
