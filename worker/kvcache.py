@@ -143,7 +143,8 @@ def restore(llama: Any, state: KvState) -> None:
     ctx = llama._ctx.ctx
     llama._ctx.kv_cache_seq_rm(-1, 0, -1)
     llama.n_tokens = 0
-    source = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+    # A pointer into the bytes object itself: no copy of tens of MB before llama.cpp's own.
+    source = ctypes.cast(ctypes.c_char_p(state.data), ctypes.POINTER(ctypes.c_uint8))
     read = int(llama_cpp.llama_state_seq_set_data(ctx, source, len(state.data), SEQUENCE))
     if read == 0:
         llama._ctx.kv_cache_seq_rm(-1, 0, -1)
