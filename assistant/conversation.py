@@ -201,6 +201,13 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                              on_prompt=trace_prompt(client, runtime.prompts)
                              if runtime.trace_prompts else None,
                              finalize=gate.finish if gate is not None else None)
+            if gate is not None:
+                # The checked rest of the reply (held back at the end, or the cut notice)
+                # goes out as the last pieces, before ``done``.
+                tail = gate.unreleased(reply.text)
+                if tail:
+                    publisher.token(len(pieces), tail)
+                    pieces.append(tail)
         # The last token batch, the stored reply and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)
     finally:

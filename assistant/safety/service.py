@@ -222,6 +222,14 @@ class OutputGate:
         shown = self.released.rstrip()
         return (f"{shown} {notice}" if shown else self.service.refusal(None)), True
 
+    def unreleased(self, final: str) -> str:
+        """What of the final reply was not streamed yet, so a client that joins the streamed
+        pieces (an OpenAI client does) ends with the whole reply. Empty when a mask changed
+        text already shown: then only the final reply is right (every client replaces)."""
+        if final.startswith(self.released):
+            return final[len(self.released):]
+        return ""
+
     def _log(self, outcome: Outcome) -> None:
         if outcome.action is not Action.ALLOW and outcome not in self.outcomes:
             self.outcomes.append(outcome)

@@ -171,11 +171,13 @@ def test_a_reply_turning_unsafe_is_cut_before_the_unsafe_part_is_shown(
     tokens, done = streamed(stack, "How do I grow tomatoes?", user)
     shown = "".join(tokens)
     assert "Tomatoes like sun" in shown, "the safe part streams as usual"
+    assert CUT not in shown[: shown.index("Tomatoes")]
     for unsafe in ("bomb", "kills", "black powder", "fuse"):
         assert unsafe not in shown
         assert unsafe not in done["reply"]
     assert done["reply"].endswith(CUT)
     assert done["reply"].startswith("Sure, happy to help with your garden.")
+    assert shown.strip() == done["reply"]  # the cut notice streams as the last piece
     stored = httpx.get(f"{stack.url}/api/conversations/{done['conversation_id']}").json()
     assert stored["messages"][-1]["text"] == done["reply"]  # remembered as shown
     events_ = moderation(stack, user)
