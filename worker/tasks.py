@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from functools import lru_cache
 
-from celery import Task
+import redis
+from celery import Task, current_task
 
 from assistant import live_stats
 from assistant.conversation import Runtime, answer_pending
@@ -31,6 +35,38 @@ from worker.stub import StubEngine
 log = logging.getLogger(__name__)
 
 
+def models_key(hostname: str) -> str:
+    """Which pool processes of a worker node have loaded which model (the admin's Workers
+    page): a hash of pid → {"model", "loaded_at"}, kept a day after the last load."""
+    return f"assistant:worker-models:{hostname}"
+
+
+def model_loaded(seconds: float) -> None:
+    """Told by the engine once its model is loaded (during this process' first task)."""
+    if metrics_enabled(settings):
+        observe_model_load(seconds)
+    hostname = getattr(current_task.request, "hostname", None) if current_task else None
+    if not hostname:
+        return
+    try:
+        client = runtime_client()
+        key = models_key(hostname)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, str(os.getpid()), json.dumps(
+                {"model": resolve_model_path(settings.model, settings.models_dir).name,
+                 "loaded_at": time.time(), "load_seconds": round(seconds, 3)}))
+            pipe.expire(key, 86400)
+            pipe.execute()
+    except Exception:  # only the admin page's "loaded" flag depends on it
+        log.warning("could not record the loaded model in Redis", exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def runtime_client() -> redis.Redis:
+    assert settings.redis_url is not None
+    return connect(settings.redis_url, master_name=settings.redis_sentinel_master)
+
+
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     """Built on the first task in each worker process (``worker_process_init`` must be fast)."""
@@ -44,10 +80,10 @@ def runtime() -> Runtime:
             context_size=settings.context_size,
             threads=settings.threads,
             threads_batch=settings.n_threads_batch,
-            on_load=observe_model_load if metrics_enabled(settings) else None,
+            on_load=model_loaded,
             kv_cache_bytes=settings.kv_cache_mb << 20,
         )
-    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master)
+    client = runtime_client()
     store = connect_store(settings.sql_url)  # the archive, users, persona versions
     prompts = PromptLibrary.load()
     return Runtime(

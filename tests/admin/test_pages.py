@@ -323,9 +323,18 @@ def test_users_ban_unban_and_quota(logged_in: TestClient, csrf: str, store: Any,
 # -- workers, dashboard, settings, audit --------------------------------------------------------
 
 def test_workers_page_and_pool_resize(logged_in: TestClient, csrf: str, store: Any,
-                                      control: FakeControl) -> None:
+                                      control: FakeControl,
+                                      server: fakeredis.FakeServer) -> None:
     page = logged_in.get("/admin/workers").text
     assert f'data-hostname="{WORKER}"' in page and "assistant.answer_conversation" in page
+    assert "not loaded yet" in page  # no pool process has loaded its model
+    # A pool process that is gone (pid 99) does not count; a current one (pid 1) does.
+    client = fakeredis.FakeRedis(server=server)
+    client.hset(f"assistant:worker-models:{WORKER}", "99", '{"model": "old.gguf"}')
+    assert "not loaded yet" in logged_in.get("/admin/workers").text
+    client.hset(f"assistant:worker-models:{WORKER}", "1", '{"model": "SmolLM2.gguf"}')
+    page = logged_in.get("/admin/workers").text
+    assert '<span class="pill ok">loaded</span>' in page and "SmolLM2.gguf" in page
     grown = logged_in.post("/admin/workers/pool",
                            data={"csrf_token": csrf, "hostname": WORKER, "delta": "1"})
     assert grown.status_code == 303 and grown.headers["location"].endswith("notice=pool")

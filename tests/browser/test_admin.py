@@ -288,9 +288,12 @@ def test_moderation_entries_render_as_text_and_can_be_acted_on(page: Page, stack
 
 
 def test_workers_page_resizes_the_pool(page: Page, stack: Stack) -> None:
+    assert chat(stack, "Hello, workers page.", user_id="workers-user").status_code == 200
     log_in(page)
     page.goto("/admin/workers")
     row = page.locator(f'[data-testid="worker"][data-hostname="{WORKER}"]')
+    # The pool process that answered has its model loaded, and says so.
+    expect(row.locator(".pill.ok")).to_have_text("loaded")
     expect(row.locator('[data-testid="pool-size"]')).to_have_text("1")
     row.locator('[data-testid="pool-grow"]').click()
     expect(page.locator('[data-testid="notice"]')).to_have_text(

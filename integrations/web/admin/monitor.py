@@ -3,6 +3,7 @@ numbers (``assistant.live_stats``, the moderation log)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +29,28 @@ def queue_depth(client: redis.Redis, celery_app: Celery) -> int | None:
         return None
 
 
-def workers(celery_app: Celery, settings: Settings) -> list[dict[str, Any]]:
-    """Every worker that answers: host, pool size, what it runs now, its model."""
+def loaded_models(client: redis.Redis | None, hostname: str, processes: list[Any]
+                  ) -> tuple[str | None, bool | None]:
+    """The model a node's pool processes loaded (``worker.tasks.model_loaded`` records it by
+    pid) and whether one of its *current* processes has it loaded; (None, None) if unknown."""
+    if client is None:
+        return None, None
+    try:
+        entries = client.hgetall(f"assistant:worker-models:{hostname}")
+    except redis.RedisError:
+        return None, None
+    current = {str(pid) for pid in processes}
+    loaded = [json.loads(value) for pid, value in entries.items()
+              if (pid.decode() if isinstance(pid, bytes) else str(pid)) in current]
+    if loaded:
+        return str(loaded[0].get("model")), True
+    return None, False
+
+
+def workers(celery_app: Celery, settings: Settings,
+            client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Every worker that answers: host, pool size, what it runs now, its model and whether
+    one of its processes has loaded it (models load on a process' first task)."""
     try:
         inspect = celery_app.control.inspect(timeout=INSPECT_TIMEOUT_S)
         stats = inspect.stats() or {}
@@ -43,6 +64,7 @@ def workers(celery_app: Celery, settings: Settings) -> list[dict[str, Any]]:
         pool = info.get("pool") or {}
         processes = pool.get("processes") or []
         running = active.get(hostname) or []
+        model, loaded = loaded_models(client, hostname, processes)
         found.append({
             "hostname": hostname,
             "pid": info.get("pid"),
@@ -55,10 +77,9 @@ def workers(celery_app: Celery, settings: Settings) -> list[dict[str, Any]]:
                         "started": task.get("time_start")} for task in running],
             "tasks_done": sum((info.get("total") or {}).values()),
             "uptime_s": info.get("uptime"),
-            # A worker that reports its model (the data engineer's worker stats) wins over
-            # the model this web process is configured with.
-            "model": info.get("model") or settings.model,
-            "model_loaded": info.get("model_loaded"),
+            # The model the worker loaded wins over the one this web process is set up with.
+            "model": model or settings.model,
+            "model_loaded": loaded,
         })
     return found
 

@@ -35,7 +35,7 @@ def dashboard_data(admin: AdminContext) -> dict[str, Any]:
         "generated_at": datetime.now(UTC).isoformat(),
         "window_s": monitor.DASHBOARD_WINDOW_S,
         "queue_depth": monitor.queue_depth(web.client, web.celery_app),
-        "workers": monitor.workers(web.celery_app, web.settings),
+        "workers": monitor.workers(web.celery_app, web.settings, web.client),
         "stats": stats,
         "safety": monitor.safety_counts(admin.store),
     }
@@ -54,7 +54,8 @@ async def get_dashboard_data(admin: Admin, session: Session) -> JSONResponse:
 
 @router.get("/workers")
 async def get_workers(request: Request, admin: Admin, session: Session) -> HTMLResponse:
-    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
+    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
+                       admin.web.client)
     queue = await call(monitor.queue_depth, admin.web.client,
                                     admin.web.celery_app)
     return render(request, "workers.html", title="Workers", workers=found, queue_depth=queue,
@@ -63,7 +64,8 @@ async def get_workers(request: Request, admin: Admin, session: Session) -> HTMLR
 
 @router.get("/api/workers")
 async def get_workers_data(admin: Admin, session: Session) -> JSONResponse:
-    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
+    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
+                       admin.web.client)
     return JSONResponse({"workers": found}, headers={"Cache-Control": "no-store"})
 
 
@@ -78,7 +80,8 @@ async def post_worker_pool(admin: Admin, session: Session, form: Form) -> Respon
     if not hostname or delta == 0 or abs(delta) > MAX_POOL_STEP:
         raise AdminError(422, f"name a worker and a step between -{MAX_POOL_STEP} and "
                               f"{MAX_POOL_STEP} (not 0)")
-    known = await call(monitor.workers, admin.web.celery_app, admin.web.settings)
+    known = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
+                       admin.web.client)
     if hostname not in {worker["hostname"] for worker in known}:
         raise AdminError(404, f"no worker {hostname!r} answers")
     done = await call(monitor.resize_pool, admin.web.celery_app, hostname, delta)
