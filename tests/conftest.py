@@ -102,6 +102,19 @@ def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
         shared.close()
 
 
+@pytest.fixture(scope="session")
+def traced(redis_server: str, model_path: Path) -> Iterator[Stack]:
+    """One worker and the web server that keep each turn's prompt (ASSISTANT_TRACE_PROMPTS),
+    for tests that assert on what the model received."""
+    traced_stack = _new_stack(redis_server, model_path, "traced", ASSISTANT_TRACE_PROMPTS="true")
+    try:
+        traced_stack.start_worker("w1")
+        traced_stack.start_web()
+        yield traced_stack
+    finally:
+        traced_stack.close()
+
+
 @pytest.fixture
 def make_stack(redis_server: str, model_path: Path, request: pytest.FixtureRequest
                ) -> Iterator[object]:

@@ -84,25 +84,19 @@ def chain_runner(settings: Settings | None = None) -> Runner:
 
 
 def checks_runner(names: Sequence[str] | None = None) -> Runner:
-    """Checks by name in order, each deciding its own action (no policy): the first block
-    ends the run and a mask goes on with the masked text. For measuring checks alone."""
-    from assistant.safety.checks import CHECKS, DEFAULT_INPUT
-    from assistant.safety.checks.normalise import make_subject
+    """Checks by name (default: the default policy's input checks) in the chain, each
+    deciding its own action (no category actions): for measuring checks alone."""
+    from assistant.safety.chain import SafetyChain
+    from assistant.safety.checks import CHECKS
+    from assistant.safety.policy import Policy
 
-    checks = [CHECKS[name]() for name in (names or DEFAULT_INPUT)]
+    names = list(names or Policy.load().for_channel("eval", "", "").input)
+    chain = SafetyChain({name: CHECKS[name]() for name in names})
+    channel = Policy.from_dict({"default": {"input": names, "output": []}}).for_channel(
+        "eval", "", "")
 
     def run(text: str) -> Action:
-        strictest = Action.ALLOW
-        subject = make_subject(text, "input")
-        for check in checks:
-            verdict = check.inspect(subject)
-            if verdict.action.severity > strictest.severity:
-                strictest = verdict.action
-            if verdict.action is Action.BLOCK:
-                break
-            if verdict.action is Action.MASK and verdict.masked is not None:
-                subject = make_subject(verdict.masked, "input")
-        return strictest
+        return chain.run(text, "input", channel).action
 
     return run
 

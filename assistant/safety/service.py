@@ -100,10 +100,6 @@ class SafetyService:
 
     # -- output -----------------------------------------------------------------------------
 
-    def check_output(self, inbound: Inbound, text: str) -> Outcome:
-        outcome = self.chain.run(text, "output", self.policy_for(inbound))
-        return outcome
-
     def gate(self, inbound: Inbound) -> OutputGate:
         return OutputGate(self, inbound, self.policy_for(inbound))
 

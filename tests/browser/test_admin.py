@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from assistant.envelope import ConversationKey
 from assistant.live_prompts import traced_versions
@@ -29,8 +29,6 @@ from assistant.store.models import ModerationEvent
 from assistant.store.moderation import ModerationLog
 from tests.auxil.stack import Stack
 from tests.browser.test_chat_page import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DONE,
     MESSAGE,
     NEW,
@@ -64,16 +62,6 @@ def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
         yield built
     finally:
         built.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

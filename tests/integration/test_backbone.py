@@ -30,19 +30,6 @@ def chat(url: str, text: str, conversation_id: str | None = None, **extra: Any) 
     return httpx.post(f"{url}/api/chat", json=body, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def traced(redis_server: str, model_path: Any) -> Any:
-    from tests.conftest import _new_stack
-
-    stack = _new_stack(redis_server, model_path, "traced", ASSISTANT_TRACE_PROMPTS="true")
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
-
-
 def test_a_message_is_answered_and_stored(traced: Stack) -> None:
     response = chat(traced.url, "Hello! Who are you?")
     assert response.status_code == 200, response.text

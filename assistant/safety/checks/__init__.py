@@ -57,6 +57,3 @@ CHECKS: dict[str, Callable[..., Check]] = {
     "injection": _injection,
     "llm_judge": _llm_judge,
 }
-
-# The input checks of the default policy, in order (the policy file can say otherwise).
-DEFAULT_INPUT = ("normalise", "pii", "injection", "harmful", "toxicity")
