@@ -162,6 +162,7 @@ class OutputGate:
     cut: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
     _checked_at: float = float("-inf")
+    _checked_upto: int = 0  # how much of ``raw`` the last check covered
 
     def feed(self, piece: str) -> str | None:
         if self.cut:
@@ -170,10 +171,13 @@ class OutputGate:
         now = time.monotonic()
         if now - self._checked_at < self.service.stream_check_seconds:
             return ""
-        self._checked_at = now
         boundary = self._boundary()
-        if boundary <= 0:
+        if boundary <= self._checked_upto:
+            # Nothing new to check (the first word is still being written): keep the slot, so
+            # the first words go out as soon as they are complete (time to first token).
             return ""
+        self._checked_at = now
+        self._checked_upto = boundary
         return self._release(self.raw[:boundary])
 
     def _boundary(self) -> int:

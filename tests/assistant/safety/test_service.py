@@ -174,3 +174,18 @@ def test_strikes_mute_and_say_so_once(runtime: Runtime, prompts: PromptLibrary) 
     assert "taking a break" not in texts[0]
     assert texts[1].startswith(prompts.render("refusal")) and "taking a break" in texts[1]
     assert runtime.safety.strikes.muted_for("web", "default", "u1") > 0  # type: ignore[union-attr]
+
+
+def test_the_first_complete_word_is_released_at_once(prompts: PromptLibrary,
+                                                     fake_redis: fakeredis.FakeRedis) -> None:
+    """A piece that completes no word does not use up the check interval: the first word goes
+    out as soon as it is complete, not one interval later (time to first token)."""
+    safety, _ = service(fake_redis, prompts, stream_check_seconds=60.0)
+    gate = safety.gate(inbound("x"))
+    assert gate.feed("Once") == ""
+    assert gate.feed(" upon") == "Once "
+    # Now the interval applies: complete words wait for the next check.
+    assert gate.feed(" a time") == ""
+    text, changed = gate.finish("Once upon a time")
+    assert (text, changed) == ("Once upon a time", False)
+    assert gate.unreleased(text) == "upon a time"
