@@ -34,6 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,6 +388,94 @@ def node_memory(target: PipelineTarget) -> list[dict[str, Any]]:
     return nodes
 
 
+def engine_ceiling(model_path: Path, context_size: int, threads: int, system_prompt: str,
+                   transcript: list[tuple[str, str]], repeats: int = 3) -> dict[str, Any]:
+    """llama.cpp alone, in this process, on the last turn of ``transcript``: reading the whole
+    prompt against reading only what a reused state leaves (the user's new message and the
+    template around it), plus one decoded token. No queue, no Redis, no safety, no HTTP: the
+    most state reuse can save on this machine, for comparison with the pipeline's ratio."""
+    from assistant.envelope import ChatMessage
+    from worker.kvcache import common_prefix
+    from worker.llama import LlamaEngine, _truncate
+
+    engine = LlamaEngine(model_path, context_size, threads, threads)
+    llama = engine.load()
+    messages = [ChatMessage(role="system", text=system_prompt)]
+    for user, reply in transcript[:-1]:
+        messages += [ChatMessage(role="user", text=user), ChatMessage(role="assistant", text=reply)]
+    last = [*messages, ChatMessage(role="user", text=transcript[-1][0])]
+    prompt = engine.prompt_tokens(last) or []
+    kept = engine._next_turn_prefix(messages[:-1], messages[-1].text) if len(transcript) > 1 else []
+    shared = common_prefix(prompt, kept)
+    cold: list[float] = []
+    new: list[float] = []
+    first: list[float] = []
+    for _ in range(repeats):
+        _truncate(llama, 0)
+        started = time.perf_counter()
+        llama.eval(prompt)
+        cold.append(time.perf_counter() - started)
+        for _ in range(2):
+            _truncate(llama, shared)
+            started = time.perf_counter()
+            llama.eval(prompt[shared:])
+            new.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        llama.eval([prompt[-1]])
+        first.append(time.perf_counter() - started)
+    llama.close()
+    cold_ms = statistics.median(cold) * 1e3
+    new_ms = statistics.median(new) * 1e3
+    token_ms = statistics.median(first) * 1e3
+    return {"prompt_tokens": len(prompt), "new_tokens": len(prompt) - shared,
+            "cold_read_ms": round(cold_ms, 1), "new_read_ms": round(new_ms, 1),
+            "one_token_ms": round(token_ms, 1),
+            # Time to first token needs the read and one decoded token, in both cases.
+            "speedup": _ratio(cold_ms + token_ms, new_ms + token_ms)}
+
+
+def tree_pss_mb(target: PipelineTarget) -> float:
+    """Proportional memory of all worker processes (each node's main and pool processes):
+    summed, it counts every page once, however the processes share it."""
+    return round(sum(memory_of(pid).get("pss_mb", 0.0)
+                     for main, children in target.worker_pids() for pid in (main, *children)), 1)
+
+
+def loaded_pids(target: PipelineTarget, node: str) -> set[int]:
+    """Pool processes of ``node`` that have loaded the model (worker/tasks.py records them)."""
+    assert target.redis is not None
+    return {int(pid) for pid in target.redis.hgetall(f"assistant:worker-models:{node}")}
+
+
+def second_pool_process(target: PipelineTarget, node: str = "w1@test",
+                        timeout: float = 120.0) -> dict[str, Any]:
+    """What a second pool process of a running node adds: grow the node's pool by one (as the
+    admin's Workers page does), have the new process load its model, and compare the summed
+    proportional memory of the worker processes before and after."""
+    from celery import Celery
+
+    assert target.stack is not None
+    before = tree_pss_mb(target)
+    first = node_memory(target)
+    url = target.stack.env["REDIS_URL"]
+    control = Celery("bench", broker=url)
+    control.control.pool_grow(1, destination=[node])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = target.worker_pids()[0][1]
+        if len(children) >= 2 and set(children) <= loaded_pids(target, node):
+            break
+        # Two conversations at once: the idle new process takes one and loads its model.
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda _: target.send(uuid.uuid4().hex, "Hello!"), range(2)))
+    else:
+        raise RuntimeError("the grown pool process never loaded the model")
+    after = tree_pss_mb(target)
+    return {"pss_mb_one_process": before, "pss_mb_two_processes": after,
+            "added_mb": round(after - before, 1), "one_process": first,
+            "two_processes": node_memory(target)}
+
+
 def measured_turns(turns: int) -> list[int]:
     """Turns 1, 5, 10 and 20 (those within ``turns``; the last turn always)."""
     return sorted({t for t in MEASURED_TURNS if t <= turns} | {turns})
@@ -480,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         colds = [cold_turns(cold_stack, transcript) for transcript in reuse_transcripts]
         stopped = window.stop()
         one_worker = node_memory(cold_stack)
+        one_worker_pss = tree_pss_mb(cold_stack)
+        grown = second_pool_process(cold_stack)
     finally:
         cold_stack.close()
     phases["cold"] = {"cpu": stopped}
@@ -507,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         round_robin = interleaved_last_turn(rr_stack, transcripts, warm_turn=False)
         stopped = window.stop()
         two_workers = node_memory(rr_stack)
+        two_workers_pss = tree_pss_mb(rr_stack)
     finally:
         rr_stack.close()
     phases["interleaved_round_robin"] = {"cpu": stopped}
@@ -548,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
                                                        p50(server_interleaved)),
         }
 
+    log("phase engine_ceiling")
+    ceiling = engine_ceiling(model_path, args.context_size, args.threads, system_prompt,
+                             reuse_transcripts[0][: args.turns])
+
     reuse_by_turn = median_by_turn(reuse_runs, shown)
     cold_by_turn = cold_median(colds, shown)
     first_child = one_worker[0]["children"][0] if one_worker[0]["children"] else {}
@@ -559,8 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         "reuse_speedup_turn20": _ratio(cold_by_turn[last], reuse_by_turn[last]),
         "interleaved_speedup_turn20": _ratio(p50(round_robin), p50(affine[args.turns])),
         "worker_rss_mb": first_child.get("rss_mb"),
-        "second_worker_rss_mb": round(second_child.get("private_mb", 0.0)
-                                      + second["main"].get("private_mb", 0.0), 1),
+        # A second pool process of the node (`assistant worker --processes 2`), measured as
+        # the growth of the worker processes' summed proportional memory.
+        "second_worker_rss_mb": grown["added_mb"],
     }
     results["conversation"] = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -580,7 +677,16 @@ def main(argv: list[str] | None = None) -> int:
             "round_robin_no_cache_ttft_ms_turn20": [round(t.ttft_ms, 1) for t in round_robin],
         },
         "llama_cpp_server": server,
-        "memory": {"one_worker_cache_off": one_worker, "two_workers_cache_off": two_workers},
+        "engine_ceiling_turn20": ceiling,
+        "memory": {
+            "one_worker_cache_off": one_worker, "two_workers_cache_off": two_workers,
+            "second_pool_process": grown,
+            # The other way to add a process: a second node (its own Celery main process,
+            # nothing shared but the mapped model file and libraries).
+            "second_node_added_pss_mb": round(two_workers_pss - one_worker_pss, 1),
+            "second_node_private_mb": round(second_child.get("private_mb", 0.0)
+                                            + second["main"].get("private_mb", 0.0), 1),
+        },
         "phases": phases,
     }
     results.update(build_keys(args.output))
