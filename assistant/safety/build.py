@@ -60,6 +60,15 @@ def build_chain(policy: Policy, prompts: PromptLibrary, canary: str = "",
     return SafetyChain(checks)
 
 
+def with_cache_dir(settings: Settings, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``extra`` plus the classifiers' export cache under the data dir (``model_cache``)."""
+    cache = {"cache_dir": settings.data_dir / "safety-cache"}
+    merged = dict(extra or {})
+    for name in ("harmful", "toxicity"):
+        merged[name] = {**cache, **merged.get(name, {})}
+    return merged
+
+
 def load_policy(settings: Settings) -> Policy:
     return Policy.load(settings.safety_policy, known_checks=check_factories())
 
@@ -75,7 +84,7 @@ def build_service(settings: Settings, client: redis.Redis | None,
         strikes = Strikes(client, settings.strike_limit, settings.strike_window_s,
                           settings.mute_s)
     return SafetyService(
-        chain=build_chain(policy, prompts, canary, extra),
+        chain=build_chain(policy, prompts, canary, with_cache_dir(settings, extra)),
         policy=policy,
         prompts=prompts,
         moderation=moderation,

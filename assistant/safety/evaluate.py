@@ -69,12 +69,12 @@ def chain_runner(settings: Settings | None = None) -> Runner:
     policy, or ``ASSISTANT_SAFETY_POLICY``), each category's action from the policy; no
     moderation log, no strikes, no canary (it only guards output)."""
     from assistant.prompts import PromptLibrary
-    from assistant.safety.build import build_chain, load_policy
+    from assistant.safety.build import build_chain, load_policy, with_cache_dir
     from assistant.settings import Settings
 
     settings = settings or Settings()
     policy = load_policy(settings)
-    chain = build_chain(policy, PromptLibrary.load())
+    chain = build_chain(policy, PromptLibrary.load(), extra=with_cache_dir(settings, None))
     channel = policy.for_channel("eval", "", "")
 
     def run(text: str) -> Action:

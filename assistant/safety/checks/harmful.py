@@ -1,12 +1,13 @@
 """Harmful requests (the S-categories): a local linear classifier plus high-precision rules.
 
-The classifier is scikit-learn: TF-IDF over word 1–2-grams and character 3–5-grams of the
-normalised, de-obfuscated text, and two linear SVMs: unsafe-vs-safe, and which S-category.
-It is trained at first use from ``data/train*.jsonl`` (shipped in the package; about a
-second, no pickles to trust) and cached per process. A text is unsafe when the
-unsafe score (the SVM margin squashed to 0..1) reaches ``threshold``; the category is the
-highest-scoring S-category. The intent rules (``intent_rules.py``) catch the most severe requests
-whatever the classifier says.
+The classifier is TF-IDF over word 1–2-grams and character 3–5-grams of the normalised,
+de-obfuscated text, and two linear SVMs: unsafe-vs-safe, and which S-category. scikit-learn
+fits it from ``data/train*.jsonl`` (shipped in the package; a few seconds) in a subprocess
+that exports the fitted numbers to a cache (``model_cache``: no pickles, shared read-only
+pages); worker processes read that export and score without scikit-learn. A text is unsafe
+when the unsafe score (the SVM margin squashed to 0..1) reaches ``threshold``; the category is
+the highest-scoring S-category. The intent rules (``intent_rules.py``) catch the most severe
+requests whatever the classifier says.
 
 ``python -m assistant.safety.checks.harmful`` prints cross-validated figures on the training set.
 """
@@ -26,7 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from assistant.safety.checks import normalise
+from assistant.safety.checks.analyzers import build_analyzer, settings_of
 from assistant.safety.checks.intent_rules import match_rule
+from assistant.safety.checks.model_cache import (
+    Exported,
+    ExportError,
+    installed_version,
+    load_or_export,
+)
+from assistant.safety.checks.model_cache import cache_key as cache_key_of
 from assistant.safety.checks.normalise import plain
 from assistant.safety.verdict import Action, Category, Subject, Verdict
 
@@ -51,12 +61,17 @@ class Example:
     label: str  # "safe" or an S-category ("S1" ... "S14")
 
 
+def training_files() -> list[Any]:
+    """The shipped training files (``data/train*.jsonl``), by name."""
+    folder = resources.files("assistant.safety") / "data"
+    return sorted((p for p in folder.iterdir() if p.name.startswith("train")
+                   and p.name.endswith(".jsonl")), key=lambda p: p.name)
+
+
 def load_examples(paths: Iterable[Path | Any] | None = None) -> list[Example]:
     """The labelled lines of the shipped training files (``data/train*.jsonl``)."""
     if paths is None:
-        folder = resources.files("assistant.safety") / "data"
-        paths = sorted((p for p in folder.iterdir() if p.name.startswith("train")
-                        and p.name.endswith(".jsonl")), key=lambda p: p.name)
+        paths = training_files()
     examples: list[Example] = []
     for path in paths:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -116,26 +131,79 @@ def build_models(c: float = C) -> tuple[Any, Any]:
     which fit in a fraction of a second where a logistic regression takes seconds here."""
     from sklearn.svm import LinearSVC
 
-    return (LinearSVC(C=c, class_weight="balanced"), LinearSVC(C=c))
+    # A fixed seed: liblinear shuffles, so each fit differed in the 6th decimal and an export
+    # could not be compared with a fit in another process.
+    return (LinearSVC(C=c, class_weight="balanced", random_state=0),
+            LinearSVC(C=c, random_state=0))
 
 
 class Classifier:
-    """The fitted vectorizer and models, scoring one text at a time without scikit-learn's
-    per-call overhead (the same numbers as ``predict_proba``; a test checks it)."""
+    """The fitted vocabularies, IDF weights and linear models as plain arrays, scoring one text
+    at a time without scikit-learn (the same numbers as its ``decision_function``; a test
+    checks it). ``train`` builds one from scikit-learn's fitted objects (kept as ``vectorizer``,
+    ``unsafe_model`` and ``category_model``); ``load`` from the exported cache."""
 
-    def __init__(self, vectorizer: Any, unsafe_model: Any, category_model: Any) -> None:
-        self.vectorizer = vectorizer
-        self.unsafe_model = unsafe_model
-        self.category_model = category_model
-        self.categories: list[str] = [str(c) for c in category_model.classes_]
-        self._vectorizers = [(v.build_analyzer(), v.vocabulary_, v.idf_)
-                             for _, v in vectorizer.transformer_list]
-        offsets = np.cumsum([0] + [len(v[1]) for v in self._vectorizers])
+    def __init__(self, analyzers: Sequence[dict[str, Any]], vocabularies: Sequence[dict[str, int]],
+                 idfs: Sequence[np.ndarray[Any, Any]], unsafe_coef: np.ndarray[Any, Any],
+                 unsafe_intercept: float, category_coef: np.ndarray[Any, Any],
+                 category_intercept: np.ndarray[Any, Any], categories: Sequence[str]) -> None:
+        self.analyzer_settings = [dict(a) for a in analyzers]
+        self.categories = [str(c) for c in categories]
+        self._vectorizers = [(build_analyzer(a), v, i)
+                             for a, v, i in zip(analyzers, vocabularies, idfs, strict=True)]
+        offsets = np.cumsum([0] + [len(v) for v in vocabularies])
         self._offsets = [int(o) for o in offsets[:-1]]
-        self._unsafe_coef = unsafe_model.coef_[0]
-        self._unsafe_intercept = float(unsafe_model.intercept_[0])
-        self._category_coef = np.ascontiguousarray(category_model.coef_.T)
-        self._category_intercept = category_model.intercept_
+        self._unsafe_coef = unsafe_coef
+        self._unsafe_intercept = float(unsafe_intercept)
+        self._category_coef = category_coef  # features × categories
+        self._category_intercept = category_intercept
+        # scikit-learn's fitted objects when trained in this process (tests, cross-validation).
+        self.vectorizer: Any = None
+        self.unsafe_model: Any = None
+        self.category_model: Any = None
+
+    @classmethod
+    def from_sklearn(cls, vectorizer: Any, unsafe_model: Any, category_model: Any
+                     ) -> Classifier:
+        parts = [v for _, v in vectorizer.transformer_list]
+        model = cls(analyzers=[settings_of(v) for v in parts],
+                    vocabularies=[{str(g): int(i) for g, i in v.vocabulary_.items()}
+                                  for v in parts],
+                    idfs=[v.idf_ for v in parts],
+                    unsafe_coef=unsafe_model.coef_[0],
+                    unsafe_intercept=float(unsafe_model.intercept_[0]),
+                    category_coef=np.ascontiguousarray(category_model.coef_.T),
+                    category_intercept=category_model.intercept_,
+                    categories=[str(c) for c in category_model.classes_])
+        model.vectorizer, model.unsafe_model, model.category_model = \
+            vectorizer, unsafe_model, category_model
+        return model
+
+    def export(self) -> tuple[dict[str, np.ndarray[Any, Any]], dict[str, Any]]:
+        """The arrays and JSON metadata that ``load`` reads back (``model_cache.write``)."""
+        arrays = {f"idf{n}": idf for n, (_, _, idf) in enumerate(self._vectorizers)}
+        arrays.update(unsafe_coef=self._unsafe_coef,
+                      unsafe_intercept=np.array([self._unsafe_intercept]),
+                      category_coef=self._category_coef,
+                      category_intercept=self._category_intercept)
+        # A vocabulary as its grams in index order: smaller than a JSON object.
+        vocabularies = [sorted(v, key=v.__getitem__) for _, v, _ in self._vectorizers]
+        meta = {"analyzers": self.analyzer_settings, "vocabularies": vocabularies,
+                "categories": self.categories}
+        return arrays, meta
+
+    @classmethod
+    def load(cls, exported: Exported) -> Classifier:
+        arrays, meta = exported.arrays, exported.meta
+        return cls(analyzers=meta["analyzers"],
+                   vocabularies=[{gram: i for i, gram in enumerate(grams)}
+                                 for grams in meta["vocabularies"]],
+                   idfs=[arrays[f"idf{n}"] for n in range(len(meta["analyzers"]))],
+                   unsafe_coef=arrays["unsafe_coef"],
+                   unsafe_intercept=float(arrays["unsafe_intercept"][0]),
+                   category_coef=arrays["category_coef"],
+                   category_intercept=arrays["category_intercept"],
+                   categories=meta["categories"])
 
     def _vector(self, text: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         all_indexes: list[np.ndarray[Any, Any]] = []
@@ -177,19 +245,33 @@ def train(examples: Sequence[Example], c: float = C) -> Classifier:
     unsafe_model, category_model = build_models(c)
     unsafe_model.fit(matrix, labels != SAFE)
     category_model.fit(matrix[labels != SAFE], labels[labels != SAFE])
-    return Classifier(vectorizer, unsafe_model, category_model)
+    return Classifier.from_sklearn(vectorizer, unsafe_model, category_model)
 
 
 _classifier: Classifier | None = None
 _lock = threading.Lock()
 
 
-def classifier() -> Classifier:
-    """The classifier trained on the shipped data, once per process."""
+def cache_key() -> str:
+    """Names the export: the training data, the code that turns it into features and fits it
+    (this module and ``normalise``), and the scikit-learn that fits it."""
+    code = [Path(__file__), Path(normalise.__file__)]
+    return cache_key_of([*training_files(), *code], installed_version("scikit-learn"))
+
+
+def classifier(cache_dir: Path | None = None) -> Classifier:
+    """The classifier trained on the shipped data, once per process: read from the export in
+    ``cache_dir`` (``model_cache``; made first by a subprocess if missing), so this process
+    never imports scikit-learn. If the export fails, it is trained here, with a warning."""
     global _classifier
     with _lock:
         if _classifier is None:
-            _classifier = train(load_examples())
+            try:
+                _classifier = Classifier.load(load_or_export("harmful", cache_key(), cache_dir))
+            except (ExportError, OSError, ValueError, KeyError) as exc:
+                log.warning("no exported harmful-request classifier (%s); training it in this "
+                            "process instead, which imports scikit-learn (~115 MB more)", exc)
+                _classifier = train(load_examples())
             _spare_from_gc()
     return _classifier
 
@@ -211,8 +293,10 @@ class Harmful:
     name = "harmful"
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, rules: bool = True,
-                 model: Classifier | None = None, classify_output: bool = False) -> None:
+                 model: Classifier | None = None, classify_output: bool = False,
+                 cache_dir: Path | None = None) -> None:
         self.threshold = threshold
+        self.cache_dir = cache_dir
         self.rules = rules
         self._model = model
         # The classifier learned from requests; a model's replies are another kind of text
@@ -237,7 +321,7 @@ class Harmful:
                                    reason=f"rule: {rule}", excerpt=view[:80])
         if subject.direction == "output" and not self.classify_output:
             return Verdict.allow(self.name)
-        model = self._model or classifier()
+        model = self._model or classifier(self.cache_dir)
         best_score, best_category, best_view = 0.0, "", ""
         for view in subject.views:
             score, label = model.unsafe(view)

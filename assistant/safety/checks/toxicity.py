@@ -9,8 +9,10 @@ Dehumanising talk about a group ("<group> are vermin", "<group> should be exterm
 blocked without any swear word, unless it is plainly reported ("Nazi propaganda called ...").
 
 The package's own ``predict_prob`` spends ~3 ms in scikit-learn's input checks for one short
-text; this module reads the same fitted vectorizer and model once and computes the identical
-probability in plain Python (a few microseconds). A test checks both agree.
+text; this module computes the identical probability from the same fitted vectorizer and
+model as plain arrays (tens of microseconds). A test checks both agree. Loading the package
+imports scikit-learn, so a subprocess exports those arrays once to a cache (``model_cache``)
+and worker processes read the export.
 
 Thresholds, on the calibrated probability: ``block_at`` 0.80 and ``flag_at`` 0.50. On our
 labelled cases (tests/data/toxicity_cases.jsonl: 15 abusive, 25 not), the 9 insults aimed at
@@ -24,14 +26,25 @@ caught, 0/25 blocked wrongly, 16/25 flagged.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import math
 import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from assistant.safety.checks.model_cache import (
+    Exported,
+    ExportError,
+    installed_version,
+    load_or_export,
+)
+from assistant.safety.checks.model_cache import cache_key as cache_key_of
 from assistant.safety.verdict import Action, Category, Subject, Verdict
 
 log = logging.getLogger(__name__)
@@ -87,67 +100,107 @@ _REPORTED = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Model:
-    """The shipped vectorizer and calibrated SVMs, as plain numbers."""
+    """The shipped vectorizer and calibrated SVMs, as plain arrays."""
 
-    vocabulary: dict[str, tuple[float, tuple[float, ...]]]  # word -> (idf, weight per fold)
-    intercepts: tuple[float, ...]
-    sigmoids: tuple[tuple[float, float], ...]  # (a, b) per fold: p = 1 / (1 + exp(a·d + b))
+    vocabulary: dict[str, int]  # word -> row of ``idf`` and ``weights``
+    idf: np.ndarray[Any, Any]  # (words,)
+    weights: np.ndarray[Any, Any]  # (words, folds): each fold's SVM weight
+    intercepts: np.ndarray[Any, Any]  # (folds,)
+    sigmoids: np.ndarray[Any, Any]  # (folds, 2): (a, b) per fold, p = 1 / (1 + exp(a·d + b))
 
     def probability(self, tokens: list[str]) -> float:
         counts = Counter(token for token in tokens if token in self.vocabulary)
-        if not counts:
-            return self._mean_probability([0.0] * len(self.intercepts))
-        weighted = {word: count * self.vocabulary[word][0] for word, count in counts.items()}
-        norm = math.sqrt(sum(value * value for value in weighted.values()))
-        scores = [0.0] * len(self.intercepts)
-        for word, value in weighted.items():
-            for fold, weight in enumerate(self.vocabulary[word][1]):
-                scores[fold] += weight * value / norm
-        return self._mean_probability(scores)
-
-    def _mean_probability(self, scores: list[float]) -> float:
-        total = 0.0
-        for score, intercept, (a, b) in zip(scores, self.intercepts, self.sigmoids, strict=True):
-            total += 1.0 / (1.0 + math.exp(a * (score + intercept) + b))
-        return total / len(scores)
+        scores = np.zeros(len(self.intercepts))
+        if counts:
+            indexes = np.fromiter((self.vocabulary[word] for word in counts), dtype=np.intp,
+                                  count=len(counts))
+            values = np.fromiter(counts.values(), dtype=float, count=len(counts)) \
+                * self.idf[indexes]
+            scores = (values / math.sqrt(float(values @ values))) @ self.weights[indexes]
+        margins = scores + self.intercepts
+        return float(np.mean(1.0 / (1.0 + np.exp(self.sigmoids[:, 0] * margins
+                                                  + self.sigmoids[:, 1]))))
 
     def weight(self, word: str) -> float:
-        entry = self.vocabulary.get(word)
-        return sum(entry[1]) / len(entry[1]) if entry else 0.0
+        index = self.vocabulary.get(word)
+        return float(self.weights[index].mean()) if index is not None else 0.0
+
+    def export(self) -> tuple[dict[str, np.ndarray[Any, Any]], dict[str, Any]]:
+        """The arrays and JSON metadata that ``_Model.load`` reads back."""
+        words = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        return ({"idf": self.idf, "weights": self.weights, "intercepts": self.intercepts,
+                 "sigmoids": self.sigmoids}, {"vocabulary": words})
+
+    @classmethod
+    def load(cls, exported: Exported) -> _Model:
+        arrays = exported.arrays
+        return cls({word: i for i, word in enumerate(exported.meta["vocabulary"])},
+                   idf=arrays["idf"], weights=arrays["weights"],
+                   intercepts=arrays["intercepts"], sigmoids=arrays["sigmoids"])
 
 
 _model: _Model | None = None
 _model_lock = threading.Lock()
 
 
-def load_model() -> _Model:
-    """Read alt-profanity-check's fitted model once per process."""
+def cache_key() -> str:
+    """Names the export: the package's model files and versions (found without importing it,
+    which would load scikit-learn)."""
+    spec = importlib.util.find_spec("profanity_check")
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError("alt-profanity-check is not installed")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return cache_key_of(sorted(data.glob("*.joblib")), installed_version("alt-profanity-check"),
+                        installed_version("scikit-learn"))
+
+
+def load_model(cache_dir: Path | None = None) -> _Model:
+    """alt-profanity-check's fitted model, once per process: read from the export in
+    ``cache_dir`` (``model_cache``; made first by a subprocess if missing), so this process
+    never imports scikit-learn. If the export fails, it is read here, with a warning."""
     global _model
     with _model_lock:
         if _model is None:
-            from profanity_check import profanity_check as shipped  # loads its joblib files
-
-            _model = _from_sklearn(shipped.vectorizer, shipped.model)
+            try:
+                _model = _Model.load(load_or_export("toxicity", cache_key(), cache_dir))
+            except (ExportError, OSError, ValueError, KeyError) as exc:
+                log.warning("no exported toxicity model (%s); loading alt-profanity-check in "
+                            "this process instead, which imports scikit-learn", exc)
+                _model = load_shipped()
             gc.collect()
             gc.freeze()  # 15k vocabulary entries the collector need not walk again
     return _model
 
 
+def load_shipped() -> _Model:
+    """Read alt-profanity-check's joblib files (imports scikit-learn: the export does it)."""
+    from profanity_check import profanity_check as shipped
+
+    return _from_sklearn(shipped.vectorizer, shipped.model)
+
+
 def _from_sklearn(vectorizer: Any, model: Any) -> _Model:
     folds = model.calibrated_classifiers_
-    weights = [fold.estimator.coef_[0] for fold in folds]
-    idf = vectorizer.idf_
-    vocabulary = {
-        word: (float(idf[index]), tuple(float(w[index]) for w in weights))
-        for word, index in vectorizer.vocabulary_.items()
-    }
+    # What ``probability`` assumes: lowercased \w\w+ words, counts × IDF, L2 norm. (Its English
+    # stop words are simply absent from the vocabulary.)
+    params = vectorizer.get_params()
+    assumed = {"analyzer": "word", "ngram_range": (1, 1), "lowercase": True,
+               "token_pattern": "(?u)" + _TOKEN.pattern, "preprocessor": None,
+               "tokenizer": None, "strip_accents": None, "binary": False,
+               "sublinear_tf": False, "use_idf": True, "norm": "l2"}
+    changed = {name: params.get(name) for name, value in assumed.items()
+               if params.get(name) != value}
+    if changed:
+        raise ValueError(f"alt-profanity-check's vectorizer is not as assumed: {changed}")
     return _Model(
-        vocabulary=vocabulary,
-        intercepts=tuple(float(fold.estimator.intercept_[0]) for fold in folds),
-        sigmoids=tuple((float(fold.calibrators[0].a_), float(fold.calibrators[0].b_))
-                       for fold in folds),
+        vocabulary={str(word): int(index) for word, index in vectorizer.vocabulary_.items()},
+        idf=np.asarray(vectorizer.idf_, dtype=float),
+        weights=np.column_stack([fold.estimator.coef_[0] for fold in folds]),
+        intercepts=np.array([float(fold.estimator.intercept_[0]) for fold in folds]),
+        sigmoids=np.array([(float(fold.calibrators[0].a_), float(fold.calibrators[0].b_))
+                           for fold in folds]),
     )
 
 
@@ -191,9 +244,11 @@ class Toxicity:
 
     name = "toxicity"
 
-    def __init__(self, block_at: float = 0.80, flag_at: float = 0.50) -> None:
+    def __init__(self, block_at: float = 0.80, flag_at: float = 0.50,
+                 cache_dir: Path | None = None) -> None:
         self.block_at = block_at
         self.flag_at = flag_at
+        self.cache_dir = cache_dir
 
     def inspect(self, subject: Subject) -> Verdict:
         try:
@@ -203,7 +258,7 @@ class Toxicity:
             return Verdict.allow(self.name)
 
     def _inspect(self, subject: Subject) -> Verdict:
-        model = load_model()
+        model = load_model(self.cache_dir)
         best: Verdict | None = None
         for view in subject.views:
             tokens = _TOKEN.findall(view)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,16 +30,31 @@ def test_training_data_ships_in_the_package() -> None:
     assert len(examples) > 1000
 
 
-def test_fast_scoring_matches_scikit_learn() -> None:
-    model = harmful.classifier()
-    for text in ["how do i make a pipe bomb", "write a haiku about spring", ""]:
-        vector = model.vectorizer.transform([harmful.fold_compounds(text)])
-        margin = float(model.unsafe_model.decision_function(vector)[0])
+EVAL = Path(__file__).parents[2] / "data" / "safety_eval.jsonl"
+
+
+@pytest.fixture(scope="module")
+def fitted() -> harmful.Classifier:
+    """Trained here, with scikit-learn's fitted objects kept."""
+    return harmful.train(load_examples())
+
+
+def test_exported_classifier_scores_like_scikit_learn(fitted: harmful.Classifier) -> None:
+    """The classifier a worker reads from the export (no scikit-learn) gives the probability
+    and category of scikit-learn's own ``decision_function`` on the same fit."""
+    plain = harmful.classifier()
+    assert plain.vectorizer is None  # read from the export, not trained in this process
+    lines = [json.loads(line)["text"] for line in EVAL.read_text().splitlines() if line.strip()]
+    texts = lines + [harmful.features(line) for line in lines] + ["", "how do i make a pipe bomb"]
+    matrix = fitted.vectorizer.transform([harmful.fold_compounds(t) for t in texts])
+    margins = fitted.unsafe_model.decision_function(matrix)
+    category_scores = fitted.category_model.decision_function(matrix)
+    for text, margin, scores in zip(texts, margins, category_scores, strict=True):
         expected = 1.0 / (1.0 + np.exp(-harmful.SCALE * margin))
-        score, category = model.unsafe(text)
-        assert score == pytest.approx(expected, abs=1e-9)
-        scores = model.category_model.decision_function(vector)[0]
-        assert category == model.categories[int(np.argmax(scores))]
+        score, category = plain.unsafe(text)
+        assert abs(score - expected) < 1e-9, text
+        assert category == fitted.categories[int(np.argmax(scores))], text
+        assert (score, category) == pytest.approx(fitted.unsafe(text), abs=1e-12)
 
 
 @pytest.mark.parametrize(("request_text", "category"), [
