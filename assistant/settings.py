@@ -110,9 +110,12 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
 
     # Speed on long conversations (worker/kvcache.py, worker/affinity.py, docs/scaling.md):
-    # RAM per worker process for saved per-conversation KV states (0 = off; ~22 KiB a token
-    # for SmolLM2), and routing each conversation back to the worker that holds its state.
+    # the bytes of saved per-conversation KV states (0 = off; ~22 KiB a token for SmolLM2) in
+    # one directory shared by a host's worker processes (default /dev/shm/assistant-kv/<model
+    # fingerprint>, else under the data dir), and routing each conversation back to the worker
+    # node that answered it.
     kv_cache_mb: int = Field(256, alias="ASSISTANT_KV_CACHE_MB", ge=0)
+    kv_cache_dir: Path | None = Field(None, alias="ASSISTANT_KV_CACHE_DIR")
     affinity: bool = Field(True, alias="ASSISTANT_AFFINITY")
 
     # The admin panel at /admin (integrations/web/admin, docs/admin.md): one admin account; it

@@ -5,25 +5,45 @@ Only what a restore needs is kept: the sequence's KV cells (``llama_state_seq_ge
 the logits of a whole batch (~100 MB for a 49k vocabulary), which a restore does not need:
 llama-cpp-python re-reads at least the last prompt token before sampling anyway.
 
-States live in RAM under a byte budget, least recently used first out. Each is keyed by the
-conversation (``GenerationRequest.cache_key``) or, for the shared system-prompt prefix, by a
-hash of its tokens, so no conversation's state is ever restored into another conversation.
+Each state is keyed by the conversation (``GenerationRequest.cache_key``) or, for the shared
+system-prompt prefix, by a hash of its tokens, so no conversation's state is ever restored into
+another conversation. Two stores, least recently used out first past a byte budget:
+
+- ``KvStateDirectory`` (the workers' default, ``make_cache``): one file per state in a
+  directory on tmpfs, shared by every pool process of a node (and every node of a host), so a
+  conversation's state is found whichever process takes its next turn.
+- ``KvStateCache``: in this process' RAM (tests, and the fallback when no directory is usable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import logging
+import mmap
+import os
+import shutil
+import struct
+import tempfile
 import threading
+import time
+import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SEQUENCE = 0  # llama-cpp-python runs everything in sequence 0
+# What a state's bytes may be: a copy, the buffer llama.cpp wrote, or a view of a mapped file.
+StateBytes = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -31,7 +51,7 @@ class KvState:
     """The KV cells of one token sequence, as ``llama_state_seq_get_data`` wrote them."""
 
     tokens: tuple[int, ...]
-    data: bytes
+    data: StateBytes
 
     @property
     def nbytes(self) -> int:
@@ -56,7 +76,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 @dataclass
 class CacheStats:
-    """Counters for metrics and the bench."""
+    """Counters for metrics and the bench (per process, whichever store)."""
 
     hits: int = 0
     misses: int = 0
@@ -64,11 +84,29 @@ class CacheStats:
     saves: int = 0
     evictions: int = 0
     too_large: int = 0
+    errors: int = 0  # unreadable or unwritable state files: each was a miss or a lost save
+
+
+class KvCache(Protocol):
+    """What ``LlamaEngine`` needs of a state store."""
+
+    stats: CacheStats
+
+    @property
+    def bytes_used(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: str) -> bool: ...
+    def get(self, key: str) -> KvState | None: ...
+    def put(self, key: str, state: KvState) -> bool: ...
+    def discard(self, key: str) -> None: ...
+    def mark_saving(self, key: str) -> None: ...
+    def clear_saving(self, key: str) -> None: ...
 
 
 @dataclass
 class KvStateCache:
-    """Saved KV states by key, least recently used evicted first past ``budget_bytes``."""
+    """Saved KV states by key in this process' RAM, least recently used evicted first past
+    ``budget_bytes``."""
 
     budget_bytes: int
     stats: CacheStats = field(default_factory=CacheStats)
@@ -117,19 +155,319 @@ class KvStateCache:
             if old is not None:
                 self._bytes -= old.nbytes
 
+    def mark_saving(self, key: str) -> None:
+        """Nothing to do: this process' own engine lock already orders its save and get."""
 
+    def clear_saving(self, key: str) -> None:
+        """Nothing to do (see ``mark_saving``)."""
+
+
+# -- states shared by processes: one file each ----------------------------------------------
+# A file: header, key (UTF-8), token ids (int32 little-endian), KV bytes. The header's CRC
+# covers the lengths, the key and the tokens; the KV bytes are checked by length only (a CRC
+# of 40 MB costs 17 ms, more than the restore) and by llama.cpp, which refuses cells that do
+# not fit its context. Files are only ever replaced whole (temp file + rename), never rewritten.
+MAGIC = b"ASKVST01"
+HEADER = struct.Struct("<8sIIQI")  # magic, key bytes, token count, KV bytes, CRC32
+SUFFIX = ".kv"
+SAVING_SUFFIX = ".saving"
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
+# Another process saving a conversation's state (its reply just went out): wait this long at
+# most for it, rather than read the prompt cold. A marker older than this is a dead saver's.
+SAVE_WAIT_SECONDS = 5.0
+STALE_DIRECTORY_SECONDS = 24 * 3600  # a sibling directory (older model...) unused this long
+FINGERPRINT_LENGTH = 16
+
+
+class CorruptState(ValueError):
+    """A state file that is not what ``KvStateDirectory.put`` wrote."""
+
+
+def fingerprint(model_path: Path, context_size: int, kv_type: str = "f16") -> str:
+    """What a state can only be restored into: this model file, context size, KV cell type
+    and llama-cpp-python (its llama.cpp) version."""
+    import llama_cpp
+
+    try:
+        stat = model_path.stat()
+        identity = [str(model_path.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+    except OSError:  # the engine reports the missing model; its states are never reused
+        identity = [str(model_path), "missing", str(time.time_ns())]
+    parts = [*identity, str(context_size), kv_type, llama_cpp.__version__, MAGIC.decode()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def default_root(data_dir: Path) -> Path:
+    """tmpfs when the host has one (states are RAM-speed and vanish on reboot), else disk."""
+    shm = Path("/dev/shm")
+    return shm / "assistant-kv" if shm.is_dir() else data_dir / "kv-cache"
+
+
+def make_cache(settings: Settings, model_path: Path, context_size: int) -> KvCache | None:
+    """The state store of a worker process: the host's shared directory (None: reuse is off)."""
+    budget = settings.kv_cache_mb << 20
+    if budget <= 0:
+        return None
+    root = settings.kv_cache_dir or default_root(settings.data_dir)
+    directory = root / fingerprint(model_path, context_size)
+    try:
+        return KvStateDirectory(directory, budget)
+    except OSError:
+        log.warning("cannot keep KV states in %s; keeping them in this process' RAM",
+                    directory, exc_info=True)
+        return KvStateCache(budget)
+
+
+class KvStateDirectory:
+    """Saved KV states as files in ``directory``, shared by every process that opens it.
+
+    ``budget_bytes`` bounds the whole directory, whoever wrote it: a put evicts the least
+    recently used files (oldest mtime; a get touches it) under an ``fcntl`` lock. A reader never
+    sees part of a state: files appear whole by rename, and a file evicted after it was opened
+    stays readable until closed. A state read is a read-only map of its file, not a copy.
+    Failures (disk full, a damaged file) are a miss or a lost save and a log line, never an
+    error.
+    """
+
+    def __init__(self, directory: Path, budget_bytes: int) -> None:
+        self.directory = directory
+        self.stats = CacheStats()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_path = directory / LOCK_NAME
+        self._lock_path.touch(exist_ok=True)
+        self.budget_bytes = self._fit_budget(budget_bytes)
+        _remove_stale_siblings(directory)
+
+    # -- the store ---------------------------------------------------------------------------
+    @property
+    def bytes_used(self) -> int:
+        return sum(size for _, size, _ in self._entries())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._entries())
+
+    def __contains__(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def get(self, key: str) -> KvState | None:
+        path = self._path(key)
+        self._wait_for_saver(path)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            self._failed(f"could not open {path}")
+            return None
+        try:
+            info = os.fstat(fd)
+            inode = info.st_ino
+            if info.st_size < HEADER.size:
+                raise CorruptState(f"{info.st_size} bytes, shorter than a header")
+            mapped = mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ)
+        except (OSError, CorruptState) as exc:
+            self._drop_if_same(path, fd)
+            self._failed(f"could not read {path}: {exc}")
+            return None
+        finally:
+            os.close(fd)
+        try:
+            state = _parse(mapped, key)
+        except CorruptState as exc:
+            mapped.close()
+            self._drop_inode(path, inode)
+            self._failed(f"damaged KV state file {path}: {exc}")
+            return None
+        with contextlib.suppress(OSError):  # evicted meanwhile: still ours to read
+            os.utime(path)
+        return state
+
+    def put(self, key: str, state: KvState) -> bool:
+        """Keep ``state`` under ``key`` (replacing what was there); False if it was not kept."""
+        path = self._path(key)
+        encoded_key = key.encode()
+        tokens = struct.pack(f"<{len(state.tokens)}i", *state.tokens)
+        size = HEADER.size + len(encoded_key) + len(tokens) + len(state.data)
+        if size > self.budget_bytes:
+            self.stats.too_large += 1
+            self.discard(key)
+            return False
+        lengths = struct.pack("<IIQ", len(encoded_key), len(state.tokens), len(state.data))
+        checksum = zlib.crc32(tokens, zlib.crc32(encoded_key, zlib.crc32(lengths)))
+        header = HEADER.pack(MAGIC, len(encoded_key), len(state.tokens), len(state.data),
+                             checksum)
+        try:
+            with self._locked():
+                self.stats.evictions += self._make_room(size, replacing=path)
+                fd, temp = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX)
+                try:
+                    with os.fdopen(fd, "wb") as file:
+                        for part in (header, encoded_key, tokens, state.data):
+                            file.write(part)
+                    os.replace(temp, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+                    raise
+        except OSError as exc:
+            self._failed(f"could not save the KV state of {key} in {self.directory}: {exc}")
+            return False
+        self.stats.saves += 1
+        return True
+
+    def discard(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self._path(key).unlink(missing_ok=True)
+
+    def mark_saving(self, key: str) -> None:
+        """This process is about to save ``key``'s state: others' ``get`` wait for it."""
+        try:
+            self._saving_path(key).touch()
+        except OSError:
+            log.warning("could not mark the KV state of %s as being saved", key, exc_info=True)
+
+    def clear_saving(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self._saving_path(key).unlink(missing_ok=True)
+
+    # -- files ---------------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:40] + SUFFIX)
+
+    def _saving_path(self, key: str) -> Path:
+        return self._path(key).with_suffix(SAVING_SUFFIX)
+
+    def _entries(self) -> Iterator[tuple[int, int, Path]]:
+        """(mtime ns, size, path) of each state file."""
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(SUFFIX):
+                    try:
+                        stat = entry.stat()
+                    except FileNotFoundError:  # evicted by another process just now
+                        continue
+                    yield stat.st_mtime_ns, stat.st_size, Path(entry.path)
+
+    def _make_room(self, size: int, replacing: Path) -> int:
+        """Evict until ``size`` more bytes fit (the lock is held); returns how many went."""
+        for temp in self.directory.glob(TEMP_PREFIX + "*"):  # a writer died holding the lock
+            temp.unlink(missing_ok=True)
+        entries = sorted(e for e in self._entries() if e[2] != replacing)
+        total = sum(entry_size for _, entry_size, _ in entries)
+        evicted = 0
+        for _, entry_size, path in entries:
+            if total + size <= self.budget_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= entry_size
+            evicted += 1
+        return evicted
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _wait_for_saver(self, path: Path) -> None:
+        marker = path.with_suffix(SAVING_SUFFIX)
+        while True:
+            try:
+                age = time.time() - marker.stat().st_mtime
+            except OSError:
+                return
+            if age > SAVE_WAIT_SECONDS:
+                marker.unlink(missing_ok=True)
+                return
+            time.sleep(0.01)
+
+    def _fit_budget(self, budget_bytes: int) -> int:
+        """The budget, cut to what the file system can hold (Docker's /dev/shm is 64 MB)."""
+        usage = shutil.disk_usage(self.directory)
+        room = self.bytes_used + usage.free * 9 // 10
+        if room < budget_bytes:
+            log.warning("%s has room for %d MB of KV states, not the %d MB of "
+                        "ASSISTANT_KV_CACHE_MB: using %d MB", self.directory, room >> 20,
+                        budget_bytes >> 20, room >> 20)
+            return room
+        return budget_bytes
+
+    def _failed(self, message: str) -> None:
+        self.stats.errors += 1
+        log.warning("%s; the prompt is read instead", message)
+
+    def _drop_if_same(self, path: Path, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            self._drop_inode(path, os.fstat(fd).st_ino)
+
+    @staticmethod
+    def _drop_inode(path: Path, inode: int) -> None:
+        """Remove a damaged file unless a writer has replaced it since it was opened."""
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:
+                path.unlink()
+
+
+def _parse(mapped: mmap.mmap, key: str) -> KvState:
+    """The state in a mapped file: its tokens copied, its KV bytes a view of the map."""
+    magic, key_length, count, data_length, checksum = HEADER.unpack_from(mapped, 0)
+    if magic != MAGIC:
+        raise CorruptState("not a KV state file")
+    start = HEADER.size + key_length + 4 * count
+    if start + data_length != len(mapped):
+        raise CorruptState(f"{len(mapped)} bytes, expected {start + data_length}")
+    encoded_key = mapped[HEADER.size:HEADER.size + key_length]
+    tokens = mapped[HEADER.size + key_length:start]
+    lengths = struct.pack("<IIQ", key_length, count, data_length)
+    if zlib.crc32(tokens, zlib.crc32(encoded_key, zlib.crc32(lengths))) != checksum:
+        raise CorruptState("checksum mismatch")
+    if encoded_key != key.encode():
+        raise CorruptState("another key's state (hash collision)")
+    return KvState(tokens=struct.unpack(f"<{count}i", tokens), data=memoryview(mapped)[start:])
+
+
+def _remove_stale_siblings(directory: Path) -> None:
+    """Drop other fingerprints' directories unused for a day (a replaced model, an upgraded
+    llama-cpp-python): on tmpfs they would hold RAM until the next reboot."""
+    now = time.time()
+    try:
+        siblings = [p for p in directory.parent.iterdir()
+                    if p != directory and p.is_dir() and len(p.name) == FINGERPRINT_LENGTH]
+    except OSError:
+        return
+    for sibling in siblings:
+        try:
+            newest = max([sibling.stat().st_mtime]
+                         + [entry.stat().st_mtime for entry in sibling.iterdir()])
+        except OSError:
+            continue
+        if now - newest > STALE_DIRECTORY_SECONDS:
+            log.info("removing unused KV states of another model or version: %s", sibling)
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+# -- llama.cpp ------------------------------------------------------------------------------
 def capture(llama: Any) -> KvState:
     """Copy the KV cells and token ids that ``llama``'s context holds now."""
     import llama_cpp
 
     ctx = llama._ctx.ctx
     size = int(llama_cpp.llama_state_seq_get_size(ctx, SEQUENCE))
-    buffer = (ctypes.c_uint8 * size)()
-    written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, SEQUENCE))
+    # A bytearray's large allocation is zeroed lazily by the kernel (a ctypes array is memset:
+    # 25 ms for 40 MB), and the state keeps it as it is, without a copy to bytes.
+    buffer = bytearray(size)
+    target = (ctypes.c_uint8 * size).from_buffer(buffer)
+    written = int(llama_cpp.llama_state_seq_get_data(ctx, target, size, SEQUENCE))
+    del target  # release the export, so the bytearray may be resized
     if written == 0 or written > size:
         raise RuntimeError(f"could not copy the KV state ({written} of {size} bytes)")
+    del buffer[written:]
     tokens = tuple(int(t) for t in llama.input_ids[: llama.n_tokens])
-    return KvState(tokens=tokens, data=bytes(memoryview(buffer)[:written]))
+    return KvState(tokens=tokens, data=buffer)
 
 
 def restore(llama: Any, state: KvState) -> None:
@@ -139,13 +477,16 @@ def restore(llama: Any, state: KvState) -> None:
     ``llama.generate`` sees ``state.tokens`` as already read and only reads what follows them.
     """
     import llama_cpp
+    import numpy as np
 
     ctx = llama._ctx.ctx
     llama._ctx.kv_cache_seq_rm(-1, 0, -1)
     llama.n_tokens = 0
-    # A pointer into the bytes object itself: no copy of tens of MB before llama.cpp's own.
-    source = ctypes.cast(ctypes.c_char_p(state.data), ctypes.POINTER(ctypes.c_uint8))
-    read = int(llama_cpp.llama_state_seq_set_data(ctx, source, len(state.data), SEQUENCE))
+    # A pointer into the state's own buffer (bytes, or a read-only map of its file): no copy
+    # of tens of MB before llama.cpp's own.
+    view = np.frombuffer(state.data, dtype=np.uint8)
+    source = view.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+    read = int(llama_cpp.llama_state_seq_set_data(ctx, source, len(view), SEQUENCE))
     if read == 0:
         llama._ctx.kv_cache_seq_rm(-1, 0, -1)
         raise RuntimeError("llama.cpp refused the saved KV state")

@@ -4,16 +4,18 @@
 lock. The chat template comes from the GGUF's own metadata (``tokenizer.chat_template``), which
 llama-cpp-python picks when no ``chat_format`` is given: SmolLM2's ChatML and Llama 3's both.
 
-With a KV cache budget (``ASSISTANT_KV_CACHE_MB``), the context's state is saved per
-conversation after each turn and restored before the next one (``worker.kvcache``), so a turn
-reads only its new tokens even when other conversations ran in between; a new conversation
-starts from the saved state of its system prompt. What a restore reuses is always an exact
+With a KV state store (``worker.kvcache``; a worker's is shared by the pool processes of its
+host), the context's state is saved per conversation after each turn and restored before the
+next one, so a turn reads only its new tokens even when other conversations ran in between or
+another process answered the last turn; a new conversation starts from the saved state of its
+system prompt. What a restore reuses is always an exact
 token prefix of the new prompt, so the reply is the one a cold run would give.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +25,15 @@ from typing import Any
 from assistant.engine import Completion, GenerationRequest, Stream
 from assistant.envelope import ChatMessage
 from assistant.errors import ModelError
-from worker.kvcache import KvState, KvStateCache, capture, common_prefix, prefix_key, restore
+from worker.kvcache import (
+    KvCache,
+    KvState,
+    KvStateCache,
+    capture,
+    common_prefix,
+    prefix_key,
+    restore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,7 @@ class LlamaEngine:
     def __init__(
         self, model_path: Path, context_size: int, threads: int, threads_batch: int,
         on_load: Callable[[float], None] | None = None,
-        kv_cache_bytes: int = 0,
+        kv_cache_bytes: int = 0, kv_cache: KvCache | None = None,
     ) -> None:
         self.model_path = model_path
         self.name = model_path.stem
@@ -54,7 +64,10 @@ class LlamaEngine:
         self._llama: Any = None
         self._lock = threading.Lock()
         self._on_load = on_load  # told the load time in seconds (worker metrics)
-        self.kv_cache = KvStateCache(kv_cache_bytes) if kv_cache_bytes > 0 else None
+        # ``kv_cache`` (``worker.kvcache.make_cache``) wins; else ``kv_cache_bytes`` of RAM.
+        self.kv_cache: KvCache | None = kv_cache
+        if kv_cache is None and kv_cache_bytes > 0:
+            self.kv_cache = KvStateCache(kv_cache_bytes)
         self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
         self._system_prefixes: dict[str, tuple[int, ...]] = {}
         # Prompt tokens of the last generation: (reused from the context, total).
@@ -142,10 +155,14 @@ class LlamaEngine:
                 keeper = threading.Thread(
                     target=self._keep_state_then_release,
                     args=(llama, request, prompt, reply), name="kv-keep", daemon=True)
+                # Another pool process may take the conversation's next turn before the save
+                # ends: the marker makes it wait for the state rather than read cold.
+                self.kv_cache.mark_saving(request.cache_key)
                 try:
                     keeper.start()
                     handed_off = True
                 except RuntimeError:  # no thread to be had: skip saving, free the lock
+                    self.kv_cache.clear_saving(request.cache_key)
                     log.warning("could not start the KV state keeper", exc_info=True)
             if not handed_off:
                 self._lock.release()
@@ -242,6 +259,10 @@ class LlamaEngine:
         self._batch_read = len(prompt)  # once generate() has read the rest in one batch
         self.last_prompt_tokens = (reuse, len(prompt))
         self.last_source = source if reuse else "none"
+        # Which process reused what: with several pool processes sharing one store, this line
+        # shows a conversation's turns reusing its state whichever process ran them.
+        log.info("prompt of %d tokens: %d reused (%s) in process %d", len(prompt), reuse,
+                 self.last_source, os.getpid())
         return prompt
 
     def _keep_state_then_release(self, llama: Any, request: GenerationRequest,
@@ -254,6 +275,8 @@ class LlamaEngine:
         except Exception:  # a background thread: log, never lose the lock
             log.exception("could not keep the KV state of %s", request.cache_key)
         finally:
+            if self.kv_cache is not None and request.cache_key is not None:
+                self.kv_cache.clear_saving(request.cache_key)
             self._lock.release()
 
     def _keep_state(self, llama: Any, request: GenerationRequest, prompt: list[int],

@@ -2,7 +2,8 @@
 
 Two conversations are interleaved turn by turn through one engine with a state cache; each
 turn's reply must equal the reply of a cold run (a fresh context reading the whole prompt) with
-the same seed and sampling settings, and a turn must read only its new tokens.
+the same seed and sampling settings, and a turn must read only its new tokens. Two engines
+sharing one state directory (two pool processes of a node) continue each other's conversations.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
-from worker.kvcache import common_prefix
+from worker.kvcache import KvStateDirectory, common_prefix
 from worker.llama import LlamaEngine
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,26 @@ def test_a_one_off_prompt_in_between_does_not_change_a_conversations_reply(
     assert "".join(warm.stream(follow_up)) == cold_reply(cold, follow_up)
     assert warm.last_source == "own"
     warm.wait_idle()
+
+
+def test_engines_sharing_a_state_directory_continue_each_others_conversations(
+    engines: tuple[LlamaEngine, LlamaEngine], model_path: Path, tmp_path: Path,
+) -> None:
+    _, cold = engines
+    shared = [LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                          kv_cache=KvStateDirectory(tmp_path, 128 << 20)) for _ in range(2)]
+    history = [SYSTEM]
+    for turn, question in enumerate(QUESTIONS["conv-a"]):
+        engine = shared[turn % 2]  # the other process each time
+        history.append(ChatMessage(role="user", text=question))
+        request = GenerationRequest(messages=tuple(history), max_tokens=48, temperature=0.7,
+                                    seed=2000 + turn, cache_key="conv-shared")
+        reply = "".join(engine.stream(request))
+        assert reply == cold_reply(cold, request), turn
+        reused, total = engine.last_prompt_tokens
+        if turn:
+            # Saved by the other engine (still saving when this turn started, in a worker).
+            assert engine.last_source == "own" and total - reused < 40, (reused, total)
+        history.append(ChatMessage(role="assistant", text=reply.strip()))
+    for engine in shared:
+        engine.wait_idle()

@@ -1,8 +1,26 @@
-"""The KV state cache: a byte budget, least recently used out first, keys never mixed."""
+"""The KV state stores (RAM, and a directory shared by processes): a byte budget, least
+recently used out first, keys never mixed, damaged files a miss."""
 
 from __future__ import annotations
 
-from worker.kvcache import KvState, KvStateCache, common_prefix, prefix_key
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.settings import Settings
+from worker.kvcache import (
+    KvState,
+    KvStateCache,
+    KvStateDirectory,
+    common_prefix,
+    fingerprint,
+    make_cache,
+    prefix_key,
+)
 
 
 def state(tokens: int, data: int) -> KvState:
@@ -62,3 +80,146 @@ def test_common_prefix() -> None:
     assert common_prefix([], [1]) == 0
     assert common_prefix([5], [1]) == 0
 
+
+
+# -- the directory store: states shared by the pool processes of a host ----------------------
+def directory_state(tokens: int, data: int, fill: int = 120) -> KvState:
+    return KvState(tokens=tuple(range(tokens)), data=bytes([fill]) * data)
+
+
+def test_one_process_reads_what_another_wrote(tmp_path: Path) -> None:
+    writer, reader = KvStateDirectory(tmp_path, 10_000), KvStateDirectory(tmp_path, 10_000)
+    saved = directory_state(5, 300)
+    assert writer.put("conv-a", saved)
+    got = reader.get("conv-a")
+    assert got is not None and got.tokens == saved.tokens and bytes(got.data) == saved.data
+    assert "conv-a" in reader and "conv-b" not in reader and reader.get("conv-b") is None
+    assert len(reader) == 1 and reader.bytes_used == writer.bytes_used > 300
+
+
+def test_the_budget_bounds_the_whole_directory_least_recently_read_out_first(
+    tmp_path: Path,
+) -> None:
+    first, second = KvStateDirectory(tmp_path, 1_500), KvStateDirectory(tmp_path, 1_500)
+    first.put("a", directory_state(0, 600))
+    time.sleep(0.01)
+    second.put("b", directory_state(0, 600))
+    time.sleep(0.01)
+    assert first.get("a") is not None  # read: now the most recently used
+    time.sleep(0.01)
+    second.put("c", directory_state(0, 600))
+    assert "b" not in first and "a" in first and "c" in first
+    assert second.stats.evictions == 1 and first.bytes_used <= 1_500
+
+
+def test_replacing_and_discarding(tmp_path: Path) -> None:
+    store = KvStateDirectory(tmp_path, 2_000)
+    store.put("a", directory_state(0, 500))
+    store.put("a", directory_state(0, 900, fill=7))
+    got = store.get("a")
+    assert got is not None and bytes(got.data) == bytes([7]) * 900 and len(store) == 1
+    assert not store.put("a", directory_state(0, 5_000))  # too large: the old one goes too
+    assert "a" not in store and store.stats.too_large == 1
+    store.put("b", directory_state(0, 10))
+    store.discard("b")
+    store.discard("missing")
+    assert len(store) == 0 and store.bytes_used == 0
+
+
+def test_a_state_read_before_its_eviction_stays_whole(tmp_path: Path) -> None:
+    store = KvStateDirectory(tmp_path, 1_000)
+    store.put("a", directory_state(3, 700, fill=1))
+    held = store.get("a")
+    store.put("b", directory_state(3, 700, fill=2))  # evicts a's file while it is mapped
+    assert "a" not in store and held is not None
+    assert bytes(held.data) == bytes([1]) * 700 and held.tokens == (0, 1, 2)
+
+
+def test_states_of_another_model_context_or_version_are_never_found(tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"weights")
+    base = fingerprint(model, 2048)
+    assert fingerprint(model, 2048) == base
+    assert fingerprint(model, 4096) != base
+    assert fingerprint(model, 2048, kv_type="q8_0") != base
+    os.utime(model, ns=(1, 1))  # a replaced file, same name
+    assert fingerprint(model, 2048) != base
+    settings = Settings(ASSISTANT_KV_CACHE_DIR=str(tmp_path / "kv"), ASSISTANT_KV_CACHE_MB=1)
+    small = make_cache(settings, model, 2048)
+    large = make_cache(settings, model, 4096)
+    assert isinstance(small, KvStateDirectory) and isinstance(large, KvStateDirectory)
+    assert small.directory != large.directory and small.budget_bytes == 1 << 20
+    small.put("conv", directory_state(3, 10))
+    assert large.get("conv") is None
+    assert make_cache(Settings(ASSISTANT_KV_CACHE_MB=0), model, 2048) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-token", "garbage", "empty"])
+def test_a_damaged_file_is_a_miss_and_is_removed(tmp_path: Path, damage: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    store = KvStateDirectory(tmp_path, 10_000)
+    store.put("a", directory_state(8, 500))
+    (path,) = tmp_path.glob("*.kv")
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[:-10]
+    elif damage == "flip-token":
+        raw[-500 - 4] ^= 0xFF  # the last token id
+    elif damage == "garbage":
+        raw[:8] = b"whatever"
+    else:
+        raw = bytearray()
+    path.write_bytes(bytes(raw))
+    assert store.get("a") is None
+    assert not path.exists() and store.stats.errors == 1
+    assert "the prompt is read instead" in caplog.text
+
+
+def test_a_failed_write_is_a_lost_save_not_an_error(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store = KvStateDirectory(tmp_path, 10_000)
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    assert not store.put("a", directory_state(3, 100))
+    assert store.stats.errors == 1 and list(tmp_path.glob(".tmp-*")) == []
+
+
+def test_a_reader_waits_for_another_process_saving_the_same_state(tmp_path: Path) -> None:
+    saver, reader = KvStateDirectory(tmp_path, 10_000), KvStateDirectory(tmp_path, 10_000)
+    saver.put("a", directory_state(2, 10, fill=1))
+    saver.mark_saving("a")
+    later = threading.Timer(0.3, lambda: (saver.put("a", directory_state(4, 10, fill=2)),
+                                          saver.clear_saving("a")))
+    later.start()
+    started = time.monotonic()
+    got = reader.get("a")
+    later.join()
+    assert got is not None and got.tokens == (0, 1, 2, 3)
+    assert 0.25 < time.monotonic() - started < 2
+
+
+def _put_many(directory: str, worker: int) -> None:
+    store = KvStateDirectory(Path(directory), 50_000)
+    for turn in range(40):
+        store.put(f"conv-{worker}-{turn % 12}", directory_state(10, 4_000 + 97 * turn))
+
+
+def test_processes_putting_at_once_stay_within_the_budget(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_put_many, args=(str(tmp_path), n)) for n in range(2)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(60)
+        assert process.exitcode == 0
+    store = KvStateDirectory(tmp_path, 50_000)
+    assert 40_000 < store.bytes_used <= 50_000
+    assert list(tmp_path.glob(".tmp-*")) == []
+    for path in tmp_path.glob("*.kv"):  # every file whole
+        assert path.stat().st_size > 4_000
+    kept = [key for key in (f"conv-{w}-{t}" for w in range(2) for t in range(12))
+            if store.get(key) is not None]
+    assert kept and store.stats.errors == 0
