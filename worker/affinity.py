@@ -1,26 +1,34 @@
 """Conversation-affine routing: send a conversation's turn back to the worker holding its state.
 
-Each worker node (one Celery node, ``--concurrency=1``: one process, one ``Llama``, one KV state
-cache) also consumes its own queue (Celery's ``worker_direct``: ``<node>.dq2``). After a node
-answered a conversation it records ``affinity:<conv> = <node>``. The dispatcher sends the next
-turn to that node's queue when the node is alive (its heartbeat key exists), not busy with a
-turn, and has nothing queued; otherwise to the shared queue, where any worker takes it.
+Each worker node (one Celery node of N pool processes, each with its own ``Llama``, all sharing
+the host's KV state directory, ``worker.kvcache``) also consumes its own queue (Celery's
+``worker_direct``: ``<node>.dq2``). After a node answered a conversation it records
+``affinity:<conv> = <node>``. The dispatcher sends the next turn to that node's queue when the
+node is alive (its heartbeat key exists), has a pool process free (fewer running turns than
+the pool size its heartbeat records) and has nothing queued; otherwise to the shared queue,
+where any worker takes it.
 
 A node that dies loses only speed, never a message: the message itself waits in the
 conversation's pending list (``assistant.turns``), and every live node's heartbeat thread moves
 whatever sits in a dead node's queue to the shared queue, where any worker answers it — also
 messages kombu restores there after the visibility timeout.
 
-Keys (prefix ``assistant:``): ``affinity:<conv>`` (1 day), ``worker:<node>:alive``
-(``ALIVE_TTL_SECONDS``, renewed every ``HEARTBEAT_SECONDS``), ``worker:<node>:busy`` (set
-while a turn runs), ``workers`` (sorted set: node → last heartbeat, for the sweep).
+Keys (prefix ``assistant:``): ``affinity:<conv>`` (1 day), ``worker:<node>:alive`` = the pool
+size (``ALIVE_TTL_SECONDS``, renewed every ``HEARTBEAT_SECONDS``, which re-reads the size after
+``pool_grow``/``pool_shrink`` or autoscaling), ``worker:<node>:busy`` (sorted set: pid of a
+process running a turn → deadline, Redis' clock; an entry past its deadline no longer counts,
+and the heartbeat drops those of processes gone from the pool), ``workers`` (sorted set:
+node → last heartbeat, for the sweep).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -34,18 +42,32 @@ PREFIX = "assistant"
 WORKERS_KEY = f"{PREFIX}:workers"
 HEARTBEAT_SECONDS = 2.0
 ALIVE_TTL_SECONDS = 6
-BUSY_TTL_SECONDS = 300  # a busy flag left by a killed process expires by itself
+BUSY_TTL_SECONDS = 300  # a busy entry left by a killed process expires by itself
 AFFINITY_TTL_SECONDS = 24 * 3600
 
-# One round trip: the node for this conversation, if it is alive, idle and has nothing queued.
+# One round trip: the node for this conversation, if it is alive, has a pool process without a
+# turn, and has nothing queued. Deadlines are Redis' clock: hosts' clocks may differ.
 ROUTE_SCRIPT = """
 local node = redis.call('GET', KEYS[1])
 if not node then return false end
 local base = ARGV[1] .. ':worker:' .. node
-if redis.call('EXISTS', base .. ':alive') == 0 then return false end
-if redis.call('EXISTS', base .. ':busy') == 1 then return false end
+local capacity = tonumber(redis.call('GET', base .. ':alive'))
+if not capacity then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if redis.call('ZCOUNT', base .. ':busy', '(' .. tostring(now), '+inf') >= capacity then
+  return false
+end
 if redis.call('LLEN', node .. ARGV[2]) > 0 then return false end
 return node
+"""
+# A pool process starts a turn: its entry, deadline now + TTL; entries past theirs go.
+START_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tostring(now))
+redis.call('ZADD', KEYS[1], tostring(now + tonumber(ARGV[2])), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 """
 DIRECT_SUFFIX = worker_direct("x").name[1:]  # Celery names a node's queue "<node>.dq2"
 
@@ -81,14 +103,16 @@ class Router:
         return node.decode() if isinstance(node, bytes) else str(node)
 
 
-def turn_started(client: redis.Redis, node: str, conversation_id: str) -> None:
-    client.set(busy_key(node), conversation_id, ex=BUSY_TTL_SECONDS)
+def turn_started(client: redis.Redis, node: str, pid: int) -> None:
+    """Pool process ``pid`` of ``node`` runs a turn: one process fewer free."""
+    client.register_script(START_SCRIPT)(keys=[busy_key(node)], args=[pid, BUSY_TTL_SECONDS])
 
 
-def turn_finished(client: redis.Redis, node: str, conversation_id: str | None) -> None:
-    """The node is idle again; with ``conversation_id``, it now holds that conversation."""
+def turn_finished(client: redis.Redis, node: str, pid: int, conversation_id: str | None) -> None:
+    """Process ``pid`` is free again; with ``conversation_id``, the node holds that
+    conversation (its state is in the host's shared store, whichever process takes it)."""
     pipe = client.pipeline(transaction=False)
-    pipe.delete(busy_key(node))
+    pipe.zrem(busy_key(node), pid)
     if conversation_id is not None:
         pipe.set(affinity_key(conversation_id), node, ex=AFFINITY_TTL_SECONDS)
     pipe.execute()
@@ -106,19 +130,44 @@ def move_queue(client: redis.Redis, source: str, target: str) -> int:
     return moved
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """A node's pool now: how many processes, and their pids when the pool says."""
+
+    processes: int
+    pids: frozenset[int] | None = None
+
+
+def pool_size(pool: Any) -> PoolSize:
+    """Read Celery's pool (prefork: ``num_processes`` follows ``pool_grow``/``pool_shrink``
+    and autoscaling; ``info["processes"]`` lists the live children's pids)."""
+    try:
+        processes = int(pool.num_processes)
+    except (AttributeError, TypeError, ValueError):
+        processes = 1
+    try:
+        listed = pool.info.get("processes")
+        pids = frozenset(int(pid) for pid in listed) if isinstance(listed, list) else None
+    except Exception:  # noqa: BLE001 - a pool without the list: no pruning by pid
+        pids = None
+    return PoolSize(max(processes, 0), pids)
+
+
 class Heartbeat:
-    """A node's liveness signal, and the sweep that rescues dead nodes' queued messages.
+    """A node's liveness signal with its pool size, and the sweep that rescues dead nodes'
+    queued messages.
 
     Runs as a daemon thread in the Celery node's main process (started on ``worker_ready``).
     """
 
     def __init__(self, client: redis.Redis, node: str, shared_queue: str,
-                 forget_after_seconds: float,
+                 forget_after_seconds: float, pool: Callable[[], PoolSize] | None = None,
                  interval: float = HEARTBEAT_SECONDS, alive_ttl: int = ALIVE_TTL_SECONDS) -> None:
         self.client = client
         self.node = node
         self.shared_queue = shared_queue
         self.forget_after_seconds = forget_after_seconds  # > the visibility timeout
+        self.pool = pool or (lambda: PoolSize(1))
         self.interval = interval
         self.alive_ttl = alive_ttl
         self._stop = threading.Event()
@@ -140,10 +189,18 @@ class Heartbeat:
             log.warning("could not clear the heartbeat of %s", self.node, exc_info=True)
 
     def beat(self) -> None:
+        pool = self.pool()
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(alive_key(self.node), "1", ex=self.alive_ttl)
+        pipe.set(alive_key(self.node), pool.processes, ex=self.alive_ttl)
         pipe.zadd(WORKERS_KEY, {self.node: time.time()})
         pipe.execute()
+        if pool.pids is not None:
+            # A pool process killed during a turn frees its place now, not after the TTL.
+            running: list[bytes] = self.client.zrange(  # type: ignore[assignment]
+                busy_key(self.node), 0, -1)
+            gone = [pid for pid in running if int(pid) not in pool.pids]
+            if gone:
+                self.client.zrem(busy_key(self.node), *gone)
 
     def sweep(self) -> int:
         """Move messages queued for dead nodes to the shared queue; returns how many."""
@@ -184,8 +241,8 @@ def conversation_of(args: Any) -> str | None:
 
 
 class _Signals:
-    """Celery signal receivers: the heartbeat in the node's main process, busy flags and the
-    conversation → node mapping in the process that ran the turn."""
+    """Celery signal receivers: the heartbeat in the node's main process, busy entries and the
+    conversation → node mapping in the pool process that ran the turn."""
 
     def __init__(self, connect_client: Any, task_name: str, shared_queue: str,
                  forget_after_seconds: float) -> None:
@@ -198,8 +255,6 @@ class _Signals:
         self._pid = 0
 
     def client(self) -> redis.Redis:
-        import os
-
         if self._client is None or self._pid != os.getpid():  # a pool child: its own socket
             self._client = self.connect_client()
             self._pid = os.getpid()
@@ -209,8 +264,10 @@ class _Signals:
         node = getattr(sender, "hostname", None)
         if not node:
             return
+        pool = getattr(sender, "pool", None)  # the consumer's: its size changes at runtime
         self.heartbeat = Heartbeat(self.client(), node, self.shared_queue,
-                                   self.forget_after_seconds)
+                                   self.forget_after_seconds,
+                                   pool=(lambda: pool_size(pool)) if pool is not None else None)
         self.heartbeat.start()
 
     def worker_shutdown(self, **_: Any) -> None:
@@ -221,7 +278,7 @@ class _Signals:
         node, conversation = self._turn(sender, args)
         if node and conversation:
             try:
-                turn_started(self.client(), node, conversation)
+                turn_started(self.client(), node, os.getpid())
             except redis.RedisError:
                 log.warning("could not mark %s busy", node, exc_info=True)
 
@@ -232,7 +289,7 @@ class _Signals:
             return
         answered = state == "SUCCESS" and isinstance(retval, int) and retval > 0
         try:
-            turn_finished(self.client(), node, conversation if answered else None)
+            turn_finished(self.client(), node, os.getpid(), conversation if answered else None)
         except redis.RedisError:
             log.warning("could not record where %s was answered", conversation, exc_info=True)
 
