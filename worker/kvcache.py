@@ -204,13 +204,21 @@ def default_root(data_dir: Path) -> Path:
     return shm / "assistant-kv" if shm.is_dir() else data_dir / "kv-cache"
 
 
-def make_cache(settings: Settings, model_path: Path, context_size: int) -> KvCache | None:
-    """The state store of a worker process: the host's shared directory (None: reuse is off)."""
+def make_cache(settings: Settings, model_path: Path | None = None,
+               context_size: int | None = None) -> KvCache | None:
+    """The state store of a worker process: the host's shared directory (None: reuse is off).
+
+    The model and context size default to the settings' (``ASSISTANT_MODEL``...).
+    """
     budget = settings.kv_cache_mb << 20
     if budget <= 0:
         return None
+    if model_path is None:
+        from assistant.models import resolve_model_path
+
+        model_path = resolve_model_path(settings.model, settings.models_dir)
     root = settings.kv_cache_dir or default_root(settings.data_dir)
-    directory = root / fingerprint(model_path, context_size)
+    directory = root / fingerprint(model_path, context_size or settings.context_size)
     try:
         return KvStateDirectory(directory, budget)
     except OSError:

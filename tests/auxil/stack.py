@@ -80,9 +80,9 @@ class Stack:
         return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, name: str = "w1") -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "w1", concurrency: int = 1) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-                   "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
+                   "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
                    f"--hostname={name}@test", "--without-gossip", "--without-mingle"]
         process = self._spawn(f"worker-{name}", command)
         self.workers[name] = process

@@ -1,19 +1,27 @@
 """Conversation-affine routing with real worker processes: turns go back to the worker that
-holds the conversation's state, and a message routed to a worker that died is still answered."""
+holds the conversation's state, a node of two pool processes reuses a conversation's state in
+either process, and a message routed to a worker that died is still answered."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from assistant.engine import GenerationRequest
+from assistant.envelope import ChatMessage
+from assistant.pipeline import seed_for
+from integrations.web.api import web_conversation
 from tests.auxil.stack import Stack
 from worker.affinity import direct_queue
+from worker.llama import LlamaEngine
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +57,67 @@ def test_every_turn_of_a_conversation_goes_to_the_same_worker(make_stack: Any) -
         time.sleep(0.3)  # the turn's task has finished: its worker is idle again
     counts = sorted(tasks_received(stack, name) for name in ("w1", "w2"))
     assert counts == [0, 5], counts
+
+
+def prompt_lines(stack: Stack, name: str, conversation: str) -> list[dict[str, Any]]:
+    """The engine's per-turn lines (JSON logs) of one conversation: reuse and process."""
+    lines = []
+    for line in stack.log(f"worker-{name}").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("conversation") == conversation and entry["msg"].startswith("prompt of"):
+                words = entry["msg"].split()  # prompt of N tokens: R reused (source) in process P
+                lines.append({"total": int(words[2]), "reused": int(words[4]),
+                              "source": words[6].strip("()"), "pid": int(words[-1])})
+    return lines
+
+
+def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
+    make_stack: Any, model_path: Path, tmp_path: Path,
+) -> None:
+    stack: Stack = make_stack(ASSISTANT_MAX_TOKENS="24", ASSISTANT_TEMPERATURE="0.7",
+                              ASSISTANT_TRACE_PROMPTS="true",
+                              ASSISTANT_KV_CACHE_DIR=str(tmp_path / "kv"))
+    (stack.log_dir / "worker-w1.log").unlink(missing_ok=True)
+    stack.start_web()
+    stack.start_worker("w1", concurrency=2)
+    conversation_id = uuid.uuid4().hex
+    conversation = web_conversation(conversation_id).redis_id
+    answers = []
+    for turn in range(5):  # at once after each reply: the state may still be being saved
+        other = None
+        if turn % 2:
+            # Keep a process busy with another conversation, so that this turn goes to the
+            # process that is free: Celery would otherwise give it the same one again.
+            other_id = uuid.uuid4().hex
+            other = threading.Thread(target=chat, args=(stack.url, "Name a bird.", other_id))
+            other.start()
+            deadline = time.monotonic() + 60
+            while not prompt_lines(stack, "w1", web_conversation(other_id).redis_id):
+                assert time.monotonic() < deadline, stack.log("worker-w1")[-3000:]
+                time.sleep(0.02)
+        response = chat(stack.url, f"Tell me about tea, part {turn}.", conversation_id)
+        assert response.status_code == 200
+        answers.append(response.json())
+        if other is not None:
+            other.join(120)
+    time.sleep(1)  # the last log lines
+    turns = prompt_lines(stack, "w1", conversation)
+    assert len(turns) == 5, stack.log("worker-w1")[-3000:]
+    assert len({t["pid"] for t in turns}) == 2, turns  # both processes answered it
+    for previous, turn in zip(turns, turns[1:], strict=False):
+        # Only the new message is read, whoever answered the last turn: the process that did
+        # still holds it in its context; the other one restores what that one saved.
+        assert turn["total"] - turn["reused"] < 40, turns
+        assert turn["source"] == ("context" if turn["pid"] == previous["pid"] else "own"), turns
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    for answer in answers:
+        messages = tuple(ChatMessage.model_validate(m)
+                         for m in stack.traced_prompt(answer["message_id"]))
+        request = GenerationRequest(messages=messages, max_tokens=24, temperature=0.7,
+                                    seed=seed_for(answer["message_id"]))
+        cold.load().reset()  # nothing kept: the whole prompt is read
+        assert "".join(cold.stream(request)).strip() == answer["reply"]
 
 
 def test_a_message_routed_to_a_killed_worker_is_answered_by_another(make_stack: Any) -> None:
