@@ -12,7 +12,7 @@ from assistant.safety.build import build_service, load_policy
 from assistant.safety.service import SafetyService
 from assistant.safety.verdict import Verdict
 from assistant.settings import Settings
-from assistant.store import connect_store
+from assistant.store import Store, connect_store
 from assistant.store.moderation import ModerationLog
 from worker.metrics import enabled as metrics_enabled
 from worker.metrics import worker_metrics
@@ -20,8 +20,10 @@ from worker.metrics import worker_metrics
 log = logging.getLogger(__name__)
 
 
-def build_safety(settings: Settings, client: redis.Redis) -> SafetyService | None:
-    """The safety service every turn goes through; ``None`` when safety is turned off."""
+def build_safety(settings: Settings, client: redis.Redis, store: Store | None = None
+                 ) -> SafetyService | None:
+    """The safety service every turn goes through; ``None`` when safety is turned off.
+    ``store``: where the moderation log goes (default: open ``settings.sql_url``)."""
     if not settings.safety_enabled:
         log.warning("safety filters are OFF (ASSISTANT_SAFETY=false)")
         return None
@@ -30,7 +32,7 @@ def build_safety(settings: Settings, client: redis.Redis) -> SafetyService | Non
         from worker.guard import guard_completion
 
         extra["llm_judge"] = {"complete": guard_completion(settings)}
-    moderation = ModerationLog(connect_store(settings.sql_url))
+    moderation = ModerationLog(store or connect_store(settings.sql_url))
     service = build_service(settings, client, moderation, extra=extra)
     if metrics_enabled(settings):
         counter = worker_metrics().safety_verdicts

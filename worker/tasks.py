@@ -62,6 +62,9 @@ def model_loaded(seconds: float) -> None:
         log.warning("could not record the loaded model in Redis", exc_info=True)
 
 
+_migrated_before_fork = False  # set by preload() in the node's main process
+
+
 @signals.worker_init.connect(weak=False)
 def preload(**_: object) -> None:
     """In the node's main process, before the pool forks: load what every pool process reads
@@ -74,11 +77,26 @@ def preload(**_: object) -> None:
     import llama_cpp  # noqa: F401  (the library and its ctypes bindings)
 
     if settings.safety_enabled:
-        from assistant.safety.checks import harmful, toxicity
+        from assistant.safety.build import build_service
 
-        cache_dir = settings.data_dir / "safety-cache"  # as assistant.safety.build passes it
-        harmful.classifier(cache_dir)
-        toxicity.load_model(cache_dir)
+        try:
+            # A throwaway service (no Redis: no canary, no strikes), run once: it loads the
+            # classifiers and compiles every check's patterns, and touches their pages here.
+            build_service(settings, None, None).warm()
+        except Exception:  # e.g. a policy naming the LLM judge, which needs its model
+            from assistant.safety.checks import harmful, toxicity
+
+            cache_dir = settings.data_dir / "safety-cache"  # as assistant.safety.build has it
+            harmful.classifier(cache_dir)
+            toxicity.load_model(cache_dir)
+    global _migrated_before_fork
+    try:
+        # Migrate once per node, not once per pool process (alembic's run costs each process
+        # ~6 MB), and bring in the database driver here; no connection crosses the fork.
+        connect_store(settings.sql_url).engine.dispose()
+        _migrated_before_fork = True
+    except Exception:  # the database may be down now: each process migrates on its own
+        log.warning("could not open the store before forking", exc_info=True)
     gc.collect()
     # Objects that exist now are never scanned by the collector again, so it does not touch
     # (and copy) their pages in every pool process (the CPython docs' advice for gc.freeze).
@@ -108,7 +126,8 @@ def runtime() -> Runtime:
             kv_cache_bytes=settings.kv_cache_mb << 20,
         )
     client = runtime_client()
-    store = connect_store(settings.sql_url)  # the archive, users, persona versions
+    # The archive, users, persona versions and the moderation log.
+    store = connect_store(settings.sql_url, upgrade=not _migrated_before_fork)
     prompts = PromptLibrary.load()
     return Runtime(
         client=client,
@@ -124,7 +143,7 @@ def runtime() -> Runtime:
         observers=[*turn_observers(settings), quota_observer(client, settings),
                    archive_observer(store, client, settings.archive_retention_days),
                    live_stats.observer(client), log_turn],
-        safety=build_safety(settings, client),
+        safety=build_safety(settings, client, store),
         live_prompts=LivePrompts(store, client, prompts),
     )
 
