@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install model browser run test bench lint clean
+.PHONY: install model browser run test bench bench-build lint clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ test: model browser
 bench: model
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.load
+
+# The llama-cpp-python build before/after LLAMA_CMAKE_ARGS: two source builds with pip's cache
+# off (~15 minutes on 2 cores), then decode and prompt speed of each (bench/build.py).
+bench-build: model
+	$(BIN)/python -m bench.build
 
 lint: install
 	$(BIN)/ruff check assistant integrations worker tests bench

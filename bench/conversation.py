@@ -9,13 +9,19 @@ side by side as the anchor:
 2. **one conversation, cold**: the same prompts on a worker without the cache whose context was
    just filled with another prompt (so the whole prompt is read); turns 1, 5, 10 and 20, the
    earlier turns written into Redis as the conversation's history.
-3. **8 conversations interleaved over 2 workers**: round robin, one message at a time, with
-   affine routing and the state cache (all 20 turns of each), and without them (round robin
-   over the shared queue, cache off; turn 20 after writing 19 turns of history).
+3. **8 conversations interleaved over 2 worker processes**, one message at a time in round
+   robin: with affine routing and the state store, one node of two pool processes (the
+   recommended layout: either process restores a conversation's state from the host's shared
+   store; all 20 turns of each), against round robin over the shared queue with the cache off
+   (two single-process nodes; turn 20 after writing 19 turns of history).
 4. **llama_cpp.server** with the same model, context and threads: one conversation coming
    straight back (its own prefix reuse), cold turns after another prompt, and the 8
    conversations interleaved with ``--cache`` (its RAM cache; turn 19 then turn 20).
-5. **memory**: resident and private memory of worker processes (cache off, model loaded).
+5. **memory**: resident and private memory of worker processes (cache off, model loaded), and
+   what a second pool process adds to the node (summed PSS before and after growing the pool
+   by one) beside what a second node adds.
+6. **the engine's ceiling**: llama.cpp alone in this process, turn 20 read whole against only
+   its new tokens — the most reuse can save here, without queue, safety or HTTP.
 
 Keys merged into ``bench/results.json``: ``ttft_ms_by_turn``, ``reuse_speedup_turn20``,
 ``interleaved_speedup_turn20``, ``worker_rss_mb``, ``second_worker_rss_mb`` and details
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -97,6 +104,7 @@ class PipelineTarget(Target):
     log_dir: Path
     workers: int
     env: dict[str, str]
+    concurrency: int = 1  # pool processes per node
     valkey: Any = None
     stack: Stack | None = None
     client: httpx.Client | None = None
@@ -111,7 +119,7 @@ class PipelineTarget(Target):
         url = f"redis://127.0.0.1:{self.valkey.port}/0"
         self.stack = Stack(url, self.model_path, self.log_dir, **self.env)
         for index in range(self.workers):
-            self.stack.start_worker(f"w{index + 1}")
+            self.stack.start_worker(f"w{index + 1}", concurrency=self.concurrency)
         self.stack.start_web()
         self.client = httpx.Client(base_url=self.stack.url, timeout=httpx.Timeout(600.0))
         self.redis = redis.Redis.from_url(url)
@@ -577,17 +585,21 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. eight conversations over two workers: affine + cache, then round robin without.
     window = timed("interleaved_affine")
-    affine_stack = PipelineTarget(model_path, log_dir / "affine", 2, {**cached, **two}).start()
+    # One node of two pool processes (`assistant worker --processes 2`): affinity routes to
+    # the node, and either process restores the conversation's state from the host's store.
+    affine_stack = PipelineTarget(model_path, log_dir / "affine", 1, {**cached, **two},
+                                  concurrency=2).start()
     try:
-        for _ in range(2):  # both workers
+        for _ in range(2):  # both processes
             warm_up(affine_stack)
         window.start()
         affine, transcripts = interleaved(affine_stack, args.conversations, args.turns)
         stopped = window.stop()
-        affine_nodes = {name: _tasks_received(affine_stack, name) for name in ("w1", "w2")}
+        affine_sources = _reuse_sources(affine_stack)
     finally:
         affine_stack.close()
-    phases["interleaved_affine"] = {"cpu": stopped, "tasks_per_worker": affine_nodes}
+    phases["interleaved_affine"] = {"cpu": stopped, "layout": "1 node x 2 processes",
+                                    "reuse_sources": affine_sources}
 
     window = timed("interleaved_round_robin")
     rr_stack = PipelineTarget(model_path, log_dir / "round-robin", 2, {**plain, **two}).start()
@@ -689,7 +701,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         "phases": phases,
     }
-    results.update(build_keys(args.output))
     results["conversation"]["meets_targets"] = (
         results["reuse_speedup_turn20"] >= TARGETS["reuse_speedup_turn20_min"]
         and results["interleaved_speedup_turn20"] >= TARGETS["interleaved_speedup_turn20_min"])
@@ -699,28 +710,6 @@ def main(argv: list[str] | None = None) -> int:
                       "interleaved": results["conversation"]["interleaved"]}, indent=2))
     print(f"\nmerged into {args.output}")
     return 0
-
-
-# The build (Makefile LLAMA_CMAKE_ARGS): not rebuilt by the bench (a build takes 4–9 minutes of
-# both cores). "after" is the wall time measured when the current build was installed
-# (docs/benchmarks.md, 2026-11-28: 3 min 36 s with -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON);
-# "before" (the default build, multimodal tools included) was reported as about 9 minutes and
-# not measured on this machine; no decode rate of the default build was measured either.
-INSTALL_SECONDS = {"before": None, "before_reported": 540, "after": 216,
-                   "source": "docs/benchmarks.md (Build); before: NOTES.md, not measured here"}
-
-
-def build_keys(results_path: Path) -> dict[str, Any]:
-    """``install_seconds`` and ``decode_tps`` of the build, before/after the CMake options;
-    ``decode_tps.after`` is this build's direct decode rate from ``python -m bench``."""
-    direct: Any = None
-    try:
-        direct = json.loads(results_path.read_text()).get("direct_decode_tps")
-    except (OSError, ValueError):
-        pass
-    return {"install_seconds": INSTALL_SECONDS,
-            "decode_tps": {"before": None, "after": direct,
-                           "source": "after: direct_decode_tps of python -m bench in this file"}}
 
 
 def _ratio(cold_ms: float, warm_ms: float) -> float:
@@ -739,9 +728,17 @@ def _traced_system_prompt(target: PipelineTarget) -> str:
     return "You are Assistant, a friendly and helpful assistant."
 
 
-def _tasks_received(target: PipelineTarget, name: str) -> int:
+def _reuse_sources(target: PipelineTarget) -> dict[str, Any]:
+    """Per worker process, where each prompt's reused prefix came from (worker/llama.py logs
+    "prompt of N tokens: M reused (source) in process P")."""
     assert target.stack is not None
-    return target.stack.log(f"worker-{name}").count("] received")
+    pattern = re.compile(r"prompt of \d+ tokens: \d+ reused \((\w+)\) in process (\d+)")
+    found: dict[str, dict[str, int]] = {}
+    for name in target.stack.workers:
+        for source, pid in pattern.findall(target.stack.log(f"worker-{name}")):
+            counts = found.setdefault(pid, {})
+            counts[source] = counts.get(source, 0) + 1
+    return found
 
 
 if __name__ == "__main__":
