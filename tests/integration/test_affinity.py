@@ -148,6 +148,10 @@ def test_a_message_routed_to_a_killed_worker_is_answered_by_another(make_stack: 
         assert client.llen(direct_queue(holder)) == 0
         stored = httpx.get(f"{stack.url}/api/conversations/{conversation_id}").json()["messages"]
         assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+        # Recorded when the task ends, just after the reply went out.
+        deadline = time.monotonic() + 10
+        while affine_node(client) == holder and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert affine_node(client) != holder
     finally:
         client.close()
