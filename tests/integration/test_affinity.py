@@ -84,23 +84,30 @@ def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
     conversation_id = uuid.uuid4().hex
     conversation = web_conversation(conversation_id).redis_id
     answers = []
+    holder = None
     for turn in range(5):  # at once after each reply: the state may still be being saved
-        other = None
-        if turn % 2:
-            # Keep a process busy with another conversation, so that this turn goes to the
-            # process that is free: Celery would otherwise give it the same one again.
+        # Keep the process that answered the last turn busy with another conversation, so that
+        # this turn goes to the other one. Celery picks among idle processes as it likes: try
+        # a few other conversations until one runs on the holder.
+        occupier = None
+        for _ in range(4 if holder else 0):
             other_id = uuid.uuid4().hex
-            other = threading.Thread(target=chat, args=(stack.url, "Name a bird.", other_id))
-            other.start()
+            occupier = threading.Thread(target=chat, args=(stack.url, "Name a bird.", other_id))
+            occupier.start()
             deadline = time.monotonic() + 60
-            while not prompt_lines(stack, "w1", web_conversation(other_id).redis_id):
+            while not (started := prompt_lines(stack, "w1",
+                                               web_conversation(other_id).redis_id)):
                 assert time.monotonic() < deadline, stack.log("worker-w1")[-3000:]
                 time.sleep(0.02)
+            if started[0]["pid"] == holder:
+                break
+            occupier.join(120)
         response = chat(stack.url, f"Tell me about tea, part {turn}.", conversation_id)
         assert response.status_code == 200
         answers.append(response.json())
-        if other is not None:
-            other.join(120)
+        if occupier is not None:
+            occupier.join(120)
+        holder = prompt_lines(stack, "w1", conversation)[-1]["pid"]
     time.sleep(1)  # the last log lines
     turns = prompt_lines(stack, "w1", conversation)
     assert len(turns) == 5, stack.log("worker-w1")[-3000:]
