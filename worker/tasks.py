@@ -26,6 +26,7 @@ from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
 from worker.app import app, settings
+from worker.kvcache import make_cache
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
 from worker.metrics import observe_model_load, turn_observers
@@ -123,7 +124,7 @@ def runtime() -> Runtime:
             threads=settings.threads,
             threads_batch=settings.n_threads_batch,
             on_load=model_loaded,
-            kv_cache_bytes=settings.kv_cache_mb << 20,
+            kv_cache=make_cache(settings),  # the host's shared state directory (or None)
         )
     client = runtime_client()
     # The archive, users, persona versions and the moderation log.
@@ -162,8 +163,16 @@ def runtime() -> Runtime:
 def answer_conversation(self: Task, conversation_json: str) -> int:
     """Answer everything pending in one conversation; returns how many turns it answered."""
     conversation = ConversationKey.model_validate_json(conversation_json)
+    current = runtime()
     with log_context(conversation=conversation.redis_id):
-        outcome = answer_pending(runtime(), conversation)
+        outcome = answer_pending(current, conversation)
+    # The replies are delivered; the engine may still be saving the conversation's KV state in
+    # the background. Return only once it is done, so that this process counts as busy until
+    # then: Celery hands the next message to an idle process of the node instead of one that
+    # would make it wait, and affinity sees this process busy (worker/affinity.py).
+    wait_idle = getattr(current.engine, "wait_idle", None)
+    if wait_idle is not None:
+        wait_idle()
     if outcome.busy_for is not None:
         # Another worker holds the conversation and will answer our message in its next turn;
         # come back once its lock could have expired, in case that worker died.
