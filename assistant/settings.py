@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     # one directory shared by a host's worker processes (default /dev/shm/assistant-kv/<model
     # fingerprint>, else under the data dir), and routing each conversation back to the worker
     # node that answered it.
-    kv_cache_mb: int = Field(256, alias="ASSISTANT_KV_CACHE_MB", ge=0)
+    # 1 GiB holds ~45k tokens of state: 8 conversations of 20 long turns need ~320 MB, and an
+    # LRU smaller than a round of conversations evicts each one just before its next turn.
+    kv_cache_mb: int = Field(1024, alias="ASSISTANT_KV_CACHE_MB", ge=0)
     kv_cache_dir: Path | None = Field(None, alias="ASSISTANT_KV_CACHE_DIR")
     affinity: bool = Field(True, alias="ASSISTANT_AFFINITY")
 
