@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ class Stack:
                  **env_overrides: str) -> None:
         self.redis_url = redis_url
         self.log_dir = log_dir
+        # The stack's own KV state store (tmpfs when there is one), removed by close(): stacks
+        # never see each other's saved states, and no run leaves RAM-backed files behind.
+        shm = Path("/dev/shm")
+        self.kv_dir = Path(tempfile.mkdtemp(prefix="assistant-test-kv-",
+                                            dir=shm if shm.is_dir() else None))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -56,6 +62,7 @@ class Stack:
             "ASSISTANT_MAX_TOKENS": "40",
             "ASSISTANT_REPLY_TIMEOUT": "90",
             "ASSISTANT_THREADS": "2",
+            "ASSISTANT_KV_CACHE_DIR": str(self.kv_dir),
             "PYTHONUNBUFFERED": "1",
             # Fairness limits are off unless a test turns them on (tests/integration/
             # test_fairness.py): suites send many messages as one user within a minute.
@@ -156,6 +163,7 @@ class Stack:
                 process.wait()
         for log in self._logs:
             log.close()  # type: ignore[attr-defined]
+        shutil.rmtree(self.kv_dir, ignore_errors=True)
 
 
 def metric_value(exposition: str, sample: str) -> float:
