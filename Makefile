@@ -5,9 +5,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# llama-cpp-python is compiled by pip (no Linux wheel on PyPI). Native CPU flags make it faster
-# here; skipping the multimodal (llava/mtmd) tools cuts the build from ~9 to ~3.5 minutes on
-# 2 cores (docs/benchmarks.md). pip caches the built wheel, so only the first install pays.
+# llama-cpp-python is compiled by pip (no Linux wheel on PyPI). Skipping the multimodal
+# (llava/mtmd) library cuts the build 258 -> 214 s on 2 cores at the same speed; GGML_NATIVE
+# is ggml's default already, explicit for SOURCE_DATE_EPOCH builds (docs/benchmarks.md, "The
+# build": make bench-build). pip caches the built wheel, so only the first install pays.
+# pip keys that cache by the source archive, not by CMAKE_ARGS: after changing the options, run
+# `.venv/bin/pip cache remove llama_cpp_python` first, or the old build is installed again.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON
 CHROMIUM ?= /usr/bin/chromium
 
