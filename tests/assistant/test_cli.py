@@ -54,6 +54,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path, model_path: Pa
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(ASSISTANT_PORT=str(port), ASSISTANT_MODEL=str(model_path),
                ASSISTANT_DATA_DIR=str(tmp_path / "data"), ASSISTANT_MAX_TOKENS="16",
+               ASSISTANT_KV_CACHE_DIR=str(tmp_path / "kv"),  # not the host's /dev/shm store
                PYTHONUNBUFFERED="1")
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
