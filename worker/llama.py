@@ -28,7 +28,6 @@ from assistant.errors import ModelError
 from worker.kvcache import (
     KvCache,
     KvState,
-    KvStateCache,
     capture,
     common_prefix,
     prefix_key,
@@ -54,7 +53,7 @@ class LlamaEngine:
     def __init__(
         self, model_path: Path, context_size: int, threads: int, threads_batch: int,
         on_load: Callable[[float], None] | None = None,
-        kv_cache_bytes: int = 0, kv_cache: KvCache | None = None,
+        kv_cache: KvCache | None = None,
     ) -> None:
         self.model_path = model_path
         self.name = model_path.stem
@@ -64,10 +63,7 @@ class LlamaEngine:
         self._llama: Any = None
         self._lock = threading.Lock()
         self._on_load = on_load  # told the load time in seconds (worker metrics)
-        # ``kv_cache`` (``worker.kvcache.make_cache``) wins; else ``kv_cache_bytes`` of RAM.
-        self.kv_cache: KvCache | None = kv_cache
-        if kv_cache is None and kv_cache_bytes > 0:
-            self.kv_cache = KvStateCache(kv_cache_bytes)
+        self.kv_cache = kv_cache  # worker.kvcache.make_cache; None: no state reuse
         self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
         self._system_prefixes: dict[str, tuple[int, ...]] = {}
         # Prompt tokens of the last generation: (reused from the context, total).

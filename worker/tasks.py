@@ -85,11 +85,8 @@ def preload(**_: object) -> None:
             # classifiers and compiles every check's patterns, and touches their pages here.
             build_service(settings, None, None).warm()
         except Exception:  # e.g. a policy naming the LLM judge, which needs its model
-            from assistant.safety.checks import harmful, toxicity
-
-            cache_dir = settings.data_dir / "safety-cache"  # as assistant.safety.build has it
-            harmful.classifier(cache_dir)
-            toxicity.load_model(cache_dir)
+            log.warning("safety checks not preloaded: each pool process loads its own",
+                        exc_info=True)
     global _migrated_before_fork
     try:
         # Migrate once per node, not once per pool process (alembic's run costs each process

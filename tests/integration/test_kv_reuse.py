@@ -15,7 +15,7 @@ import pytest
 
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
-from worker.kvcache import KvStateDirectory, common_prefix
+from worker.kvcache import KvStateCache, KvStateDirectory, common_prefix
 from worker.llama import LlamaEngine
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ QUESTIONS = {
 @pytest.fixture(scope="module")
 def engines(model_path: Path) -> Iterator[tuple[LlamaEngine, LlamaEngine]]:
     warm = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2,
-                       kv_cache_bytes=128 << 20)
+                       kv_cache=KvStateCache(128 << 20))
     cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
     yield warm, cold
 
