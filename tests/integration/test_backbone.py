@@ -17,6 +17,8 @@ import pytest
 import redis
 from openai import OpenAI
 
+from assistant.envelope import ChatMessage
+from assistant.pipeline import merge_consecutive
 from tests.auxil.stack import Stack
 from tests.integration.sse import events
 
@@ -254,13 +256,10 @@ def test_turns_of_one_conversation_never_interleave_across_workers(make_stack: A
         if message["role"] != "assistant":
             continue
         prompt = stack.traced_prompt(message["message_id"])
-        turn_users = []
-        for earlier in reversed(stored[:position]):
-            if earlier["role"] != "user":
-                break
-            turn_users.insert(0, earlier["text"])
-        expected = [(m["role"], m["text"]) for m in stored[:position - len(turn_users)]]
-        expected.append(("user", "\n".join(turn_users)))
+        # The prompt joins every run of user messages (each batched turn), not only the last.
+        record = merge_consecutive([ChatMessage(role=m["role"], text=m["text"])
+                                    for m in stored[:position]])
+        expected = [(m.role, m.text) for m in record]
         assert [(m["role"], m["text"]) for m in prompt[1:]] == expected
     # The replies each request got are the ones stored for it.
     replies = {m["message_id"]: m["text"] for m in stored if m["role"] == "assistant"}
