@@ -5,26 +5,40 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# llama-cpp-python is compiled by pip (no Linux wheel on PyPI). Skipping the multimodal
-# (llava/mtmd) library cuts the build 258 -> 214 s on 2 cores at the same speed; GGML_NATIVE
-# is ggml's default already, explicit for SOURCE_DATE_EPOCH builds (docs/benchmarks.md, "The
-# build": make bench-build). pip caches the built wheel, so only the first install pays.
-# pip keys that cache by the source archive, not by CMAKE_ARGS: after changing the options, run
-# `.venv/bin/pip cache remove llama_cpp_python` first, or the old build is installed again.
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON
+# llama-cpp-python is compiled from source (no Linux wheel on PyPI), by scripts/llama-wheel.sh,
+# into .wheels/<key>/, keyed by version, build options, compiler flags and the host's CPU
+# features: pip's own cache is keyed by the source archive only and would hand back a build made
+# with other flags or for another CPU. Native CPU flags, but never ggml's AMX kernels (they crash
+# on Xeons with AMX: llama.cpp issue 20824); LLAMA_PORTABLE=1 builds without -march=native, for
+# an image built on one machine and run on others; LLAMA_CMAKE_ARGS adds options, e.g.
+# -DGGML_CUDA=ON or -DGGML_METAL=ON (docs/benchmarks.md, "The build").
+LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_CMAKE_ARGS ?=
+LLAMA_PORTABLE ?= 0
+export LLAMA_CMAKE_ARGS LLAMA_PORTABLE
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: install model browser run test bench bench-build lint clean
 
+# Ends with the engine's self-test: a build that cannot decode on this machine fails here.
 install: $(VENV)/.installed
+	$(BIN)/assistant model pull
+	$(BIN)/assistant selftest
 
-$(VENV)/.installed: pyproject.toml
+# Reinstalls when the wheel's key changes (other flags, another CPU).
+$(VENV)/.installed: pyproject.toml scripts/llama-wheel.sh FORCE
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
-	touch $@
+	@wheels=$$(scripts/llama-wheel.sh $(BIN)/python $(LLAMA_CPP_VERSION)) && \
+	if [ "$$(cat $@ 2>/dev/null)" != "$$wheels" ]; then \
+	  $(BIN)/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
+	    --no-index --find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)" && \
+	  $(BIN)/python -m pip install --disable-pip-version-check -q --find-links "$$wheels" -e '.[test]' && \
+	  echo "$$wheels" > $@; fi
+
+.PHONY: FORCE
+FORCE:
 
 model: install
-	$(BIN)/assistant model pull
 
 # Browser tests drive Debian's Chromium (never a browser downloaded by a tool).
 browser:

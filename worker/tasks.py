@@ -6,13 +6,15 @@ import gc
 import json
 import logging
 import os
+import socket
+import sys
 import time
 from functools import lru_cache
 
 import redis
 from celery import Task, current_task, signals
 
-from assistant import live_stats
+from assistant import live_stats, selftest
 from assistant.conversation import Runtime, answer_pending
 from assistant.engine import Engine
 from assistant.envelope import ConversationKey
@@ -66,15 +68,45 @@ def model_loaded(seconds: float) -> None:
 _migrated_before_fork = False  # set by preload() in the node's main process
 
 
+EXIT_ENGINE_SELFTEST = 3
+
+
+def check_engine(node: str) -> None:
+    """Before the node takes any message: can this host's engine decode at all? A build whose
+    kernels crash here (docs/operations.md runbook) must stop the worker, not turn every
+    message into retries, a dead letter and an apology. Logging is not set up yet at
+    ``worker_init``: the verdict goes to stderr."""
+    if settings.engine != "llama" or not settings.engine_selftest:
+        return
+    try:
+        model_path = resolve_model_path(settings.model, settings.models_dir)
+    except Exception as exc:
+        result = selftest.SelfTestResult(False, f"the model is missing: {exc}",
+                                         fix="`assistant model pull`")
+    else:
+        result = selftest.run(selftest.engine_check_command(model_path, settings.threads))
+    try:
+        selftest.record(runtime_client(), node, result)
+    except redis.RedisError:
+        print("could not record the engine self-test in Redis", file=sys.stderr)
+    if result.ok:
+        print(f"engine self-test passed: {result.summary}", file=sys.stderr, flush=True)
+        return
+    print(f"the worker refuses to start: engine self-test failed: {result.summary}\n"
+          f"  what to do: {result.fix}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_ENGINE_SELFTEST)
+
+
 @signals.worker_init.connect(weak=False)
-def preload(**_: object) -> None:
+def preload(sender: object = None, **_: object) -> None:
     """In the node's main process, before the pool forks: load what every pool process reads
     but never changes (the safety classifiers, llama.cpp's library), then freeze the heap, so
     the pool processes share those pages copy-on-write instead of each building its own copy.
     The model and its context are not loaded here: threads and a context must not cross a fork.
     (Celery sets up logging after this signal: the pool's "safety checks ready in 0.00 s"
-    shows it worked.)
+    shows it worked.) First of all, the engine's self-test (``check_engine``).
     """
+    check_engine(str(getattr(sender, "hostname", None) or socket.gethostname()))
     import llama_cpp  # noqa: F401  (the library and its ctypes bindings)
 
     if settings.safety_enabled:

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from assistant import selftest
 from integrations.web.deps import State, WebState
 
 router = APIRouter(tags=["health"])
@@ -33,6 +34,13 @@ def _readiness(state: WebState) -> dict[str, Any]:
         details["workers_error"] = str(exc)
         replies = []
     details["workers"] = sorted(name for reply in replies for name in reply)
+    try:
+        # A worker that refused to start because its engine cannot decode here says why.
+        failed = selftest.recent_failures(state.client)
+    except redis.RedisError:
+        failed = {}
+    if failed:
+        details["engine_selftest_failed"] = failed
     return details
 
 
