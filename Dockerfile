@@ -7,15 +7,25 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY scripts ./scripts
+# An image is built on one machine and run on others: portable CPU flags (no -march=native),
+# ggml's AMX kernels off (llama.cpp issue 20824), the same script as `make install`
+# (docs/benchmarks.md, "The build"). LLAMA_CMAKE_ARGS adds options (-DGGML_CUDA=ON ...).
+ARG LLAMA_PORTABLE=1
+ARG LLAMA_CMAKE_ARGS=""
+RUN version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml) \
+ && wheels=$(LLAMA_PORTABLE="$LLAMA_PORTABLE" LLAMA_CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
+      LLAMA_WHEEL_DIR=/tmp/wheels scripts/llama-wheel.sh python "$version") \
+ && pip install --no-cache-dir "$wheels"/llama_cpp_python-*.whl \
+ && rm -rf /tmp/wheels
 COPY assistant ./assistant
 COPY integrations ./integrations
 COPY worker ./worker
 COPY prompts ./prompts
-# Portable CPU flags in an image that may run on other hosts; see docs/benchmarks.md.
-ARG LLAMA_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
-RUN CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install --no-cache-dir . \
+RUN pip install --no-cache-dir . \
  && useradd --create-home --uid 1000 assistant
 USER assistant
 ENV ASSISTANT_MODELS_DIR=/models ASSISTANT_HOST=0.0.0.0
 EXPOSE 8000
+# The worker self-tests its engine at start and exits 3 if it cannot decode on this host.
 CMD ["assistant", "web"]

@@ -8,6 +8,7 @@ variables are errors, never an empty string.
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from pathlib import Path
 
 from langchain_core.prompts import PromptTemplate
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistant.errors import PromptError
 
-DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# prompts/ at the top of the checkout, shipped as package data through the link
+# assistant/prompt_files: the same files in a checkout and in an installed wheel.
+DEFAULT_PROMPTS_DIR = Path(str(resources.files("assistant").joinpath("prompt_files")))
 
 
 class PromptFile(BaseModel):

@@ -70,9 +70,15 @@ print(json.dumps({"decode_tps": round(statistics.median(decode), 2),
 
 
 def makefile_cmake_args() -> str:
-    """The default ``LLAMA_CMAKE_ARGS`` of the Makefile (what ``make install`` uses)."""
-    match = re.search(r"^LLAMA_CMAKE_ARGS \?= *(.*)$", (ROOT / "Makefile").read_text(), re.M)
-    return match.group(1).strip() if match else ""
+    """The build options ``make install`` uses (scripts/llama-wheel.sh, a native build)."""
+    match = re.search(r'^cmake_args="(.*?) *\$\{LLAMA_CMAKE_ARGS', (ROOT / "scripts" /
+                      "llama-wheel.sh").read_text(), re.M)
+    return match.group(1).replace("$native", "ON").strip() if match else ""
+
+
+# Both builds keep ggml's AMX kernels off, as make install does: they crash on Xeons with AMX
+# (llama.cpp issue 20824), so a "before" build with them would not survive its probe there.
+AMX_OFF = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
 
 
 def installed_version() -> str:
@@ -98,6 +104,9 @@ def build(source: Path, cmake_args: str, out: Path) -> float:
     env.pop("CMAKE_ARGS", None)
     if cmake_args:
         env["CMAKE_ARGS"] = cmake_args
+    if AMX_OFF:
+        env["CFLAGS"] = f"{env.get('CFLAGS', '')} {AMX_OFF}".strip()
+        env["CXXFLAGS"] = f"{env.get('CXXFLAGS', '')} {AMX_OFF}".strip()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
                     "--no-cache-dir", "--no-deps", "-w", str(out), str(source)],

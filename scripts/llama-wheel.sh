@@ -6,7 +6,8 @@
 #
 # usage: scripts/llama-wheel.sh PYTHON VERSION
 # environment: LLAMA_CMAKE_ARGS (build options), LLAMA_PORTABLE=1 (no -march=native),
-#              LLAMA_WHEEL_DIR (default .wheels)
+#              LLAMA_WHEEL_DIR (default .wheels), LLAMA_WHEEL_PRINT_ONLY=1 (print the
+#              directory this build would use, build nothing)
 set -euo pipefail
 python=${1:?python}
 version=${2:?version}
@@ -34,6 +35,10 @@ key=$(printf '%s|%s|%s|%s|%s|%s' "$version" "$cmake_args" "$cflags" "$arch" "$cp
       "$("$python" -c 'import sys; print(sys.implementation.cache_tag)')" | sha256sum | cut -c1-16)
 dir="${LLAMA_WHEEL_DIR:-.wheels}/llama-cpp-python-$version-$key"
 
+if [ "${LLAMA_WHEEL_PRINT_ONLY:-0}" = 1 ]; then
+  echo "$dir"
+  exit 0
+fi
 if ! ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $version ($cmake_args; CFLAGS=$cflags) into $dir" >&2
   mkdir -p "$dir.tmp"
