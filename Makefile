@@ -5,13 +5,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# llama-cpp-python is compiled from source (no Linux wheel on PyPI), by scripts/llama-wheel.sh,
-# into .wheels/<key>/, keyed by version, build options, compiler flags and the host's CPU
-# features: pip's own cache is keyed by the source archive only and would hand back a build made
-# with other flags or for another CPU. Native CPU flags, but never ggml's AMX kernels (they crash
-# on Xeons with AMX: llama.cpp issue 20824); LLAMA_PORTABLE=1 builds without -march=native, for
-# an image built on one machine and run on others; LLAMA_CMAKE_ARGS adds options, e.g.
-# -DGGML_CUDA=ON or -DGGML_METAL=ON (docs/benchmarks.md, "The build").
+# llama-cpp-python is compiled from source (no Linux wheel on PyPI) by scripts/llama-wheel.sh
+# into ~/.cache/assistant-wheels/<version>-<key>/, keyed by version, build options, compiler
+# flags and the host's CPU features: pip's own cache is keyed by the source archive only and
+# would hand back a build made with other flags or for another CPU. Native CPU flags, but never
+# ggml's AMX kernels (they crash on Xeons with AMX: llama.cpp issue 20824); LLAMA_PORTABLE=1
+# builds without -march=native, for an image built on one machine and run on others;
+# LLAMA_CMAKE_ARGS adds options, e.g. -DGGML_CUDA=ON or -DGGML_METAL=ON (docs/benchmarks.md,
+# "The build").
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LLAMA_CMAKE_ARGS ?=
 LLAMA_PORTABLE ?= 0
@@ -25,15 +26,19 @@ install: $(VENV)/.installed
 	$(BIN)/assistant model pull
 	$(BIN)/assistant selftest
 
-# Reinstalls when the wheel's key changes (other flags, another CPU).
-$(VENV)/.installed: pyproject.toml scripts/llama-wheel.sh FORCE
+# Runs every time, installs only what changed: the engine when its build key changed (other
+# flags, another CPU), the project when pyproject.toml did.
+$(VENV)/.installed: FORCE
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@wheels=$$(scripts/llama-wheel.sh $(BIN)/python $(LLAMA_CPP_VERSION)) && \
-	if [ "$$(cat $@ 2>/dev/null)" != "$$wheels" ]; then \
-	  $(BIN)/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
-	    --no-index --find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)" && \
-	  $(BIN)/python -m pip install --disable-pip-version-check -q --find-links "$$wheels" -e '.[test]' && \
-	  echo "$$wheels" > $@; fi
+	stamp="$$wheels $$(sha256sum pyproject.toml | cut -c1-16)" && \
+	if [ "$$(cat $@ 2>/dev/null)" != "$$stamp" ]; then \
+	  if [ "$$(cut -d' ' -f1 $@ 2>/dev/null)" != "$$wheels" ]; then \
+	    $(BIN)/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
+	      --no-index --find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)"; fi && \
+	  $(BIN)/python -m pip install --disable-pip-version-check -q --find-links "$$wheels" \
+	    -e '.[test]' && \
+	  echo "$$stamp" > $@; fi
 
 .PHONY: FORCE
 FORCE:

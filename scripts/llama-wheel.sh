@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build llama-cpp-python once per (version, build options, compiler flags, host CPU) into
-# .wheels/<key>/ and print that directory. pip's own wheel cache is keyed by the source archive
-# only, so a changed CMAKE_ARGS or a different host would silently get the old build back
-# (docs/benchmarks.md, "The build").
+# <cache>/llama-cpp-python-<version>-<key>/ and print that directory. pip's own wheel cache is
+# keyed by the source archive only, so a changed CMAKE_ARGS or a different host would silently
+# get the old build back (docs/benchmarks.md, "The build").
 #
 # usage: scripts/llama-wheel.sh PYTHON VERSION
 # environment: LLAMA_CMAKE_ARGS (build options), LLAMA_PORTABLE=1 (no -march=native),
-#              LLAMA_WHEEL_DIR (default .wheels), LLAMA_WHEEL_PRINT_ONLY=1 (print the
-#              directory this build would use, build nothing)
+#              LLAMA_WHEEL_DIR (default ~/.cache/assistant-wheels: safe to share between
+#              checkouts, since the key names everything the binary depends on),
+#              LLAMA_WHEEL_PRINT_ONLY=1 (print the directory this build would use, build
+#              nothing)
 set -euo pipefail
 python=${1:?python}
 version=${2:?version}
@@ -33,7 +35,7 @@ if [ "$native" = ON ]; then
 fi
 key=$(printf '%s|%s|%s|%s|%s|%s' "$version" "$cmake_args" "$cflags" "$arch" "$cpu" \
       "$("$python" -c 'import sys; print(sys.implementation.cache_tag)')" | sha256sum | cut -c1-16)
-dir="${LLAMA_WHEEL_DIR:-.wheels}/llama-cpp-python-$version-$key"
+dir="${LLAMA_WHEEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/assistant-wheels}/llama-cpp-python-$version-$key"
 
 if [ "${LLAMA_WHEEL_PRINT_ONLY:-0}" = 1 ]; then
   echo "$dir"

@@ -27,7 +27,7 @@ def wheel_dir(**env: str) -> str:
 
 def test_every_flag_that_changes_the_binary_changes_the_directory() -> None:
     default = wheel_dir()
-    assert default.startswith(".wheels/llama-cpp-python-0.3.36-")
+    assert Path(default).name.startswith("llama-cpp-python-0.3.36-")
     assert wheel_dir() == default  # stable: the same inputs reuse the build
     variants = {
         "options": wheel_dir(LLAMA_CMAKE_ARGS="-DGGML_CUDA=ON"),
@@ -45,5 +45,5 @@ def test_the_installed_build_was_made_with_amx_off() -> None:
     installed = (ROOT / ".venv" / ".installed")
     if not installed.exists():
         pytest.skip("not installed by `make install`")
-    info = (ROOT / installed.read_text().strip() / "BUILD-INFO").read_text()
+    info = (Path(installed.read_text().split()[0]) / "BUILD-INFO").read_text()
     assert "-mno-amx-tile" in info and "-mno-amx-int8" in info
