@@ -6,7 +6,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY scripts ./scripts
 # An image is built on one machine and run on others: portable CPU flags (no -march=native),
 # ggml's AMX kernels off (llama.cpp issue 20824), the same script as `make install`
@@ -15,14 +15,15 @@ ARG LLAMA_PORTABLE=1
 ARG LLAMA_CMAKE_ARGS=""
 RUN version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml) \
  && wheels=$(LLAMA_PORTABLE="$LLAMA_PORTABLE" LLAMA_CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \
-      LLAMA_WHEEL_DIR=/tmp/wheels scripts/llama-wheel.sh python "$version") \
- && pip install --no-cache-dir "$wheels"/llama_cpp_python-*.whl \
+      LLAMA_WHEEL_DIR=/tmp/wheels scripts/llama-wheel.sh python "$version" requirements.lock) \
+ && pip install --no-cache-dir --no-deps "$wheels"/llama_cpp_python-*.whl \
+ && pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock \
  && rm -rf /tmp/wheels
 COPY assistant ./assistant
 COPY integrations ./integrations
 COPY worker ./worker
 COPY prompts ./prompts
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps . \
  && useradd --create-home --uid 1000 assistant
 USER assistant
 ENV ASSISTANT_MODELS_DIR=/models ASSISTANT_HOST=0.0.0.0

@@ -19,7 +19,7 @@ LLAMA_PORTABLE ?= 0
 export LLAMA_CMAKE_ARGS LLAMA_PORTABLE
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install model browser run test bench bench-build lint clean
+.PHONY: install lock model browser run test bench bench-build lint clean
 
 # Ends with the engine's self-test: a build that cannot decode on this machine fails here.
 install: $(VENV)/.installed
@@ -27,18 +27,27 @@ install: $(VENV)/.installed
 	$(BIN)/assistant selftest
 
 # Runs every time, installs only what changed: the engine when its build key changed (other
-# flags, another CPU), the project when pyproject.toml did.
+# flags, another CPU), the rest when pyproject.toml or requirements.lock did. Every package
+# comes from requirements.lock with its hashes (`make lock` writes it), the engine's source too.
 $(VENV)/.installed: FORCE
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@wheels=$$(scripts/llama-wheel.sh $(BIN)/python $(LLAMA_CPP_VERSION)) && \
-	stamp="$$wheels $$(sha256sum pyproject.toml | cut -c1-16)" && \
+	@wheels=$$(scripts/llama-wheel.sh $(BIN)/python $(LLAMA_CPP_VERSION) requirements.lock) && \
+	stamp="$$wheels $$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)" && \
 	if [ "$$(cat $@ 2>/dev/null)" != "$$stamp" ]; then \
 	  if [ "$$(cut -d' ' -f1 $@ 2>/dev/null)" != "$$wheels" ]; then \
 	    $(BIN)/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
 	      --no-index --find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)"; fi && \
-	  $(BIN)/python -m pip install --disable-pip-version-check -q --find-links "$$wheels" \
-	    -e '.[test]' && \
+	  $(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes --no-deps \
+	    -r requirements.lock && \
+	  $(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e '.[test]' && \
 	  echo "$$stamp" > $@; fi
+
+# After a change of dependencies in pyproject.toml: pin every package with its hashes, for every
+# platform (uv's universal resolution), then `make install`.
+lock:
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --disable-pip-version-check -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --universal \
+	  --python-version 3.11 --custom-compile-command "make lock" -q -o requirements.lock
 
 .PHONY: FORCE
 FORCE:

@@ -4,7 +4,9 @@
 # keyed by the source archive only, so a changed CMAKE_ARGS or a different host would silently
 # get the old build back (docs/benchmarks.md, "The build").
 #
-# usage: scripts/llama-wheel.sh PYTHON VERSION
+# usage: scripts/llama-wheel.sh PYTHON VERSION [LOCKFILE]
+#   LOCKFILE: a requirements file with hashes (requirements.lock): the source archive must
+#   match its hash for llama-cpp-python.
 # environment: LLAMA_CMAKE_ARGS (build options), LLAMA_PORTABLE=1 (no -march=native),
 #              LLAMA_WHEEL_DIR (default ~/.cache/assistant-wheels: safe to share between
 #              checkouts, since the key names everything the binary depends on),
@@ -13,6 +15,7 @@
 set -euo pipefail
 python=${1:?python}
 version=${2:?version}
+lockfile=${3:-}
 portable=${LLAMA_PORTABLE:-0}
 arch=$(uname -m)
 
@@ -44,9 +47,18 @@ fi
 if ! ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python $version ($cmake_args; CFLAGS=$cflags) into $dir" >&2
   mkdir -p "$dir.tmp"
+  requirement=("llama-cpp-python==$version")
+  if [ -n "$lockfile" ]; then
+    # Its lines from the lock (the pin and its --hash options), so pip checks the archive.
+    awk '/^llama-cpp-python==/{p=1} p{print; if ($0 !~ /\\$/) exit}' "$lockfile" \
+      > "$dir.tmp/requirement.txt"
+    grep -q "^llama-cpp-python==$version " "$dir.tmp/requirement.txt" || {
+      echo "$lockfile pins no llama-cpp-python==$version" >&2; exit 1; }
+    requirement=(--require-hashes -r "$dir.tmp/requirement.txt")
+  fi
   CMAKE_ARGS="$cmake_args" CFLAGS="$cflags" CXXFLAGS="${CXXFLAGS:-} $cflags" \
     "$python" -m pip wheel --disable-pip-version-check -q --no-deps --no-cache-dir \
-    --no-binary llama-cpp-python -w "$dir.tmp" "llama-cpp-python==$version" >&2
+    --no-binary llama-cpp-python -w "$dir.tmp" "${requirement[@]}" >&2
   printf 'version=%s\ncmake_args=%s\ncflags=%s\narch=%s\n' \
     "$version" "$cmake_args" "$cflags" "$arch" > "$dir.tmp/BUILD-INFO"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"

@@ -47,3 +47,33 @@ def test_the_installed_build_was_made_with_amx_off() -> None:
         pytest.skip("not installed by `make install`")
     info = (Path(installed.read_text().split()[0]) / "BUILD-INFO").read_text()
     assert "-mno-amx-tile" in info and "-mno-amx-int8" in info
+
+
+def test_the_lock_pins_every_dependency_within_its_range() -> None:
+    """requirements.lock (installed with --require-hashes by make install and the image) pins
+    each dependency of pyproject.toml, with hashes, at a version its range allows: a dependency
+    added without `make lock` fails here, not at a user's install."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(line) for line in
+              project["dependencies"] + project["optional-dependencies"]["test"]]
+    pinned: dict[str, str] = {}
+    hashed: set[str] = set()
+    current = ""
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line[0].isspace() and "==" in line and not line.startswith("#"):
+            name, _, rest = line.partition("==")
+            current = canonicalize_name(name.split("[")[0])
+            pinned[current] = rest.split()[0].split(";")[0]
+        elif "--hash=sha256:" in line and current:
+            hashed.add(current)
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is not in requirements.lock: run make lock"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
+            f"requirements.lock pins {name}=={pinned[name]}, outside {requirement}")
+    assert set(pinned) <= hashed, "every pinned package has its hashes"
