@@ -96,8 +96,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
         runtime = runtime.live_prompts.apply(runtime)
     client = runtime.client
     fresh: list[Inbound] = []
-    counts = turns.count_deliveries(client, [i.message_id for i in batch],
-                                    runtime.retention_seconds)
+    counts = turns.count_deliveries(client, batch[0].conversation,
+                                    [i.message_id for i in batch], runtime.retention_seconds)
     for inbound, deliveries in zip(batch, counts, strict=True):
         if deliveries > runtime.max_deliveries:
             log.error("message %s failed %d times; moved to the dead-letter list",
@@ -144,7 +144,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             fresh.append(inbound)
     if not fresh:
         return len(batch)
-    stored = stored_reply(client, fresh[0].message_id)
+    stored = stored_reply(client, fresh[0].conversation, fresh[0].message_id)
     if stored is not None:
         # A previous run stored this reply, then died before removing its messages from
         # pending; messages that arrived since then wait for the next turn.
@@ -171,7 +171,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                           in_reply_to=tuple(ids), text=saved.text,
                           reply_to=dict(fresh[0].reply_to))
         else:
-            publisher = Publisher(client, ids, runtime.stream_interval_seconds)
+            publisher = Publisher(client, fresh[0].conversation, ids,
+                                  runtime.stream_interval_seconds)
             gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
             pieces: list[str] = []
 
@@ -262,7 +263,7 @@ def deliver(runtime: Runtime, message_ids: list[str], reply: Reply, inbound: Inb
     rerun, an apology) a stream is opened only if the reply was not posted yet.
     ``publisher`` is the one that streamed the reply's tokens (its last batch goes out first).
     """
-    (publisher or Publisher(runtime.client, message_ids)).done(reply)
+    (publisher or Publisher(runtime.client, inbound.conversation, message_ids)).done(reply)
     sender = runtime.senders.get(inbound.conversation.platform)
     if sender is None or not claim_delivery(runtime.client, reply.message_id):
         return

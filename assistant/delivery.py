@@ -17,12 +17,12 @@ from typing import Protocol
 
 import redis
 
+from assistant import keys
 from assistant.envelope import Inbound, Reply
 
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant"
-DELIVERED_TTL_SECONDS = 7 * 86400
+DELIVERED_TTL_SECONDS = keys.DELIVERED_TTL_SECONDS
 
 
 class ReplyStream(Protocol):
@@ -55,23 +55,23 @@ class Sender(Protocol):
 
 def claim_delivery(client: redis.Redis, reply_id: str) -> bool:
     """True for the first caller only: that caller posts the reply."""
-    return bool(client.set(f"{PREFIX}:delivered:{reply_id}", "1", nx=True,
+    return bool(client.set(keys.delivered(reply_id), "1", nx=True,
                            ex=DELIVERED_TTL_SECONDS))
 
 
 def release_delivery(client: redis.Redis, reply_id: str) -> None:
     """Undo a claim whose delivery failed, so a retry may post it."""
-    client.delete(f"{PREFIX}:delivered:{reply_id}")
+    client.delete(keys.delivered(reply_id))
 
 
 def remember_platform_message(client: redis.Redis, reply_id: str, ref: str) -> None:
     """Keep the platform's id of the message showing this reply (e.g. a Slack ``ts``)."""
-    client.set(f"{PREFIX}:platform-message:{reply_id}", ref, ex=DELIVERED_TTL_SECONDS)
+    client.set(keys.platform_message(reply_id), ref, ex=DELIVERED_TTL_SECONDS)
 
 
 def platform_message(client: redis.Redis, reply_id: str) -> str | None:
     """The platform message a previous run posted for this reply, if any."""
-    value = client.get(f"{PREFIX}:platform-message:{reply_id}")
+    value = client.get(keys.platform_message(reply_id))
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -7,8 +7,10 @@
     │   └── ModelUnavailableOffline   a download needs a network this machine lacks
     ├── InputRejected          the user's message cannot be taken (empty, too long)
     ├── QueueUnavailable       Redis (the broker and store) does not answer
+    │   └── Overloaded         the queue is past its hard depth (try again later)
     ├── ReplyTimeout           no reply arrived within the reply timeout
     ├── ConversationNotFound   no such conversation
+    ├── ConversationBusy       the conversation is answering a message (try again after)
     └── Throttled              a fairness limit refused the message (try again later)
         ├── RateLimited        a user's or a channel's rate limit (token bucket)
         ├── QuotaExceeded      a user's daily token quota is spent
@@ -50,12 +52,24 @@ class QueueUnavailable(AssistantError):
     """Redis, which holds the queue and the memory, does not answer."""
 
 
+class Overloaded(QueueUnavailable):
+    """More turns wait than ``ASSISTANT_HARD_QUEUE_DEPTH``: nothing was queued; retry later."""
+
+    def __init__(self, retry_after_seconds: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+
 class ReplyTimeout(AssistantError):
     """No reply arrived within the configured timeout."""
 
 
 class ConversationNotFound(AssistantError):
     """There is no conversation with that id."""
+
+
+class ConversationBusy(AssistantError):
+    """The conversation is answering a message; the request can be made again after it."""
 
 
 class Throttled(AssistantError):

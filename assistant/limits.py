@@ -114,6 +114,7 @@ class Limits:
     channel_rate: Rate | None = None
     daily_tokens: int = 0  # 0 = no quota
     max_queue_depth: int | None = None  # None = never tell users they wait in line
+    hard_queue_depth: int = 0  # refuse new messages at this queue depth (0 = never)
     mutes: bool = False  # refuse muted users (assistant.safety.strikes)
     # Honour the admin panel: refuse banned users, and muted ones even with strikes off;
     # per-user daily token quotas replace ``daily_tokens``.
@@ -128,6 +129,7 @@ class Limits:
             channel_rate=parse_rate(settings.channel_rate_limit, "ASSISTANT_CHANNEL_RATE_LIMIT"),
             daily_tokens=settings.user_daily_tokens,
             max_queue_depth=settings.max_queue_depth,
+            hard_queue_depth=settings.hard_queue_depth,
             mutes=settings.safety_enabled and settings.strike_limit > 0,
             admin_controls=True,
             prompts=prompts or PromptLibrary.load(),

@@ -77,10 +77,26 @@ class Settings(BaseSettings):
     user_daily_tokens: int = Field(100_000, alias="ASSISTANT_USER_DAILY_TOKENS", ge=0)
     max_queue_depth: int = Field(50, alias="ASSISTANT_MAX_QUEUE_DEPTH", ge=1)
 
+    # Bounds on what one caller can make the service hold (docs/security.md, issue 15): the
+    # largest request body on any route (413 before it is read), the queue depth past which
+    # new messages are refused with 503 + Retry-After (0 = never), and the replies one user
+    # may wait for at once (429 past it).
+    max_body_bytes: int = Field(1_048_576, alias="ASSISTANT_MAX_BODY_BYTES", ge=1024)
+    hard_queue_depth: int = Field(500, alias="ASSISTANT_HARD_QUEUE_DEPTH", ge=0)
+    max_open_streams: int = Field(8, alias="ASSISTANT_MAX_OPEN_STREAMS", ge=1)
+    # /docs, /redoc, /openapi.json, /metrics and the details of /readyz are for operators:
+    # off for the public unless this is true (an admin session or ASSISTANT_OPS_TOKEN as a
+    # bearer token always sees them). /healthz is always public.
+    public_ops: bool = Field(False, alias="ASSISTANT_PUBLIC_OPS")
+    ops_token: SecretStr = Field(SecretStr(""), alias="ASSISTANT_OPS_TOKEN")
+
     # Observability: each worker serves Prometheus metrics on this port (0 = off); logs are
     # JSON when not on a terminal ("auto"), or as set.
     worker_metrics_port: int = Field(9101, alias="ASSISTANT_WORKER_METRICS_PORT", ge=0,
                                      le=65535)
+    # Where worker metrics listen: loopback by default (a scraper on another host needs
+    # 0.0.0.0 or the host's address, behind a firewall).
+    worker_metrics_host: str = Field("127.0.0.1", alias="ASSISTANT_WORKER_METRICS_HOST")
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="ASSISTANT_LOG_FORMAT")
 
     # Safety (assistant/safety, docs/safety.md): the policy file (which checks run and what

@@ -1,35 +1,31 @@
-"""Tokens and finished replies over Redis pub/sub, keyed by the inbound message id.
+"""Tokens and finished replies over Redis pub/sub, keyed by conversation and message id.
 
 The worker publishes ``token`` events (with their index, so a rerun after a crash can be
 de-duplicated by the listener) and one ``done`` event. The finished reply is also stored under
 its inbound message id before ``done`` is published, so a listener that subscribed late, or a
-retried request, still finds it.
+retried request, still finds it. Both are named by the conversation and the server's message id
+(``assistant.keys``), and a listener drops a reply of any other conversation: a client can
+neither read nor plant another conversation's reply (docs/security.md).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from assistant.envelope import Reply
+from assistant import keys
+from assistant.envelope import ConversationKey, Reply
 from assistant.errors import QueueUnavailable, ReplyTimeout
 
-PREFIX = "assistant"
-REPLY_TTL_SECONDS = 86400
-
-
-def channel(message_id: str) -> str:
-    return f"{PREFIX}:stream:{message_id}"
-
-
-def reply_key(message_id: str) -> str:
-    return f"{PREFIX}:reply:{message_id}"
+REPLY_TTL_SECONDS = keys.REPLY_TTL_SECONDS
+channel = keys.stream
+reply_key = keys.reply
 
 
 # Token events are coalesced: the first piece goes out at once (time to first token), later
@@ -42,9 +38,11 @@ COALESCE_SECONDS = 0.1
 class Publisher:
     """The worker's side: publish tokens and store + announce finished replies."""
 
-    def __init__(self, client: redis.Redis, message_ids: list[str] | tuple[str, ...],
+    def __init__(self, client: redis.Redis, conversation: ConversationKey,
+                 message_ids: list[str] | tuple[str, ...],
                  coalesce_seconds: float = COALESCE_SECONDS) -> None:
         self.client = client
+        self.conversation = conversation
         self.message_ids = tuple(message_ids)
         self.coalesce_seconds = coalesce_seconds
         self._pending: list[str] = []
@@ -58,7 +56,7 @@ class Publisher:
         if own:
             pipe = self.client.pipeline(transaction=False)
         for message_id in self.message_ids:
-            pipe.publish(channel(message_id), payload)
+            pipe.publish(channel(self.conversation, message_id), payload)
         if own:
             pipe.execute()
 
@@ -89,14 +87,21 @@ class Publisher:
         pipe = self.client.pipeline(transaction=True)
         self.flush(pipe=pipe)
         for message_id in self.message_ids:
-            pipe.set(reply_key(message_id), body, ex=REPLY_TTL_SECONDS)
+            pipe.set(reply_key(self.conversation, message_id), body, ex=REPLY_TTL_SECONDS)
         self._publish({"type": "done", "reply": json.loads(body)}, pipe)
         pipe.execute()
 
 
-def stored_reply(client: redis.Redis, message_id: str) -> Reply | None:
-    raw = client.get(reply_key(message_id))
-    return Reply.model_validate_json(raw) if raw else None
+def stored_reply(client: redis.Redis, conversation: ConversationKey, message_id: str
+                 ) -> Reply | None:
+    """The reply stored for a message of this conversation; never another conversation's."""
+    raw = client.get(reply_key(conversation, message_id))
+    return own_reply(Reply.model_validate_json(raw), conversation) if raw else None
+
+
+def own_reply(reply: Reply, conversation: ConversationKey) -> Reply | None:
+    """``reply`` if it belongs to ``conversation``, else None (a second lock on the keys)."""
+    return reply if reply.conversation == conversation else None
 
 
 @dataclass(frozen=True)
@@ -146,15 +151,18 @@ class Listener:
     ``pool``, the pub/sub connection comes from it and goes back to it when done.
     """
 
-    def __init__(self, client: aioredis.Redis, message_id: str,
+    def __init__(self, client: aioredis.Redis, conversation: ConversationKey, message_id: str,
                  pool: PubSubPool | None = None) -> None:
         self.client = client
+        self.conversation = conversation
         self.message_id = message_id
-        self.channel = channel(message_id)
+        self.channel = channel(conversation, message_id)
         self.pool = pool
         self.pubsub: Any = None
         self._reusable = False
         self._closed = False
+        # Called once when the listener closes (the web gives back an open-stream slot).
+        self.on_close: Callable[[], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> Listener:
         reused = False
@@ -185,13 +193,18 @@ class Listener:
             pass
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._closed or self.pubsub is None:
-            return
-        self._closed = True
-        if self.pool is not None and self._reusable:
-            await self.pool.give_back(self.pubsub, self.channel)
-        else:
-            await self._discard()
+        on_close, self.on_close = self.on_close, None
+        try:
+            if self._closed or self.pubsub is None:
+                return
+            self._closed = True
+            if self.pool is not None and self._reusable:
+                await self.pool.give_back(self.pubsub, self.channel)
+            else:
+                await self._discard()
+        finally:
+            if on_close is not None:
+                await on_close()
 
     async def events(self, timeout: float) -> AsyncIterator[StreamEvent]:
         """Tokens in order (each index once, across reruns), then the final reply.
@@ -202,11 +215,12 @@ class Listener:
         next_index = 0
         try:
             # Covers a reply finished before we subscribed (a retried request).
-            raw = await self.client.get(reply_key(self.message_id))
+            raw = await self.client.get(reply_key(self.conversation, self.message_id))
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
-        if raw:
-            yield StreamEvent("done", reply=Reply.model_validate_json(raw))
+        stored = own_reply(Reply.model_validate_json(raw), self.conversation) if raw else None
+        if stored is not None:
+            yield StreamEvent("done", reply=stored)
             return
         while True:
             remaining = deadline - time.monotonic()
@@ -232,7 +246,10 @@ class Listener:
                     next_index += len(fresh)
                     yield StreamEvent("token", text="".join(fresh))
             elif event["type"] == "done":
-                yield StreamEvent("done", reply=Reply.model_validate(event["reply"]))
+                done = own_reply(Reply.model_validate(event["reply"]), self.conversation)
+                if done is None:
+                    continue
+                yield StreamEvent("done", reply=done)
                 return
 
     async def wait(self, timeout: float) -> Reply:

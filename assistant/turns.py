@@ -21,12 +21,13 @@ from contextlib import contextmanager
 
 import redis
 
+from assistant import keys
 from assistant.envelope import ConversationKey, Inbound
 
 log = logging.getLogger(__name__)
 
 PREFIX = "assistant"
-DEDUPE_TTL_SECONDS = 7 * 86400  # Slack retries for ~5 min; Telegram webhooks retry for hours
+DEDUPE_TTL_SECONDS = keys.DEDUPE_TTL_SECONDS
 LOCK_TTL_MS = 15_000  # renewed every third of this while a turn runs; a dead holder frees it
 MAX_TURN_BATCH = 20
 
@@ -41,8 +42,7 @@ _RENEW = (
 )
 
 
-def dedupe_key(dedupe_id: str) -> str:
-    return f"{PREFIX}:dedupe:{dedupe_id}"
+dedupe_key = keys.dedupe
 
 
 def pending_key(conversation: ConversationKey) -> str:
@@ -53,11 +53,13 @@ def lock_key(conversation: ConversationKey) -> str:
     return f"{PREFIX}:lock:{conversation.redis_id}"
 
 
-def deliveries_key(message_id: str) -> str:
-    return f"{PREFIX}:deliveries:{message_id}"
-
-
-DEAD_LETTER_KEY = f"{PREFIX}:deadletter"
+deliveries_key = keys.deliveries
+DEAD_LETTER_KEY = keys.DEAD_LETTER
+# The dead-letter list is for operators to find what failed, not a copy of what users sent:
+# each entry keeps ids and a short excerpt (a 5 MB message once made a 5 MB entry, kept
+# forever: issue 15), the list keeps the newest entries and expires when nothing new fails.
+DEAD_LETTER_MAX_ENTRIES = 1000
+DEAD_LETTER_EXCERPT_CHARS = 200
 
 
 def submit(client: redis.Redis, inbound: Inbound) -> bool:
@@ -173,20 +175,40 @@ def done_with_then_pending(client: redis.Redis, conversation: ConversationKey,
     return [Inbound.model_validate_json(item) for item in raw]
 
 
-def count_deliveries(client: redis.Redis, message_ids: list[str], ttl_seconds: int
-                     ) -> list[int]:
+def count_deliveries(client: redis.Redis, conversation: ConversationKey,
+                     message_ids: list[str], ttl_seconds: int) -> list[int]:
     """How many times a turn has started with each message (crashes included): one trip."""
     pipe = client.pipeline(transaction=True)
     for message_id in message_ids:
-        pipe.incr(deliveries_key(message_id))
-        pipe.expire(deliveries_key(message_id), ttl_seconds)
+        pipe.incr(deliveries_key(conversation, message_id))
+        pipe.expire(deliveries_key(conversation, message_id), ttl_seconds)
     replies = pipe.execute()
     return [int(count) for count in replies[::2]]
 
 
+def dead_letter_entry(inbound: Inbound, reason: str) -> dict[str, object]:
+    """What the dead-letter list keeps of a message: ids, sizes and a bounded excerpt."""
+    return {
+        "reason": reason[:DEAD_LETTER_EXCERPT_CHARS],
+        "message_id": inbound.message_id,
+        "dedupe_id": inbound.dedupe_id[:DEAD_LETTER_EXCERPT_CHARS],
+        "conversation": inbound.conversation.redis_id,
+        "platform": inbound.conversation.platform,
+        "user_id": inbound.user_id,
+        "received_at": inbound.received_at.isoformat(),
+        "excerpt": inbound.text[:DEAD_LETTER_EXCERPT_CHARS],
+        "text_chars": len(inbound.text),
+        "history_messages": None if inbound.history is None else len(inbound.history),
+    }
+
+
 def dead_letter(client: redis.Redis, inbound: Inbound, reason: str) -> None:
-    entry = {"reason": reason, "inbound": inbound.model_dump(mode="json")}
-    client.rpush(DEAD_LETTER_KEY, json.dumps(entry))
+    """Keep a bounded record of a message that failed too often (docs/operations.md)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.rpush(DEAD_LETTER_KEY, json.dumps(dead_letter_entry(inbound, reason)))
+        pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTER_MAX_ENTRIES, -1)
+        pipe.expire(DEAD_LETTER_KEY, keys.DEAD_LETTER_TTL_SECONDS)
+        pipe.execute()
 
 
 @contextmanager

@@ -37,12 +37,15 @@ class Sink:
     """Receives pieces from the generating thread; counts PUBLISHes and time spent there."""
 
     def __init__(self, client: redis.Redis, mode: str) -> None:
+        from assistant.envelope import ConversationKey
         from assistant.stream import Publisher, channel
 
         self.client = client
         self.mode = mode
-        self.channel = channel(f"bench-{uuid.uuid4().hex}")
-        self.publisher = Publisher(client, [self.channel.rsplit(":", 1)[1]])
+        where = ConversationKey(platform="bench", channel="publish")
+        message_id = f"bench-{uuid.uuid4().hex}"
+        self.channel = channel(where, message_id)
+        self.publisher = Publisher(client, where, [message_id])
         self.spent = 0.0
         self.publishes = 0
         self.pending: list[str] = []

@@ -12,13 +12,15 @@ from celery.utils.nodenames import worker_direct
 from assistant import limits as fairness
 from assistant import turns
 from assistant.envelope import Inbound
-from assistant.errors import QueueUnavailable, Throttled
+from assistant.errors import Overloaded, QueueUnavailable, Throttled
 from assistant.limits import Limits
 from worker.affinity import Router
 
 log = logging.getLogger(__name__)
 
 ANSWER_TASK = "assistant.answer_conversation"
+# What an overloaded queue tells clients (Retry-After): about a turn's time on a busy worker.
+OVERLOADED_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,16 @@ class Dispatcher:
         """Queue ``inbound``; not accepted if its dedupe id was already accepted (a retry).
 
         Order: a duplicate is recognised first (never refused nor charged twice), then the
-        limits raise ``Throttled`` (nothing queued), then the message is queued.
+        queue past its hard depth raises ``Overloaded`` and the limits raise ``Throttled``
+        (nothing queued), then the message is queued.
         Raises ``QueueUnavailable`` when Redis does not answer; then nothing was queued.
         """
         try:
-            if self.limits.refuses:
+            if self.limits.refuses or self.limits.hard_queue_depth:
                 if self.client.exists(turns.dedupe_key(inbound.dedupe_id)):
                     return Submitted(False)
+                self._check_overload()
+            if self.limits.refuses:
                 self._check_limits(inbound)
             if not turns.submit(self.client, inbound):
                 return Submitted(False)
@@ -102,6 +107,18 @@ class Dispatcher:
             log.info("message %s refused (%s); retry in %d s", inbound.message_id,
                      type(exc).__name__, exc.retry_after_seconds)
             raise
+
+    def _check_overload(self) -> None:
+        """Refuse new messages (503 + Retry-After) past ``ASSISTANT_HARD_QUEUE_DEPTH``: a
+        queue that grows without end only makes every reply time out (issue 15)."""
+        if not self.limits.hard_queue_depth:
+            return
+        depth = int(self.client.llen(self.celery_app.conf.task_default_queue))
+        if depth >= self.limits.hard_queue_depth:
+            log.warning("queue depth %d is at its hard limit %d: refusing new messages",
+                        depth, self.limits.hard_queue_depth)
+            raise Overloaded(OVERLOADED_RETRY_SECONDS,
+                             "The assistant is overloaded; try again in a minute.")
 
     def _queue_position(self) -> int | None:
         """Our place in line when more than ``max_queue_depth`` tasks wait before ours.

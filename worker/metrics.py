@@ -36,8 +36,9 @@ from assistant.settings import Settings
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# Bound to every interface: Prometheus scrapes workers from another host.
-LISTEN_ADDRESS = "0.0.0.0"
+# Loopback unless ASSISTANT_WORKER_METRICS_HOST says otherwise: worker metrics name hosts,
+# queues and users' platforms, and nothing else guards the port (docs/security.md).
+LISTEN_ADDRESS = "127.0.0.1"
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 REPLY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -188,11 +189,11 @@ class DeclaredMetrics(Collector):
         yield from merged.values()
 
 
-def serve(port: int) -> Any:
-    """Serve the merged values of every process of this worker on ``port``."""
+def serve(port: int, host: str = LISTEN_ADDRESS) -> Any:
+    """Serve the merged values of every process of this worker on ``host:port``."""
     registry = CollectorRegistry()
     registry.register(DeclaredMetrics())
-    server, _thread = start_http_server(port, addr=LISTEN_ADDRESS, registry=registry)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 
 
@@ -219,12 +220,12 @@ def _on_worker_ready(**_: Any) -> None:
     assert _settings is not None
     port = _settings.worker_metrics_port
     try:
-        _server = serve(port)
+        _server = serve(port, _settings.worker_metrics_host)
     except OSError as exc:
         # Several workers on one host need a port each (ASSISTANT_WORKER_METRICS_PORT).
         log.warning("metrics port %d unavailable (%s): this worker serves no metrics", port, exc)
         return
-    log.info("serving Prometheus metrics on port %d", port)
+    log.info("serving Prometheus metrics on %s:%d", _settings.worker_metrics_host, port)
 
 
 def _on_worker_shutdown(**_: Any) -> None:

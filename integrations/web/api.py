@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -16,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from assistant import turns
+from assistant import keys, turns
 from assistant.envelope import ConversationKey, Inbound, Reply
 from assistant.errors import (
     AssistantError,
+    ConversationBusy,
     ConversationNotFound,
     QueueUnavailable,
-    ReplyTimeout,
 )
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import validate_text
@@ -47,7 +48,9 @@ class ChatRequest(BaseModel):
     text: str = Field(min_length=1, description="The user's message")
     message_id: str | None = Field(
         None, pattern=ID_PATTERN,
-        description="Client-chosen id; a retried request with the same id is answered once",
+        description="Client-chosen idempotency key: a retried request with the same id, "
+                    "conversation and user is answered once. The server names the message "
+                    "itself; this id never names a stored reply.",
     )
     stream: bool = False
 
@@ -98,10 +101,12 @@ async def post_chat(body: ChatRequest, state: State, response: Response) -> obje
     """
     text = validate_text(body.text, state.settings.max_input_chars)
     conversation_id = body.conversation_id or uuid.uuid4().hex
-    message_id = body.message_id or uuid.uuid4().hex
+    # The server's id names the message, its reply and its stream; the client's id is only a
+    # dedupe token inside its conversation and user (docs/security.md, "Replies are private").
     inbound = Inbound(
-        message_id=message_id,
-        dedupe_id=f"web:{conversation_id}:{message_id}",
+        message_id=uuid.uuid4().hex,
+        dedupe_id=keys.web_dedupe_id(conversation_id, body.user_id,
+                                     body.message_id or uuid.uuid4().hex),
         conversation=web_conversation(conversation_id),
         user_id=body.user_id,
         text=text,
@@ -173,17 +178,17 @@ async def get_conversation(state: State, conversation_id: str = ConversationId
     return await run_in_threadpool(_read_conversation, state, conversation_id)
 
 
-def _delete_conversation(state: WebState, conversation_id: str) -> None:
+def _delete_conversation(state: WebState, conversation_id: str) -> bool:
+    """Delete the conversation if no turn is running; False (at once) if one is."""
     history = _history(state, conversation_id)
     try:
         if not history.exists() and not turns.pending(state.client, history.conversation):
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        # Wait for a turn in progress, so it cannot write into the conversation after we
-        # cleared it; queued messages are dropped with it.
-        deadline = time.monotonic() + state.settings.reply_timeout
-        with turns.holding(state.client, history.conversation, wait_until=deadline) as held:
+        # Only while no turn runs, so none can write into the conversation after we cleared
+        # it; queued messages are dropped with it.
+        with turns.holding(state.client, history.conversation) as held:
             if not held:
-                raise ReplyTimeout("the conversation is still busy; try again")
+                return False
             state.client.delete(turns.pending_key(history.conversation))
             history.clear()
             # The user deleted it: the admins' archive copy goes too (still under the lock,
@@ -193,11 +198,25 @@ def _delete_conversation(state: WebState, conversation_id: str) -> None:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
     except SQLAlchemyError as exc:
         raise QueueUnavailable(f"the store is unavailable: {exc}") from exc
+    return True
+
+
+# How often a DELETE looks again whether the conversation's turn has ended.
+DELETE_RETRY_SECONDS = 0.1
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204,
-               responses={404: {}, 503: {}})
+               responses={404: {}, 409: {}, 503: {}})
 async def delete_conversation(state: State, conversation_id: str = ConversationId) -> Response:
-    """Forget the conversation (start over)."""
-    await run_in_threadpool(_delete_conversation, state, conversation_id)
+    """Forget the conversation (start over).
+
+    A turn in progress is waited for here, asynchronously (each look is a short call in the
+    thread pool, so waiting DELETEs hold no thread: issue 15); past the reply timeout, 409.
+    """
+    deadline = time.monotonic() + state.settings.reply_timeout
+    while not await run_in_threadpool(_delete_conversation, state, conversation_id):
+        if time.monotonic() >= deadline:
+            raise ConversationBusy("the conversation is still answering a message; "
+                                   "try again when the reply is done")
+        await asyncio.sleep(DELETE_RETRY_SECONDS)
     return Response(status_code=204)

@@ -22,6 +22,7 @@ from assistant.settings import Settings
 from assistant.store import shared_store
 from integrations.web import admin, api, errors, health, metrics, openai_api
 from integrations.web.deps import WebState
+from integrations.web.guards import BodyLimitMiddleware, OpsGateMiddleware
 from worker.app import make_app
 from worker.dispatch import Dispatcher
 
@@ -93,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(openai_api.router)
     app.include_router(health.router)
+    # Before metrics.install, so the request metrics count the guards' refusals too.
+    app.add_middleware(OpsGateMiddleware, settings=settings)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     metrics.install(app, client, queue=celery_app.conf.task_default_queue)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,14 +14,31 @@ from celery import Celery
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from assistant.envelope import Inbound, Reply
-from assistant.errors import QueueUnavailable
+from assistant import keys
+from assistant.envelope import ConversationKey, Inbound, Reply
+from assistant.errors import QueueUnavailable, Throttled
 from assistant.settings import Settings
 from assistant.stream import Listener, PubSubPool
 from worker.dispatch import Dispatcher
 
 # The message's place in line, sent when the queue is past ASSISTANT_MAX_QUEUE_DEPTH.
 QUEUE_POSITION_HEADER = "X-Queue-Position"
+# A client told "too many open streams" may try again after this many seconds.
+OPEN_STREAMS_RETRY_SECONDS = 5
+
+# Reserve one of an identity's open-stream slots, all in one step: drop the slots whose
+# deadline passed (a web process that died never released them), then add ours if there is
+# room. KEYS[1]: the set; ARGV: now, our deadline, our token, the cap. Returns 1 if reserved.
+_RESERVE_STREAM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])))
+return 1
+"""
+
+
+_Release = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -57,28 +77,60 @@ class WebState:
             raise QueueUnavailable(str(exc)) from exc
         return Queued(original or inbound.message_id)
 
-    def listener(self, message_id: str) -> Listener:
+    def listener(self, conversation: ConversationKey, message_id: str) -> Listener:
         if self.pubsubs is None:
             self.pubsubs = PubSubPool(self.aclient)
-        return Listener(self.aclient, message_id, self.pubsubs)
+        return Listener(self.aclient, conversation, message_id, self.pubsubs)
 
     async def open_stream(self, inbound: Inbound) -> tuple[Listener, int | None]:
         """Subscribe to the reply, *then* queue the message; the caller closes the listener.
 
         Also returns the message's place in line when the queue is busy (else None).
+        Raises ``Throttled`` when the sender already waits for ``ASSISTANT_MAX_OPEN_STREAMS``
+        replies (each waiting request holds a connection and a pub/sub subscription).
         """
-        listener = self.listener(inbound.message_id)
-        await listener.__aenter__()
+        release = await self._reserve_stream(inbound)
+        listener = self.listener(inbound.conversation, inbound.message_id)
+        listener.on_close = release
         try:
+            await listener.__aenter__()
             queued = await self.submit(inbound)
             if queued.message_id != inbound.message_id:
+                # A retry: wait for the first copy's reply, in the same conversation.
+                listener.on_close = None
                 await listener.__aexit__(None, None, None)
-                listener = self.listener(queued.message_id)
+                listener = self.listener(inbound.conversation, queued.message_id)
+                listener.on_close = release
                 await listener.__aenter__()
         except BaseException:
             await listener.__aexit__(None, None, None)
             raise
         return listener, queued.position
+
+    async def _reserve_stream(self, inbound: Inbound) -> _Release:
+        """Take one of the sender's open-stream slots; returns what gives it back."""
+        key = keys.open_streams(inbound.conversation.platform, inbound.user_id)
+        token = uuid.uuid4().hex
+        now = time.time()
+        deadline = now + self.settings.reply_timeout + 60
+        try:
+            reserved = await self.aclient.eval(
+                _RESERVE_STREAM, 1, key, repr(now), repr(deadline), token,
+                self.settings.max_open_streams)
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+        if not int(reserved):
+            raise Throttled(OPEN_STREAMS_RETRY_SECONDS,
+                            f"Too many replies in progress for you (at most "
+                            f"{self.settings.max_open_streams}): wait for one to finish.")
+
+        async def release() -> None:
+            try:
+                await self.aclient.zrem(key, token)
+            except redis.RedisError:
+                pass  # the slot expires at its deadline
+
+        return release
 
     async def ask(self, inbound: Inbound) -> tuple[Reply, int | None]:
         """Queue a message and wait for its whole reply (the non-streaming APIs)."""
@@ -87,6 +139,7 @@ class WebState:
             return await listener.wait(self.settings.reply_timeout), position
         finally:
             await listener.__aexit__(None, None, None)
+
 
 
 def get_state(request: Request) -> WebState:

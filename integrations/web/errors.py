@@ -12,9 +12,11 @@ from starlette.exceptions import HTTPException
 from assistant.errors import (
     AssistantError,
     Banned,
+    ConversationBusy,
     ConversationNotFound,
     InputRejected,
     Muted,
+    Overloaded,
     QueueUnavailable,
     QuotaExceeded,
     ReplyTimeout,
@@ -30,6 +32,8 @@ STATUS = {
     Banned: (403, "banned"),
     Throttled: (429, "rate_limited"),
     InputRejected: (422, "invalid_request"),
+    ConversationBusy: (409, "conflict"),
+    Overloaded: (503, "overloaded"),
     QueueUnavailable: (503, "unavailable"),
     ReplyTimeout: (504, "timeout"),
 }
@@ -43,8 +47,23 @@ def error_body(exc: AssistantError) -> tuple[int, dict[str, object]]:
             break
     if isinstance(exc, InputRejected) and "limit" in str(exc):
         status = 413
-    message = str(exc) if status < 500 or status in (503, 504) else "internal error"
+    # Server-side failures say what kind of failure, never its text (Redis and SQL errors
+    # name hosts, tables and queries): the handler logs the details (docs/security.md).
+    if status < 500 or status == 504:  # a timeout's text is ours ("no reply within 120 s")
+        message = str(exc)
+    else:
+        message = UNAVAILABLE_MESSAGE if status == 503 else "internal error"
     return status, {"error": {"message": message, "type": code, "code": status}}
+
+
+UNAVAILABLE_MESSAGE = "The service is unavailable or busy; try again in a moment."
+
+
+def retry_after_header(exc: AssistantError) -> dict[str, str] | None:
+    """``Retry-After`` for refusals that say when to come back."""
+    if isinstance(exc, (Throttled, Overloaded)):
+        return {"Retry-After": str(exc.retry_after_seconds)}
+    return None
 
 
 def install(app: FastAPI) -> None:
@@ -53,10 +72,7 @@ def install(app: FastAPI) -> None:
         status, body = error_body(exc)
         if status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        headers = None
-        if isinstance(exc, Throttled):
-            headers = {"Retry-After": str(exc.retry_after_seconds)}
-        return JSONResponse(status_code=status, content=body, headers=headers)
+        return JSONResponse(status_code=status, content=body, headers=retry_after_header(exc))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

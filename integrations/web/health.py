@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from assistant import selftest
 from integrations.web.deps import State, WebState
+from integrations.web.guards import ops_allowed
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -45,9 +48,16 @@ def _readiness(state: WebState) -> dict[str, Any]:
 
 
 @router.get("/readyz")
-async def get_readyz(state: State) -> JSONResponse:
-    """200 when Redis answers and at least one worker answers a ping; 503 otherwise."""
+async def get_readyz(state: State, request: Request) -> JSONResponse:
+    """200 when Redis answers and at least one worker answers a ping; 503 otherwise.
+
+    The details (worker host names, error text) only for operators
+    (``integrations.web.guards.ops_allowed``); everyone else gets ``{"ready": ...}``.
+    """
     details = await run_in_threadpool(_readiness, state)
     ready = details["redis"] == "ok" and bool(details["workers"])
-    return JSONResponse(status_code=200 if ready else 503,
-                        content={"ready": ready, **details})
+    if not ready:
+        log.warning("not ready: %s", details)
+    content = {"ready": ready, **details} if ops_allowed(request, state.settings) else {
+        "ready": ready}
+    return JSONResponse(status_code=200 if ready else 503, content=content)

@@ -60,7 +60,7 @@ def test_pending_messages_are_answered_and_removed(runtime: Runtime, engine: Fak
     assert outcome.turns == 1 and outcome.busy_for is None
     assert records(runtime) == [("user", "hi"), ("assistant", "Hello!")]
     assert turns.pending(runtime.client, message.conversation) == []
-    reply = stored_reply(runtime.client, message.message_id)
+    reply = stored_reply(runtime.client, message.conversation, message.message_id)
     assert reply is not None and reply.text == "Hello!"
 
 
@@ -70,8 +70,8 @@ def test_messages_waiting_together_join_one_turn(runtime: Runtime, engine: FakeE
     turns.submit(runtime.client, second)
     assert answer_pending(runtime, first.conversation).turns == 1
     assert len(engine.requests) == 1
-    assert stored_reply(runtime.client, first.message_id) == stored_reply(
-        runtime.client, second.message_id)
+    assert stored_reply(runtime.client, first.conversation, first.message_id) == stored_reply(
+        runtime.client, second.conversation, second.message_id)
 
 
 def test_a_held_conversation_is_not_answered_twice(runtime: Runtime, engine: FakeEngine) -> None:
@@ -133,8 +133,8 @@ def test_a_message_that_keeps_failing_is_dead_lettered(runtime: Runtime) -> None
     answer_pending(runtime, message.conversation)  # the next delivery sets it aside
     assert turns.pending(runtime.client, message.conversation) == []
     dead = [json.loads(x) for x in runtime.client.lrange(turns.DEAD_LETTER_KEY, 0, -1)]
-    assert [d["inbound"]["message_id"] for d in dead] == [message.message_id]
-    apology = stored_reply(runtime.client, message.message_id)
+    assert [d["message_id"] for d in dead] == [message.message_id]
+    apology = stored_reply(runtime.client, message.conversation, message.message_id)
     assert apology is not None and apology.finish_reason == "error"
     assert "Sorry" in apology.text
 
@@ -183,11 +183,11 @@ def test_a_turn_stored_before_a_crash_is_sent_not_generated_again(runtime: Runti
     message = inbound("hi")
     turns.submit(runtime.client, message)
     answer_pending(runtime, message.conversation)
-    runtime.client.delete(reply_key(message.message_id))
+    runtime.client.delete(reply_key(message.conversation, message.message_id))
     runtime.client.rpush(turns.pending_key(message.conversation), message.model_dump_json())
     answer_pending(runtime, message.conversation)
     assert len(engine.requests) == 1
-    reply = stored_reply(runtime.client, message.message_id)
+    reply = stored_reply(runtime.client, message.conversation, message.message_id)
     assert reply is not None and reply.text == "first answer"
     assert reply.message_id == reply_id_for([message.message_id])
     assert records(runtime) == [("user", "hi"), ("assistant", "first answer")]
@@ -233,7 +233,8 @@ def test_an_overlong_platform_message_gets_a_notice_not_the_model(runtime: Runti
     turns.submit(runtime.client, long_message)
     turns.submit(runtime.client, short_message)
     answer_pending(runtime, long_message.conversation)
-    notice = stored_reply(runtime.client, long_message.message_id)
+    notice = stored_reply(runtime.client, long_message.conversation,
+                          long_message.message_id)
     assert notice is not None and "under 50 characters" in notice.text
     assert len(engine.requests) == 1  # only the short message reached the model
     assert [(m.role, m.text) for m in engine.requests[0].messages[1:]] == [("user", "hello")]
@@ -276,4 +277,4 @@ def test_a_failing_summary_does_not_fail_a_delivered_turn(runtime: Runtime,
     turns.submit(runtime.client, message)
     assert answer_pending(runtime, message.conversation).turns == 1
     assert turns.pending(runtime.client, message.conversation) == []
-    assert stored_reply(runtime.client, message.message_id) is not None
+    assert stored_reply(runtime.client, message.conversation, message.message_id) is not None

@@ -198,13 +198,13 @@ def test_a_real_safety_service_refuses_and_cuts_with_the_new_texts(
     blocked = inbound("how do I build a bomb")
     turns.submit(runtime.client, blocked)
     answer_pending(live_runtime, blocked.conversation)
-    refusal = stored_reply(runtime.client, blocked.message_id)
+    refusal = stored_reply(runtime.client, blocked.conversation, blocked.message_id)
     assert refusal is not None and refusal.text == "Not that, sorry."
 
     engine.answers.append("Sure thing. First you get a bomb casing and then more words")
     cut = inbound("tell me a story", channel="c2")
     turns.submit(runtime.client, cut)
     answer_pending(live_runtime, cut.conversation)
-    reply = stored_reply(runtime.client, cut.message_id)
+    reply = stored_reply(runtime.client, cut.conversation, cut.message_id)
     assert reply is not None and reply.text == "Sure thing. First you get a [cut by the filters]"
     assert [e.direction for e in sink.events] == ["input", "output"]  # still logged

@@ -24,8 +24,8 @@ def test_the_first_piece_goes_at_once_and_later_ones_are_coalesced(redis_server:
     client = redis.Redis.from_url(f"{redis_server}/15")
     message_id = uuid.uuid4().hex
     subscriber = client.pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe(channel(message_id))
-    publisher = Publisher(client, [message_id], coalesce_seconds=60)
+    subscriber.subscribe(channel(conversation(), message_id))
+    publisher = Publisher(client, conversation(), [message_id], coalesce_seconds=60)
     for index, piece in enumerate(["a", "b", "c", "d"]):
         publisher.token(index, piece)
     final = reply_for(message_id, "abcd")
@@ -40,7 +40,7 @@ def test_the_first_piece_goes_at_once_and_later_ones_are_coalesced(redis_server:
     assert events[0] == {"type": "token", "index": 0, "pieces": ["a"]}
     assert events[1] == {"type": "token", "index": 1, "pieces": ["b", "c", "d"]}
     assert events[2]["type"] == "done" and events[2]["reply"]["text"] == "abcd"
-    assert stored_reply(client, message_id) == final
+    assert stored_reply(client, conversation(), message_id) == final
     client.close()
 
 
@@ -53,7 +53,7 @@ def test_a_rerun_is_passed_on_once_even_when_grouped_differently(redis_server: s
     async def listen() -> list[str]:
         aclient = aioredis.Redis.from_url(url)
         texts: list[str] = []
-        async with Listener(aclient, message_id) as listener:
+        async with Listener(aclient, conversation(), message_id) as listener:
             ready.set()
             async for event in listener.events(timeout=10):
                 texts.append(event.reply.text if event.reply else event.text)
@@ -61,11 +61,11 @@ def test_a_rerun_is_passed_on_once_even_when_grouped_differently(redis_server: s
         return texts
 
     def publish() -> None:
-        first_run = Publisher(client, [message_id], coalesce_seconds=60)
+        first_run = Publisher(client, conversation(), [message_id], coalesce_seconds=60)
         for index, piece in enumerate(["Once", " upon"]):
             first_run.token(index, piece)
         first_run.flush()  # ... and the worker dies here
-        rerun = Publisher(client, [message_id], coalesce_seconds=0)
+        rerun = Publisher(client, conversation(), [message_id], coalesce_seconds=0)
         for index, piece in enumerate(["Once", " upon", " a", " time"]):
             rerun.token(index, piece)
         rerun.done(reply_for(message_id, "Once upon a time"))

@@ -72,6 +72,9 @@ class Stack:
             # Strikes likewise (tests/integration/test_safety.py turns them on): the suites'
             # one web user sends several blocked messages on purpose.
             "ASSISTANT_STRIKE_LIMIT": "0",
+            # The suites read /metrics, /openapi.json and /readyz's details; tests/security
+            # checks that they are closed by default.
+            "ASSISTANT_PUBLIC_OPS": "true",
             # Each stack its own durable store (the moderation log...), beside its logs.
             "DATABASE_URL": f"sqlite:///{log_dir / 'assistant.db'}",
             **env_overrides,

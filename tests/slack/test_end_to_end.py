@@ -79,7 +79,7 @@ def answered(stack: Stack, fake: FakeSlack, ts: str, thread_ts: str) -> Reply:
 
     def delivered() -> bool:
         # The pending list is trimmed only after the sender's finish() returned.
-        reply = stored_reply(client, message_id)
+        reply = stored_reply(client, conversation, message_id)
         if reply is None or client.exists(turns.pending_key(conversation)):
             return False
         found.append(reply)

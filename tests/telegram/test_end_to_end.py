@@ -19,7 +19,6 @@ import redis
 
 from assistant.envelope import ConversationKey, Reply, reply_id_for
 from assistant.memory import RedisConversationHistory
-from assistant.stream import stored_reply
 from integrations.telegram.convert import BotIdentity, dedupe_id, message_id_for, to_html
 from tests.auxil.stack import Stack
 from tests.telegram import fake_telegram as tg
@@ -40,9 +39,11 @@ def wait_for_reply(stack: Stack, update_id: int, timeout: float = 90) -> Reply:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            reply = stored_reply(client, inbound_id(update_id))
-            if reply is not None:
-                return reply
+            # The test knows the update, not the chat it lands in: find its reply by id.
+            for key in client.scan_iter(f"assistant:reply:*:{inbound_id(update_id)}"):
+                raw = client.get(key)
+                if raw:
+                    return Reply.model_validate_json(raw)
             time.sleep(0.2)
     finally:
         client.close()

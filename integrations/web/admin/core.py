@@ -134,7 +134,9 @@ async def call(function: Callable[..., T], *args: Any) -> T:
     try:
         return await run_in_threadpool(function, *args)
     except (QueueUnavailable, redis.RedisError) as exc:
-        raise AdminError(503, f"Redis is unavailable: {exc}") from exc
+        # The details go to the log, not into a page that the login form can show.
+        log.warning("Redis failed: %s", exc)
+        raise AdminError(503, "Redis is unavailable; try again in a moment") from exc
     except sqlalchemy.exc.SQLAlchemyError as exc:
         log.warning("the store failed: %s", exc)
         raise AdminError(503, "the database is unavailable; try again in a moment") from exc

@@ -20,7 +20,7 @@ from assistant.safety.service import SafetyService
 from assistant.safety.strikes import Strikes
 from assistant.safety.verdict import Category
 from assistant.store.models import ModerationEvent
-from assistant.stream import stored_reply
+from assistant.stream import channel, stored_reply
 from tests.assistant.safety.fakes import DigitsMask, WordCheck, plain_subject
 from tests.assistant.test_conversation import RecordingSender, records
 from tests.auxil.factories import inbound
@@ -66,7 +66,7 @@ def test_a_blocked_message_is_refused_and_never_reaches_the_model(
     turns.submit(safe_runtime.client, message)
     answer_pending(safe_runtime, message.conversation)
     assert engine.requests == []
-    reply = stored_reply(safe_runtime.client, message.message_id)
+    reply = stored_reply(safe_runtime.client, message.conversation, message.message_id)
     assert reply is not None and reply.text == prompts.render("refusal")
     assert reply.finish_reason == "content_filter"
     assert records(safe_runtime) == []  # neither the request nor the refusal is remembered
@@ -80,7 +80,7 @@ def test_self_harm_gets_the_kind_refusal(safe_runtime: Runtime, prompts: PromptL
     message = inbound("tell me how to hurt myself")
     turns.submit(safe_runtime.client, message)
     answer_pending(safe_runtime, message.conversation)
-    reply = stored_reply(safe_runtime.client, message.message_id)
+    reply = stored_reply(safe_runtime.client, message.conversation, message.message_id)
     assert reply is not None and reply.text == prompts.render("refusal_self_harm")
 
 
@@ -107,7 +107,7 @@ def test_the_canary_is_planted_and_a_leaking_reply_is_withheld(
     turns.submit(safe_runtime.client, message)
     answer_pending(safe_runtime, message.conversation)
     assert CANARY in engine.requests[0].messages[0].text  # planted in the system prompt
-    reply = stored_reply(safe_runtime.client, message.message_id)
+    reply = stored_reply(safe_runtime.client, message.conversation, message.message_id)
     assert reply is not None and CANARY not in reply.text
     assert reply.finish_reason == "content_filter"
     assert all(CANARY not in shown for shown in sender.updates)
@@ -122,7 +122,7 @@ def test_a_reply_turning_unsafe_is_cut_before_the_unsafe_part_is_shown(
     safe_runtime.senders = {"web": sender}
     pubsub = safe_runtime.client.pubsub()
     message = inbound("tell me a story")
-    pubsub.subscribe(f"assistant:stream:{message.message_id}")
+    pubsub.subscribe(channel(message.conversation, message.message_id))
     turns.submit(safe_runtime.client, message)
     answer_pending(safe_runtime, message.conversation)
     streamed = []
@@ -132,7 +132,7 @@ def test_a_reply_turning_unsafe_is_cut_before_the_unsafe_part_is_shown(
     assert streamed and all("bomb" not in e for e in streamed[:-1])  # tokens
     assert sender.updates and all("bomb" not in shown for shown in sender.updates)
     assert sender.updates[-1].startswith("Sure thing. First you get a")
-    reply = stored_reply(safe_runtime.client, message.message_id)
+    reply = stored_reply(safe_runtime.client, message.conversation, message.message_id)
     assert reply is not None and "bomb" not in reply.text
     assert reply.text == f"Sure thing. First you get a {prompts.render('output_cut')}"
     assert reply.finish_reason == "content_filter"
@@ -168,7 +168,7 @@ def test_strikes_mute_and_say_so_once(runtime: Runtime, prompts: PromptLibrary) 
         message = inbound(f"bomb please {n}")
         turns.submit(runtime.client, message)
         answer_pending(runtime, message.conversation)
-        reply = stored_reply(runtime.client, message.message_id)
+        reply = stored_reply(runtime.client, message.conversation, message.message_id)
         assert reply is not None
         texts.append(reply.text)
     assert "taking a break" not in texts[0]
