@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -87,6 +88,7 @@ class ThrottledEditor:
         self._interval = interval
         self._latest: str | None = None
         self._shown: str | None = None
+        self._last_edit_at: float | None = None  # time.monotonic() when the last edit ended
         self._changed = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="reply-editor", daemon=True)
@@ -112,7 +114,12 @@ class ThrottledEditor:
                 log.warning("streaming edit failed", exc_info=True)
             with self._changed:
                 self._shown = text
+                self._last_edit_at = time.monotonic()
                 self._changed.wait_for(lambda: self._closed, timeout=self._interval)
+
+    def next_edit_at(self) -> float:
+        """The ``time.monotonic()`` from which another edit (the final one) keeps the pace."""
+        return 0.0 if self._last_edit_at is None else self._last_edit_at + self._interval
 
     def close(self) -> None:
         with self._changed:

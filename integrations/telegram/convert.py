@@ -162,11 +162,13 @@ def _emphasis(text: str) -> str:
     # Escape first: the markers (*, _, ~, [, ]) are not touched by escaping, and no tag we add
     # afterwards can be broken by the user's or model's text. Links become placeholders while
     # emphasis is rendered, so a marker inside a URL cannot split the <a> tag.
+    # A link shows its real address after its label: a label must never hide where a link
+    # goes (an injected "[your invoice](https://evil…)"; issue 15, docs/security.md).
     links: list[str] = []
 
     def keep_link(match: re.Match[str]) -> str:
         href = html.escape(html.unescape(match.group(2)), quote=True)
-        links.append(f'<a href="{href}">{_styles(match.group(1))}</a>')
+        links.append(f'{_styles(match.group(1))} (<a href="{href}">{href}</a>)')
         return f"\x00{len(links) - 1}\x00"
 
     out = _LINK.sub(keep_link, escape(text).replace("\x00", ""))

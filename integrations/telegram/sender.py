@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, FloodLimit, ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
@@ -45,6 +45,9 @@ GROUP_EDIT_INTERVAL = 60.0 / FloodLimit.MESSAGES_PER_MINUTE_PER_GROUP  # 3 s
 TYPING_REFRESH_SECONDS = 4.5  # Telegram shows a chat action for 5 s
 MAX_RETRY_WAIT_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 60.0
+# Replies never get link previews: Telegram would fetch a link the model (or an injection)
+# wrote without anyone clicking it (issue 15; Slack's sender turns unfurling off likewise).
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
 def retry_after_seconds(error: RetryAfter) -> float:
@@ -144,6 +147,11 @@ class TelegramReplyStream:
         """Final text: HTML (plain on a parse error), split over several messages if long."""
         self._editor.close()  # no streaming edit may land after the final one
         self._stop_typing()
+        # The final edit keeps the chat's pace too (it once came 0.08 s after the last
+        # streaming edit: issue 15).
+        pause = self._editor.next_edit_at() - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
         try:
             self._show(reply)
         except Forbidden:
@@ -211,8 +219,8 @@ class TelegramReplyStream:
             preview = preview[:-1] + PLACEHOLDER
         message_id = self.message_id
         try:
-            self._call(lambda bot: bot.edit_message_text(preview, self.chat_id, message_id),
-                       wait=False)
+            self._call(lambda bot: bot.edit_message_text(
+                preview, self.chat_id, message_id, link_preview_options=NO_PREVIEW), wait=False)
         except RetryAfter:
             pass  # _call noted the wait; the next edits are skipped until then
         except BadRequest as exc:
@@ -225,13 +233,15 @@ class TelegramReplyStream:
             if formatted:
                 try:
                     self._call(lambda bot: bot.edit_message_text(
-                        to_html(text), self.chat_id, message_id, parse_mode=ParseMode.HTML))
+                        to_html(text), self.chat_id, message_id, parse_mode=ParseMode.HTML,
+                        link_preview_options=NO_PREVIEW))
                     return True
                 except BadRequest as exc:
                     if not _entities_error(exc):
                         raise
                     log.info("Telegram rejected the formatting (%s); sending plain text", exc)
-            self._call(lambda bot: bot.edit_message_text(text, self.chat_id, message_id))
+            self._call(lambda bot: bot.edit_message_text(
+                text, self.chat_id, message_id, link_preview_options=NO_PREVIEW))
             return True
         except BadRequest as exc:
             reason = str(exc).lower()
@@ -247,13 +257,15 @@ class TelegramReplyStream:
             try:
                 return self._call(lambda bot: bot.send_message(
                     self.chat_id, to_html(text), parse_mode=ParseMode.HTML,
-                    message_thread_id=self.thread_id, reply_parameters=parameters))
+                    message_thread_id=self.thread_id, reply_parameters=parameters,
+                    link_preview_options=NO_PREVIEW))
             except BadRequest as exc:
                 if not _entities_error(exc):
                     raise
                 log.info("Telegram rejected the formatting (%s); sending plain text", exc)
         return self._call(lambda bot: bot.send_message(
-            self.chat_id, text, message_thread_id=self.thread_id, reply_parameters=parameters))
+            self.chat_id, text, message_thread_id=self.thread_id, reply_parameters=parameters,
+            link_preview_options=NO_PREVIEW))
 
     def _reply_parameters(self) -> ReplyParameters | None:
         if self.reply_to_message_id is None:

@@ -29,6 +29,9 @@ def test_metrics_and_logs_after_a_reply(make_stack: Any) -> None:
                           timeout=120)
     assert response.status_code == 200, response.text
     conversation_id = response.json()["conversation_id"]
+    # Logs carry the server's id of the message (the client's was only a retry token).
+    stored = httpx.get(f"{stack.url}/api/conversations/{conversation_id}", timeout=10).json()
+    message_id = stored["messages"][0]["message_id"]
 
     # Observers run after delivery: the reply can reach us a moment before they finished.
     deadline = time.monotonic() + 10

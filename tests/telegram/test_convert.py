@@ -120,7 +120,8 @@ def test_html_renders_markdown_and_always_parses() -> None:
     ]
     for sample in samples:
         assert html_error(to_html(sample)) is None, (sample, to_html(sample))
-    assert to_html("[x](https://e.com/?a=1&b=2)") == '<a href="https://e.com/?a=1&amp;b=2">x</a>'
+    assert to_html("[x](https://e.com/?a=1&b=2)") == (
+        'x (<a href="https://e.com/?a=1&amp;b=2">https://e.com/?a=1&amp;b=2</a>)')
     assert "<pre>" in to_html(samples[1]) and "&lt; b" in to_html(samples[1])
 
 

@@ -461,14 +461,17 @@ function resumePending(id, messages) {
   if (!pending || pending.conversation_id !== id) return;
   const last = messages[messages.length - 1];
   const { at, ...request } = pending;
-  if (last?.role === "user" && last.message_id === request.message_id
+  // The server names messages itself (our message_id is only a retry token), so the pending
+  // message is recognised by its text.
+  if (last?.role === "user" && last.text === request.text
       && Date.now() - at < RESUME_WITHIN_MS) {
     // Same message id: the server waits for the reply already on its way, it does not ask twice.
     const reply = addMessage("assistant", { status: "streaming" });
     streamReply(request, reply).then((outcome) => {
       if (outcome.refused) setStatus(reply, "error", outcome.message);
     });
-  } else if (!messages.some((m) => m.message_id === request.message_id) && request.text) {
+  } else if (!messages.some((m) => m.role === "user" && m.text === request.text)
+             && request.text) {
     // It never reached the server: give the text back; resending it keeps its id.
     restoreInput(request.text);
     state.retry = { text: request.text, messageId: request.message_id };
