@@ -124,20 +124,29 @@ def test_logging_out_ends_the_session_on_the_server(http: TestClient) -> None:
     assert http.get("/admin/api/dashboard").status_code == 401
 
 
-def test_login_attempts_are_rate_limited_per_username(http: TestClient) -> None:
-    for _ in range(auth.LOGIN_RATE_PER_USERNAME.capacity):
-        assert log_in(http, USERNAME, "wrong").status_code == 401
-    refused = log_in(http, USERNAME, PASSWORD)  # even the right password, while throttled
-    assert refused.status_code == 429
-    assert 0 < int(refused.headers["Retry-After"]) <= 300
-    assert "Too many attempts" in refused.text
-    assert auth.SESSION_COOKIE not in refused.cookies
-    assert log_in(http, "another-name", "wrong").status_code == 401  # other names still tried
+def test_login_failures_are_limited_per_username_but_not_for_known_addresses(
+        app: FastAPI) -> None:
+    with TestClient(app, follow_redirects=False, client=("10.0.1.1", 1000)) as known:
+        assert log_in(known).status_code == 303  # the admin's usual address
+    # Guessing spread over many addresses, each under the per-address limit.
+    for number in range(auth.LOGIN_FAILURES_PER_USERNAME.capacity):
+        with TestClient(app, follow_redirects=False,
+                        client=(f"10.0.2.{number}", 1000)) as guesser:
+            assert log_in(guesser, USERNAME, "wrong").status_code == 401
+    with TestClient(app, follow_redirects=False, client=("10.0.3.1", 1000)) as stranger:
+        refused = log_in(stranger, USERNAME, PASSWORD)  # even the right password
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        assert "Too many attempts" in refused.text
+        assert auth.SESSION_COOKIE not in refused.cookies
+        assert log_in(stranger, "another-name", "wrong").status_code == 401
+    with TestClient(app, follow_redirects=False, client=("10.0.1.1", 1000)) as known:
+        assert log_in(known).status_code == 303  # a known-good address is not locked out
 
 
-def test_login_attempts_are_rate_limited_per_address(app: FastAPI) -> None:
+def test_login_failures_are_limited_per_address(app: FastAPI) -> None:
     with TestClient(app, follow_redirects=False, client=("10.0.0.7", 1000)) as http:
-        for number in range(auth.LOGIN_RATE_PER_IP.capacity):
+        for number in range(auth.LOGIN_FAILURES_PER_ADDRESS.capacity):
             assert log_in(http, f"name-{number}", "wrong").status_code == 401
         assert log_in(http, USERNAME, PASSWORD).status_code == 429
     with TestClient(app, follow_redirects=False, client=("10.0.0.8", 1000)) as other:
@@ -150,14 +159,14 @@ def test_forwarded_for_counts_only_behind_a_trusted_proxy(
     app, _ = build_app(settings, server)
     # Through the proxy each client has its own bucket...
     with TestClient(app, follow_redirects=False, client=("10.0.0.1", 1000)) as proxy:
-        for number in range(auth.LOGIN_RATE_PER_IP.capacity):
+        for number in range(auth.LOGIN_FAILURES_PER_ADDRESS.capacity):
             proxy.headers["X-Forwarded-For"] = f"192.0.2.{number}"
             assert log_in(proxy, f"n{number}", "wrong").status_code == 401
         proxy.headers["X-Forwarded-For"] = "192.0.2.200"
         assert log_in(proxy).status_code == 303
     # ...while a direct client cannot pick its address with the header.
     with TestClient(app, follow_redirects=False, client=("10.0.0.9", 1000)) as direct:
-        for number in range(auth.LOGIN_RATE_PER_IP.capacity):
+        for number in range(auth.LOGIN_FAILURES_PER_ADDRESS.capacity):
             direct.headers["X-Forwarded-For"] = f"198.51.100.{number}"
             assert log_in(direct, f"m{number}", "wrong").status_code == 401
         assert log_in(direct).status_code == 429
@@ -291,7 +300,7 @@ def test_an_empty_session_secret_gets_a_random_one(tmp_path: Path,
 def test_a_successful_login_clears_earlier_failures(app: FastAPI) -> None:
     with TestClient(app, follow_redirects=False) as http:
         for _ in range(3):
-            for _ in range(auth.LOGIN_RATE_PER_USERNAME.capacity - 1):
+            for _ in range(auth.LOGIN_FAILURES_PER_ADDRESS.capacity - 1):
                 assert log_in(http, USERNAME, "wrong").status_code == 401
             assert log_in(http).status_code == 303
             http.cookies.clear()

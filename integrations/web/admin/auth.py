@@ -22,8 +22,9 @@ import redis
 from itsdangerous import BadSignature, Signer
 from starlette.requests import Request
 
+from assistant import keys
 from assistant.errors import ConfigError
-from assistant.limits import Rate, take_tokens
+from assistant.limits import Rate
 from assistant.settings import PLACEHOLDER_SECRETS, Settings
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,24 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-# Login attempts, as token buckets (assistant.limits): a few tries per username (guessing one
-# account's password) and a few more per client address (trying many names from one place).
-# Every attempt takes a token; a successful login refills both buckets.
-LOGIN_RATE_PER_USERNAME = Rate(5, 300)
-LOGIN_RATE_PER_IP = Rate(20, 300)
+# Failed logins (only failures count: issue 15, where charging every attempt to the username
+# let anyone lock the admin out). Per client address: a few failures, then that address waits.
+# Per username: more failures over a longer window (guessing spread over many addresses); it
+# never refuses a browser or an address the username logged in from before (``KNOWN_TTL``),
+# so an attacker cannot lock out the admin's correct password there.
+LOGIN_FAILURES_PER_ADDRESS = Rate(10, 900)
+LOGIN_FAILURES_PER_USERNAME = Rate(30, 3600)
+KNOWN_TTL_SECONDS = 30 * 86400
+DEVICE_COOKIE = "assistant_admin_device"
 
 
 def session_key(session_id: str) -> str:
     return f"assistant:admin:session:{session_id}"
 
 
-def login_bucket_keys(ip: str, username: str) -> tuple[str, str]:
-    return (f"assistant:admin:login:ip:{ip}", f"assistant:admin:login:user:{username.lower()}")
+def username_digest(username: str) -> str:
+    """Keys name a username by its hash: any text may be typed into the form."""
+    return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -125,18 +131,72 @@ def is_https(request: Request, proxies: frozenset[str]) -> bool:
 
 # -- login attempts ------------------------------------------------------------------------------
 
-def login_wait_seconds(client: redis.Redis, ip: str, username: str) -> float:
-    """Take an attempt from the address's and the username's buckets: 0 if allowed, else the
-    seconds until another attempt is allowed."""
-    ip_key, user_key = login_bucket_keys(ip, username)
-    refused, wait = take_tokens(client, [(ip_key, LOGIN_RATE_PER_IP),
-                                         (user_key, LOGIN_RATE_PER_USERNAME)])
-    return wait if refused else 0.0
+def login_wait_seconds(client: redis.Redis, ip: str, username: str,
+                       device: str | None = None) -> float:
+    """0 if this login may be checked, else the seconds until it may. Counts nothing.
+
+    ``device``: the digest a known browser's cookie vouches for (``known_device``), if any.
+    """
+    address_key = keys.admin_login_failures_by_address(ip)
+    digest = username_digest(username)
+    user_key = keys.admin_login_failures_by_username(digest)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(address_key)
+        pipe.ttl(address_key)
+        pipe.get(user_key)
+        pipe.ttl(user_key)
+        pipe.exists(keys.admin_known_address(digest, ip))
+        by_address, address_ttl, by_user, user_ttl, known_address = pipe.execute()
+    known_device = device is not None and device == digest
+    if known_device:
+        return 0.0  # the admin's own browser: neither limit can lock it out
+    if int(by_address or 0) >= LOGIN_FAILURES_PER_ADDRESS.capacity:
+        return float(max(1, int(address_ttl)))
+    if int(by_user or 0) >= LOGIN_FAILURES_PER_USERNAME.capacity and not known_address:
+        return float(max(1, int(user_ttl)))
+    return 0.0
 
 
-def forget_login_attempts(client: redis.Redis, ip: str, username: str) -> None:
-    """After a successful login: earlier attempts no longer count against the next one."""
-    client.delete(*login_bucket_keys(ip, username))
+def record_login_failure(client: redis.Redis, ip: str, username: str) -> None:
+    """Count a failed login against its address and its username (fixed windows)."""
+    address_key = keys.admin_login_failures_by_address(ip)
+    user_key = keys.admin_login_failures_by_username(username_digest(username))
+    with client.pipeline(transaction=True) as pipe:
+        pipe.incr(address_key)
+        pipe.expire(address_key, LOGIN_FAILURES_PER_ADDRESS.period_seconds, nx=True)
+        pipe.incr(user_key)
+        pipe.expire(user_key, LOGIN_FAILURES_PER_USERNAME.period_seconds, nx=True)
+        pipe.execute()
+
+
+def record_login_success(client: redis.Redis, signer: Signer, ip: str, username: str) -> str:
+    """After a successful login: the address's failures are forgotten, the address and this
+    browser become known-good for the username. Returns the device cookie's value."""
+    digest = username_digest(username)
+    device_id = secrets.token_urlsafe(24)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.admin_login_failures_by_address(ip))
+        pipe.set(keys.admin_known_address(digest, ip), "1", ex=KNOWN_TTL_SECONDS)
+        pipe.set(keys.admin_known_device(device_id), digest, ex=KNOWN_TTL_SECONDS)
+        pipe.execute()
+    return _device_signer(signer).sign(device_id).decode()
+
+
+def _device_signer(signer: Signer) -> Signer:
+    """Device cookies are signed apart from session cookies: one can never pass as the other."""
+    return Signer(signer.secret_keys[-1], salt="assistant.admin.device")
+
+
+def known_device(client: redis.Redis, signer: Signer, cookie: str | None) -> str | None:
+    """The username digest a browser's device cookie vouches for, or None."""
+    if not cookie:
+        return None
+    try:
+        device_id = _device_signer(signer).unsign(cookie).decode()
+    except BadSignature:
+        return None
+    value = client.get(keys.admin_known_device(device_id))
+    return value.decode() if isinstance(value, bytes) else value
 
 
 # -- sessions ------------------------------------------------------------------------------------

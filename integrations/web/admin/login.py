@@ -64,7 +64,9 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
     password = form.get("password", "")[:1024]
     ip = auth.client_ip(request, admin.proxies)
     client = admin.web.client
-    wait = await call(auth.login_wait_seconds, client, ip, username)
+    device = await call(auth.known_device, client, admin.signer,
+                        request.cookies.get(auth.DEVICE_COOKIE))
+    wait = await call(auth.login_wait_seconds, client, ip, username, device)
     if wait:
         seconds = max(1, math.ceil(wait))
         response = login_page(request, admin, status=429,
@@ -72,15 +74,20 @@ async def post_login(request: Request, admin: Admin, form: Form) -> Response:
         response.headers["Retry-After"] = str(seconds)
         return response
     if not auth.credentials_match(admin.web.settings, username, password):
+        await call(auth.record_login_failure, client, ip, username)
         await call(audit, admin, username or "(empty)", "login_failed", "",
                                 {"ip": ip})
         return login_page(request, admin, status=401, error="Wrong username or password.")
-    await call(auth.forget_login_attempts, client, ip, username)
+    device_cookie = await call(auth.record_login_success, client, admin.signer, ip, username)
     cookie, _ = await call(auth.start_session, client, admin.signer, username,
                            admin.fingerprint)
     await call(audit, admin, username, "login", "", {"ip": ip})
     response = redirect(safe_next(form.get("next")))
     response.set_cookie(auth.SESSION_COOKIE, cookie, max_age=auth.SESSION_TTL_SECONDS,
+                        path=auth.COOKIE_PATH, httponly=True, samesite="strict",
+                        secure=auth.is_https(request, admin.proxies))
+    # Vouches for this browser at its next login (auth.login_wait_seconds).
+    response.set_cookie(auth.DEVICE_COOKIE, device_cookie, max_age=auth.KNOWN_TTL_SECONDS,
                         path=auth.COOKIE_PATH, httponly=True, samesite="strict",
                         secure=auth.is_https(request, admin.proxies))
     response.delete_cookie(auth.LOGIN_COOKIE, path=auth.COOKIE_PATH)
