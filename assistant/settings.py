@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         "development", alias="ASSISTANT_ENV"
     )
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    # The memory cap of the embedded Valkey (`assistant up` without REDIS_URL) and of compose's
+    # Redis; with noeviction, writes past it fail (503) instead of growing without end.
+    redis_maxmemory: str = Field("1gb", alias="ASSISTANT_REDIS_MAXMEMORY",
+                                 pattern=r"^[0-9]+(?:[kmg]b?)?$")
     # With a Sentinel REDIS_URL (sentinel://host:26379;sentinel://host2:26379/0), the name of
     # the monitored master (assistant/redis_client.py, docs/scaling.md).
     redis_sentinel_master: str = Field("mymaster", alias="REDIS_SENTINEL_MASTER", min_length=1)

@@ -40,7 +40,7 @@ def test_dependencies_name_real_services() -> None:
 
 @pytest.mark.parametrize("name", [n for n, s in SERVICES.items() if "build" in s])
 def test_every_command_of_our_image_exists(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")  # as compose sets it
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")  # as compose sets it
     command = SERVICES[name]["command"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     if command[0] == "assistant":
@@ -64,7 +64,9 @@ def test_redis_keeps_queued_messages() -> None:
 
 def test_services_reach_redis_by_its_service_name() -> None:
     for name in ("web", "worker"):
-        assert SERVICES[name]["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert SERVICES[name]["environment"]["REDIS_URL"].startswith(
+            "redis://:${REDIS_PASSWORD:?")
+        assert "@redis:6379/" in SERVICES[name]["environment"]["REDIS_URL"]
 
 
 def test_dockerfile_copies_what_exists() -> None:

@@ -25,6 +25,7 @@ import logging
 import mmap
 import os
 import shutil
+import stat
 import struct
 import tempfile
 import threading
@@ -227,6 +228,20 @@ def make_cache(settings: Settings, model_path: Path | None = None,
         return KvStateCache(budget)
 
 
+def refuse_foreign_directory(path: Path) -> None:
+    """Raise ``PermissionError`` unless ``path`` is a real directory of ours that nobody else
+    may write: /dev/shm is writable by every user, and a state file planted there would be
+    read into the model as a conversation's context (issue 15, docs/security.md)."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} is not a directory (a symlink?)")
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to another user (uid {info.st_uid})")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{path} is writable by other users "
+                              f"(mode {stat.S_IMODE(info.st_mode):o})")
+
+
 class KvStateDirectory:
     """Saved KV states as files in ``directory``, shared by every process that opens it.
 
@@ -241,7 +256,10 @@ class KvStateDirectory:
     def __init__(self, directory: Path, budget_bytes: int) -> None:
         self.directory = directory
         self.stats = CacheStats()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.mkdir(exist_ok=True, mode=0o700)
+        for level in (directory.parent, directory):
+            refuse_foreign_directory(level)
         self._lock_path = directory / LOCK_NAME
         self._lock_path.touch(exist_ok=True)
         self.budget_bytes = self._fit_budget(budget_bytes)

@@ -46,6 +46,9 @@ LOGIN_FAILURES_PER_ADDRESS = Rate(10, 900)
 LOGIN_FAILURES_PER_USERNAME = Rate(30, 3600)
 KNOWN_TTL_SECONDS = 30 * 86400
 DEVICE_COOKIE = "assistant_admin_device"
+# Outside development the panel stays off with a shorter password (a passphrase of a few
+# words is longer; the login limits slow guessing, they do not make a short password safe).
+MIN_PASSWORD_LENGTH = 12
 
 
 def session_key(session_id: str) -> str:
@@ -71,6 +74,8 @@ def password_problem(settings: Settings) -> str | None:
         return "ADMIN_PASSWORD is empty: set it to use the admin panel"
     if settings.environment != "development" and password.strip().lower() in PLACEHOLDER_SECRETS:
         return "ADMIN_PASSWORD holds a placeholder: set a real one"  # Settings refuses it too
+    if settings.environment != "development" and len(password) < MIN_PASSWORD_LENGTH:
+        return f"ADMIN_PASSWORD is shorter than {MIN_PASSWORD_LENGTH} characters: set a longer one"
     return None
 
 
