@@ -257,9 +257,9 @@ class KvStateDirectory:
         self.directory = directory
         self.stats = CacheStats()
         directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        refuse_foreign_directory(directory.parent)  # before we put anything in it
         directory.mkdir(exist_ok=True, mode=0o700)
-        for level in (directory.parent, directory):
-            refuse_foreign_directory(level)
+        refuse_foreign_directory(directory)
         self._lock_path = directory / LOCK_NAME
         self._lock_path.touch(exist_ok=True)
         self.budget_bytes = self._fit_budget(budget_bytes)
