@@ -127,7 +127,9 @@ def isolated(redis_server: str, model_path: Path, fake: FakeTelegram) -> Iterato
 
     stack = _new_stack(redis_server, model_path, "security-reply-isolation",
                        TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.base_url,
-                       TELEGRAM_WEBHOOK_SECRET=SECRET)
+                       TELEGRAM_WEBHOOK_SECRET=SECRET,
+                       # What is asserted is where replies go, not what they say: short ones.
+                       ASSISTANT_MAX_TOKENS="12", ASSISTANT_THREADS="1")
     stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
     try:
         stack.start_worker("w1")
