@@ -102,7 +102,7 @@ async def post_chat(body: ChatRequest, state: State, response: Response) -> obje
     text = validate_text(body.text, state.settings.max_input_chars)
     conversation_id = body.conversation_id or uuid.uuid4().hex
     # The server's id names the message, its reply and its stream; the client's id is only a
-    # dedupe token inside its conversation and user (docs/security.md, "Replies are private").
+    # dedupe token inside its conversation and user (docs/security.md, "What each caller can do").
     inbound = Inbound(
         message_id=uuid.uuid4().hex,
         dedupe_id=keys.web_dedupe_id(conversation_id, body.user_id,
