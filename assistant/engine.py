@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from assistant.envelope import ChatMessage
 
@@ -20,6 +20,16 @@ class GenerationRequest:
     # Which conversation the prompt belongs to (``ConversationKey.redis_id``): an engine that
     # keeps model state between turns keys it by this; ``None`` for one-off prompts.
     cache_key: str | None = None
+    # OpenAI's sampling parameters (docs/openai-api.md); the defaults change nothing.
+    top_p: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] | None = None
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these; never shows it
+    # The reply is constrained to JSON matching this schema (an engine grammar); with
+    # ``schema_or_text`` it may instead be plain text that does not start with "{".
+    json_schema: Mapping[str, Any] | None = None
+    schema_or_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class FakeEngine:
     def stream(self, request: GenerationRequest) -> Stream:
         self.requests.append(request)
         answer = self.answers.pop(0) if self.answers else self.default_answer
+        for stop in request.stop:  # like an engine: end before the stop, never show it
+            answer = answer.split(stop, 1)[0]
         words = answer.split(" ")  # one "token" per word
         for index, word in enumerate(words[: request.max_tokens]):
             yield word if index == 0 else " " + word

@@ -64,11 +64,42 @@ class ChatMessage(Frozen):
     user_id: str | None = None  # who wrote a user message (for "forget me" in shared threads)
 
 
+class ToolSpec(Frozen):
+    """A function the client offers the model (OpenAI's ``tools``); the client runs it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ToolCall(Frozen):
+    """A call the model asked the client to make; ``arguments`` is a JSON object's text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class GenerationOptions(Frozen):
-    """Per-request overrides of the model settings (the OpenAI API can set them)."""
+    """Per-request overrides of the model settings (the OpenAI API can set them).
+
+    docs/openai-api.md says which OpenAI parameters map onto which field.
+    """
 
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    # Keyed by the model's own token ids (JSON keys are strings, as in OpenAI's API).
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    seed: int | None = None  # None: derived from the reply id (a rerun samples the same text)
+    stop: tuple[str, ...] = Field((), max_length=4)
+    # The reply must be JSON matching this schema ({"type": "object"}: any object).
+    json_schema: dict[str, Any] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    # "auto", "none", "required", or the name of the one tool the model must call.
+    tool_choice: str = "auto"
 
 
 class Inbound(Frozen):
@@ -95,8 +126,10 @@ class Reply(Frozen):
     in_reply_to: tuple[str, ...]
     text: str
     reply_to: dict[str, Any] = Field(default_factory=dict)
-    # "content_filter" (OpenAI's name): the safety filters refused, cut or changed the reply.
-    finish_reason: Literal["stop", "length", "error", "content_filter"] = "stop"
+    # "content_filter" (OpenAI's name): the safety filters refused, cut or changed the reply;
+    # "tool_calls": the model asked for ``tool_calls`` instead of answering (``text`` empty).
+    finish_reason: Literal["stop", "length", "error", "content_filter", "tool_calls"] = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
     prompt_tokens: int = 0
     completion_tokens: int = 0
     created_at: datetime = Field(default_factory=utcnow)

@@ -6,6 +6,9 @@
     ├── ModelError             a model cannot be found, pulled or loaded
     │   └── ModelUnavailableOffline   a download needs a network this machine lacks
     ├── InputRejected          the user's message cannot be taken (empty, too long)
+    │   └── InvalidParameter   an API request parameter is invalid or not supported
+    │       └── ContextLengthExceeded   the prompt and reply do not fit the model's context
+    ├── ModelNotFound          an API request names a model that is not served
     ├── QueueUnavailable       Redis (the broker and store) does not answer
     │   └── Overloaded         the queue is past its hard depth (try again later)
     ├── ReplyTimeout           no reply arrived within the reply timeout
@@ -46,6 +49,31 @@ class ModelUnavailableOffline(ModelError):
 
 class InputRejected(AssistantError):
     """The user's message cannot be accepted as it is."""
+
+
+class InvalidParameter(InputRejected):
+    """An API request's parameter is invalid or not supported (OpenAI's 400 errors).
+
+    ``param`` names it as OpenAI does ("messages", "n", "tools[0].function"...); ``code`` is
+    OpenAI's machine-readable code when it has one.
+    """
+
+    def __init__(self, message: str, param: str | None = None,
+                 code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class ContextLengthExceeded(InvalidParameter):
+    """The prompt plus the reply asked for are more tokens than the model's context."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class ModelNotFound(AssistantError):
+    """The request names a model that is neither the served one nor one of its aliases."""
 
 
 class QueueUnavailable(AssistantError):

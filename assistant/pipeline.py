@@ -11,7 +11,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
+from assistant import tools
 from assistant.engine import Completion, Engine, GenerationRequest
 from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
 from assistant.errors import InputRejected
@@ -27,6 +29,7 @@ PromptCallback = Callable[[str, GenerationRequest], None]
 # and whether the safety filters changed it (``assistant.safety.service.OutputGate.finish``).
 Finalizer = Callable[[str, bool], tuple[str, bool]]
 
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 # Tokens kept free besides the reply: chat-template overhead the counter cannot see exactly.
 CONTEXT_MARGIN_TOKENS = 32
 
@@ -92,6 +95,23 @@ def context_budget(engine: Engine, system: ChatMessage, max_tokens: int) -> int:
     return engine.context_size - max_tokens - engine.count_tokens([system]) - CONTEXT_MARGIN_TOKENS
 
 
+def stateless_messages(
+    inbounds: Sequence[Inbound], prompts: PromptLibrary, config: TurnConfig
+) -> tuple[ChatMessage, ...]:
+    """The prompt of a turn that brings its own history (the OpenAI API): its system message
+    or the persona, its history, the new messages, and what its tools or JSON reply need.
+
+    The API's edge builds the same prompt to count its tokens before queueing."""
+    new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
+    stateless = inbounds[0].history or ()
+    own_system = [m for m in stateless if m.role == "system"]
+    platform = inbounds[0].conversation.platform
+    system = own_system[0] if own_system else system_message(prompts, config, platform, "")
+    rest = [m for m in stateless if m.role != "system"]
+    messages = (system, *merge_consecutive([*rest, *new]))
+    return tools.with_instructions(messages, tools.instructions(prompts, inbounds[0].options))
+
+
 def build_messages(
     inbounds: Sequence[Inbound],
     engine: Engine,
@@ -102,12 +122,8 @@ def build_messages(
     """The whole prompt for this turn: system, the memory window, then the new messages."""
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
     platform = inbounds[0].conversation.platform
-    stateless = inbounds[0].history
-    if stateless is not None:
-        own_system = [m for m in stateless if m.role == "system"]
-        system = own_system[0] if own_system else system_message(prompts, config, platform, "")
-        rest = [m for m in stateless if m.role != "system"]
-        return (system, *merge_consecutive([*rest, *new]))
+    if inbounds[0].history is not None:
+        return stateless_messages(inbounds, prompts, config)
 
     assert history is not None, "a stateful turn needs a history"
     records = history.records()
@@ -149,12 +165,25 @@ def run_turn(
         canary=config.canary,
     )
     messages = build_messages(inbounds, engine, prompts, turn_config, history)
+    if first.history is not None:
+        # The API's edge refused prompts too long for the context; one that still does not
+        # leave room for the reply (an admin's longer persona) gets a shorter reply, not a
+        # failure that the worker would retry.
+        room = engine.context_size - engine.count_tokens(messages) - CONTEXT_MARGIN_TOKENS
+        max_tokens = max(1, min(max_tokens, room))
     request = GenerationRequest(
         messages=messages,
-        max_tokens=turn_config.max_tokens,
+        max_tokens=max_tokens,
         temperature=turn_config.temperature,
-        seed=seed_for(reply_id),
+        seed=seed_for(reply_id) if options.seed is None else options.seed,
         cache_key=None if first.history is not None else first.conversation.redis_id,
+        top_p=options.top_p,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        logit_bias=options.logit_bias or None,
+        stop=options.stop,
+        json_schema=tools.call_schema(options) or options.json_schema,
+        schema_or_text=tools.uses_tools(options) and not tools.must_call(options),
     )
     if on_prompt is not None:
         on_prompt(reply_id, request)
@@ -177,13 +206,18 @@ def run_turn(
     filtered = False
     if finalize is not None:
         text, filtered = finalize(text, stopped)
+    finish_reason: FinishReason = "content_filter" if filtered else completion.finish_reason
+    call = None if filtered else tools.parse_call(text, options, f"call_{reply_id[:24]}")
+    if call is not None:
+        text, finish_reason = "", "tool_calls"
     reply = Reply(
         message_id=reply_id,
         conversation=first.conversation,
         in_reply_to=tuple(i.message_id for i in inbounds),
         text=text,
         reply_to=dict(first.reply_to),
-        finish_reason="content_filter" if filtered else completion.finish_reason,
+        finish_reason=finish_reason,
+        tool_calls=() if call is None else (call,),
         prompt_tokens=engine.count_tokens(messages),
         completion_tokens=completion.completion_tokens,
     )

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     reply_timeout: float = Field(120.0, alias="ASSISTANT_REPLY_TIMEOUT", gt=0)
     max_input_chars: int = Field(4000, alias="ASSISTANT_MAX_INPUT_CHARS", ge=1)
 
+    # The OpenAI-compatible API (docs/openai-api.md): caps on a request's messages and on its
+    # total characters (messages and tool schemas), the most reply tokens a client may ask for
+    # (larger max_tokens are clamped to it), and extra model names accepted as aliases of the
+    # served model (comma-separated, e.g. "gpt-4o-mini" for a client that cannot change it).
+    api_max_messages: int = Field(256, alias="ASSISTANT_API_MAX_MESSAGES", ge=1)
+    api_max_chars: int = Field(200_000, alias="ASSISTANT_API_MAX_CHARS", ge=1)
+    api_max_tokens: int = Field(1024, alias="ASSISTANT_API_MAX_TOKENS", ge=1)
+    model_aliases: str = Field("", alias="ASSISTANT_MODEL_ALIASES")
+
     # Streamed tokens are sent in batches at most this often (the first token at once).
     stream_interval_ms: int = Field(100, alias="ASSISTANT_STREAM_INTERVAL_MS", ge=0, le=5000)
 

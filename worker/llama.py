@@ -132,6 +132,7 @@ class LlamaEngine:
                 temperature=request.temperature,
                 seed=request.seed,
                 stream=True,
+                **_sampling(request),
             )
             for chunk in chunks:
                 choice = chunk["choices"][0]
@@ -192,22 +193,27 @@ class LlamaEngine:
         prefix check), and equal tokens at equal positions read in batches give equal KV cells.
         Returns the prompt's tokens, or None when the cache is off or the template unknown.
         """
-        if self.kv_cache is None:
+        if self.kv_cache is None and request.cache_key is not None:
+            self._batch_read = 0  # llama-cpp-python's own reuse reads in pieces of any size
             return None
         prompt = self.prompt_tokens(request.messages)
         if prompt is None:
             return None
         held = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt)
         if request.cache_key is None:
-            # A one-off prompt runs as llama-cpp-python runs it (the longest prefix, down to
-            # the last token); only note how much of the context is still batch-read.
-            reuse = held - 1 if held == len(prompt) else held
-            self._batch_read = (len(prompt) if len(prompt) - reuse >= MIN_BATCH
-                                else min(self._batch_read, reuse))
+            # A one-off prompt (the OpenAI API) reuses what the context holds, but like a
+            # conversation's turn reads at least MIN_BATCH tokens, and only from cells that
+            # were batch-read: the same request at temperature 0 then gives the same text
+            # whether it comes first or again (docs/openai-api.md, "Determinism").
+            reuse = max(min(held, self._batch_read, len(prompt) - MIN_BATCH), 0)
+            if reuse < llama.n_tokens:
+                _truncate(llama, reuse)
+            self._batch_read = len(prompt)
             self.last_prompt_tokens = (reuse, len(prompt))
-            self.last_source = "context"
+            self.last_source = "context" if reuse else "none"
             return prompt
         cache = self.kv_cache
+        assert cache is not None
         held = min(held, self._batch_read)
         best: KvState | None = None
         best_shared, source = held, "context"
@@ -335,6 +341,28 @@ def _truncate(llama: Any, keep: int) -> None:
 
 def _starts(tokens: Sequence[int], prefix: Sequence[int]) -> bool:
     return len(tokens) >= len(prefix) and list(tokens[: len(prefix)]) == list(prefix)
+
+
+def _sampling(request: GenerationRequest) -> dict[str, Any]:
+    """``create_chat_completion``'s arguments for OpenAI's sampling options (set ones only)."""
+    extra: dict[str, Any] = {}
+    if request.top_p is not None:
+        extra["top_p"] = request.top_p
+    if request.presence_penalty:
+        extra["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty:
+        extra["frequency_penalty"] = request.frequency_penalty
+    if request.logit_bias:
+        extra["logit_bias"] = dict(request.logit_bias)
+    if request.stop:
+        # llama-cpp-python holds back streamed text that may begin a stop string, and ends
+        # before it: the stop never reaches the stream.
+        extra["stop"] = list(request.stop)
+    if request.json_schema is not None:
+        from worker.grammar import grammar
+
+        extra["grammar"] = grammar(request.json_schema, request.schema_or_text)
+    return extra
 
 
 def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:

@@ -15,6 +15,8 @@ from assistant.errors import (
     ConversationBusy,
     ConversationNotFound,
     InputRejected,
+    InvalidParameter,
+    ModelNotFound,
     Muted,
     Overloaded,
     QueueUnavailable,
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STATUS = {
     ConversationNotFound: (404, "not_found"),
+    ModelNotFound: (404, "invalid_request_error"),
+    InvalidParameter: (400, "invalid_request_error"),
     QuotaExceeded: (429, "quota_exceeded"),
     Muted: (429, "muted"),
     Banned: (403, "banned"),
@@ -45,7 +49,8 @@ def error_body(exc: AssistantError) -> tuple[int, dict[str, object]]:
         if isinstance(exc, kind):
             status, code = kind_status, kind_code
             break
-    if isinstance(exc, InputRejected) and "limit" in str(exc):
+    if (isinstance(exc, InputRejected) and not isinstance(exc, InvalidParameter)
+            and "limit" in str(exc)):
         status = 413
     # Server-side failures say what kind of failure, never its text (Redis and SQL errors
     # name hosts, tables and queries): the handler logs the details (docs/security.md).
@@ -53,6 +58,12 @@ def error_body(exc: AssistantError) -> tuple[int, dict[str, object]]:
         message = str(exc)
     else:
         message = UNAVAILABLE_MESSAGE if status == 503 else "internal error"
+    if isinstance(exc, InvalidParameter):  # OpenAI's own shape, which its clients read
+        return status, {"error": {"message": message, "type": code, "param": exc.param,
+                                  "code": exc.code}}
+    if isinstance(exc, ModelNotFound):
+        return status, {"error": {"message": message, "type": code, "param": "model",
+                                  "code": "model_not_found"}}
     return status, {"error": {"message": message, "type": code, "code": status}}
 
 
@@ -80,6 +91,13 @@ def install(app: FastAPI) -> None:
         for error in exc.errors():
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {error.get('msg')}")
+        if request.url.path.startswith("/v1/"):
+            # OpenAI answers an invalid parameter with 400, naming the first one.
+            first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+            param = ".".join(str(p) for p in first if p != "body") or None
+            return JSONResponse(status_code=400, content={"error": {
+                "message": "; ".join(problems), "type": "invalid_request_error",
+                "param": param, "code": "invalid_value"}})
         body = {"error": {"message": "; ".join(problems), "type": "invalid_request",
                           "code": 422}}
         return JSONResponse(status_code=422, content=body)

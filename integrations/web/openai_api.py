@@ -1,7 +1,10 @@
 """An OpenAI-compatible ``/v1`` API (contract) through the same queue and workers.
 
 Stateless like OpenAI's: the client sends the whole history with every request, so these
-turns bring their own history and are not stored in memory.
+turns bring their own history and are not stored in memory. What is supported and what is
+refused: docs/openai-api.md. Requests are checked here, before anything is queued: invalid or
+unsupported parameters, too many messages or characters, and prompts too long for the
+model's context get OpenAI's 400 errors at once.
 """
 
 from __future__ import annotations
@@ -10,56 +13,29 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from assistant.envelope import ChatMessage, ConversationKey, GenerationOptions, Inbound, Reply
-from assistant.errors import AssistantError, InputRejected
-from assistant.models import DEFAULT_MODEL
-from assistant.pipeline import validate_text
+from assistant.envelope import Inbound, Reply
+from assistant.errors import AssistantError, InvalidParameter, ModelNotFound
+from assistant.models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
+from assistant.pipeline import TurnConfig, stateless_messages
+from assistant.prompts import PromptLibrary
+from assistant.settings import Settings
 from assistant.stream import Listener
+from assistant.tools import must_call, uses_tools
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
+from integrations.web.openai_schema import CompletionRequest, to_inbound, total_chars
+from integrations.web.prompt_size import PromptCounter
+from worker.grammar import SchemaError, gbnf
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class OpenAIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type == "text")
-        return self.content or ""
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # unknown OpenAI options are accepted and ignored
-    model: str | None = None
-    messages: list[OpenAIMessage] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    user: str | None = None
-    stream_options: StreamOptions | None = None
 
 
 def model_id(configured: str) -> str:
@@ -69,45 +45,101 @@ def model_id(configured: str) -> str:
     return Path(configured).name
 
 
+def model_names(settings: Settings) -> list[str]:
+    """The served model's id first, then every other name a request may use for it."""
+    configured = settings.model
+    names = [model_id(configured), configured, Path(configured).name, Path(configured).stem]
+    file_name = Path(configured).name
+    names += [known for known, spec in KNOWN_MODELS.items()
+              if known == configured or spec.filename == file_name]
+    names += [a.strip() for a in settings.model_aliases.split(",") if a.strip()]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "self-hosted"}
+
+
 def usage(reply: Reply) -> dict[str, int]:
     return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
 
-def to_inbound(body: CompletionRequest, max_chars: int) -> Inbound:
-    *earlier, last = body.messages
-    if last.role != "user":
-        raise InputRejected("the last message must be the user's")
-    history = tuple(
-        ChatMessage(role="system" if m.role == "developer" else m.role, text=m.text())
-        for m in earlier
-    )
-    request_id = uuid.uuid4().hex
-    return Inbound(
-        message_id=request_id,
-        dedupe_id=f"openai:{request_id}",
-        conversation=ConversationKey(platform="openai", channel=request_id),
-        user_id=(body.user or "openai-client")[:200],
-        text=validate_text(last.text(), max_chars),
-        history=history,
-        options=GenerationOptions(
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            temperature=body.temperature,
-        ),
-    )
+@lru_cache(maxsize=1)
+def _prompts() -> PromptLibrary:
+    return PromptLibrary.load()
+
+
+@lru_cache(maxsize=4)
+def _counter(model: str, models_dir: Path) -> PromptCounter:
+    try:
+        path: Path | None = resolve_model_path(model, models_dir)
+    except AssistantError:
+        path = None
+    return PromptCounter(path)
+
+
+def counter_for(settings: Settings) -> PromptCounter:
+    return _counter(settings.model, settings.models_dir)
 
 
 @router.get("/models")
 async def list_models(state: State) -> dict[str, Any]:
-    """The model the workers serve."""
-    return {"object": "list", "data": [{
-        "id": model_id(state.settings.model), "object": "model", "created": 0,
-        "owned_by": "self-hosted",
-    }]}
+    """The model the workers serve, then its aliases (each accepted as ``model``)."""
+    return {"object": "list", "data": [model_card(n) for n in model_names(state.settings)]}
+
+
+@router.get("/models/{model:path}", responses={404: {}})
+async def retrieve_model(model: str, state: State) -> dict[str, Any]:
+    """One model by its id or an alias; 404 ``model_not_found`` for any other name."""
+    if model not in model_names(state.settings):
+        raise ModelNotFound(f"The model `{model}` does not exist.")
+    return model_card(model)
+
+
+def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
+    """Check the request and build its envelope; raises OpenAI's 400s (runs in a thread:
+    the model's tokenizer may load and count)."""
+    if body.model is not None and body.model not in model_names(settings):
+        raise ModelNotFound(f"The model `{body.model}` does not exist; GET /v1/models "
+                            "lists the names this server accepts.")
+    if len(body.messages) > settings.api_max_messages:
+        raise InvalidParameter(f"{len(body.messages)} messages; the limit is "
+                               f"{settings.api_max_messages}.", param="messages",
+                               code="array_above_max_length")
+    size = total_chars(body)
+    if size > settings.api_max_chars:
+        raise InvalidParameter(f"the request holds {size} characters of messages, tools and "
+                               f"schemas; the limit is {settings.api_max_chars}.",
+                               param="messages", code="string_above_max_length")
+    asked = body.max_completion_tokens or body.max_tokens
+    if asked is not None:
+        asked = min(asked, settings.api_max_tokens)  # ASSISTANT_API_MAX_TOKENS
+    prompts = _prompts()
+    inbound = to_inbound(body, prompts, settings.max_input_chars, asked)
+    options = inbound.options
+    for schema, param in ((options.json_schema, "response_format.json_schema.schema"),
+                          *((t.parameters, "tools.function.parameters") for t in options.tools)):
+        if schema is not None:
+            try:
+                gbnf(schema)
+            except SchemaError as exc:
+                raise InvalidParameter(str(exc), param=param) from exc
+    counter = counter_for(settings)
+    if options.logit_bias:
+        n_vocab = counter.n_vocab
+        if n_vocab is not None and max(options.logit_bias) >= n_vocab:
+            raise InvalidParameter(f"logit_bias: this model's token ids are below {n_vocab}.",
+                                   param="logit_bias")
+    messages = stateless_messages([inbound], prompts, TurnConfig())
+    reply_tokens = counter.reply_tokens(messages, settings.context_size, asked,
+                                        settings.max_tokens)
+    return inbound.model_copy(update={
+        "options": options.model_copy(update={"max_tokens": reply_tokens})})
 
 
 @router.post("/chat/completions",
-             responses={200: {"content": {"text/event-stream": {}}}, 429: {}})
+             responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 404: {}, 429: {}})
 async def create_chat_completion(body: CompletionRequest, state: State,
                                  response: Response) -> Any:
     """Chat completions as OpenAI's API does them, streamed (SSE, ``[DONE]``) or not.
@@ -115,18 +147,20 @@ async def create_chat_completion(body: CompletionRequest, state: State,
     Rate limits and the daily quota apply per ``user`` (429 with ``Retry-After``); a busy
     queue is reported in ``X-Queue-Position`` only, to keep OpenAI's response shapes.
     """
-    inbound = to_inbound(body, state.settings.max_input_chars)
+    inbound = await run_in_threadpool(_prepare, body, state.settings)
     name = model_id(state.settings.model)
     created = int(time.time())
     if not body.stream:
         reply, position = await state.ask(inbound)
+        if reply.finish_reason == "error":
+            return server_error(reply)
         if position is not None:
             response.headers[QUEUE_POSITION_HEADER] = str(position)
         return {
             "id": f"chatcmpl-{reply.message_id}", "object": "chat.completion",
             "created": created, "model": name,
             "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                         "message": {"role": "assistant", "content": reply.text}}],
+                         "message": message(reply)}],
             "usage": usage(reply),
         }
     listener, position = await state.open_stream(inbound)
@@ -135,17 +169,45 @@ async def create_chat_completion(body: CompletionRequest, state: State,
     if position is not None:
         headers[QUEUE_POSITION_HEADER] = str(position)
     return StreamingResponse(
-        stream_chunks(state, listener, name, created, include_usage),
+        stream_chunks(state, listener, name, created, include_usage, inbound),
         media_type="text/event-stream",
         headers=headers,
     )
 
 
-async def stream_chunks(state: WebState, listener: Listener, model: str, created: int,
-                        include_usage: bool = False) -> AsyncIterator[str]:
-    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+def message(reply: Reply) -> dict[str, Any]:
+    """The assistant message of a reply: its text, or its tool calls (content null)."""
+    if reply.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}}
+            for c in reply.tool_calls]}
+    return {"role": "assistant", "content": reply.text}
 
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
+
+def server_error(reply: Reply) -> JSONResponse:
+    """A turn that failed in the worker (it gave up after its retries): OpenAI's 500, not a
+    200 with an apology and a finish_reason OpenAI does not have."""
+    return JSONResponse(status_code=500, content=server_error_body(reply))
+
+
+def server_error_body(reply: Reply) -> dict[str, Any]:
+    return {"error": {"message": f"The server could not answer this request: {reply.text}",
+                      "type": "server_error", "param": None, "code": None}}
+
+
+async def stream_chunks(state: WebState, listener: Listener, model: str, created: int,
+                        include_usage: bool = False, inbound: Inbound | None = None
+                        ) -> AsyncIterator[str]:
+    """OpenAI's chunks. With tools, text that may be a call is held back until it is known;
+    a call goes out as OpenAI streams one: id and name first, then its arguments."""
+    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+    options = inbound.options if inbound is not None else None
+    hold_all = options is not None and must_call(options)
+    deciding = options is not None and uses_tools(options) and not hold_all
+    held: list[str] = []
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
         payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                    "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
@@ -160,12 +222,34 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for event in listener.events(state.settings.reply_timeout):
-            if event.reply is not None:
-                yield chunk({}, event.reply.finish_reason)
-                if include_usage:
-                    yield usage_chunk(event.reply)
-            else:
-                yield chunk({"content": event.text})
+            reply = event.reply
+            if reply is None:
+                if hold_all or deciding:
+                    held.append(event.text)
+                    start = "".join(held).lstrip()
+                    if deciding and start:
+                        # A call starts with "{" (worker/grammar.py); anything else is text.
+                        hold_all, deciding = start.startswith("{"), False
+                        if not hold_all:
+                            yield chunk({"content": "".join(held)})
+                            held = []
+                else:
+                    yield chunk({"content": event.text})
+                continue
+            if reply.finish_reason == "error":
+                yield f"data: {json.dumps(server_error_body(reply))}\n\n"
+                break
+            for index, call in enumerate(reply.tool_calls):
+                yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                             "function": {"name": call.name,
+                                                          "arguments": ""}}]})
+                yield chunk({"tool_calls": [{"index": index,
+                                             "function": {"arguments": call.arguments}}]})
+            if held and not reply.tool_calls:
+                yield chunk({"content": "".join(held)})
+            yield chunk({}, reply.finish_reason)
+            if include_usage:
+                yield usage_chunk(reply)
     except AssistantError as exc:
         _, body = error_body(exc)
         yield f"data: {json.dumps(body)}\n\n"

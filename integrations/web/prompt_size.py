@@ -1,0 +1,95 @@
+"""Does an API request fit the model's context? Answered at the edge, before anything is queued.
+
+Counted as the worker counts (``worker.llama.LlamaEngine.count_tokens``: the model's own
+tokenizer per message, plus the chat template's tokens), with the GGUF's vocabulary loaded
+alone (``vocab_only``: ~0.2 s once, a few MB, no context). When the web host has no model
+file, a safe bound stands in: a byte-level BPE token holds at least one byte, so a message
+never takes more tokens than its UTF-8 bytes (+1 for a tokenizer's leading-space piece). The
+bound is also the fast path: a request that fits by bytes is never tokenized.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from assistant.envelope import ChatMessage
+from assistant.errors import ContextLengthExceeded
+from assistant.pipeline import CONTEXT_MARGIN_TOKENS
+from worker.llama import GENERATION_PROMPT_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE
+
+log = logging.getLogger(__name__)
+
+
+class PromptCounter:
+    """Counts prompt tokens with the served model's tokenizer (loaded on first need)."""
+
+    def __init__(self, model_path: Path | None) -> None:
+        self.model_path = model_path
+        self._vocab: Any = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def _tokenizer(self) -> Any:
+        with self._lock:
+            if self._vocab is None and not self._failed:
+                if self.model_path is None or not self.model_path.is_file():
+                    self._failed = True
+                    log.info("no model file on this host: API prompts are sized by bytes")
+                    return None
+                try:
+                    from llama_cpp import Llama
+
+                    self._vocab = Llama(model_path=str(self.model_path), vocab_only=True,
+                                        verbose=False)
+                except (ValueError, RuntimeError, OSError):
+                    self._failed = True
+                    log.warning("could not load the model's vocabulary; sizing by bytes",
+                                exc_info=True)
+            return self._vocab
+
+    @property
+    def n_vocab(self) -> int | None:
+        vocab = self._tokenizer()
+        return None if vocab is None else int(vocab.n_vocab())
+
+    @staticmethod
+    def upper_bound(messages: Sequence[ChatMessage]) -> int:
+        """Never fewer than the tokens these messages take (bytes bound, see the module)."""
+        return GENERATION_PROMPT_TOKENS + sum(
+            len(m.text.encode()) + 1 + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+
+    def count(self, messages: Sequence[ChatMessage]) -> int:
+        """The tokens as the worker counts them, or the bytes bound without a tokenizer."""
+        vocab = self._tokenizer()
+        if vocab is None:
+            return self.upper_bound(messages)
+        return GENERATION_PROMPT_TOKENS + sum(
+            len(vocab.tokenize(m.text.encode(), add_bos=False, special=False))
+            + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+
+    def reply_tokens(self, messages: Sequence[ChatMessage], context_size: int,
+                     asked: int | None, default: int) -> int:
+        """How many tokens the reply may take, or ``ContextLengthExceeded`` (OpenAI's 400).
+
+        ``asked`` (the client's max_tokens, already clamped) must fit beside the prompt; with
+        none, the reply gets the default or what is left, as OpenAI gives what is left.
+        ``CONTEXT_MARGIN_TOKENS`` stay free for what the worker adds (a canary line, an
+        admin's newer persona).
+        """
+        wanted = asked or 1
+        prompt = self.upper_bound(messages)
+        if prompt + wanted + CONTEXT_MARGIN_TOKENS > context_size:
+            prompt = self.count(messages)
+        room = context_size - prompt - CONTEXT_MARGIN_TOKENS
+        if wanted > room:
+            asked_text = f"{asked} in the completion" if asked else "at least 1 for the reply"
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {context_size} tokens. However, "
+                f"you requested {prompt + wanted + CONTEXT_MARGIN_TOKENS} tokens ({prompt} in "
+                f"the messages, {asked_text}, {CONTEXT_MARGIN_TOKENS} kept for the server's "
+                "own instructions). Please reduce the length of the messages or completion.")
+        return asked if asked else min(default, room)
