@@ -286,7 +286,12 @@ def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars:
 
 def total_chars(body: CompletionRequest) -> int:
     """What a request asks the server to read: every message, tool and schema, in characters."""
-    size = sum(len(json.dumps(m.content)) if m.content else 0 for m in body.messages)
+    size = 0
+    for m in body.messages:
+        parts = m.content if isinstance(m.content, list) else [m.content or ""]
+        size += sum(len(p if isinstance(p, str) else p.text or "") for p in parts)
+        size += sum(len(c.function.name) + len(c.function.arguments)
+                    for c in m.tool_calls or [])
     size += sum(len(json.dumps(t.model_dump())) for t in body.tools or [])
     if body.response_format is not None:
         size += len(body.response_format.model_dump_json())

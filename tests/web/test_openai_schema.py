@@ -1,0 +1,163 @@
+"""OpenAI requests into envelopes, tool calls out of replies: the pure parts of issue 21."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from assistant.engine import FakeEngine
+from assistant.envelope import ChatMessage, GenerationOptions, ToolSpec
+from assistant.errors import ContextLengthExceeded, InvalidParameter
+from assistant.pipeline import TurnConfig, run_turn, stateless_messages
+from assistant.prompts import PromptLibrary
+from assistant.tools import call_schema, parse_call
+from integrations.web.openai_schema import CompletionRequest, to_inbound
+from integrations.web.prompt_size import PromptCounter
+from worker.grammar import SchemaError, gbnf
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def request(**fields: Any) -> CompletionRequest:
+    fields.setdefault("messages", [{"role": "user", "content": "hi"}])
+    return CompletionRequest.model_validate({"model": "smollm2", **fields})
+
+
+def inbound_of(prompts: PromptLibrary, **fields: Any) -> Any:
+    return to_inbound(request(**fields), prompts, 4000, None)
+
+
+def test_parameters_reach_the_envelope(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, stop="\n", seed=7, top_p=0.5, logit_bias={"42": -100},
+                         presence_penalty=1, frequency_penalty=-1, temperature=0,
+                         response_format={"type": "json_object"})
+    options = inbound.options
+    assert options.stop == ("\n",) and options.seed == 7 and options.top_p == 0.5
+    assert options.logit_bias == {42: -100} and options.temperature == 0
+    assert (options.presence_penalty, options.frequency_penalty) == (1, -1)
+    assert options.json_schema == {"type": "object"}
+    assert json.loads(inbound.model_dump_json())["options"]["logit_bias"] == {"42": -100.0}
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"n": 3}, "n"),
+    ({"logprobs": True}, "logprobs"),
+    ({"unknown_thing": 1}, "unknown_thing"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"stop": [""]}, "stop"),
+    ({"logit_bias": {"a": 1}}, "logit_bias"),
+    ({"logit_bias": {"1": 101}}, "logit_bias"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+     "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [WEATHER, WEATHER]}, "tools"),
+    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+     "messages[1].role"),
+    ({"messages": [{"role": "user", "content": "  "}]}, "messages[0].content"),
+])
+def test_refused_parameters_name_themselves(prompts: PromptLibrary, fields: dict[str, Any],
+                                            param: str) -> None:
+    with pytest.raises(InvalidParameter) as refused:
+        inbound_of(prompts, **fields)
+    assert refused.value.param == param
+
+
+def test_logprobs_false_and_bookkeeping_fields_are_accepted(prompts: PromptLibrary) -> None:
+    inbound_of(prompts, logprobs=False, store=False, metadata={"a": "b"}, n=1,
+               parallel_tool_calls=True, user="someone")
+
+
+def test_tool_turns_become_text_the_model_reads(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'}])
+    assert [m.role for m in inbound.history] == ["user", "assistant"]
+    assert json.loads(inbound.history[1].text) == {"name": "get_weather",
+                                                   "arguments": {"city": "Paris"}}
+    assert "get_weather" in inbound.text and '{"celsius": 21}' in inbound.text
+
+
+def test_tool_instructions_join_the_system_prompt(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, tools=[WEATHER], tool_choice="required", messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    messages = stateless_messages([inbound], prompts, TurnConfig())
+    assert messages[0].role == "system" and messages[0].text.startswith("Be brief.")
+    assert "get_weather" in messages[0].text and '"city"' in messages[0].text
+
+
+def test_call_schema_and_parse_call() -> None:
+    tool = ToolSpec(name="get_weather", parameters={"type": "object"})
+    other = ToolSpec(name="get_time")
+    auto = GenerationOptions(tools=(tool, other))
+    assert call_schema(GenerationOptions(tools=(tool,), tool_choice="none")) is None
+    assert "anyOf" in (call_schema(auto) or {})
+    named = call_schema(GenerationOptions(tools=(tool, other), tool_choice="get_time")) or {}
+    assert named["properties"]["name"] == {"const": "get_time"}
+    call = parse_call('{"name": "get_weather", "arguments": {"city": "Oslo"}}', auto, "c1")
+    assert call is not None and call.id == "c1" and json.loads(call.arguments) == {
+        "city": "Oslo"}
+    for text in ("It is sunny.", '{"name": "nope", "arguments": {}}', '{"name": "get_'):
+        assert parse_call(text, auto) is None
+
+
+def test_a_call_becomes_the_replys_tool_calls(prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=['{"name": "get_weather", "arguments": {"city": "Rome"}}'])
+    inbound = inbound_of(prompts, tools=[WEATHER], tool_choice="required")
+    reply = run_turn([inbound], engine, prompts, TurnConfig(), None)
+    assert reply.finish_reason == "tool_calls" and reply.text == ""
+    assert reply.tool_calls[0].name == "get_weather"
+    assert reply.tool_calls[0].id == f"call_{reply.message_id[:24]}"  # a rerun: same id
+    sent = engine.requests[0]
+    assert sent.json_schema is not None and not sent.schema_or_text
+
+
+def test_sampling_options_reach_the_engine(prompts: PromptLibrary) -> None:
+    engine = FakeEngine(answers=["one two\nthree"])
+    inbound = inbound_of(prompts, stop=["\n"], seed=5, top_p=0.3, tools=[WEATHER])
+    reply = run_turn([inbound], engine, prompts, TurnConfig(), None)
+    sent = engine.requests[0]
+    assert reply.text == "one two" and reply.finish_reason == "stop"
+    assert (sent.seed, sent.top_p, sent.stop) == (5, 0.3, ("\n",))
+    assert sent.schema_or_text  # "auto": a call or plain text
+
+
+def test_grammars_from_schemas() -> None:
+    assert "root ::=" in gbnf({"type": "object"})
+    both = gbnf({"type": "object"}, or_text=True)
+    assert both.startswith("root ::= zz-json-reply | zz-plain-text")
+    with pytest.raises(SchemaError):
+        gbnf({"type": "object", "properties": {"a": {"$ref": "#/missing"}}})
+
+
+def test_the_byte_bound_never_undercounts(model_path: Any) -> None:
+    counter = PromptCounter(model_path)
+    texts = ["hello", "Ünïcødé ✓ 🙂" * 40, "The quick brown fox. " * 100, "x"]
+    messages = [ChatMessage(role="user", text=t) for t in texts]
+    assert counter.count(messages) <= PromptCounter.upper_bound(messages)
+    assert PromptCounter(None).count(messages) == PromptCounter.upper_bound(messages)
+
+
+def test_too_long_for_the_context_is_refused(model_path: Any) -> None:
+    counter = PromptCounter(model_path)
+    long = [ChatMessage(role="user", text="The quick brown fox. " * 500)]
+    with pytest.raises(ContextLengthExceeded) as refused:
+        counter.reply_tokens(long, 2048, None, 256)
+    assert refused.value.code == "context_length_exceeded"
+    short = [ChatMessage(role="user", text="hi")]
+    assert counter.reply_tokens(short, 2048, None, 256) == 256
+    assert counter.reply_tokens(short, 2048, 1000, 256) == 1000
+    with pytest.raises(ContextLengthExceeded):
+        counter.reply_tokens(short, 2048, 2040, 256)
+    # Without max_tokens the reply gets what is left, as OpenAI gives it.
+    near = [ChatMessage(role="user", text="The quick brown fox. " * 360)]
+    left = counter.reply_tokens(near, 2048, None, 256)
+    assert 0 < left < 256
