@@ -49,11 +49,15 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris right n
 def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
     """This module's own stack: one llama thread, because on a machine shared by many test
     runs two spinning llama.cpp threads per process were measured 60x slower than one
-    (20 tokens: 102 s against 1.6 s at a load average of 17), and a reply timeout to match."""
+    (20 tokens: 102 s against 1.6 s at a load average of 17), and a reply timeout to match.
+    Safety is off: its classifier blocked "Give me a JSON object with the name and age of a
+    cat." (S4, p=0.77), and these tests are about the API's shapes (tests/integration/
+    test_safety.py covers content_filter)."""
     from tests.conftest import _new_stack
 
     own = _new_stack(redis_server, model_path, "openai-clients", ASSISTANT_THREADS="1",
-                     ASSISTANT_THREADS_BATCH="1", ASSISTANT_REPLY_TIMEOUT="300")
+                     ASSISTANT_THREADS_BATCH="1", ASSISTANT_REPLY_TIMEOUT="300",
+                     ASSISTANT_SAFETY="false")
     try:
         own.start_worker("w1")
         own.start_web()
@@ -227,12 +231,15 @@ def test_a_tool_result_in_the_history_gets_an_answer(client: OpenAI) -> None:
 
 def test_json_object_replies_parse(client: OpenAI) -> None:
     # row: response_format json_object ignored
-    messages = [{"role": "user", "content": "Describe a cat as JSON."}]
-    completion = chat(client, messages=messages, max_tokens=200,
+    # Temperature 0: this model, sampling freely, may list keys until max_tokens, and a reply
+    # cut there is not whole JSON (finish_reason "length", as with OpenAI).
+    messages = [{"role": "user",
+                 "content": "Give me a JSON object with the name and colour of a cat."}]
+    completion = chat(client, messages=messages, max_tokens=100, temperature=0,
                       response_format={"type": "json_object"})
     assert completion.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(completion.choices[0].message.content), dict)
-    text, finish, _ = streamed(client, messages=messages, max_tokens=200,
+    text, finish, _ = streamed(client, messages=messages, max_tokens=100, temperature=0,
                                response_format={"type": "json_object"})
     assert finish == "stop" and isinstance(json.loads(text), dict)
 
@@ -244,8 +251,8 @@ def test_json_schema_replies_match_the_schema(client: OpenAI) -> None:
               "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
                              "tags": {"type": "array", "items": {"type": "string"},
                                       "maxItems": 3}}}
-    completion = chat(client, messages=[{"role": "user", "content": "Invent a person."}],
-                      max_tokens=200, response_format={
+    completion = chat(client, messages=[{"role": "user", "content": "Tell me about a pet owner."}],
+                      max_tokens=200, temperature=0, response_format={
                           "type": "json_schema",
                           "json_schema": {"name": "person", "schema": schema, "strict": True}})
     assert completion.choices[0].finish_reason == "stop"
@@ -365,7 +372,7 @@ def test_async_client_plain_and_streaming(stack: Stack) -> None:
             plain = await aclient.chat.completions.create(
                 model="smollm2", max_tokens=12, messages=[{"role": "user", "content": "Hi!"}])
             stream = await aclient.chat.completions.create(
-                model="smollm2", max_tokens=12, stream=True, tools=[WEATHER],
+                model="smollm2", max_tokens=60, stream=True, tools=[WEATHER],
                 tool_choice="required", messages=ASK_WEATHER)
             chunks = [c async for c in stream]
             [call] = streamed_calls(chunks)
@@ -403,15 +410,15 @@ def test_langchain_invoke_stream_tools_and_structured_output(stack: Stack) -> No
     answer = llm.bind_tools([get_weather]).invoke(messages)
     assert answer.content or answer.tool_calls  # type: ignore[attr-defined]
 
-    class Person(BaseModel):
+    class Cat(BaseModel):
         name: str
         age: int
 
-    person = llm.with_structured_output(Person).invoke("Invent a person.")
-    assert isinstance(person, Person)
-    json_mode = llm.with_structured_output(Person, method="json_mode").invoke(
-        "Invent a person as JSON with a name and an age.")
-    assert isinstance(json_mode, Person)
+    cat = llm.with_structured_output(Cat).invoke("Tell me about a cat: its name and age.")
+    assert isinstance(cat, Cat)
+    json_mode = llm.with_structured_output(Cat, method="json_mode").invoke(
+        "Give me a JSON object with the name and age of a cat.")
+    assert isinstance(json_mode, Cat)
 
 
 # -- llm (simonw) --------------------------------------------------------------------------
