@@ -51,8 +51,8 @@ def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
     runs two spinning llama.cpp threads per process were measured 60x slower than one
     (20 tokens: 102 s against 1.6 s at a load average of 17), and a reply timeout to match.
     Safety is off: its classifier blocked "Give me a JSON object with the name and age of a
-    cat." (S4, p=0.77), and these tests are about the API's shapes (tests/integration/
-    test_safety.py covers content_filter)."""
+    cat." (S4, p=0.77), and these tests are about the API's shapes
+    (tests/assistant/safety/test_service.py covers content_filter)."""
     from tests.conftest import _new_stack
 
     own = _new_stack(redis_server, model_path, "openai-clients", ASSISTANT_THREADS="1",
@@ -437,3 +437,44 @@ def test_llm_prompt_stream_and_schema(stack: Stack) -> None:
         "type": "object", "properties": {"name": {"type": "string"}},
         "required": ["name"]}).text()
     assert isinstance(json.loads(reply)["name"], str)
+
+
+# -- determinism, engine level ---------------------------------------------------------------
+
+def test_one_off_prompts_read_as_a_cold_run_whatever_the_context_held(
+        model_path: Path) -> None:
+    """A one-off prompt (the API's) reads at least MIN_BATCH tokens and reuses only cells that
+    were read in batches, so the logits its first token is chosen from are bit for bit a cold
+    run's: after itself (the whole prompt held), and after prompts sharing a prefix with it.
+    (llama-cpp-python alone re-reads just the last token, in a batch of one: other kernels,
+    other logits, and at temperature 0 another reply when two tokens are close.)"""
+    import numpy as np
+
+    from assistant.engine import GenerationRequest
+    from assistant.envelope import ChatMessage
+    from worker.kvcache import KvStateCache
+    from worker.llama import LlamaEngine
+
+    system = ChatMessage(role="system", text="You are terse. Answer in one sentence.")
+
+    def request(question: str) -> GenerationRequest:
+        return GenerationRequest(messages=(system, ChatMessage(role="user", text=question)),
+                                 max_tokens=1, temperature=0.0, seed=1)
+
+    def first_logits(engine: LlamaEngine, question: str) -> Any:
+        "".join(engine.stream(request(question)))
+        engine.wait_idle()
+        llama = engine.load()
+        return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).copy()
+
+    asked = "Name a fruit and say why you like it."
+    for kv_cache in (KvStateCache(64 << 20), None):
+        engine = LlamaEngine(model_path, context_size=1024, threads=1, threads_batch=1,
+                             kv_cache=kv_cache)
+        cold = first_logits(engine, asked)
+        again = [first_logits(engine, asked)]
+        for other in ("Name a fruit.", "Hi"):
+            first_logits(engine, other)
+            again.append(first_logits(engine, asked))
+        for logits in again:
+            assert np.array_equal(logits, cold), float(np.abs(logits - cold).max())
