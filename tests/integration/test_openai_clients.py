@@ -345,7 +345,8 @@ def test_a_history_longer_than_the_context_is_refused_at_once(stack: Stack,
 def _queued_tasks(stack: Stack) -> int:
     client = redis.Redis.from_url(stack.redis_url)
     try:
-        return len(client.keys("assistant:pending:*")) + len(client.keys("assistant:dedupe:openai*"))
+        return (len(client.keys("assistant:pending:*"))
+                + len(client.keys("assistant:dedupe:openai*")))
     finally:
         client.close()
 
