@@ -109,12 +109,7 @@ class LlamaEngine:
         return self._llama
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        llama = self.load()
-        total = GENERATION_PROMPT_TOKENS
-        for message in messages:
-            total += len(llama.tokenize(message.text.encode(), add_bos=False, special=False))
-            total += TEMPLATE_TOKENS_PER_MESSAGE
-        return total
+        return count_message_tokens(self.load(), messages)
 
     def stream(self, request: GenerationRequest) -> Stream:
         llama = self.load()
@@ -329,6 +324,16 @@ class LlamaEngine:
             self._system_prefixes.clear()
         self._system_prefixes[system.text] = prefix
         return prefix
+
+
+def count_message_tokens(llama: Any, messages: Sequence[ChatMessage]) -> int:
+    """Prompt tokens of ``messages`` by ``llama``'s tokenizer, chat template included. Also
+    what the web process counts with the vocabulary alone (integrations/web/prompt_size.py)."""
+    total = GENERATION_PROMPT_TOKENS
+    for message in messages:
+        total += len(llama.tokenize(message.text.encode(), add_bos=False, special=False))
+        total += TEMPLATE_TOKENS_PER_MESSAGE
+    return total
 
 
 def _truncate(llama: Any, keep: int) -> None:

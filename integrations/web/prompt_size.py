@@ -1,6 +1,6 @@
 """Does an API request fit the model's context? Answered at the edge, before anything is queued.
 
-Counted as the worker counts (``worker.llama.LlamaEngine.count_tokens``: the model's own
+Counted as the worker counts (``worker.llama.count_message_tokens``: the model's own
 tokenizer per message, plus the chat template's tokens), with the GGUF's vocabulary loaded
 alone (``vocab_only``: ~0.2 s once, a few MB, no context). When the web host has no model
 file, a safe bound stands in: a byte-level BPE token holds at least one byte, so a message
@@ -19,7 +19,11 @@ from typing import Any
 from assistant.envelope import ChatMessage
 from assistant.errors import ContextLengthExceeded
 from assistant.pipeline import CONTEXT_MARGIN_TOKENS
-from worker.llama import GENERATION_PROMPT_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE
+from worker.llama import (
+    GENERATION_PROMPT_TOKENS,
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    count_message_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +71,7 @@ class PromptCounter:
         vocab = self._tokenizer()
         if vocab is None:
             return self.upper_bound(messages)
-        return GENERATION_PROMPT_TOKENS + sum(
-            len(vocab.tokenize(m.text.encode(), add_bos=False, special=False))
-            + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+        return count_message_tokens(vocab, messages)
 
     def reply_tokens(self, messages: Sequence[ChatMessage], context_size: int,
                      asked: int | None, default: int) -> int:
