@@ -206,6 +206,7 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
     hold_all = options is not None and must_call(options)
     deciding = options is not None and uses_tools(options) and not hold_all
     held: list[str] = []
+    shown = False  # whether any text went out as content
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
         payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
@@ -232,9 +233,10 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                         hold_all, deciding = start.startswith("{"), False
                         if not hold_all:
                             yield chunk({"content": "".join(held)})
-                            held = []
+                            held, shown = [], True
                 else:
                     yield chunk({"content": event.text})
+                    shown = True
                 continue
             if reply.finish_reason == "error":
                 yield f"data: {json.dumps(server_error_body(reply))}\n\n"
@@ -247,6 +249,10 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                                              "function": {"arguments": call.arguments}}]})
             if held and not reply.tool_calls:
                 yield chunk({"content": "".join(held)})
+            elif not shown and not reply.tool_calls and reply.text:
+                # No tokens came: a refusal before the model, or a reply stored before we
+                # listened (a retried request). Its text is the whole answer.
+                yield chunk({"content": reply.text})
             yield chunk({}, reply.finish_reason)
             if include_usage:
                 yield usage_chunk(reply)

@@ -89,3 +89,11 @@ def test_a_failed_turn_streams_an_error_not_a_finish_reason() -> None:
                  GenerationOptions())
     assert chunks[-1]["error"]["type"] == "server_error"
     assert not any(c["choices"][0]["finish_reason"] for c in chunks if c.get("choices"))
+
+
+def test_a_reply_without_tokens_still_sends_its_text() -> None:
+    """A refusal before the model, or a reply stored before the listener subscribed."""
+    chunks = run([], reply(text="I can't help with that.", finish_reason="content_filter"),
+                 GenerationOptions())
+    assert "".join(d.get("content") or "" for d in deltas(chunks)) == "I can't help with that."
+    assert chunks[-2]["choices"][0]["finish_reason"] == "content_filter"
