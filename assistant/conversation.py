@@ -187,8 +187,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                         return False
                     if not released:
                         return True
-                    piece, index = released, len(pieces)
-                publisher.token(index, piece)
+                    piece = released
+                publisher.token(piece)
                 pieces.append(piece)
                 if shown is not None:
                     shown.update("".join(pieces))
@@ -202,14 +202,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                              on_prompt=trace_prompt(client, runtime.prompts)
                              if runtime.trace_prompts else None,
                              finalize=gate.finish if gate is not None else None)
-            if gate is not None:
-                # The checked rest of the reply (held back at the end, or the cut notice)
-                # goes out as the last pieces, before ``done``.
-                tail = gate.unreleased(reply.text)
-                if tail:
-                    publisher.token(len(pieces), tail)
-                    pieces.append(tail)
-        # The last token batch, the stored reply and ``done`` go out in one round trip.
+        # The rest of the reply (held back by the gate, or the cut notice), the stored reply
+        # and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)
     finally:
         if shown is not None:

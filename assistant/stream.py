@@ -1,11 +1,12 @@
 """Tokens and finished replies over Redis pub/sub, keyed by conversation and message id.
 
-The worker publishes ``token`` events (with their index, so a rerun after a crash can be
-de-duplicated by the listener) and one ``done`` event. The finished reply is also stored under
-its inbound message id before ``done`` is published, so a listener that subscribed late, or a
-retried request, still finds it. Both are named by the conversation and the server's message id
-(``assistant.keys``), and a listener drops a reply of any other conversation: a client can
-neither read nor plant another conversation's reply (docs/security.md).
+The worker publishes ``token`` events (with their character offset in the reply, so a rerun
+after a crash is de-duplicated by the listener) and one ``done`` event. The finished reply is
+also stored under its inbound message id before ``done`` is published, so a listener that
+subscribed late, or a retried request, still finds it. Both are named by the conversation and
+the server's message id (``assistant.keys``), and a listener drops a reply of any other
+conversation: a client can neither read nor plant another conversation's reply
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ COALESCE_SECONDS = 0.1
 
 
 class Publisher:
-    """The worker's side: publish tokens and store + announce finished replies."""
+    """The worker's side: publish tokens and store + announce finished replies.
+
+    Token events carry ``offset``, the position of their first character in the reply's
+    shown text: a run-independent position, so a listener resumes exactly where a rerun
+    catches up with it, however the gate or the clock grouped the pieces (issue 16). The
+    shown text is kept a prefix of the stored reply (which is stripped): leading whitespace
+    is dropped and trailing whitespace held back until more text follows, and ``done`` first
+    sends whatever of the reply was not shown yet, so the joined tokens equal the reply.
+    """
 
     def __init__(self, client: redis.Redis, conversation: ConversationKey,
                  message_ids: list[str] | tuple[str, ...],
@@ -45,6 +54,8 @@ class Publisher:
         self.conversation = conversation
         self.message_ids = tuple(message_ids)
         self.coalesce_seconds = coalesce_seconds
+        self.shown = ""  # every character queued or sent so far, in order
+        self._held = ""  # trailing whitespace not shown yet
         self._pending: list[str] = []
         self._pending_from = 0
         self._last_sent: float | None = None
@@ -60,29 +71,45 @@ class Publisher:
         if own:
             pipe.execute()
 
-    def token(self, index: int, text: str) -> None:
-        """Queue piece number ``index``; send what is queued when it is time."""
+    def _queue(self, text: str) -> None:
+        if not text:
+            return
         if not self._pending:
-            self._pending_from = index
+            self._pending_from = len(self.shown)
         self._pending.append(text)
+        self.shown += text
+
+    def token(self, text: str) -> None:
+        """Queue the next piece of the reply; send what is queued when it is time."""
+        if not self.shown:
+            text = (self._held + text).lstrip()
+            self._held = ""
+        body = (self._held + text).rstrip()
+        self._held = (self._held + text)[len(body):]
+        self._queue(body)
         now = time.monotonic()
         if self._last_sent is None or now - self._last_sent >= self.coalesce_seconds:
             self.flush(now)
 
     def flush(self, now: float | None = None, pipe: Any = None) -> None:
-        """Send the queued pieces as one event (``index`` is the first piece's number)."""
+        """Send the queued text as one event (``offset``: its first character's position)."""
         if self._pending:
-            self._publish({"type": "token", "index": self._pending_from,
-                           "pieces": self._pending}, pipe)
+            self._publish({"type": "token", "offset": self._pending_from,
+                           "text": "".join(self._pending)}, pipe)
             self._pending = []
         self._last_sent = time.monotonic() if now is None else now
 
     def done(self, reply: Reply) -> None:
-        """The last tokens, then store the reply, then publish ``done``: one round trip.
+        """The rest of the reply's text, then store the reply, then publish ``done``: one
+        round trip.
 
         MULTI/EXEC runs the commands in this order, so the reply is stored before ``done``
-        is announced, and the last tokens arrive before it.
+        is announced, and the last tokens arrive before it. When the shown text is not a
+        prefix of the reply (a mask changed text already shown), nothing more is streamed:
+        the final reply replaces the shown text in every client that can.
         """
+        if reply.text.startswith(self.shown):
+            self._queue(reply.text[len(self.shown):])
         body = reply.model_dump_json()
         pipe = self.client.pipeline(transaction=True)
         self.flush(pipe=pipe)
@@ -207,12 +234,12 @@ class Listener:
                 await on_close()
 
     async def events(self, timeout: float) -> AsyncIterator[StreamEvent]:
-        """Tokens in order (each index once, across reruns), then the final reply.
+        """Tokens in order (each character once, across reruns), then the final reply.
 
         Raises ``ReplyTimeout`` if no ``done`` arrives within ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
-        next_index = 0
+        received = 0  # characters of the reply passed on so far
         try:
             # Covers a reply finished before we subscribed (a retried request).
             raw = await self.client.get(reply_key(self.conversation, self.message_id))
@@ -238,13 +265,14 @@ class Listener:
                 continue  # a pooled connection's previous subscriber's late message
             event = json.loads(message["data"])
             if event["type"] == "token":
-                # A rerun after a crash replays the same pieces, maybe grouped differently:
-                # pass on each piece index once, in order.
-                first = event["index"]
-                fresh = event["pieces"][next_index - first:] if first <= next_index else []
+                # A rerun after a crash replays the same text, maybe cut in other places:
+                # pass on each character once, in order. An event past what we have (we
+                # subscribed late) is skipped: ``done`` brings the whole reply.
+                offset, text = int(event["offset"]), str(event["text"])
+                fresh = text[received - offset:] if offset <= received else ""
                 if fresh:
-                    next_index += len(fresh)
-                    yield StreamEvent("token", text="".join(fresh))
+                    received += len(fresh)
+                    yield StreamEvent("token", text=fresh)
             elif event["type"] == "done":
                 done = own_reply(Reply.model_validate(event["reply"]), self.conversation)
                 if done is None:

@@ -77,7 +77,7 @@ class Sink:
     def __call__(self, index: int, text: str) -> None:
         before = time.perf_counter()
         if self.mode == "per_token":
-            self.publisher.token(index, text)
+            self.publisher.token(text)
             self.publishes += 1
         elif self.mode == "background_thread":
             self.queue.put((index, text))
