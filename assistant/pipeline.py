@@ -190,18 +190,24 @@ def run_turn(
     pieces: list[str] = []
     stream = engine.stream(request)
     stopped = False
-    while True:
-        try:
-            piece = next(stream)
-        except StopIteration as end:
-            completion: Completion = end.value
-            break
-        pieces.append(piece)
-        if on_token is not None and on_token(len(pieces) - 1, piece) is False:
-            stream.close()  # the engine's ``finally``/``with`` blocks run: its lock is freed
-            stopped = True
-            completion = Completion("stop", len(pieces))
-            break
+    try:
+        while True:
+            try:
+                piece = next(stream)
+            except StopIteration as end:
+                completion: Completion = end.value
+                break
+            pieces.append(piece)
+            if on_token is not None and on_token(len(pieces) - 1, piece) is False:
+                stopped = True
+                completion = Completion("stop", len(pieces))
+                break
+    finally:
+        # Every exit (the end, a safety cut, a cancel, a publisher that raised) closes the
+        # generator now, so the engine's own ``finally`` frees its lock at once instead of
+        # when the exception's traceback dies: a retried turn in this process would wait
+        # on that lock forever (issue 16, root cause 1).
+        stream.close()
     text = "".join(pieces).strip()
     filtered = False
     if finalize is not None:
