@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from assistant import turns
+from assistant.cancel import CancelCheck
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for, utcnow
@@ -174,12 +175,17 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             publisher = Publisher(client, fresh[0].conversation, ids,
                                   runtime.stream_interval_seconds)
             gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
+            # No platform delivers it: the reply is only for waiting clients, and once they
+            # have all gone, generating it is wasted work (assistant/cancel.py).
+            cancelled = CancelCheck(client, fresh) if sender is None else None
             pieces: list[str] = []
 
             def on_token(index: int, piece: str) -> bool:
                 nonlocal first_token_at
                 if first_token_at is None:
                     first_token_at = time.monotonic()
+                if cancelled is not None and cancelled():
+                    return False
                 if gate is not None:
                     # Only text the output checks passed is shown; None: the reply is cut.
                     released = gate.feed(piece)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 import redis
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -92,7 +92,8 @@ def sse(event: str, data: object) -> str:
     responses={200: {"content": {"text/event-stream": {}}}, 413: {}, 429: {}, 503: {},
                504: {}},
 )
-async def post_chat(body: ChatRequest, state: State, response: Response) -> object:
+async def post_chat(body: ChatRequest, state: State, response: Response,
+                    request: Request) -> object:
     """Send a message; get the whole reply, or with ``stream`` an event stream of tokens.
 
     A user or conversation past its rate limit or daily quota gets 429 with ``Retry-After``.
@@ -112,7 +113,7 @@ async def post_chat(body: ChatRequest, state: State, response: Response) -> obje
         text=text,
     )
     if not body.stream:
-        reply, position = await state.ask(inbound)
+        reply, position = await state.ask(inbound, request)
         if position is not None:
             response.headers[QUEUE_POSITION_HEADER] = str(position)
         return chat_response(conversation_id, reply)
@@ -132,19 +133,22 @@ async def stream_events(state: WebState, listener: Listener, conversation_id: st
                         queue_position: int | None = None) -> AsyncIterator[str]:
     """A ``queued`` event when the queue is busy, ``token`` events as the model writes, then
     one ``done`` (or ``error``) event."""
+    ended = False  # not ended when the client disconnected mid-stream (the reply is given up)
     try:
         if queue_position is not None:
             yield sse("queued", {"position": queue_position})
         async for event in listener.events(state.settings.reply_timeout):
             if event.reply is not None:
+                ended = True
                 yield sse("done", chat_response(conversation_id, event.reply).model_dump())
             else:
                 yield sse("token", {"text": event.text})
     except AssistantError as exc:
+        ended = True
         status, body = error_body(exc)
         yield sse("error", {**body, "status": status})
     finally:
-        await listener.__aexit__(None, None, None)
+        await state.end_stream(listener, client_gone=not ended)
 
 
 def _history(state: WebState, conversation_id: str) -> RedisConversationHistory:

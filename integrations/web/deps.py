@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from assistant import keys
+from assistant.cancel import CANCEL_TTL_SECONDS, cancel_key
 from assistant.envelope import ConversationKey, Inbound, Reply
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.settings import Settings
 from assistant.stream import Listener, PubSubPool
 from worker.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
+# How often a non-streaming request looks whether its client is still connected.
+DISCONNECT_POLL_SECONDS = 0.5
 
 # The message's place in line, sent when the queue is past ASSISTANT_MAX_QUEUE_DEPTH.
 QUEUE_POSITION_HEADER = "X-Queue-Position"
@@ -132,12 +142,52 @@ class WebState:
 
         return release
 
-    async def ask(self, inbound: Inbound) -> tuple[Reply, int | None]:
-        """Queue a message and wait for its whole reply (the non-streaming APIs)."""
+    async def ask(self, inbound: Inbound, request: Request | None = None
+                  ) -> tuple[Reply, int | None]:
+        """Queue a message and wait for its whole reply (the non-streaming APIs).
+
+        With ``request``, a client that disconnects while it waits gives the message up: the
+        worker stops generating its reply (assistant/cancel.py).
+        """
         listener, position = await self.open_stream(inbound)
+        gone = False
         try:
-            return await listener.wait(self.settings.reply_timeout), position
+            waiting = asyncio.ensure_future(listener.wait(self.settings.reply_timeout))
+            try:
+                while request is not None:
+                    finished, _ = await asyncio.wait({waiting},
+                                                     timeout=DISCONNECT_POLL_SECONDS)
+                    if finished:
+                        break
+                    if await request.is_disconnected():
+                        gone = True
+                        break
+                if not gone:
+                    return await waiting, position
+            finally:
+                if not waiting.done():
+                    waiting.cancel()
+            # nginx's "client closed request": nobody reads it, but the access log shows it.
+            raise HTTPException(status_code=CLIENT_CLOSED_REQUEST,
+                                detail="the client disconnected before its reply")
         finally:
+            await self.end_stream(listener, client_gone=gone)
+
+    async def end_stream(self, listener: Listener, client_gone: bool) -> None:
+        """Close ``listener``; when its client went away before the reply, give the message
+        up, so the worker stops generating it (only web and API replies are ever cancelled).
+
+        Shielded: it runs when the request was cancelled by the client's disconnect.
+        """
+        with anyio.CancelScope(shield=True):
+            if client_gone:
+                try:
+                    await self.aclient.set(cancel_key(listener.conversation,
+                                                      listener.message_id),
+                                           "1", ex=CANCEL_TTL_SECONDS)
+                except redis.RedisError:
+                    log.warning("could not cancel message %s", listener.message_id,
+                                exc_info=True)
             await listener.__aexit__(None, None, None)
 
 

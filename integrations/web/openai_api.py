@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -141,7 +141,7 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
 @router.post("/chat/completions",
              responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 404: {}, 429: {}})
 async def create_chat_completion(body: CompletionRequest, state: State,
-                                 response: Response) -> Any:
+                                 response: Response, request: Request) -> Any:
     """Chat completions as OpenAI's API does them, streamed (SSE, ``[DONE]``) or not.
 
     Rate limits and the daily quota apply per ``user`` (429 with ``Retry-After``); a busy
@@ -151,7 +151,7 @@ async def create_chat_completion(body: CompletionRequest, state: State,
     name = model_id(state.settings.model)
     created = int(time.time())
     if not body.stream:
-        reply, position = await state.ask(inbound)
+        reply, position = await state.ask(inbound, request)
         if reply.finish_reason == "error":
             return server_error(reply)
         if position is not None:
@@ -220,6 +220,7 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                    "model": model, "choices": [], "usage": usage(reply)}
         return f"data: {json.dumps(payload)}\n\n"
 
+    ended = False  # not ended when the client disconnected mid-stream (the reply is given up)
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for event in listener.events(state.settings.reply_timeout):
@@ -238,6 +239,7 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                     yield chunk({"content": event.text})
                     shown = True
                 continue
+            ended = True
             if reply.finish_reason == "error":
                 yield f"data: {json.dumps(server_error_body(reply))}\n\n"
                 break
@@ -257,8 +259,9 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
             if include_usage:
                 yield usage_chunk(reply)
     except AssistantError as exc:
+        ended = True
         _, body = error_body(exc)
         yield f"data: {json.dumps(body)}\n\n"
     finally:
-        await listener.__aexit__(None, None, None)
+        await state.end_stream(listener, client_gone=not ended)
     yield "data: [DONE]\n\n"
