@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +59,8 @@ class Runtime:
     safety: Any = None  # assistant.safety.service.SafetyService, or None when turned off
     # assistant.live_prompts.LivePrompts: the admins' newest prompt versions, for each turn.
     live_prompts: Any = None
+    # Told per generated piece that the turn progresses (worker/watchdog.py); no I/O.
+    on_progress: Callable[[], None] | None = None
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -184,6 +186,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 nonlocal first_token_at
                 if first_token_at is None:
                     first_token_at = time.monotonic()
+                if runtime.on_progress is not None:
+                    runtime.on_progress()
                 if cancelled is not None and cancelled():
                     return False
                 if gate is not None:

@@ -75,9 +75,17 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, alias="ASSISTANT_WORKER_CONCURRENCY", ge=1)
     max_deliveries: int = Field(3, alias="ASSISTANT_MAX_DELIVERIES", ge=1)
     # Celery/kombu redeliver a message not acked within this many seconds: it must be longer
-    # than the longest reply (NOTES.md, Celery delivery). A redelivered duplicate is harmless
-    # (conversation lock + per-message dedupe) but costs model time.
-    visibility_timeout: int = Field(3600, alias="ASSISTANT_VISIBILITY_TIMEOUT", ge=10)
+    # than the longest turn plus the longest retry countdown (NOTES.md, Celery delivery), and
+    # is what a message whose worker node was killed waits (docs/operations.md, Faults). A
+    # redelivered duplicate is harmless (conversation lock + per-message dedupe).
+    visibility_timeout: int = Field(300, alias="ASSISTANT_VISIBILITY_TIMEOUT", ge=10)
+    # A turn's hard limit (Celery's time_limit: the pool process is killed and replaced), and
+    # how long a running turn may go without producing a piece before its worker is not ready
+    # and its pool process is recycled (worker/watchdog.py). Both are far above the longest
+    # real turn: 2,048 prompt tokens read cold and 256 written, then a summary, ~35 s on 2
+    # cores (docs/operations.md, Faults).
+    turn_time_limit: int = Field(180, alias="ASSISTANT_TURN_TIME_LIMIT", ge=10)
+    stall_seconds: int = Field(90, alias="ASSISTANT_STALL_SECONDS", ge=5)
 
     # Debugging aid, off by default: keep each turn's full prompt in Redis for an hour.
     trace_prompts: bool = Field(False, alias="ASSISTANT_TRACE_PROMPTS")

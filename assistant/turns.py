@@ -49,6 +49,9 @@ def pending_key(conversation: ConversationKey) -> str:
     return f"{PREFIX}:pending:{conversation.redis_id}"
 
 
+PENDING_PATTERN = f"{PREFIX}:pending:*"  # every conversation's pending list (the sweeper's SCAN)
+
+
 def lock_key(conversation: ConversationKey) -> str:
     return f"{PREFIX}:lock:{conversation.redis_id}"
 

@@ -8,6 +8,7 @@ dedupe, stored replies, delivery keyed by reply id).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -16,9 +17,13 @@ from assistant.errors import ConfigError
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, is_sentinel, parse_sentinel_url
 from assistant.settings import Settings
-from worker import affinity, metrics
+from worker import affinity, metrics, recovery
 
 TURNS_QUEUE = "assistant.turns"
+ANSWER_TASK = "assistant.answer_conversation"
+RETRY_COUNTDOWN_MAX_SECONDS = 60  # worker/tasks.py: retry_backoff_max
+
+log = logging.getLogger(__name__)
 
 
 def make_app(settings: Settings) -> Celery:
@@ -60,7 +65,16 @@ def make_app(settings: Settings) -> Celery:
         worker_send_task_events=True,
         # A queue per worker node ("<node>.dq2") for conversation-affine routing (affinity.py).
         worker_direct=settings.affinity,
+        # The backstop of worker/watchdog.py: a turn past this is killed with its process
+        # (which Celery replaces); its message stays pending and the sweeper re-enqueues it.
+        task_time_limit=settings.turn_time_limit,
     )
+    if settings.visibility_timeout < settings.turn_time_limit + RETRY_COUNTDOWN_MAX_SECONDS:
+        log.warning("ASSISTANT_VISIBILITY_TIMEOUT (%d s) is shorter than the longest turn plus "
+                    "a retry's countdown (%d s): a long turn may be delivered twice (harmless, "
+                    "the second waits for the first's lock, but it costs a pool process)",
+                    settings.visibility_timeout,
+                    settings.turn_time_limit + RETRY_COUNTDOWN_MAX_SECONDS)
     return app
 
 
@@ -75,6 +89,9 @@ def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:
 
 signals.setup_logging.connect(use_assistant_logging, weak=False)
 metrics.connect_signals(settings)
+recovery.connect_signals(
+    app, lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
+    task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE)
 if settings.affinity:
     affinity.connect_signals(
         lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),

@@ -11,16 +11,24 @@ from celery.utils.nodenames import worker_direct
 
 from assistant import limits as fairness
 from assistant import turns
-from assistant.envelope import Inbound
+from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Overloaded, QueueUnavailable, Throttled
 from assistant.limits import Limits
+from assistant.stream import stored_reply
 from worker.affinity import Router
+from worker.sweeper import is_stranded
 
 log = logging.getLogger(__name__)
 
 ANSWER_TASK = "assistant.answer_conversation"
 # What an overloaded queue tells clients (Retry-After): about a turn's time on a busy worker.
 OVERLOADED_RETRY_SECONDS = 30
+NUDGE_EVERY_SECONDS = 10
+
+
+def nudge_key(conversation: ConversationKey) -> str:
+    """Set when a retried message re-enqueued its conversation (``Dispatcher``), 10 s."""
+    return f"assistant:nudged:{conversation.redis_id}"
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,13 @@ class Dispatcher:
         try:
             if self.limits.refuses or self.limits.hard_queue_depth:
                 if self.client.exists(turns.dedupe_key(inbound.dedupe_id)):
+                    self._nudge_if_stranded(inbound)
                     return Submitted(False)
                 self._check_overload()
             if self.limits.refuses:
                 self._check_limits(inbound)
             if not turns.submit(self.client, inbound):
+                self._nudge_if_stranded(inbound)
                 return Submitted(False)
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
@@ -88,6 +98,31 @@ class Dispatcher:
             return Submitted(True)
         log.info("queue is busy: message %s is number %d in line", inbound.message_id, position)
         return Submitted(True, position, self.limits.busy_notice(position))
+
+    def _nudge_if_stranded(self, retried: Inbound) -> None:
+        """A retry of a message that waits with no turn running and no task naming its
+        conversation (issue 16: a task rejected while Redis was away, or acked after its time
+        limit): enqueue a task for it now rather than let the retry wait for nothing. At most
+        once per ``NUDGE_EVERY_SECONDS`` per conversation; a task too many finds nothing."""
+        conversation = retried.conversation
+        original_id = turns.original_message_id(self.client, retried.dedupe_id)
+        if original_id is None or stored_reply(self.client, conversation,
+                                               original_id) is not None:
+            return
+        original = next((i for i in turns.pending(self.client, conversation)
+                         if i.message_id == original_id), None)
+        if original is None or not is_stranded(self.client, original,
+                                               self.celery_app.conf.task_default_queue):
+            return
+        if not self.client.set(nudge_key(conversation), "1", nx=True, ex=NUDGE_EVERY_SECONDS):
+            return
+        log.warning("message %s was sent again and waits with no task: enqueued its "
+                    "conversation again", original_id)
+        try:
+            self.celery_app.send_task(ANSWER_TASK, args=[conversation.model_dump_json()])
+        except Exception:  # kombu's errors: the sweeper (worker/sweeper.py) will see it
+            log.warning("could not enqueue conversation %s again", conversation.redis_id,
+                        exc_info=True)
 
     def _affine_node(self, inbound: Inbound) -> str | None:
         """The node that answered this conversation last, if it can take the turn now."""

@@ -27,7 +27,7 @@ from assistant.prompts import PromptLibrary
 from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
-from worker.app import app, settings
+from worker.app import RETRY_COUNTDOWN_MAX_SECONDS, app, settings
 from worker.kvcache import make_cache
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
@@ -35,6 +35,7 @@ from worker.metrics import observe_model_load, turn_observers
 from worker.safety import build_safety
 from worker.senders import build_senders
 from worker.stub import StubEngine
+from worker.watchdog import REDIS_TIMEOUT_SECONDS, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,17 @@ def runtime_client() -> redis.Redis:
 
 
 @lru_cache(maxsize=1)
+def watchdog() -> Watchdog:
+    """This pool process' watchdog (built after the fork, on its first task)."""
+    assert settings.redis_url is not None
+    url = settings.redis_url
+    return Watchdog(lambda: connect(url, master_name=settings.redis_sentinel_master,
+                                    socket_timeout=REDIS_TIMEOUT_SECONDS,
+                                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS),
+                    stall_seconds=settings.stall_seconds)
+
+
+@lru_cache(maxsize=1)
 def runtime() -> Runtime:
     """Built on the first task in each worker process (``worker_process_init`` must be fast)."""
     assert settings.redis_url is not None
@@ -175,6 +187,7 @@ def runtime() -> Runtime:
                    live_stats.observer(client), log_turn],
         safety=build_safety(settings, client, store),
         live_prompts=LivePrompts(store, client, prompts),
+        on_progress=watchdog().progress,
     )
 
 
@@ -186,22 +199,29 @@ def runtime() -> Runtime:
     # the per-message delivery count (dead-letter after ASSISTANT_MAX_DELIVERIES) bound it.
     autoretry_for=(Exception,),
     retry_backoff=2,
-    retry_backoff_max=60,
+    retry_backoff_max=RETRY_COUNTDOWN_MAX_SECONDS,
     max_retries=settings.max_deliveries + 1,
 )
 def answer_conversation(self: Task, conversation_json: str) -> int:
     """Answer everything pending in one conversation; returns how many turns it answered."""
     conversation = ConversationKey.model_validate_json(conversation_json)
-    current = runtime()
-    with log_context(conversation=conversation.redis_id):
-        outcome = answer_pending(current, conversation)
-    # The replies are delivered; the engine may still be saving the conversation's KV state in
-    # the background. Return only once it is done, so that this process counts as busy until
-    # then: Celery hands the next message to an idle process of the node instead of one that
-    # would make it wait, and affinity sees this process busy (worker/affinity.py).
-    wait_idle = getattr(current.engine, "wait_idle", None)
-    if wait_idle is not None:
-        wait_idle()
+    guard = watchdog()
+    # Loading the model on the first task counts as the turn's progress too.
+    guard.turn_started(str(self.request.hostname or "worker"))
+    try:
+        current = runtime()
+        with log_context(conversation=conversation.redis_id):
+            outcome = answer_pending(current, conversation)
+        # The replies are delivered; the engine may still be saving the conversation's KV
+        # state in the background. Return only once it is done, so that this process counts
+        # as busy until then: Celery hands the next message to an idle process of the node
+        # instead of one that would make it wait, and affinity sees this process busy
+        # (worker/affinity.py).
+        wait_idle = getattr(current.engine, "wait_idle", None)
+        if wait_idle is not None:
+            wait_idle()
+    finally:
+        guard.turn_finished()
     if outcome.busy_for is not None:
         # Another worker holds the conversation and will answer our message in its next turn;
         # come back once its lock could have expired, in case that worker died.

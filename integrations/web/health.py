@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from assistant import selftest
 from integrations.web.deps import State, WebState
 from integrations.web.guards import ops_allowed
+from worker.watchdog import stalled_pids
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -44,12 +45,32 @@ def _readiness(state: WebState) -> dict[str, Any]:
         failed = {}
     if failed:
         details["engine_selftest_failed"] = failed
+    # A node that answers pings may still have a turn stuck (worker/watchdog.py): it is not
+    # ready until its watchdog has recycled that process.
+    stalled = _stalled(state, details["workers"])
+    if stalled:
+        details["stalled"] = stalled
+        details["workers"] = [name for name in details["workers"] if name not in stalled]
     return details
+
+
+def _stalled(state: WebState, nodes: list[str]) -> dict[str, list[int]]:
+    """Per node, the pool processes whose running turn made no progress for too long."""
+    found: dict[str, list[int]] = {}
+    for node in nodes:
+        try:
+            pids = stalled_pids(state.client, node, state.settings.stall_seconds)
+        except redis.RedisError:
+            continue  # Redis answered the ping a moment ago; the next probe will know
+        if pids:
+            found[node] = pids
+    return found
 
 
 @router.get("/readyz")
 async def get_readyz(state: State, request: Request) -> JSONResponse:
-    """200 when Redis answers and at least one worker answers a ping; 503 otherwise.
+    """200 when Redis answers and at least one worker answers a ping and has no stalled turn
+    (``stalled``: node → pool processes); 503 otherwise.
 
     The details (worker host names, error text) only for operators
     (``integrations.web.guards.ops_allowed``); everyone else gets ``{"ready": ...}``.

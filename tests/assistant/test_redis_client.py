@@ -143,7 +143,7 @@ def test_celery_gets_the_master_name_for_a_sentinel_url(
     assert app.conf.broker_url == "sentinel://s1:26379;sentinel://s2:26379/0"
     assert app.conf.broker_transport_options["master_name"] == "prod"
     assert app.conf.result_backend_transport_options["master_name"] == "prod"
-    assert app.conf.broker_transport_options["visibility_timeout"] == 3600
+    assert app.conf.broker_transport_options["visibility_timeout"] == 300
 
 
 def test_celery_has_no_master_name_for_a_plain_url(make_app: Callable[[Settings], Celery]) -> None:

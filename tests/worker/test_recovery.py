@@ -1,0 +1,175 @@
+"""No stranded message, no wedged worker: the sweeper, the watchdog and the retry's nudge.
+
+The sweeper reads real kombu messages, so these tests queue tasks with a real Celery app on the
+embedded Valkey; the watchdog's clock is short.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import fakeredis
+import pytest
+import redis
+from celery import Celery
+
+from assistant import turns
+from assistant.envelope import ConversationKey, Inbound, Reply, utcnow
+from assistant.stream import Publisher
+from tests.auxil.fake_celery import QUEUE, FakeCelery
+from worker import sweeper, watchdog
+from worker.dispatch import Dispatcher
+
+TASK = "assistant.answer_conversation"
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(f"{redis_server}/14")
+    connection.flushdb()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def app(redis_server: str) -> Celery:
+    celery = Celery("recovery-test", broker=f"{redis_server}/14")
+    celery.conf.task_default_queue = QUEUE
+    return celery
+
+
+def waiting(client: redis.Redis, age_seconds: float = 60.0) -> Inbound:
+    """A message pending for ``age_seconds`` in a conversation of its own."""
+    message = Inbound(conversation=ConversationKey(platform="web", channel=uuid.uuid4().hex),
+                      user_id="u1", text="hello", dedupe_id=uuid.uuid4().hex,
+                      received_at=utcnow() - timedelta(seconds=age_seconds))
+    turns.submit(client, message)
+    return message
+
+
+def ids(found: list[ConversationKey]) -> set[str]:
+    return {c.redis_id for c in found}
+
+
+def test_a_pending_message_with_no_task_is_stranded(client: redis.Redis, app: Celery) -> None:
+    lost = waiting(client)
+    queued = waiting(client)
+    app.send_task(TASK, args=[queued.conversation.model_dump_json()])
+    young = waiting(client, age_seconds=1)
+    running = waiting(client)
+    client.set(turns.lock_key(running.conversation), "someone")
+    assert ids(sweeper.stranded(client, QUEUE)) == {lost.conversation.redis_id}
+    assert young and running
+
+
+def test_a_delivered_unacknowledged_task_is_not_stranded(client: redis.Redis,
+                                                         app: Celery) -> None:
+    """A worker's task in kombu's ``unacked`` hash (running, or waiting out a retry's
+    countdown) still names the conversation."""
+    held = waiting(client)
+    app.send_task(TASK, args=[held.conversation.model_dump_json()])
+    raw = client.rpop(QUEUE)  # what kombu's consumer does, then it notes the delivery:
+    assert raw is not None
+    client.hset(sweeper.UNACKED_KEY, "tag-1", json.dumps([json.loads(raw), "", QUEUE]))
+    assert sweeper.stranded(client, QUEUE) == []
+    client.hdel(sweeper.UNACKED_KEY, "tag-1")  # acked without requeue: the message is lost
+    assert ids(sweeper.stranded(client, QUEUE)) == {held.conversation.redis_id}
+
+
+def test_a_task_in_a_nodes_own_queue_counts(client: redis.Redis, app: Celery) -> None:
+    routed = waiting(client)
+    app.send_task(TASK, args=[routed.conversation.model_dump_json()], queue="w1@host.dq2")
+    assert sweeper.stranded(client, QUEUE) == []
+
+
+def test_the_sweeper_re_enqueues_once_per_period(client: redis.Redis) -> None:
+    lost = waiting(client)
+    enqueued: list[ConversationKey] = []
+    sweep = sweeper.Sweeper(client, QUEUE, enqueued.append, interval=30)
+    assert sweep.sweep() == 1 and enqueued == [lost.conversation]
+    assert sweep.sweep() == 0  # another node (or this one) swept this period already
+
+
+def test_a_stalled_turn_kills_its_process_and_reports_first(client: redis.Redis) -> None:
+    killed: list[bool] = []
+    guard = watchdog.Watchdog(lambda: client, stall_seconds=0.3, check_every=60,
+                              kill=lambda: killed.append(True))
+    guard.turn_started("w1@test")
+    guard.check()
+    assert killed == [] and watchdog.stalled_pids(client, "w1@test", 0.3) == []
+    time.sleep(0.2)
+    guard.progress()
+    time.sleep(0.2)
+    guard.check()
+    assert killed == []  # it progressed 0.2 s ago
+    time.sleep(0.4)
+    assert watchdog.stalled_pids(client, "w1@test", 0.3) != []  # /readyz: not ready
+    guard.check()
+    assert killed == [True]
+
+
+def test_a_finished_turn_is_forgotten_and_so_is_a_gone_process(client: redis.Redis) -> None:
+    guard = watchdog.Watchdog(lambda: client, stall_seconds=0.1, check_every=60,
+                              kill=lambda: None)
+    guard.turn_started("w1@test")
+    guard.check()
+    assert client.hlen(watchdog.progress_key("w1@test")) == 1
+    guard.turn_finished()
+    guard.check()
+    assert client.hlen(watchdog.progress_key("w1@test")) == 0
+    client.hset(watchdog.progress_key("w1@test"), "999999", "0")  # a killed process's
+    watchdog.prune(client, "w1@test", frozenset({1}))
+    assert client.hlen(watchdog.progress_key("w1@test")) == 0
+
+
+def test_a_retried_message_that_still_waits_enqueues_its_conversation(
+        fake_redis: fakeredis.FakeRedis) -> None:
+    """Its first task was lost: the same-id retry brings an answer instead of a 504."""
+    celery = FakeCelery(fake_redis)
+    dispatcher = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    message = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
+                      user_id="u1", text="hello", dedupe_id="web:c1:m1",
+                      received_at=utcnow() - timedelta(seconds=60))
+    assert dispatcher.submit(message)
+    fake_redis.delete(QUEUE)  # the task is lost
+    assert not dispatcher.submit(message)  # the retry
+    assert fake_redis.llen(QUEUE) == 1
+    fake_redis.delete(QUEUE)
+    assert not dispatcher.submit(message)  # retries in a burst nudge once
+    assert fake_redis.llen(QUEUE) == 0
+
+
+def test_a_prompt_retry_of_a_queued_message_enqueues_nothing(
+        fake_redis: fakeredis.FakeRedis) -> None:
+    """Slack resends an event after 3 s: its task is still queued (or its message young)."""
+    dispatcher = Dispatcher(fake_redis, FakeCelery(fake_redis))  # type: ignore[arg-type]
+    message = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
+                      user_id="u1", text="hello", dedupe_id="web:c1:m1")
+    assert dispatcher.submit(message)
+    fake_redis.delete(QUEUE)
+    assert not dispatcher.submit(message)
+    assert fake_redis.llen(QUEUE) == 0
+
+
+def test_a_retry_of_an_answered_or_running_message_enqueues_nothing(
+        fake_redis: fakeredis.FakeRedis) -> None:
+    celery = FakeCelery(fake_redis)
+    dispatcher = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    old = utcnow() - timedelta(seconds=60)
+    running = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
+                      user_id="u1", text="hello", dedupe_id="web:c1:m1", received_at=old)
+    answered = Inbound(conversation=ConversationKey(platform="web", channel="c2"),
+                       user_id="u1", text="hello", dedupe_id="web:c2:m1", received_at=old)
+    for message in (running, answered):
+        dispatcher.submit(message)
+    fake_redis.delete(QUEUE)
+    fake_redis.set(turns.lock_key(running.conversation), "worker")
+    Publisher(fake_redis, [answered.message_id]).done(Reply(
+        message_id="r", conversation=answered.conversation, in_reply_to=(answered.message_id,),
+        text="hi"))
+    assert not dispatcher.submit(running) and not dispatcher.submit(answered)
+    assert fake_redis.llen(QUEUE) == 0

@@ -1,0 +1,85 @@
+"""A worker node's main process keeps the deployment recoverable (issue 16).
+
+Started on Celery's ``worker_ready``, one daemon thread:
+
+- every ``SWEEP_EVERY_SECONDS``, re-enqueues conversations whose pending messages have no task
+  (``worker.sweeper``; one node per period does it);
+- every ``PRUNE_EVERY_SECONDS``, forgets the progress entries (``worker.watchdog``) of pool
+  processes that are gone, so a recycled process does not keep the node "not ready".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery, signals
+
+from assistant.envelope import ConversationKey
+from worker import sweeper, watchdog
+from worker.affinity import pool_size
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 2.0
+
+
+class Recovery:
+    def __init__(self, client: redis.Redis, node: str, pool: Callable[[], frozenset[int] | None],
+                 sweep: sweeper.Sweeper) -> None:
+        self.client = client
+        self.node = node
+        self.pool = pool
+        self.sweeper = sweep
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="recovery", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        rounds_per_sweep = max(1, round(self.sweeper.interval / PRUNE_EVERY_SECONDS))
+        rounds = 0
+        while not self._stop.wait(PRUNE_EVERY_SECONDS):
+            rounds += 1
+            try:
+                pids = self.pool()
+                if pids is not None:
+                    watchdog.prune(self.client, self.node, pids)
+                if rounds % rounds_per_sweep == 0:
+                    self.sweeper.sweep()
+            except Exception:  # noqa: BLE001 - Redis away, a broker error: next round
+                log.warning("recovery round failed; trying again", exc_info=True)
+
+
+def connect_signals(app: Celery, connect_client: Callable[[], redis.Redis], task_name: str,
+                    shared_queue: str) -> None:
+    """Start ``Recovery`` in the node's main process once it is ready (``worker/app.py``)."""
+    running: list[Recovery] = []
+
+    def enqueue(conversation: ConversationKey) -> None:
+        app.send_task(task_name, args=[conversation.model_dump_json()], queue=shared_queue)
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        node = getattr(sender, "hostname", None)
+        if not node:
+            return
+        pool = getattr(sender, "pool", None)
+        client = connect_client()
+        recovery = Recovery(client, str(node),
+                            (lambda: pool_size(pool).pids) if pool is not None else lambda: None,
+                            sweeper.Sweeper(client, shared_queue, enqueue))
+        recovery.start()
+        running.append(recovery)
+
+    def on_shutdown(**_: Any) -> None:
+        for recovery in running:
+            recovery.stop()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutdown.connect(on_shutdown, weak=False)
