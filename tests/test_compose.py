@@ -88,3 +88,14 @@ def test_adapters_only_start_in_their_profiles() -> None:
     assert SERVICES["telegram"]["profiles"] == ["telegram"]
     for name in ("redis", "web", "worker", "model"):
         assert "profiles" not in SERVICES[name], name
+
+
+def test_long_running_services_are_restarted_and_the_worker_checks_progress() -> None:
+    """Issue 16: what dies comes back; the worker's health is more than a ping."""
+    for name, service in SERVICES.items():
+        if name != "model":  # a one-shot job
+            assert service.get("restart") == "unless-stopped", name
+    check = SERVICES["worker"]["healthcheck"]["test"]
+    assert check[1:] == ["python", "-m", "worker.health"]
+    module = importlib.import_module("worker.health")
+    assert callable(module.main)

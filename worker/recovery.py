@@ -57,10 +57,34 @@ class Recovery:
                 log.warning("recovery round failed; trying again", exc_info=True)
 
 
+def restore_unacknowledged(app: Celery) -> int:
+    """Put every delivered and unacknowledged message back at the head of its queue, with
+    kombu's own restore; returns how many. Only for a worker that knows it is the only one
+    on its Redis (``ASSISTANT_SOLE_WORKER``): elsewhere they may be another node's turns."""
+    with app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        tags = channel.client.hkeys(channel.unacked_key)
+        for tag in tags:
+            channel.qos.restore_by_tag(tag)
+    return len(tags)
+
+
 def connect_signals(app: Celery, connect_client: Callable[[], redis.Redis], task_name: str,
-                    shared_queue: str) -> None:
-    """Start ``Recovery`` in the node's main process once it is ready (``worker/app.py``)."""
+                    shared_queue: str, sole_worker: bool = False) -> None:
+    """Start ``Recovery`` in the node's main process once it is ready (``worker/app.py``);
+    with ``sole_worker``, first restore what a dead predecessor left unacknowledged."""
     running: list[Recovery] = []
+
+    def on_init(**_: Any) -> None:
+        try:
+            restored = restore_unacknowledged(app)
+        except Exception:  # noqa: BLE001 - Redis not up yet: the visibility timeout will do
+            log.warning("could not restore unacknowledged messages", exc_info=True)
+            return
+        if restored:
+            # worker_init runs before Celery sets up logging (NOTES.md): print is what shows.
+            print(f"restored {restored} message(s) a previous worker left unacknowledged",
+                  flush=True)
 
     def enqueue(conversation: ConversationKey) -> None:
         app.send_task(task_name, args=[conversation.model_dump_json()], queue=shared_queue)
@@ -81,5 +105,7 @@ def connect_signals(app: Celery, connect_client: Callable[[], redis.Redis], task
         for recovery in running:
             recovery.stop()
 
+    if sole_worker:
+        signals.worker_init.connect(on_init, weak=False)
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)

@@ -169,6 +169,22 @@ class Stack:
         shutil.rmtree(self.kv_dir, ignore_errors=True)
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc: no psutil needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
 def metric_value(exposition: str, sample: str) -> float:
     """The value of one sample (``name{labels}`` exactly as exposed) in Prometheus text; 0 if
     absent."""
