@@ -91,7 +91,8 @@ signals.setup_logging.connect(use_assistant_logging, weak=False)
 metrics.connect_signals(settings)
 recovery.connect_signals(
     app, lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
-    task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE, sole_worker=settings.sole_worker)
+    task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE, stall_seconds=settings.stall_seconds,
+    sole_worker=settings.sole_worker)
 if settings.affinity:
     affinity.connect_signals(
         lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),

@@ -63,7 +63,7 @@ class Watchdog:
 
     def __init__(self, connect_client: Callable[[], redis.Redis], stall_seconds: float,
                  check_every: float = CHECK_EVERY_SECONDS,
-                 kill: Callable[[], None] | None = None) -> None:
+                 kill: Callable[[], None] | None = None, background: bool = True) -> None:
         self.connect_client = connect_client
         self.stall_seconds = stall_seconds
         self.check_every = check_every
@@ -71,6 +71,7 @@ class Watchdog:
         self.node: str | None = None
         self.busy = False
         self.last_progress = time.monotonic()
+        self.background = background  # False: the caller calls ``check`` (tests)
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -79,7 +80,7 @@ class Watchdog:
         self.node = node
         self.last_progress = time.monotonic()
         self.busy = True
-        if self._thread is None:
+        if self._thread is None and self.background:
             self._thread = threading.Thread(target=self._run, name="turn-watchdog",
                                             daemon=True)
             self._thread.start()

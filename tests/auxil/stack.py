@@ -75,6 +75,11 @@ class Stack:
             # The suites read /metrics, /openapi.json and /readyz's details; tests/security
             # checks that they are closed by default.
             "ASSISTANT_PUBLIC_OPS": "true",
+            # The watchdogs (worker/watchdog.py) are for a host that is not starved: test
+            # machines run several suites on 2 cores, where a normal turn took 3 minutes.
+            # tests/chaos/ and tests/worker/test_recovery.py test them with their own limits.
+            "ASSISTANT_TURN_TIME_LIMIT": "900",
+            "ASSISTANT_STALL_SECONDS": "600",
             # Each stack its own durable store (the moderation log...), beside its logs.
             "DATABASE_URL": f"sqlite:///{log_dir / 'assistant.db'}",
             **env_overrides,

@@ -7,6 +7,7 @@ embedded Valkey; the watchdog's clock is short.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def test_the_sweeper_re_enqueues_once_per_period(client: redis.Redis) -> None:
 def test_a_stalled_turn_kills_its_process_and_reports_first(client: redis.Redis) -> None:
     killed: list[bool] = []
     guard = watchdog.Watchdog(lambda: client, stall_seconds=0.3, check_every=60,
-                              kill=lambda: killed.append(True))
+                              kill=lambda: killed.append(True), background=False)
     guard.turn_started("w1@test")
     guard.check()
     assert killed == [] and watchdog.stalled_pids(client, "w1@test", 0.3) == []
@@ -114,7 +115,7 @@ def test_a_stalled_turn_kills_its_process_and_reports_first(client: redis.Redis)
 
 def test_a_finished_turn_is_forgotten_and_so_is_a_gone_process(client: redis.Redis) -> None:
     guard = watchdog.Watchdog(lambda: client, stall_seconds=0.1, check_every=60,
-                              kill=lambda: None)
+                              kill=lambda: None, background=False)
     guard.turn_started("w1@test")
     guard.check()
     assert client.hlen(watchdog.progress_key("w1@test")) == 1
@@ -173,3 +174,35 @@ def test_a_retry_of_an_answered_or_running_message_enqueues_nothing(
         text="hi"))
     assert not dispatcher.submit(running) and not dispatcher.submit(answered)
     assert fake_redis.llen(QUEUE) == 0
+
+
+def test_the_main_process_kills_a_frozen_pool_process_once_its_report_stays_stale(
+        client: redis.Redis) -> None:
+    """A stopped process cannot kill itself; a paused Redis must not get a live one killed."""
+    from worker.recovery import STALE_CONFIRM_SECONDS, Recovery
+
+    killed: list[int] = []
+    recovery = Recovery(client, "w1@test", lambda: frozenset({101, 102}),
+                        sweeper.Sweeper(client, QUEUE, lambda _: None), stall_seconds=30,
+                        kill=killed.append)
+    now = time.time()
+    client.hset(watchdog.progress_key("w1@test"),
+                mapping={"101": f"{now - 60:.3f}", "102": f"{now - 1:.3f}"})
+    assert recovery.recycle_stalled(frozenset({101, 102}), now) == []  # first seen stale
+    # 102 reports again (it was only Redis that paused); 101 stays frozen.
+    assert recovery.recycle_stalled(frozenset({101, 102}), now + STALE_CONFIRM_SECONDS) == [101]
+    assert killed == [101]
+    # A report that moved (the process caught up after a pause) restarts the wait.
+    client.hset(watchdog.progress_key("w1@test"), "102", f"{now - 45:.3f}")
+    later = now + STALE_CONFIRM_SECONDS + 1
+    assert recovery.recycle_stalled(frozenset({102}), later) == []
+    client.hset(watchdog.progress_key("w1@test"), "102", f"{now - 40:.3f}")
+    assert recovery.recycle_stalled(frozenset({102}), later + STALE_CONFIRM_SECONDS) == []
+
+
+def test_the_watchdog_thread_recycles_a_stuck_turn_by_itself(client: redis.Redis) -> None:
+    killed = threading.Event()
+    guard = watchdog.Watchdog(lambda: client, stall_seconds=0.3, check_every=0.05,
+                              kill=killed.set)
+    guard.turn_started("w2@test")
+    assert killed.wait(timeout=10)
