@@ -98,7 +98,7 @@ class Watchdog:
         if self.busy:
             idle = time.monotonic() - self.last_progress
             if idle > self.stall_seconds:
-                log.error("turn made no progress for %.0f s (limit %d s): recycling this "
+                log.error("turn made no progress for %.0f s (limit %g s): recycling this "
                           "worker process; its message runs again", idle, self.stall_seconds)
                 self.kill()
                 return

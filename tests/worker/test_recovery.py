@@ -205,4 +205,7 @@ def test_the_watchdog_thread_recycles_a_stuck_turn_by_itself(client: redis.Redis
     guard = watchdog.Watchdog(lambda: client, stall_seconds=0.3, check_every=0.05,
                               kill=killed.set)
     guard.turn_started("w2@test")
-    assert killed.wait(timeout=10)
+    try:
+        assert killed.wait(timeout=10)
+    finally:
+        guard.turn_finished()
