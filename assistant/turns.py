@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 
@@ -35,6 +36,11 @@ MAX_TURN_BATCH = 20
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
     "return 0"
+)
+# Replace a dead holder's token with ours, only if it still holds the lock.
+_TAKE_OVER = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return false"
 )
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -124,17 +130,56 @@ _RENEWER = _Renewer()
 os.register_at_fork(after_in_child=_RENEWER.after_fork)
 
 
+def _process_namespace() -> str:
+    """This kernel boot and pid namespace: where a pid names one process (else "")."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}.{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _holder_is_dead(token: str) -> bool:
+    """Whether a lock token names a process of our own pid namespace that no longer runs
+    (a pool process killed mid-turn): then nobody renews the lock and it can be taken now
+    instead of after its TTL. Any doubt (another host, a pid reused) says no."""
+    parts = token.split(":")
+    if len(parts) != 3 or not parts[0] or parts[0] != _process_namespace():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 class ConversationLock:
-    """A Redis lock on one conversation, renewed in the background while held."""
+    """A Redis lock on one conversation, renewed in the background while held.
+
+    Its token names the holder (``<boot id>.<pid namespace>:<pid>:<random>``), so a process of
+    the same host whose predecessor died mid-turn takes the lock over at once (issue 16: the
+    rerun waited out the dead process' lock, ~14 s).
+    """
 
     def __init__(self, client: redis.Redis, conversation: ConversationKey) -> None:
         self.client = client
         self.key = lock_key(conversation)
-        self.token = uuid.uuid4().hex
+        self.token = f"{_process_namespace()}:{os.getpid()}:{uuid.uuid4().hex}"
 
     def acquire(self) -> bool:
         if not self.client.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
-            return False
+            holder = self.client.get(self.key)
+            if holder is None:
+                return False  # just released: the caller looks again
+            holder_token = holder.decode() if isinstance(holder, bytes) else str(holder)
+            if not _holder_is_dead(holder_token):
+                return False
+            if not self.client.eval(_TAKE_OVER, 1, self.key, holder_token, self.token,
+                                    LOCK_TTL_MS):
+                return False
+            log.warning("took over conversation lock %s from a dead process", self.key)
         _RENEWER.add(self)
         return True
 

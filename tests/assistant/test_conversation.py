@@ -278,3 +278,32 @@ def test_a_failing_summary_does_not_fail_a_delivered_turn(runtime: Runtime,
     assert answer_pending(runtime, message.conversation).turns == 1
     assert turns.pending(runtime.client, message.conversation) == []
     assert stored_reply(runtime.client, message.conversation, message.message_id) is not None
+
+
+def test_a_lock_whose_holder_died_on_this_host_is_taken_over_at_once(
+        fake_redis: fakeredis.FakeRedis) -> None:
+    """Issue 16: the rerun of a killed pool process' turn waited out its lock (~14 s)."""
+    import os
+    import subprocess
+    import sys
+
+    key = conversation("dead-holder")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid of this namespace that no longer runs
+    dead = turns.ConversationLock(fake_redis, key)
+    dead.token = dead.token.replace(f":{os.getpid()}:", f":{child.pid}:")
+    assert dead.acquire()
+    turns._RENEWER.remove(dead)
+    alive = turns.ConversationLock(fake_redis, key)
+    assert alive.acquire()
+    successor = turns.ConversationLock(fake_redis, key)
+    assert not successor.acquire()  # a live holder (this process) keeps it
+    alive.release()
+
+
+def test_a_lock_held_elsewhere_is_never_taken_over(fake_redis: fakeredis.FakeRedis) -> None:
+    key = conversation("remote-holder")
+    fake_redis.set(turns.lock_key(key), "other-boot.4026531836:1:abc", px=15_000)
+    assert not turns.ConversationLock(fake_redis, key).acquire()
+    fake_redis.set(turns.lock_key(key), "an-old-style-token", px=15_000)
+    assert not turns.ConversationLock(fake_redis, key).acquire()

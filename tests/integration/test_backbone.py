@@ -200,6 +200,8 @@ def test_a_worker_killed_mid_reply_is_replaced_and_the_reply_posted_once(make_st
     assert kinds.count("done") == 1 and kinds[-1] == "done", received[-1]
     done = received[-1][1]
     assert done["reply"]
+    # The rescuer's rerun resumed the stream where the killed run left it (issue 16).
+    assert "".join(data["text"] for kind, data in received if kind == "token") == done["reply"]
     stored = httpx.get(f"{stack.url}/api/conversations/{conversation_id}").json()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]  # answered once
     assert stored[1]["text"] == done["reply"]
