@@ -25,6 +25,8 @@ from assistant.settings import Settings
 from assistant.supervisor import Component, Supervisor
 
 WORKER_STOP_GRACE_SECONDS = 30
+# The worker's exit status when its engine self-test fails (worker/tasks.py): not restarted.
+WORKER_REFUSED_STATUS = 3
 
 
 def _settings() -> Settings:
@@ -288,7 +290,8 @@ def up() -> None:
         env["ASSISTANT_SOLE_WORKER"] = "true"
     # Celery's warm shutdown finishes the turn in progress: give it time.
     components.append(Component("worker", worker_command(settings), env,
-                                stop_grace=WORKER_STOP_GRACE_SECONDS))
+                                stop_grace=WORKER_STOP_GRACE_SECONDS,
+                                final_statuses=frozenset({WORKER_REFUSED_STATUS})))
     components.append(Component("web", web_command(settings), env))
     for platform in adapters_to_start(settings):
         click.echo(f"starting the {platform} adapter")

@@ -45,6 +45,10 @@ class Component:
     log_file: Path | None = None  # its output, when not the supervisor's own
     # Run before each (re)start; e.g. ``Valkey`` waits for its port to answer after starting.
     after_start: Callable[[subprocess.Popen[bytes]], None] | None = None
+    # Exit statuses that mean "do not start me again" (a worker whose engine self-test
+    # failed: a restart cannot fix the build); the others keep serving and say why.
+    final_statuses: frozenset[int] = frozenset()
+    given_up: bool = False
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restart_at: float | None = None
@@ -94,10 +98,6 @@ class Supervisor:
         for component in self.components:
             self.start(component)
 
-    def alive(self) -> bool:
-        return all(c.process is not None and c.process.poll() is None
-                   for c in self.components)
-
     def check(self) -> bool:
         """One look at the children: restart those due; False once one keeps dying."""
         now = self.clock()
@@ -112,11 +112,16 @@ class Supervisor:
                         log.exception("could not restart %s", component.name)
                         self._died(component, now)
                 continue
-            if process is None or process.poll() is None:
+            if component.given_up or process is None or process.poll() is None:
                 if now - component.started_at >= STABLE_AFTER_SECONDS:
                     component.backoff = BACKOFF_START_SECONDS
                 continue
             log.error("%s %s", component.name, describe_exit(process.returncode))
+            if process.returncode in component.final_statuses:
+                log.error("%s refused to start: not restarted; the rest keeps serving (its "
+                          "log says why)", component.name)
+                component.given_up = True
+                continue
             # What it leaves behind (a dead Celery main process's pool) goes with it: its
             # unacknowledged turn runs again in the replacement.
             _signal_group(process, signal.SIGKILL)

@@ -93,3 +93,23 @@ def test_a_child_that_ignores_sigterm_is_killed_after_its_grace(tmp_path: Path) 
 def test_exits_are_described() -> None:
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(2) == "exited with status 2"
+
+
+def test_a_child_that_refuses_to_start_is_left_down_and_the_rest_serves(tmp_path: Path
+                                                                        ) -> None:
+    """A worker whose engine self-test failed exits 3: restarting cannot fix the build."""
+    refused = Component("worker", [sys.executable, "-c", "raise SystemExit(3)"],
+                        dict(os.environ), final_statuses=frozenset({3}))
+    web = sleeper("web", tmp_path / "log")
+    boss = Supervisor([refused, web], stop_order=["web", "worker"])
+    boss.start_all()
+    try:
+        assert refused.process is not None
+        refused.process.wait(timeout=30)
+        for _ in range(20):
+            assert boss.check()
+            time.sleep(0.05)
+        assert refused.given_up and refused.process.returncode == 3
+        assert web.process is not None and web.process.poll() is None
+    finally:
+        boss.stop_all()
