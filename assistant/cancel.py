@@ -7,7 +7,8 @@ no waiting client (its edge acknowledged the platform at once), so nothing ever 
 A cancelled turn ends like a short reply: what was generated is stored and remembered, so a
 same-id retry gets it at once.
 
-Key (prefix ``assistant:``): ``cancel:<conv>:<message id>``, set by the edge, 10 minutes.
+Keys (prefix ``assistant:``): ``cancel:<conv>:<message id>``, set by the edge when the last
+client waiting for the message (``waiting:<conv>:<message id>``, a count) has gone; 10 minutes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ CHECK_EVERY_SECONDS = 0.5  # one EXISTS per half second of streaming
 def cancel_key(conversation: ConversationKey, message_id: str) -> str:
     """Scoped by conversation: a client can only give up on messages of its own."""
     return f"{PREFIX}:cancel:{conversation.redis_id}:{message_id}"
+
+
+def waiting_key(conversation: ConversationKey, message_id: str) -> str:
+    """How many HTTP clients wait for this message's reply (a same-id retry is a second):
+    the message is given up only when the last of them goes."""
+    return f"{PREFIX}:waiting:{conversation.redis_id}:{message_id}"
 
 
 class CancelCheck:

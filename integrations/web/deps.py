@@ -18,7 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from assistant import keys
-from assistant.cancel import CANCEL_TTL_SECONDS, cancel_key
+from assistant.cancel import CANCEL_TTL_SECONDS, cancel_key, waiting_key
 from assistant.envelope import ConversationKey, Inbound, Reply
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.settings import Settings
@@ -112,10 +112,26 @@ class WebState:
                 listener = self.listener(inbound.conversation, queued.message_id)
                 listener.on_close = release
                 await listener.__aenter__()
+            await self._count_waiting(listener, +1)
         except BaseException:
             await listener.__aexit__(None, None, None)
             raise
         return listener, queued.position
+
+    async def _count_waiting(self, listener: Listener, change: int) -> int | None:
+        """Add ``change`` to the clients waiting for ``listener``'s message; the new count
+        (None: not known, Redis failed)."""
+        key = waiting_key(listener.conversation, listener.message_id)
+        try:
+            async with self.aclient.pipeline(transaction=True) as pipe:
+                pipe.incrby(key, change)
+                pipe.expire(key, CANCEL_TTL_SECONDS)
+                count, _ = await pipe.execute()
+        except redis.RedisError:
+            log.warning("could not count the clients of message %s", listener.message_id,
+                        exc_info=True)
+            return None
+        return int(count)
 
     async def _reserve_stream(self, inbound: Inbound) -> _Release:
         """Take one of the sender's open-stream slots; returns what gives it back."""
@@ -180,7 +196,9 @@ class WebState:
         Shielded: it runs when the request was cancelled by the client's disconnect.
         """
         with anyio.CancelScope(shield=True):
-            if client_gone:
+            left = await self._count_waiting(listener, -1)
+            # Given up only when no other client (a same-id retry) still waits for it.
+            if client_gone and left is not None and left <= 0:
                 try:
                     await self.aclient.set(cancel_key(listener.conversation,
                                                       listener.message_id),
