@@ -108,7 +108,10 @@ class Publisher:
         prefix of the reply (a mask changed text already shown), nothing more is streamed:
         the final reply replaces the shown text in every client that can.
         """
-        if reply.text.startswith(self.shown):
+        # An error reply (the dead-letter apology) is no part of an answer: only ``done``; a
+        # reply of another conversation is never streamed (listeners drop its ``done`` too).
+        if (reply.finish_reason != "error" and own_reply(reply, self.conversation) is not None
+                and reply.text.startswith(self.shown)):
             self._queue(reply.text[len(self.shown):])
         body = reply.model_dump_json()
         pipe = self.client.pipeline(transaction=True)

@@ -32,7 +32,7 @@ def test_a_web_reply_whose_client_has_gone_stops_generating(runtime: Runtime,
     turns.submit(runtime.client, message)
     give_up(runtime.client, message)
     assert answer_pending(runtime, message.conversation).turns == 1
-    reply = stored_reply(runtime.client, message.message_id)
+    reply = stored_reply(runtime.client, message.conversation, message.message_id)
     assert reply is not None
     assert len(reply.text.split()) < 5  # stopped within the first pieces, not all 60 words
     assert turns.pending(runtime.client, message.conversation) == []
@@ -46,7 +46,7 @@ def test_a_turn_goes_on_while_one_of_its_clients_still_waits(runtime: Runtime,
     turns.submit(runtime.client, second)
     give_up(runtime.client, first)
     answer_pending(runtime, first.conversation)
-    reply = stored_reply(runtime.client, second.message_id)
+    reply = stored_reply(runtime.client, second.conversation, second.message_id)
     assert reply is not None and reply.text == LONG_ANSWER
 
 

@@ -123,3 +123,16 @@ def test_a_reply_stored_by_an_earlier_run_completes_the_stream(redis_server: str
 
     texts = listen_while(f"{redis_server}/15", message_id, publish)
     assert texts == ["Half a", " reply", "Half a reply"]
+
+
+def test_an_error_reply_goes_out_only_as_done(redis_server: str) -> None:
+    """The dead-letter apology is no part of an answer: OpenAI clients get it as an error."""
+    message_id = uuid.uuid4().hex
+
+    def publish(client: redis.Redis) -> None:
+        apology = reply_for(message_id, "Sorry, something went wrong.")
+        Publisher(client, conversation(), [message_id]).done(
+            apology.model_copy(update={"finish_reason": "error"}))
+
+    texts = listen_while(f"{redis_server}/15", message_id, publish)
+    assert texts == ["Sorry, something went wrong."]  # the done event alone

@@ -41,7 +41,9 @@ class FakeListener:
 def run(pieces: list[str], reply: Reply, options: GenerationOptions) -> list[Any]:
     inbound = Inbound(dedupe_id="d", conversation=CONVERSATION, user_id="u", text="hi",
                       history=(), options=options)
-    state = SimpleNamespace(settings=SimpleNamespace(reply_timeout=5))
+    # WebState.end_stream closes the listener (and gives a message up whose client left).
+    state = SimpleNamespace(settings=SimpleNamespace(reply_timeout=5),
+                            end_stream=lambda listener, client_gone: listener.__aexit__())
     listener = FakeListener(pieces, reply)
 
     async def collect() -> list[str]:

@@ -169,7 +169,7 @@ def test_a_retry_of_an_answered_or_running_message_enqueues_nothing(
         dispatcher.submit(message)
     fake_redis.delete(QUEUE)
     fake_redis.set(turns.lock_key(running.conversation), "worker")
-    Publisher(fake_redis, [answered.message_id]).done(Reply(
+    Publisher(fake_redis, answered.conversation, [answered.message_id]).done(Reply(
         message_id="r", conversation=answered.conversation, in_reply_to=(answered.message_id,),
         text="hi"))
     assert not dispatcher.submit(running) and not dispatcher.submit(answered)

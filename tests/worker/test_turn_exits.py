@@ -53,7 +53,7 @@ def test_a_publisher_that_raises_mid_stream_frees_the_engine_and_the_lock(
     # Celery's retry keeps the exception (and its traceback's frames) alive: so do we.
     assert failed.value is not None
     assert fake_redis.get(turns.lock_key(message.conversation)) is None
-    assert stored_reply(fake_redis, message.message_id) is None
+    assert stored_reply(fake_redis, message.conversation, message.message_id) is None
 
     outcome: list[Outcome] = []
     rerun = threading.Thread(target=lambda: outcome.append(
@@ -62,6 +62,6 @@ def test_a_publisher_that_raises_mid_stream_frees_the_engine_and_the_lock(
     rerun.join(timeout=60)
     assert not rerun.is_alive(), "the next turn waited on the engine the failed turn held"
     assert outcome == [Outcome(turns=1)]
-    reply = stored_reply(fake_redis, message.message_id)
+    reply = stored_reply(fake_redis, message.conversation, message.message_id)
     assert reply is not None and reply.text
     assert turns.pending(fake_redis, message.conversation) == []
