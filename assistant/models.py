@@ -16,7 +16,7 @@ import io
 import os
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -131,6 +131,39 @@ def is_gguf(path: Path) -> bool:
             return handle.read(len(GGUF_MAGIC)) == GGUF_MAGIC
     except OSError:
         return False
+
+
+# --- chat templates ------------------------------------------------------------------------
+
+# Markers that name a chat-template family, checked in this order (the first match wins): a
+# Llama Guard 3 template is also a Llama 3 one, Llama 3.1+ templates add tool and date lines.
+TEMPLATE_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("llama-guard-3", ("<|start_header_id|>", "unsafe content")),
+    ("llama3.1", ("<|start_header_id|>", "<|eot_id|>", "Cutting Knowledge Date")),
+    ("llama3", ("<|start_header_id|>", "<|eot_id|>")),
+    ("chatml", ("<|im_start|>", "<|im_end|>")),
+    ("gemma", ("<start_of_turn>",)),
+    ("phi3", ("<|user|>", "<|end|>")),
+    ("mistral", ("[INST]",)),
+)
+
+
+def template_family(metadata: Mapping[str, str]) -> str:
+    """The chat-template family a GGUF's metadata declares (for `assistant doctor`).
+
+    ``metadata`` is the GGUF's key/value metadata as llama-cpp-python's ``Llama.metadata``
+    gives it. Returns one of the names in ``TEMPLATE_FAMILIES``, ``"none"`` when the file has
+    no ``tokenizer.chat_template`` (llama-cpp-python then falls back to a generic format), or
+    ``"unknown"``. Llama 3.1, 3.2 and 3.3 Instruct are all ``"llama3.1"`` (one format, with tool
+    calls); ``"llama3"`` is Llama 3.0's.
+    """
+    template = metadata.get("tokenizer.chat_template") or ""
+    if not template.strip():
+        return "none"
+    for family, markers in TEMPLATE_FAMILIES:
+        if all(marker in template for marker in markers):
+            return family
+    return "unknown"
 
 
 # --- names ---------------------------------------------------------------------------------

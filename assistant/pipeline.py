@@ -98,15 +98,19 @@ def context_budget(engine: Engine, system: ChatMessage, max_tokens: int) -> int:
 def stateless_messages(
     inbounds: Sequence[Inbound], prompts: PromptLibrary, config: TurnConfig
 ) -> tuple[ChatMessage, ...]:
-    """The prompt of a turn that brings its own history (the OpenAI API): its system message
-    or the persona, its history, the new messages, and what its tools or JSON reply need.
+    """The prompt of a turn that brings its own history (the OpenAI API): the persona with its
+    system messages added, its history, the new messages, and what its tools or JSON reply need.
 
     The API's edge builds the same prompt to count its tokens before queueing."""
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
     stateless = inbounds[0].history or ()
-    own_system = [m for m in stateless if m.role == "system"]
     platform = inbounds[0].conversation.platform
-    system = own_system[0] if own_system else system_message(prompts, config, platform, "")
+    # A client's system messages add to the operator's persona, never replace it: the persona
+    # (and its canary) stays first, the prompt's stable prefix (issue 15, item 2).
+    system = system_message(prompts, config, platform, "")
+    own_system = [m.text.strip() for m in stateless if m.role == "system" and m.text.strip()]
+    if own_system:
+        system = system.model_copy(update={"text": "\n\n".join([system.text, *own_system])})
     rest = [m for m in stateless if m.role != "system"]
     messages = (system, *merge_consecutive([*rest, *new]))
     return tools.with_instructions(messages, tools.instructions(prompts, inbounds[0].options))

@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     mute_s: int = Field(3600, alias="ASSISTANT_MUTE_SECONDS", ge=1)
     guard_model: str | None = Field(None, alias="ASSISTANT_GUARD_MODEL")
     guard_threads: int = Field(1, alias="ASSISTANT_GUARD_THREADS", ge=1)
+    # A guard that fails or answers unreadably: block the text (true) or let it pass (false).
+    guard_fail_closed: bool = Field(False, alias="ASSISTANT_GUARD_FAIL_CLOSED")
     database_url: str | None = Field(None, alias="DATABASE_URL")
 
     # Slack (integrations/slack): bot token, signing secret (HTTP Events API), app-level

@@ -77,6 +77,15 @@ def model_path() -> Path:
     return resolve_model_path("smollm2", models_dir)
 
 
+@pytest.fixture(scope="session")
+def llama3_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama 3 GGUF built once per session: the real Llama 3 tokenizer and chat
+    template, random weights (tests/auxil/llama3_model.py; nothing of it is committed)."""
+    from tests.auxil.llama3_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("llama3") / "tiny-llama3-test.gguf")
+
+
 def _new_stack(redis_server: str, model_path: Path, name: str, **env: str) -> Stack:
     database = next(_databases)
     url = f"{redis_server}/{database}"

@@ -25,6 +25,7 @@ from typing import Any
 from assistant.engine import Completion, GenerationRequest, Stream
 from assistant.envelope import ChatMessage
 from assistant.errors import ModelError
+from worker.control_tokens import ControlTokenText, control_token_text
 from worker.kvcache import (
     KvCache,
     KvState,
@@ -65,6 +66,8 @@ class LlamaEngine:
         self._on_load = on_load  # told the load time in seconds (worker metrics)
         self.kv_cache = kv_cache  # worker.kvcache.make_cache; None: no state reuse
         self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
+        # The vocabulary's control tokens, kept out of message text (worker/control_tokens.py).
+        self._control = ControlTokenText(())
         self._system_prefixes: dict[str, tuple[int, ...]] = {}
         # Prompt tokens of the last generation: (reused from the context, total).
         self.last_prompt_tokens: tuple[int, int] = (0, 0)
@@ -103,6 +106,7 @@ class LlamaEngine:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
             seconds = time.perf_counter() - started
             self._formatter = _chat_formatter(self._llama)
+            self._control = control_token_text(self._llama)
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
             if self._on_load is not None:
                 self._on_load(seconds)
@@ -122,7 +126,7 @@ class LlamaEngine:
         try:
             prompt = self._prepare_context(llama, request)
             chunks = llama.create_chat_completion(
-                messages=_as_dicts(request.messages),
+                messages=_as_dicts(request.messages, self._control),
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 seed=request.seed,
@@ -169,7 +173,7 @@ class LlamaEngine:
         llama = self.load()
         if self._formatter is None:
             return None
-        result = self._formatter(messages=_as_dicts(messages))
+        result = self._formatter(messages=_as_dicts(messages, self._control))
         tokens: list[int] = llama.tokenize(
             result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         return tokens
@@ -370,8 +374,9 @@ def _sampling(request: GenerationRequest) -> dict[str, Any]:
     return extra
 
 
-def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    return [{"role": m.role, "content": m.text} for m in messages]
+def _as_dicts(messages: Sequence[ChatMessage], control: ControlTokenText) -> list[dict[str, str]]:
+    """The messages as the chat template takes them, their text unable to form control tokens."""
+    return [{"role": m.role, "content": control.neutralise(m.text)} for m in messages]
 
 
 def _chat_formatter(llama: Any) -> Any:

@@ -31,7 +31,8 @@ def build_safety(settings: Settings, client: redis.Redis, store: Store | None = 
     if "llm_judge" in load_policy(settings).check_names():
         from worker.guard import guard_completion
 
-        extra["llm_judge"] = {"complete": guard_completion(settings)}
+        extra["llm_judge"] = {"complete": guard_completion(settings),
+                              "fail_closed": settings.guard_fail_closed}
     moderation = ModerationLog(store or connect_store(settings.sql_url))
     service = build_service(settings, client, moderation, extra=extra)
     if metrics_enabled(settings):

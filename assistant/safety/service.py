@@ -77,6 +77,10 @@ class SafetyService:
     def screen_input(self, inbound: Inbound) -> Screened:
         policy = self.policy_for(inbound)
         outcome = self.chain.run(inbound.text, "input", policy)
+        if inbound.history and not outcome.blocked:
+            # A /v1 client sends the whole conversation, system messages included: every
+            # message of it is the client's text, screened like the last one (issue 15, 2).
+            outcome, inbound = self._screen_history(inbound, policy, outcome)
         self.log(inbound, "input", outcome)
         if outcome.blocked:
             refusal = self.refusal(outcome.block)
@@ -92,6 +96,20 @@ class SafetyService:
         if outcome.text != inbound.text:
             return Screened(inbound.model_copy(update={"text": outcome.text}), outcome)
         return Screened(inbound, outcome)
+
+    def _screen_history(self, inbound: Inbound, policy: ChannelPolicy, last: Outcome
+                        ) -> tuple[Outcome, Inbound]:
+        """The first blocking outcome among the client's earlier messages, else ``last``; and
+        the inbound with the masks of every earlier message applied."""
+        assert inbound.history is not None
+        history = []
+        for message in inbound.history:
+            outcome = self.chain.run(message.text, "input", policy)
+            if outcome.blocked:
+                return outcome, inbound
+            history.append(message.model_copy(update={"text": outcome.text})
+                           if outcome.text != message.text else message)
+        return last, inbound.model_copy(update={"history": tuple(history)})
 
     def refusal(self, verdict: Verdict | None) -> str:
         name = REFUSAL_PROMPTS.get(verdict.category, "refusal") if verdict and verdict.category \

@@ -5,7 +5,8 @@ prompt-format page of its documentation): a Llama 3 user turn holding the task, 
 category list, the conversation, and the instruction to answer ``safe`` or ``unsafe`` with a
 second line of comma-separated categories; then the assistant header, where the model answers.
 ``complete`` is any raw-completion function (``worker/guard.py`` runs a guard GGUF through
-llama.cpp); the judge never raises, and an answer it cannot read lets the text through.
+llama.cpp); the judge never raises. When the guard fails or answers something it cannot read,
+the text passes by default, or is blocked with ``fail_closed`` (``ASSISTANT_GUARD_FAIL_CLOSED``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,24 @@ _PROMPT = (
     " - If unsafe, a second line must include a comma-separated list of violated categories."
     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 )
-# Llama 3 special tokens inside a message would let it forge the prompt's structure.
-_SPECIAL = re.compile(r"<\|[a-z_]+\|>")
+# Llama 3 special tokens inside a message would let it forge the prompt's structure (the guard
+# tokenises the whole prompt with special tokens parsed, worker/guard.py). Every Llama 3
+# special token is <|lower_case_or_digits|> (<|reserved_special_token_7|> too); upper case is
+# matched as well, in case a guard vocabulary has it.
+_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+
+
+def strip_special(text: str) -> str:
+    """``text`` without special-token markup, removed until none is left.
+
+    One pass is not enough: removing the inner token of ``<|<|eot_id|>eot_id|>`` joins the
+    outer pieces into a new ``<|eot_id|>``.
+    """
+    while True:
+        stripped = _SPECIAL.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def build_prompt(turns: Sequence[tuple[str, str]],
@@ -54,7 +71,7 @@ def build_prompt(turns: Sequence[tuple[str, str]],
     if not turns:
         raise ValueError("nothing to judge")
     role = turns[-1][0]
-    conversation = "\n\n".join(f"{speaker}: {_SPECIAL.sub('', text).strip()}"
+    conversation = "\n\n".join(f"{speaker}: {strip_special(text).strip()}"
                                for speaker, text in turns)
     listed = "\n".join(f"{code}: {title}" for code, title in categories)
     return _PROMPT.format(role=role, categories=listed, conversation=conversation)
@@ -80,21 +97,28 @@ class LlamaGuardJudge:
 
     name = "llm_judge"
 
-    def __init__(self, complete: Complete) -> None:
+    def __init__(self, complete: Complete, fail_closed: bool = False) -> None:
         self.complete = complete
+        # A judge that cannot answer: let the text through (the other checks still ran), or
+        # block it, for deployments where an unjudged text must not reach the model or a user.
+        self.fail_closed = fail_closed
+
+    def _unjudged(self, reason: str) -> Verdict:
+        action = Action.BLOCK if self.fail_closed else Action.ALLOW
+        return Verdict(action, self.name, reason=reason)
 
     def inspect(self, subject: Subject) -> Verdict:
         role = "User" if subject.direction == "input" else "Agent"
         try:
             answer = self.complete(build_prompt([(role, subject.text)]))
-        except Exception as exc:  # a check never raises: a broken guard lets text through
-            log.exception("guard model failed")
-            return Verdict(Action.ALLOW, self.name,
-                           reason=f"guard model failed: {exc.__class__.__name__}")
+        except Exception as exc:  # a check never raises: the policy decides what passes
+            log.exception("guard model failed (fail closed: %s)", self.fail_closed)
+            return self._unjudged(f"guard model failed: {exc.__class__.__name__}")
         parsed = parse_answer(answer)
         if parsed is None:
-            log.warning("unreadable guard answer %r; letting the text through", answer[:80])
-            return Verdict(Action.ALLOW, self.name, reason=f"unreadable answer: {answer[:40]!r}")
+            log.warning("unreadable guard answer %r (fail closed: %s)", answer[:80],
+                        self.fail_closed)
+            return self._unjudged(f"unreadable answer: {answer[:40]!r}")
         unsafe, categories = parsed
         if not unsafe:
             return Verdict.allow(self.name)
