@@ -317,3 +317,22 @@ def test_known_models_name_their_source() -> None:
     for name, known in KNOWN_MODELS.items():
         assert known.filename.endswith(".gguf"), name
         assert bool(known.hf_ref) != bool(known.package and known.version and known.member), name
+
+
+def test_template_family_names_llama3_and_the_others(llama3_model: Path) -> None:
+    """What `assistant doctor` reports, from a real GGUF's metadata and from known markers."""
+    from llama_cpp import Llama
+
+    from assistant.models import template_family
+
+    metadata = Llama(model_path=str(llama3_model), vocab_only=True, verbose=False).metadata
+    assert template_family(metadata) == "llama3.1"
+    llama3_0 = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+                "\n\n{{ m['content'] }}<|eot_id|>{% endfor %}")
+    guard = llama3_0 + "Task: Check if there is unsafe content in 'User' messages"
+    cases = {llama3_0: "llama3", guard: "llama-guard-3", "<|im_start|>x<|im_end|>": "chatml",
+             "<start_of_turn>user": "gemma", "[INST] x [/INST]": "mistral", "{{ x }}": "unknown",
+             "": "none"}
+    for template, family in cases.items():
+        assert template_family({"tokenizer.chat_template": template}) == family
+    assert template_family({}) == "none"
