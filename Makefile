@@ -28,17 +28,18 @@ install: $(VENV)/.installed
 
 # Runs every time, installs only what changed: the engine when its build key changed (other
 # flags, another CPU), the rest when pyproject.toml or requirements.lock did. Every package
-# comes from requirements.lock with its hashes (`make lock` writes it), the engine's source too.
+# comes from requirements.lock with its hashes (`make lock` writes it), the engine's source too;
+# requirements-nodeps.lock (by hand) pins what must come without its dependencies.
 $(VENV)/.installed: FORCE
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@wheels=$$(scripts/llama-wheel.sh $(BIN)/python $(LLAMA_CPP_VERSION) requirements.lock) && \
-	stamp="$$wheels $$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)" && \
+	stamp="$$wheels $$(cat pyproject.toml requirements*.lock | sha256sum | cut -c1-16)" && \
 	if [ "$$(cat $@ 2>/dev/null)" != "$$stamp" ]; then \
 	  if [ "$$(cut -d' ' -f1 $@ 2>/dev/null)" != "$$wheels" ]; then \
 	    $(BIN)/python -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
 	      --no-index --find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)"; fi && \
 	  $(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes --no-deps \
-	    -r requirements.lock && \
+	    -r requirements.lock -r requirements-nodeps.lock && \
 	  $(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e '.[test]' && \
 	  echo "$$stamp" > $@; fi
 
