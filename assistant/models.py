@@ -14,6 +14,7 @@ import filecmp
 import hashlib
 import io
 import os
+import struct
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -148,22 +149,89 @@ TEMPLATE_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def template_family(metadata: Mapping[str, str]) -> str:
+def template_family(metadata: Mapping[str, object]) -> str:
     """The chat-template family a GGUF's metadata declares (for `assistant doctor`).
 
-    ``metadata`` is the GGUF's key/value metadata as llama-cpp-python's ``Llama.metadata``
-    gives it. Returns one of the names in ``TEMPLATE_FAMILIES``, ``"none"`` when the file has
+    ``metadata`` is the GGUF's key/value metadata, as ``read_gguf_metadata`` or
+    llama-cpp-python's ``Llama.metadata`` gives it. Returns one of the names in ``TEMPLATE_FAMILIES``, ``"none"`` when the file has
     no ``tokenizer.chat_template`` (llama-cpp-python then falls back to a generic format), or
     ``"unknown"``. Llama 3.1, 3.2 and 3.3 Instruct are all ``"llama3.1"`` (one format, with tool
     calls); ``"llama3"`` is Llama 3.0's.
     """
-    template = metadata.get("tokenizer.chat_template") or ""
+    template = str(metadata.get("tokenizer.chat_template") or "")
     if not template.strip():
         return "none"
     for family, markers in TEMPLATE_FAMILIES:
         if all(marker in template for marker in markers):
             return family
     return "unknown"
+
+
+def template_family_of(path: Path) -> str:
+    """The chat-template family of a GGUF file, read from its header (no model is loaded)."""
+    return template_family(read_gguf_metadata(path))
+
+
+# GGUF value types (ggml/include/gguf.h, enum gguf_type): struct format by type number.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def read_gguf_metadata(path: Path) -> dict[str, str | int | float | bool]:
+    """The scalar and string key/values of a GGUF file's header (arrays are skipped).
+
+    Pure Python, reading only the header (a few MB of a multi-GB file), so `assistant doctor`
+    can tell what a file declares without llama.cpp (the GGUF format: ggml's docs/gguf.md).
+    """
+    metadata: dict[str, str | int | float | bool] = {}
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != GGUF_MAGIC:
+                raise ModelError(f"{path} is not a GGUF file (no {GGUF_MAGIC!r} magic)")
+            version, _tensors, count = struct.unpack("<IQQ", _read(handle, 20))
+            if version < 2:
+                raise ModelError(f"{path} is GGUF version {version}; llama.cpp needs 2 or 3")
+            for _ in range(count):
+                key = _read_string(handle)
+                (kind,) = struct.unpack("<I", _read(handle, 4))
+                value = _read_value(handle, kind)
+                if value is not None:
+                    metadata[key] = value
+    except (OSError, struct.error, UnicodeDecodeError) as exc:
+        raise ModelError(f"could not read the GGUF header of {path}: {exc}") from exc
+    return metadata
+
+
+def _read(handle: IO[bytes], size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise ModelError("the GGUF header ends early: the file is truncated")
+    return data
+
+
+def _read_string(handle: IO[bytes]) -> str:
+    (length,) = struct.unpack("<Q", _read(handle, 8))
+    return _read(handle, length).decode("utf-8")
+
+
+def _read_value(handle: IO[bytes], kind: int) -> str | int | float | bool | None:
+    """One value; ``None`` for an array, which is read past."""
+    if kind == _GGUF_STRING:
+        return _read_string(handle)
+    if kind in _GGUF_SCALARS:
+        fmt = _GGUF_SCALARS[kind]
+        value: str | int | float | bool = struct.unpack(fmt, _read(handle, struct.calcsize(fmt)))[0]
+        return value
+    if kind == _GGUF_ARRAY:
+        item, length = struct.unpack("<IQ", _read(handle, 12))
+        if item in _GGUF_SCALARS:
+            handle.seek(length * struct.calcsize(_GGUF_SCALARS[item]), os.SEEK_CUR)
+        else:
+            for _ in range(length):
+                _read_value(handle, item)
+        return None
+    raise ModelError(f"unknown GGUF value type {kind}")
 
 
 # --- names ---------------------------------------------------------------------------------

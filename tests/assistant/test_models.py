@@ -336,3 +336,25 @@ def test_template_family_names_llama3_and_the_others(llama3_model: Path) -> None
     for template, family in cases.items():
         assert template_family({"tokenizer.chat_template": template}) == family
     assert template_family({}) == "none"
+
+
+def test_llama3_gguf_header_is_read_without_llama_cpp(llama3_model: Path, model_path: Path,
+                                                      tmp_path: Path) -> None:
+    """`assistant doctor` reads a file's template family from its header alone."""
+    from llama_cpp import Llama
+
+    from assistant.models import read_gguf_metadata, template_family_of
+
+    metadata = read_gguf_metadata(llama3_model)
+    loaded = Llama(model_path=str(llama3_model), vocab_only=True, verbose=False).metadata
+    for key in ("general.architecture", "tokenizer.ggml.pre", "tokenizer.chat_template",
+                "tokenizer.ggml.eos_token_id", "llama.block_count"):
+        assert str(metadata[key]) == loaded[key], key
+    assert template_family_of(llama3_model) == "llama3.1"
+    assert template_family_of(model_path) == "chatml"  # SmolLM2
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(llama3_model.read_bytes()[:100_000])
+    with pytest.raises(ModelError, match="truncated"):
+        read_gguf_metadata(truncated)
+    with pytest.raises(ModelError, match="not a GGUF"):
+        read_gguf_metadata(Path(__file__))
