@@ -153,10 +153,11 @@ def template_family(metadata: Mapping[str, object]) -> str:
     """The chat-template family a GGUF's metadata declares (for `assistant doctor`).
 
     ``metadata`` is the GGUF's key/value metadata, as ``read_gguf_metadata`` or
-    llama-cpp-python's ``Llama.metadata`` gives it. Returns one of the names in ``TEMPLATE_FAMILIES``, ``"none"`` when the file has
-    no ``tokenizer.chat_template`` (llama-cpp-python then falls back to a generic format), or
-    ``"unknown"``. Llama 3.1, 3.2 and 3.3 Instruct are all ``"llama3.1"`` (one format, with tool
-    calls); ``"llama3"`` is Llama 3.0's.
+    llama-cpp-python's ``Llama.metadata`` gives it. Returns one of the names in
+    ``TEMPLATE_FAMILIES``, ``"none"`` when the file has no ``tokenizer.chat_template``
+    (llama-cpp-python then falls back to a generic format), or ``"unknown"``. Llama 3.1, 3.2
+    and 3.3 Instruct are all ``"llama3.1"`` (one format, with tool calls); ``"llama3"`` is
+    Llama 3.0's.
     """
     template = str(metadata.get("tokenizer.chat_template") or "")
     if not template.strip():
