@@ -113,7 +113,8 @@ class LlamaEngine:
         return self._llama
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return count_message_tokens(self.load(), messages)
+        llama = self.load()
+        return count_message_tokens(llama, messages, self._control)
 
     def stream(self, request: GenerationRequest) -> Stream:
         llama = self.load()
@@ -330,12 +331,16 @@ class LlamaEngine:
         return prefix
 
 
-def count_message_tokens(llama: Any, messages: Sequence[ChatMessage]) -> int:
+def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],
+                         control: ControlTokenText | None = None) -> int:
     """Prompt tokens of ``messages`` by ``llama``'s tokenizer, chat template included. Also
-    what the web process counts with the vocabulary alone (integrations/web/prompt_size.py)."""
+    what the web process counts with the vocabulary alone (integrations/web/prompt_size.py).
+    With ``control``, text as the prompt holds it: control-token text broken up costs a few
+    tokens more (worker/control_tokens.py)."""
     total = GENERATION_PROMPT_TOKENS
     for message in messages:
-        total += len(llama.tokenize(message.text.encode(), add_bos=False, special=False))
+        text = control.neutralise(message.text) if control is not None else message.text
+        total += len(llama.tokenize(text.encode(), add_bos=False, special=False))
         total += TEMPLATE_TOKENS_PER_MESSAGE
     return total
 

@@ -17,6 +17,7 @@ import pytest
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
 from assistant.models import template_family
+from assistant.pipeline import CONTEXT_MARGIN_TOKENS
 from tests.auxil.llama3_model import (
     BEGIN_OF_TEXT,
     END_HEADER,
@@ -174,6 +175,9 @@ def test_llama3_special_token_text_in_any_message_stays_inert(engine: LlamaEngin
     assert expected is not None and got is not None
     control = set(range(128000, 128256))
     assert [t for t in got if t in control] == [t for t in expected if t in control]
+    # The pipeline's budget (count + margin) covers the prompt, the Llama 3.1 system preamble
+    # and the joiners included, so a message full of markers cannot overflow the context.
+    assert engine.count_tokens(hostile) + CONTEXT_MARGIN_TOKENS >= len(got)
     # The text is still there for the model to read, as text (only broken by word joiners).
     shown = engine.load().detokenize(got, special=True).decode()
     assert shown.replace(WORD_JOINER, "").count(attack.strip()) == len(hostile)
