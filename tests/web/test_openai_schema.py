@@ -90,7 +90,9 @@ def test_tool_instructions_join_the_system_prompt(prompts: PromptLibrary) -> Non
     inbound = inbound_of(prompts, tools=[WEATHER], tool_choice="required", messages=[
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
     messages = stateless_messages([inbound], prompts, TurnConfig())
-    assert messages[0].role == "system" and messages[0].text.startswith("Be brief.")
+    # The operator's persona first, the client's system message added (issue 15, item 2).
+    assert messages[0].role == "system" and "\n\nBe brief." in messages[0].text
+    assert not messages[0].text.startswith("Be brief.")
     assert "get_weather" in messages[0].text and '"city"' in messages[0].text
 
 
