@@ -162,9 +162,10 @@ def test_llama3_control_markers_in_user_text_stay_inert(llama3_stack: Stack,
 def test_llama3_v1_stops_at_eot_and_keeps_the_persona(llama3_stack: Stack,
                                                       engine: LlamaEngine) -> None:
     finished: list[tuple[str, int]] = []
+    model = httpx.get(f"{llama3_stack.url}/v1/models", timeout=30).json()["data"][0]["id"]
     for number in range(6):
         response = httpx.post(f"{llama3_stack.url}/v1/chat/completions", timeout=120, json={
-            "model": "any", "temperature": 0, "max_tokens": MAX_TOKENS,
+            "model": model, "temperature": 0, "max_tokens": MAX_TOKENS,
             "messages": [{"role": "system", "content": "Answer in French."},
                          {"role": "user", "content": f"Question {number}: how tall is a llama?"}]})
         assert response.status_code == 200, response.text
