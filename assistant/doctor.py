@@ -61,7 +61,12 @@ def check_model(settings: Settings) -> tuple[Check, Path | None]:
         return Check("model", "fail", str(exc), "`assistant model pull`"), None
     digest = _sha256(path)
     known = models.KNOWN_MODELS.get(settings.model)
-    detail = f"{path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {digest})"
+    try:
+        family = models.template_family_of(path)
+    except Exception as exc:  # a damaged header: the checksum and the engine check say more
+        family = f"unreadable ({exc})"
+    detail = (f"{path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {digest}, "
+              f"chat template: {family})")
     if known is not None and known.sha256 and known.sha256 != digest:
         return Check("model", "fail", detail + f"; expected sha256 {known.sha256}",
                      f"the file is damaged or replaced: delete it and `assistant model pull "

@@ -78,3 +78,11 @@ def test_doctor_fails_a_model_file_whose_checksum_differs(tmp_path: Path,
     check, path = doctor.check_model(Settings())
     assert check.status == "fail" and path is None
     assert "expected sha256" in check.detail and "assistant model pull" in check.fix
+
+
+def test_doctor_names_the_models_chat_template_family(model_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSISTANT_MODEL", str(model_path))
+    check, path = doctor.check_model(Settings())
+    assert check.status == "ok" and path == model_path
+    assert "chat template: chatml" in check.detail  # SmolLM2's template is ChatML
