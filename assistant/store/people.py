@@ -147,6 +147,14 @@ class People:
         with self.store.session() as session:
             return list(session.scalars(select(Person).order_by(Person.handle).limit(limit)))
 
+    def set_admin(self, handle: str, admin: bool) -> Person:
+        with self.store.session() as session:
+            person = session.scalar(select(Person).where(Person.handle == handle))
+            if person is None:
+                raise IdentityError(f"no person {handle!r}")
+            person.is_admin = admin
+            return person
+
     def set_disabled(self, handle: str, disabled: bool) -> Person:
         with self.store.session() as session:
             person = session.scalar(select(Person).where(Person.handle == handle))
