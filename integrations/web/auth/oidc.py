@@ -21,7 +21,13 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingClaimError,
+)
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
@@ -80,15 +86,23 @@ def validate_id_token(id_token: str, jwks: dict[str, Any], *, issuer: str, clien
     return dict(claims)
 
 
+CLAIM_PROBLEMS = {"iss": "wrong issuer", "aud": "wrong audience", "nonce": "wrong nonce",
+                  "exp": "expired", "nbf": "not valid yet", "iat": "issued in the future",
+                  "azp": "issued to another client", "at_hash": "does not match its "
+                  "access token"}
+
+
 def describe(exc: Exception) -> str:
-    """joserfc's errors name the claim (``invalid_claim: Invalid claim: "iss"``)."""
-    text = str(exc) or type(exc).__name__
-    for claim, words in (('"iss"', "wrong issuer"), ('"aud"', "wrong audience"),
-                         ('"nonce"', "wrong nonce"), ('"exp"', "expired"),
-                         ("expired", "expired"), ("signature", "bad signature")):
-        if claim in text.lower() or claim in text:
-            return words
-    return text[:200]
+    """A short reason a person can pass on to their admin."""
+    if isinstance(exc, ExpiredTokenError):
+        return "expired"
+    if isinstance(exc, MissingClaimError):
+        return f"no {exc.claim} claim"
+    if isinstance(exc, ClaimError):
+        return CLAIM_PROBLEMS.get(exc.claim, f"bad {exc.claim} claim")
+    if isinstance(exc, BadSignatureError):
+        return "bad signature"
+    return (str(exc) or type(exc).__name__)[:200]
 
 
 @dataclass
