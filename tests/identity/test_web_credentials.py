@@ -222,6 +222,12 @@ def test_local_mode_answers_only_loopback(tmp_path: Path, server: fakeredis.Fake
     with TestClient(app, client=("127.0.0.1", 5000)) as local:
         assert local.get("/auth/session").json() == {"mode": "local", "signed_in": False}
         assert local.get("/v1/models").status_code == 200
+        # OpenAI's clients send a key even when none is needed: one not of ours is ignored,
+        # one of ours is checked.
+        assert local.get("/v1/models", headers={"Authorization": "Bearer unused"}
+                         ).status_code == 200
+        assert_openai_401(local.get("/v1/models", headers={
+            "Authorization": "Bearer sk-ast-0123abcd-" + "A" * 43}))
     with TestClient(app, client=("10.1.2.3", 5000)) as remote:
         response = remote.get("/v1/models")
         assert response.status_code == 403

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import QueueUnavailable, QuotaExceeded, RateLimited
+from assistant.identity.credentials import key_prefix
 from assistant.identity.modes import is_local_peer, sign_in_mode
 from assistant.limits import (
     describe_wait,
@@ -137,14 +138,18 @@ async def resolve_caller(request: Request) -> Principal:
     """The caller of this request, or ``AuthError`` (401/403) before anything is done."""
     state = get_state(request)
     header = request.headers.get("authorization")
+    local = sign_in_mode(state.settings) == "local"
     if header is not None:
         token = bearer_token(header)
-        return await run_in_threadpool(key_principal, state, token, request.method)
+        # OpenAI's clients always send some key: in local mode (where no credential is
+        # needed) a token that is not one of ours counts as none; one of ours is checked.
+        if not (local and key_prefix(token) is None):
+            return await run_in_threadpool(key_principal, state, token, request.method)
     person = await run_in_threadpool(session_principal, request, state)
     if person is not None:
         return person
     settings = state.settings
-    if sign_in_mode(settings) == "local":
+    if local:
         peer = request.client.host if request.client else ""
         if settings.auth != "none" and not is_local_peer(peer):
             raise AuthError(403, "This assistant runs in local mode (no sign-in) and answers "
