@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import redis
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -130,11 +131,11 @@ class OidcClient:
             return self._metadata
         url = f"{self.issuer}/.well-known/openid-configuration"
         try:
-            async with self._client("") as http:
-                response = await http.get(url, withhold_token=True)
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
+                response = await http.get(url)
                 response.raise_for_status()
                 metadata: dict[str, Any] = response.json()
-                keys = await http.get(metadata["jwks_uri"], withhold_token=True)
+                keys = await http.get(metadata["jwks_uri"])
                 keys.raise_for_status()
                 jwks: dict[str, Any] = keys.json()
         except Exception as exc:  # noqa: BLE001 - any failure: the provider is unreachable

@@ -26,7 +26,7 @@ from assistant.store.people import IdentityError, People, SignedIn
 from integrations.web.admin.auth import client_ip, is_https, tokens_match
 from integrations.web.auth import sessions
 from integrations.web.auth.context import AuthContext, get_auth
-from integrations.web.auth.oidc import SignInFailed
+from integrations.web.auth.oidc import SignInFailed, state_key
 from integrations.web.auth.pages import render
 
 log = logging.getLogger(__name__)
@@ -246,13 +246,18 @@ async def _finish_oidc(request: Request, auth: AuthContext, state: str, code: st
                        error: str | None) -> Response:
     assert auth.oidc is not None
     cookie_state = request.cookies.get(OIDC_COOKIE, "")
+    if error:
+        # The provider refused (the person said no, a misconfigured client...); some
+        # providers send no state with an error. Nothing is created either way.
+        if state and tokens_match(cookie_state, state):
+            await run_in_threadpool(auth.client.delete, state_key(state))
+        return failure_page(auth, f"Sign-in failed: the identity provider said "
+                            f"{error[:100]!r}.")
     if not state or not tokens_match(cookie_state, state):
         return failure_page(auth, "Sign-in failed: this answer from the identity provider "
                             "does not belong to a sign-in started in this browser (state).")
     try:
         record = await run_in_threadpool(auth.oidc.take_state, auth.client, state)
-        if error:
-            raise SignInFailed(f"the identity provider said {error[:100]!r}")
         if not code:
             raise SignInFailed("the identity provider sent no code")
         identity = await auth.oidc.finish(code, record)
