@@ -193,6 +193,8 @@ class Settings(BaseSettings):
     oidc_redirect_url: str = Field("", alias="OIDC_REDIRECT_URL")
     # Per client address, for what stays public: the sign-in forms and the OIDC redirects.
     public_rate_limit: str = Field("30/minute", alias="ASSISTANT_PUBLIC_RATE_LIMIT")
+    # Per client address, for health checks, metrics and the platforms' webhooks.
+    open_rate_limit: str = Field("600/minute", alias="ASSISTANT_OPEN_RATE_LIMIT")
     web_session_hours: float = Field(12.0, alias="ASSISTANT_SESSION_HOURS", gt=0)
 
     @model_validator(mode="after")

@@ -244,3 +244,18 @@ def test_no_sign_in_on_a_public_address_refuses_to_start(tmp_path: Path,
                                       ASSISTANT_HOST="0.0.0.0"), server)
     with TestClient(app, client=("10.1.2.3", 5000)) as remote:
         assert remote.get("/v1/models").status_code == 200
+
+
+def test_open_endpoints_are_limited_per_address(tmp_path: Path,
+                                                server: fakeredis.FakeServer) -> None:
+    from integrations.web import health
+
+    app = build_app(identity_settings(tmp_path, ASSISTANT_OPEN_RATE_LIMIT="2/minute"), server)
+    app.include_router(health.router)
+    with TestClient(app, client=("10.0.0.5", 1)) as prober, \
+            TestClient(app, client=("10.0.0.6", 1)) as other:
+        statuses = [prober.get("/healthz").status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        assert int(prober.get("/healthz").headers["retry-after"]) > 0
+        assert other.get("/healthz").status_code == 200  # another address has its own bucket
+        assert prober.get("/auth/session").status_code == 200  # not an open endpoint

@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from assistant.errors import ConfigError
 from assistant.identity.modes import exposure_problem, sign_in_mode
+from assistant.limits import parse_rate
 from integrations.web.admin.auth import trusted_proxies
 from integrations.web.auth import admin_sso, errors, routes
 from integrations.web.auth.context import AuthContext
 from integrations.web.auth.oidc import OidcClient
+from integrations.web.auth.open_limits import OpenEndpointLimit
 from integrations.web.auth.pages import make_templates
 from integrations.web.deps import WebState
 
@@ -46,4 +48,7 @@ def install(app: FastAPI, state: WebState) -> AuthContext:
     app.include_router(routes.router)
     app.include_router(admin_sso.router)
     admin_sso.open_panel_to_people(app, settings)
+    app.add_middleware(OpenEndpointLimit, client=state.client,
+                       rate=parse_rate(settings.open_rate_limit, "ASSISTANT_OPEN_RATE_LIMIT"),
+                       proxies=context.proxies)
     return context
