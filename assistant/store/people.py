@@ -139,6 +139,12 @@ class People:
         with self.store.session() as session:
             return session.scalar(select(Person).where(Person.handle == handle))
 
+    def is_active(self, person_id: int) -> bool:
+        """Still there and not disabled (checked on each request of a session)."""
+        with self.store.session() as session:
+            disabled = session.scalar(select(Person.disabled).where(Person.id == person_id))
+            return disabled is False
+
     def get_by_id(self, person_id: int) -> Person | None:
         with self.store.session() as session:
             return session.get(Person, person_id)

@@ -57,3 +57,13 @@ def test_an_unsigned_token_is_refused() -> None:
     header, payload, _ = token().split(".")
     with pytest.raises(SignInFailed):
         check(f"{header}.{payload}.")
+
+
+def test_an_unknown_key_id_is_told_apart_so_the_keys_are_fetched_again() -> None:
+    """OidcClient.finish fetches the provider's keys once more on this (a key rotation)."""
+    from joserfc.errors import InvalidKeyIdError
+
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "k2"})
+    with pytest.raises(SignInFailed) as refused:
+        check(jwt.encode({"alg": "RS256", "kid": "k2"}, {"iss": ISSUER}, rotated))
+    assert isinstance(refused.value.__cause__, InvalidKeyIdError)

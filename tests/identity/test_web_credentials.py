@@ -259,3 +259,14 @@ def test_open_endpoints_are_limited_per_address(tmp_path: Path,
         assert int(prober.get("/healthz").headers["retry-after"]) > 0
         assert other.get("/healthz").status_code == 200  # another address has its own bucket
         assert prober.get("/auth/session").status_code == 200  # not an open endpoint
+
+
+def test_disabling_a_person_ends_their_session_at_the_next_request(http: TestClient,
+                                                                   store: Store) -> None:
+    accept(http, store, "frank", "frank-password-1")
+    sign_in(http, "frank", "frank-password-1")
+    assert http.get("/api/conversations/c1").status_code == 404  # signed in: none yet
+    People(store).set_disabled("frank", True)
+    response = http.get("/api/conversations/c1")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "account_disabled"

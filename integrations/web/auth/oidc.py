@@ -26,6 +26,7 @@ from joserfc.errors import (
     BadSignatureError,
     ClaimError,
     ExpiredTokenError,
+    InvalidKeyIdError,
     JoseError,
     MissingClaimError,
 )
@@ -184,11 +185,22 @@ class OidcClient:
         if "id_token" not in token:
             raise SignInFailed("the identity provider sent no ID token (is 'openid' in "
                                "OIDC_SCOPES?)")
-        claims = validate_id_token(
-            token["id_token"], self._jwks, issuer=self.issuer,
-            client_id=self.settings.oidc_client_id, nonce=record["nonce"],
-            access_token=token.get("access_token"),
-            algorithms=metadata.get("id_token_signing_alg_values_supported") or None)
+        def check() -> dict[str, Any]:
+            return validate_id_token(
+                token["id_token"], self._jwks, issuer=self.issuer,
+                client_id=self.settings.oidc_client_id, nonce=record["nonce"],
+                access_token=token.get("access_token"),
+                algorithms=metadata.get("id_token_signing_alg_values_supported") or None)
+
+        try:
+            claims = check()
+        except SignInFailed as exc:
+            if not isinstance(exc.__cause__, InvalidKeyIdError):
+                raise
+            # The provider rotated its keys since we cached them: fetch them once more.
+            self._fetched_at = 0.0
+            await self.metadata()
+            claims = check()
         groups = claims.get(self.settings.oidc_groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]

@@ -31,6 +31,7 @@ from assistant.limits import (
 )
 from assistant.store import shared_store
 from assistant.store.keys import ApiKeys, KeyInfo
+from assistant.store.people import People
 from integrations.web.auth import sessions
 from integrations.web.auth.errors import AuthError
 from integrations.web.deps import WebState, get_state
@@ -126,6 +127,10 @@ def session_principal(request: Request, state: WebState) -> Principal | None:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
     if session is None:
         return None
+    # Looked up on each request, like a key: a disabled person is refused from the next one.
+    if not People(shared_store(state.settings.sql_url)).is_active(session.person_id):
+        raise AuthError(401, "This account is disabled or gone: ask an admin.",
+                        code="account_disabled")
     if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
             session, request.headers.get(sessions.CSRF_HEADER)):
         raise AuthError(403, "Missing or wrong CSRF token: reload the page and try again.",
