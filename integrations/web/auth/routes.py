@@ -64,6 +64,11 @@ def too_many(auth: AuthContext, request: Request) -> int:
     return max(1, math.ceil(wait)) if refused else 0
 
 
+def local_accounts(auth: AuthContext) -> bool:
+    """Password sign-in: with ASSISTANT_AUTH=signin, or when OIDC is not set up."""
+    return auth.settings.auth == "signin" or auth.oidc is None
+
+
 def secure(request: Request, auth: AuthContext) -> bool:
     return is_https(request, auth.proxies)
 
@@ -73,8 +78,8 @@ def signin_page(request: Request, auth: AuthContext, *, error: str | None = None
     token = new_token()
     response = render(auth.templates, "signin.html", status=status, title="Sign in",
                       error=error, notice=NOTICES.get(request.query_params.get("notice", "")),
-                      oidc=auth.oidc is not None, local_accounts=True, form_token=token,
-                      next=next_path)
+                      oidc=auth.oidc is not None, local_accounts=local_accounts(auth),
+                      form_token=token, next=next_path)
     response.set_cookie(FORM_COOKIE, token, max_age=3600, path="/auth", httponly=True,
                         samesite="strict", secure=secure(request, auth))
     return response
@@ -132,6 +137,9 @@ async def post_login(request: Request) -> Response:
     next_path = safe_next(form.get("next"))
     if sign_in_mode(auth.settings) == "local":
         return RedirectResponse("/", status_code=303)
+    if not local_accounts(auth):
+        return signin_page(request, auth, status=403, next_path=next_path,
+                           error="Sign in with your company account.")
     if not tokens_match(request.cookies.get(FORM_COOKIE, ""), form.get("csrf_token")):
         return signin_page(request, auth, status=403, next_path=next_path,
                            error="The form expired: sign in again.")
