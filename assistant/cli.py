@@ -36,6 +36,15 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid settings: {exc}") from exc
 
 
+def _refuse_unsafe_exposure(settings: Settings) -> None:
+    """Before anything starts: no sign-in on a non-loopback address (docs/security.md)."""
+    from assistant.identity.modes import exposure_problem
+
+    problem = exposure_problem(settings)
+    if problem:
+        raise click.ClickException(problem)
+
+
 @click.group()
 @click.version_option(package_name="assistant")
 def main() -> None:
@@ -222,6 +231,7 @@ def run_worker(processes: int | None, threads: int | None, queues: str | None,
 def run_web() -> None:
     """Run the web server alone."""
     settings = _settings()
+    _refuse_unsafe_exposure(settings)
     os.execv(sys.executable, web_command(settings))
 
 
@@ -266,6 +276,7 @@ def up() -> None:
     backoff, Ctrl-C stops them in order (web, adapters, worker, Valkey last).
     """
     settings = _settings()
+    _refuse_unsafe_exposure(settings)
     # The children configure their own logs from the same settings (ASSISTANT_LOG_FORMAT).
     configure_logging(settings)
     try:
@@ -433,3 +444,13 @@ def wait_until_up(url: str, stopped: Any, timeout: float = 60.0) -> bool:
 
 if __name__ == "__main__":
     main()
+
+
+def _add_identity_commands() -> None:
+    from assistant.identity.cli import keys_group, people_group
+
+    main.add_command(keys_group)
+    main.add_command(people_group)
+
+
+_add_identity_commands()

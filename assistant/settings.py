@@ -181,6 +181,24 @@ class Settings(BaseSettings):
     # deletes them). Redis memory has its own ASSISTANT_MEMORY_RETENTION_DAYS.
     archive_retention_days: float = Field(0.0, alias="ASSISTANT_ARCHIVE_RETENTION_DAYS", ge=0)
 
+    # Who may talk to the assistant (assistant/identity, docs/security.md). "auto": sign-in
+    # when OIDC_ISSUER is set, else local mode (no sign-in), which runs only on the loopback
+    # address; "signin": local accounts (and OIDC when set); "none": no sign-in on purpose.
+    auth: Literal["auto", "signin", "none"] = Field("auto", alias="ASSISTANT_AUTH")
+    oidc_issuer: str | None = Field(None, alias="OIDC_ISSUER")
+    oidc_client_id: str = Field("", alias="OIDC_CLIENT_ID")
+    oidc_client_secret: SecretStr = Field(SecretStr(""), alias="OIDC_CLIENT_SECRET")
+    oidc_scopes: str = Field("openid email profile", alias="OIDC_SCOPES")
+    oidc_groups_claim: str = Field("groups", alias="OIDC_GROUPS_CLAIM")
+    oidc_admin_group: str = Field("", alias="OIDC_ADMIN_GROUP")
+    # The callback URL registered with the provider; empty: this server's own /auth/oidc/callback.
+    oidc_redirect_url: str = Field("", alias="OIDC_REDIRECT_URL")
+    # Per client address, for what stays public: the sign-in forms and the OIDC redirects.
+    public_rate_limit: str = Field("30/minute", alias="ASSISTANT_PUBLIC_RATE_LIMIT")
+    # Per client address, for health checks, metrics and the platforms' webhooks.
+    open_rate_limit: str = Field("600/minute", alias="ASSISTANT_OPEN_RATE_LIMIT")
+    web_session_hours: float = Field(12.0, alias="ASSISTANT_SESSION_HOURS", gt=0)
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "development":

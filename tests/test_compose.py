@@ -99,3 +99,17 @@ def test_long_running_services_are_restarted_and_the_worker_checks_progress() ->
     assert check[1:] == ["python", "-m", "worker.health"]
     module = importlib.import_module("worker.health")
     assert callable(module.main)
+
+
+def test_compose_turns_sign_in_on() -> None:
+    """The web port is published beyond the machine: local mode must not be what runs there
+    (docs/security.md)."""
+    from assistant.identity.modes import exposure_problem
+    from assistant.settings import Settings
+
+    environment = SERVICES["web"]["environment"]
+    auth = re.fullmatch(r"\$\{ASSISTANT_AUTH:-(\w+)\}", environment["ASSISTANT_AUTH"])
+    assert auth and auth.group(1) == "signin"
+    settings = Settings(ASSISTANT_HOST="0.0.0.0", ASSISTANT_AUTH=auth.group(1))  # type: ignore[call-arg]
+    assert exposure_problem(settings) is None
+    assert exposure_problem(Settings(ASSISTANT_HOST="0.0.0.0")) is not None  # type: ignore[call-arg]

@@ -30,6 +30,7 @@ from assistant.pipeline import validate_text
 from assistant.store import shared_store
 from assistant.store.archive import Archive
 from assistant.stream import Listener
+from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
 
@@ -73,8 +74,9 @@ class ConversationOut(BaseModel):
     messages: list[MessageOut]
 
 
-def web_conversation(conversation_id: str) -> ConversationKey:
-    return ConversationKey(platform="web", channel=conversation_id)
+def web_conversation(conversation_id: str, owner: str | None = None) -> ConversationKey:
+    """A web conversation; with sign-in its owner is part of its key (docs/security.md)."""
+    return ConversationKey(platform="web", channel=conversation_id, user=owner)
 
 
 def chat_response(conversation_id: str, reply: Reply) -> ChatResponse:
@@ -93,7 +95,7 @@ def sse(event: str, data: object) -> str:
                504: {}},
 )
 async def post_chat(body: ChatRequest, state: State, response: Response,
-                    request: Request) -> object:
+                    request: Request, caller: Caller) -> object:
     """Send a message; get the whole reply, or with ``stream`` an event stream of tokens.
 
     A user or conversation past its rate limit or daily quota gets 429 with ``Retry-After``.
@@ -104,14 +106,14 @@ async def post_chat(body: ChatRequest, state: State, response: Response,
     conversation_id = body.conversation_id or uuid.uuid4().hex
     # The server's id names the message, its reply and its stream; the client's id is only a
     # dedupe token inside its conversation and user (docs/security.md, "What each caller can do").
-    inbound = Inbound(
+    inbound = caller.claim(Inbound(
         message_id=uuid.uuid4().hex,
-        dedupe_id=keys.web_dedupe_id(conversation_id, body.user_id,
+        dedupe_id=keys.web_dedupe_id(conversation_id, caller.user_id or body.user_id,
                                      body.message_id or uuid.uuid4().hex),
-        conversation=web_conversation(conversation_id),
-        user_id=body.user_id,
+        conversation=caller.web_conversation(conversation_id),
+        user_id=body.user_id,  # replaced by the caller's own id unless in local mode
         text=text,
-    )
+    ))
     if not body.stream:
         reply, position = await state.ask(inbound, request)
         if position is not None:
@@ -151,13 +153,15 @@ async def stream_events(state: WebState, listener: Listener, conversation_id: st
         await state.end_stream(listener, client_gone=not ended)
 
 
-def _history(state: WebState, conversation_id: str) -> RedisConversationHistory:
-    return RedisConversationHistory(state.client, web_conversation(conversation_id),
+def _history(state: WebState, conversation_id: str, owner: str | None = None
+             ) -> RedisConversationHistory:
+    return RedisConversationHistory(state.client, web_conversation(conversation_id, owner),
                                     state.settings.retention_seconds)
 
 
-def _read_conversation(state: WebState, conversation_id: str) -> ConversationOut:
-    history = _history(state, conversation_id)
+def _read_conversation(state: WebState, conversation_id: str, owner: str | None = None
+                       ) -> ConversationOut:
+    history = _history(state, conversation_id, owner)
     try:
         queued = turns.pending(state.client, history.conversation)
         if not history.exists() and not queued:
@@ -176,15 +180,16 @@ def _read_conversation(state: WebState, conversation_id: str) -> ConversationOut
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut,
             responses={404: {}, 503: {}})
-async def get_conversation(state: State, conversation_id: str = ConversationId
-                           ) -> ConversationOut:
+async def get_conversation(state: State, caller: Caller,
+                           conversation_id: str = ConversationId) -> ConversationOut:
     """The conversation's messages, oldest first (what the chat page reloads from)."""
-    return await run_in_threadpool(_read_conversation, state, conversation_id)
+    return await run_in_threadpool(_read_conversation, state, conversation_id, caller.scope)
 
 
-def _delete_conversation(state: WebState, conversation_id: str) -> bool:
+def _delete_conversation(state: WebState, conversation_id: str, owner: str | None = None
+                         ) -> bool:
     """Delete the conversation if no turn is running; False (at once) if one is."""
-    history = _history(state, conversation_id)
+    history = _history(state, conversation_id, owner)
     try:
         if not history.exists() and not turns.pending(state.client, history.conversation):
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
@@ -211,14 +216,16 @@ DELETE_RETRY_SECONDS = 0.1
 
 @router.delete("/conversations/{conversation_id}", status_code=204,
                responses={404: {}, 409: {}, 503: {}})
-async def delete_conversation(state: State, conversation_id: str = ConversationId) -> Response:
+async def delete_conversation(state: State, caller: Caller,
+                              conversation_id: str = ConversationId) -> Response:
     """Forget the conversation (start over).
 
     A turn in progress is waited for here, asynchronously (each look is a short call in the
     thread pool, so waiting DELETEs hold no thread: issue 15); past the reply timeout, 409.
     """
     deadline = time.monotonic() + state.settings.reply_timeout
-    while not await run_in_threadpool(_delete_conversation, state, conversation_id):
+    while not await run_in_threadpool(_delete_conversation, state, conversation_id,
+                                      caller.scope):
         if time.monotonic() >= deadline:
             raise ConversationBusy("the conversation is still answering a message; "
                                    "try again when the reply is done")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +20,8 @@ from assistant.logs import configure_logging
 from assistant.redis_client import connect, connect_async
 from assistant.settings import Settings
 from assistant.store import shared_store
-from integrations.web import admin, api, errors, health, metrics, openai_api
+from integrations.web import admin, api, auth, errors, health, metrics, openai_api
+from integrations.web.auth.principal import resolve_caller
 from integrations.web.deps import WebState
 from integrations.web.guards import BodyLimitMiddleware, OpsGateMiddleware
 from worker.app import make_app
@@ -91,8 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Assistant", version=__version__, lifespan=lifespan)
     app.state.web = state
     errors.install(app)
-    app.include_router(api.router)
-    app.include_router(openai_api.router)
+    # Every /api and /v1 route needs a caller: an API key, a session, or local mode
+    # (integrations/web/auth, docs/security.md).
+    app.include_router(api.router, dependencies=[Depends(resolve_caller)])
+    app.include_router(openai_api.router, dependencies=[Depends(resolve_caller)])
     app.include_router(health.router)
     # Before metrics.install, so the request metrics count the guards' refusals too.
     app.add_middleware(OpsGateMiddleware, settings=settings)
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)
     admin.install(app, state)  # /admin (docs/admin.md)
+    auth.install(app, state)  # sign-in, API keys (docs/security.md); refuses unsafe settings
 
     # The page enforces the same input limit as the API (ASSISTANT_MAX_INPUT_CHARS).
     chat_page = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(

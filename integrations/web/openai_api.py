@@ -29,6 +29,7 @@ from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from assistant.stream import Listener
 from assistant.tools import must_call, uses_tools
+from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
 from integrations.web.openai_schema import CompletionRequest, to_inbound, total_chars
@@ -141,13 +142,15 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
 @router.post("/chat/completions",
              responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 404: {}, 429: {}})
 async def create_chat_completion(body: CompletionRequest, state: State,
-                                 response: Response, request: Request) -> Any:
+                                 response: Response, request: Request,
+                                 caller: Caller) -> Any:
     """Chat completions as OpenAI's API does them, streamed (SSE, ``[DONE]``) or not.
 
     Rate limits and the daily quota apply per ``user`` (429 with ``Retry-After``); a busy
     queue is reported in ``X-Queue-Position`` only, to keep OpenAI's response shapes.
     """
-    inbound = await run_in_threadpool(_prepare, body, state.settings)
+    # The key's owner, not the body's ``user``, is who asks (outside local mode).
+    inbound = caller.claim(await run_in_threadpool(_prepare, body, state.settings))
     name = model_id(state.settings.model)
     created = int(time.time())
     if not body.stream:

@@ -8,7 +8,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from integrations.web.admin import auth, conversations, login, moderation, pages, persona, users
+from integrations.web.admin import (
+    auth,
+    conversations,
+    keys,
+    login,
+    moderation,
+    pages,
+    people,
+    persona,
+    users,
+)
 from integrations.web.admin.core import (
     STATIC_DIR,
     AdminContext,
@@ -22,7 +32,7 @@ from integrations.web.deps import WebState
 log = logging.getLogger(__name__)
 
 ROUTERS = (login.router, pages.router, conversations.router, moderation.router, persona.router,
-           users.router)
+           users.router, keys.router, people.router)
 
 
 def install(app: FastAPI, state: WebState) -> AdminContext:

@@ -47,6 +47,8 @@ NOTICES = {
     "pool": "The worker was asked to resize its pool.",
     "pool-failed": "The worker did not answer; its pool is unchanged.",
     "logged-out": "You are logged out.",
+    "key-revoked": "The key is revoked: it is refused from the next request on.",
+    "person-changed": "Saved.",
 }
 
 

@@ -65,6 +65,43 @@ function userId() {
   return id;
 }
 
+// Who is using the page (GET /auth/session): local mode, or a signed-in person whose CSRF
+// token goes with every state-changing call (docs/security.md).
+const session = { mode: "local", csrf: null };
+
+/** Headers for a call to /api; with a session, its CSRF token. */
+function apiHeaders(headers = {}) {
+  return session.csrf ? { ...headers, "X-CSRF-Token": session.csrf } : headers;
+}
+
+function signIn() {
+  window.location.assign(`/auth/login?next=${encodeURIComponent(window.location.pathname)}`);
+}
+
+/** False when the page is leaving for the sign-in page. */
+async function loadSession() {
+  let body = null;
+  try {
+    const response = await fetch("/auth/session", { headers: { Accept: "application/json" } });
+    if (response.ok) body = await response.json();
+  } catch { /* offline: the first call will say so */ }
+  if (!body) return true;
+  session.mode = body.mode;
+  if (body.mode === "signin" && !body.signed_in) {
+    signIn();
+    return false;
+  }
+  if (body.signed_in) {
+    session.csrf = body.csrf_token;
+    $("#account-name").textContent = body.name || body.handle;
+    $("#sign-out-token").value = body.csrf_token;
+    $("#account").hidden = false;
+  } else {
+    $("#local-mode").hidden = false;
+  }
+  return true;
+}
+
 const state = {
   conversationId: storedId(STORAGE.conversation),
   userId: userId(),
@@ -317,7 +354,8 @@ async function sendMessage() {
   hideError();
   const request = {
     conversation_id: state.conversationId,
-    user_id: state.userId,
+    // Local mode only: a signed-in person is who the server says (the body cannot name one).
+    ...(session.mode === "local" ? { user_id: state.userId } : {}),
     text,
     message_id: messageId,
     stream: true,
@@ -365,13 +403,17 @@ async function streamReply(request, item) {
     try {
       response = await fetch("/api/chat", {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        headers: apiHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
         body: JSON.stringify(request),
         signal: controller.signal,
       });
     } catch {
       if (controller.signal.aborted) return { aborted: true };
       return { refused: true, message: MESSAGES.network, retryable: true };
+    }
+    if (response.status === 401 && session.mode === "signin") {
+      signIn();  // the session ended (signed out elsewhere, expired)
+      return { aborted: true };
     }
     if (!response.ok) {
       store.remove(STORAGE.pending);
@@ -429,7 +471,7 @@ async function loadConversation() {
   let response;
   try {
     response = await fetch(`/api/conversations/${encodeURIComponent(id)}`,
-      { headers: { Accept: "application/json" } });
+      { headers: apiHeaders({ Accept: "application/json" }) });
   } catch {
     showError(MESSAGES.load);
     return;
@@ -498,7 +540,8 @@ async function startNewConversation() {
   ui.input.focus();
   if (previous) {
     // Free the old conversation's memory on the server; a failure here changes nothing for the UI.
-    fetch(`/api/conversations/${encodeURIComponent(previous)}`, { method: "DELETE" })
+    fetch(`/api/conversations/${encodeURIComponent(previous)}`,
+      { method: "DELETE", headers: apiHeaders() })
       .catch(() => {});
   }
 }
@@ -511,6 +554,7 @@ async function start() {
   autosize();
   updateComposer();
   ui.input.focus();
+  if (!(await loadSession())) return;
   try {
     await loadConversation();
   } finally {
