@@ -61,17 +61,20 @@ def check_model(settings: Settings) -> tuple[Check, Path | None]:
         return Check("model", "fail", str(exc), "`assistant model pull`"), None
     digest = _sha256(path)
     known = models.KNOWN_MODELS.get(settings.model)
+    pinned = known.sha256 if known is not None else None
+    if settings.model.startswith(models.HF_PREFIX):
+        pinned = models.hf_pin(settings.model)[1]
     try:
         family = models.template_family_of(path)
     except Exception as exc:  # a damaged header: the checksum and the engine check say more
         family = f"unreadable ({exc})"
     detail = (f"{path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {digest}, "
               f"chat template: {family})")
-    if known is not None and known.sha256 and known.sha256 != digest:
-        return Check("model", "fail", detail + f"; expected sha256 {known.sha256}",
+    if pinned and pinned != digest:
+        return Check("model", "fail", detail + f"; expected sha256 {pinned}",
                      f"the file is damaged or replaced: delete it and `assistant model pull "
                      f"{settings.model}`"), None
-    return Check("model", "ok", detail + (" (matches)" if known and known.sha256 else "")), path
+    return Check("model", "ok", detail + (" (matches its pin)" if pinned else "")), path
 
 
 def _sha256(path: Path) -> str:

@@ -13,7 +13,9 @@ import csv
 import filecmp
 import hashlib
 import io
+import logging
 import os
+import re
 import struct
 import uuid
 import zipfile
@@ -27,6 +29,8 @@ import httpx
 from tqdm import tqdm
 
 from assistant.errors import ModelError, ModelUnavailableOffline
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
 GGUF_MAGIC = b"GGUF"
@@ -239,11 +243,26 @@ def _read_value(handle: IO[bytes], kind: int) -> str | int | float | bool | None
 
 
 def parse_hf_ref(ref: str) -> tuple[str, str]:
-    """Split ``hf://owner/repo/path/file.gguf`` into ("owner/repo", "path/file.gguf")."""
-    parts = ref.removeprefix(HF_PREFIX).strip("/").split("/")
+    """Split ``hf://owner/repo[@revision]/path/file.gguf[#sha256=HEX]`` into ("owner/repo",
+    "path/file.gguf"); the pin is read by :func:`hf_pin`."""
+    parts = ref.removeprefix(HF_PREFIX).split("#", 1)[0].strip("/").split("/")
     if len(parts) < 3 or not all(parts) or not parts[-1].endswith(".gguf"):
         raise ModelError(f"bad Hugging Face reference {ref!r}: expected hf://owner/repo/file.gguf")
-    return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
+    return f"{parts[0]}/{parts[1].split('@', 1)[0]}", "/".join(parts[2:])
+
+
+def hf_pin(ref: str) -> tuple[str | None, str | None]:
+    """The revision (``owner/repo@REVISION/…``, as huggingface_hub's file system writes it)
+    and the sha256 (``#sha256=HEX``, as pip pins a URL) of an hf reference, if it has them."""
+    body, _, fragment = ref.removeprefix(HF_PREFIX).partition("#")
+    repo = body.strip("/").split("/")[1] if body.count("/") >= 2 else ""
+    revision = repo.split("@", 1)[1] if "@" in repo else None
+    digest = None
+    if fragment:
+        if not re.fullmatch(r"sha256=[0-9a-fA-F]{64}", fragment):
+            raise ModelError(f"bad pin in {ref!r}: expected #sha256=<64 hex digits>")
+        digest = fragment.split("=", 1)[1].lower()
+    return revision or None, digest
 
 
 def _local_filename(model: str) -> str:
@@ -393,12 +412,17 @@ def _pull_from_hf(ref: str, models_dir: Path, *, token: str | None, progress: bo
     from huggingface_hub import errors as hf_errors
 
     repo_id, filename = parse_hf_ref(ref)
+    revision, digest = hf_pin(ref)
     target = models_dir / PurePosixPath(filename).name
     if is_gguf(target):
         return target
+    if revision is None or digest is None:
+        # A branch name moves and an unpinned file can be replaced upstream (docs/models.md).
+        log.warning("%s is not pinned: add @<commit> after the repository and #sha256=<hash> "
+                    "to get exactly the file you reviewed", ref)
     # huggingface_hub reads HF_ENDPOINT once, at import; read it now so a later setting counts.
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or hf_constants.ENDPOINT
-    url = huggingface_hub.hf_hub_url(repo_id, filename, endpoint=endpoint)
+    url = huggingface_hub.hf_hub_url(repo_id, filename, endpoint=endpoint, revision=revision)
     public_url = huggingface_hub.hf_hub_url(repo_id, filename, endpoint=PUBLIC_HF_ENDPOINT)
     by_hand = (
         f"To place it by hand: download {public_url} elsewhere and copy it to {target}, "
@@ -415,7 +439,7 @@ def _pull_from_hf(ref: str, models_dir: Path, *, token: str | None, progress: bo
     try:
         downloaded = Path(huggingface_hub.hf_hub_download(
             repo_id=repo_id, filename=filename, local_dir=models_dir, token=token,
-            endpoint=endpoint, tqdm_class=None if progress else _SilentTqdm,
+            endpoint=endpoint, revision=revision, tqdm_class=None if progress else _SilentTqdm,
         ))
     except (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError) as exc:
         raise ModelUnavailableOffline(f"{offline} ({exc}). {by_hand}") from exc
@@ -442,7 +466,20 @@ def _pull_from_hf(ref: str, models_dir: Path, *, token: str | None, progress: bo
     if not is_gguf(target):
         target.unlink()
         raise ModelError(f"{url} is not a GGUF file (no {GGUF_MAGIC!r} magic); removed it")
+    if digest is not None:
+        got = _file_sha256(target)
+        if got != digest:
+            target.unlink()
+            raise ModelError(f"{url} has sha256 {got}, not the pinned {digest}; removed it")
     return target
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _probe(endpoint: str, offline: str, by_hand: str) -> None:

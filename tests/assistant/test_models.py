@@ -24,6 +24,7 @@ from assistant.models import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     ModelInfo,
+    hf_pin,
     list_models,
     parse_hf_ref,
     pull,
@@ -267,6 +268,29 @@ def test_hf_file_in_a_subfolder_lands_under_its_basename(
     assert [info.name for info in list_models(models_dir)] == ["file.gguf"]
 
 
+def test_a_pinned_hf_ref_downloads_that_revision_and_checks_its_hash(
+        models_dir: Path, hub_online: Callable[[str], None]) -> None:
+    """``hf://owner/repo@<commit>/file.gguf#sha256=<hex>``: the file of that commit, and a file
+    whose hash differs from the pin is removed, not used (issue 15, item 9)."""
+    commit = "c" * 40
+    good = hashlib.sha256(FAKE_GGUF).hexdigest()
+    with serve(FakeServer()) as fake_hub:
+        hub_online(fake_hub.url)
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{good}"'}
+        fake_hub.routes[f"/owner/repo/resolve/{commit}/file.gguf"] = (headers, FAKE_GGUF)
+        fake_hub.routes["/"] = ({}, b"hub")
+
+        wrong = f"hf://owner/repo@{commit}/file.gguf#sha256={'0' * 64}"
+        with pytest.raises(ModelError, match="not the pinned"):
+            pull(wrong, models_dir, progress=False)
+        assert list_models(models_dir) == []
+
+        path = pull(f"hf://owner/repo@{commit}/file.gguf#sha256={good}", models_dir,
+                    progress=False)
+    assert path.read_bytes() == FAKE_GGUF
+    assert any(f"/resolve/{commit}/" in request for request in fake_hub.requests)
+
+
 def test_local_gguf_is_copied(tmp_path: Path, models_dir: Path) -> None:
     source = tmp_path / "my-finetune.gguf"
     source.write_bytes(FAKE_GGUF)
@@ -306,6 +330,12 @@ def test_unknown_model_or_missing_path_is_an_error(tmp_path: Path, models_dir: P
 
 def test_hf_refs_are_parsed_strictly() -> None:
     assert parse_hf_ref("hf://owner/repo/a/b/file.gguf") == ("owner/repo", "a/b/file.gguf")
+    pinned = f"hf://owner/repo@{'a' * 40}/file.gguf#sha256={'B' * 64}"
+    assert parse_hf_ref(pinned) == ("owner/repo", "file.gguf")
+    assert hf_pin(pinned) == ("a" * 40, "b" * 64)
+    assert hf_pin("hf://owner/repo/file.gguf") == (None, None)
+    with pytest.raises(ModelError, match="bad pin"):
+        hf_pin("hf://owner/repo/file.gguf#md5=abc")
     for bad in ("hf://owner/file.gguf", "hf://owner/repo/", "hf://owner//x.gguf",
                 "hf://owner/repo/file.bin"):
         with pytest.raises(ModelError, match="bad Hugging Face reference"):
