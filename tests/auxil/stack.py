@@ -69,6 +69,9 @@ class Stack:
             "ASSISTANT_USER_RATE_LIMIT": "",
             "ASSISTANT_CHANNEL_RATE_LIMIT": "",
             "ASSISTANT_USER_DAILY_TOKENS": "0",
+            # The open-stream cap per user too (tests/security/test_unbounded_requests.py sets
+            # its own): load tests send many messages at once as one user.
+            "ASSISTANT_MAX_OPEN_STREAMS": "1000",
             # Strikes likewise (tests/integration/test_safety.py turns them on): the suites'
             # one web user sends several blocked messages on purpose.
             "ASSISTANT_STRIKE_LIMIT": "0",

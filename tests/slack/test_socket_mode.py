@@ -88,8 +88,9 @@ def test_the_socket_mode_runner_answers_through_a_worker(
         client = redis.Redis.from_url(stack.redis_url)
         try:
             message_id = message_id_for(dedupe_id_for("T1", "C1", "8.000001"))
-            fake_slack.wait_for(lambda: client.exists(f"assistant:reply:{message_id}") == 1,
-                                timeout=60)
+            # The stored reply, under its conversation (assistant/keys.py: reply).
+            fake_slack.wait_for(
+                lambda: bool(client.keys(f"assistant:reply:*:{message_id}")), timeout=60)
         finally:
             client.close()
     finally:
