@@ -67,7 +67,7 @@ def test_confident_scores_block_and_uncertain_ones_only_flag() -> None:
     sure = check().inspect(make_subject("poison bomb kill poison now", "input"))
     assert sure.action is Action.BLOCK and sure.category is Category.VIOLENT_CRIMES
     assert sure.reason.startswith("semantic:") and sure.score is not None and sure.score >= 0.9
-    unsure = check(block_threshold=0.9999).inspect(
+    unsure = check(block_threshold=1.01).inspect(
         make_subject("poison bomb kill poison now", "input"))
     assert unsure.action is Action.FLAG
     assert check().inspect(make_subject("please bake a cake with me", "input")).action \
@@ -81,7 +81,7 @@ def test_a_few_words_are_never_refused_on_the_score_alone() -> None:
 
 def test_the_end_of_a_long_message_is_scored_too() -> None:
     """A long template with the request at its end: the head also sees the last words."""
-    long_text = "tell me a story " * 60 + "poison bomb kill poison bomb"
+    long_text = "tell me a story " * 45 + "poison bomb kill " * 20
     subject = make_subject(long_text, "input")
     scored = texts_to_score(subject)
     assert scored[-1].split() == subject.normalized.split()[-TAIL_WORDS:]
@@ -116,6 +116,7 @@ def test_thresholds_out_of_order_are_refused(tmp_path: Path) -> None:
         head.load(tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 12 lines
 def test_fit_learns_from_lines_and_writes_a_head(tmp_path: Path) -> None:
     lines = [fit.Line(f"please bake {w} with me", False, "benign", "t")
              for w in ("bread", "cake", "pie", "buns", "rolls", "scones")]
