@@ -123,6 +123,11 @@ class OnnxEmbedder:
             self._session = onnxruntime.InferenceSession(
                 str(model), options, providers=["CPUExecutionProvider"])
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Word pieces the model reads for ``texts`` (truncated as ``embed`` truncates)."""
+        self._load()
+        return sum(len(self._tokenizer.encode(text).ids) for text in texts)
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         self._load()
         if not texts:
