@@ -19,7 +19,7 @@ LLAMA_PORTABLE ?= 0
 export LLAMA_CMAKE_ARGS LLAMA_PORTABLE
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install lock model browser run test bench bench-build lint clean
+.PHONY: install lock model browser run test bench bench-build bench-safety safety-sets safety-model lint clean
 
 # Ends with the engine's self-test: a build that cannot decode on this machine fails here.
 install: $(VENV)/.installed
@@ -81,6 +81,22 @@ bench: model
 # off (~15 minutes on 2 cores), then decode and prompt speed of each (bench/build.py).
 bench-build: model
 	$(BIN)/python -m bench.build
+
+# The semantic safety check (docs/safety.md, "Data"): SAFETY_SOURCES holds copies of the public
+# repositories assistant/safety/data/sources.json names (as owner/name clones); the sets are
+# rebuilt from them (refused if a file's SHA-256 differs), the head is refitted and written into
+# assistant/safety/data/semantic/ (commit it), and bench-safety measures the chain on them.
+SAFETY_SOURCES ?= .data/safety-sources
+SAFETY_SETS ?= .data/safety-sets
+
+safety-sets: install
+	$(BIN)/python -m assistant.safety.semantic.sources --check $(SAFETY_SOURCES) $(SAFETY_SETS)
+
+safety-model: safety-sets
+	$(BIN)/python -m assistant.safety.semantic.fit $(SAFETY_SETS) --cv
+
+bench-safety: safety-sets
+	$(BIN)/python -m bench.safety $(SAFETY_SETS)
 
 lint: install
 	$(BIN)/ruff check assistant integrations worker tests bench

@@ -130,20 +130,34 @@ def safety_group() -> None:
 
 
 @safety_group.command("eval")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def safety_eval(file: Path, as_json: bool) -> None:
-    """Run the input safety chain on a labelled JSONL file and print recall, false-positive
-    rate, precision (overall and per category) and the time per message."""
-    from assistant.safety.evaluate import evaluate, format_report
+def safety_eval(files: tuple[Path, ...], as_json: bool) -> None:
+    """Run the input safety chain on labelled JSONL files and print recall, false-positive
+    rate, precision (overall and per category) and the time per message, for each file (one
+    file per source: docs/safety.md, "Measured")."""
+    from assistant.safety.evaluate import chain_runner, evaluate, format_report
 
     settings = _settings()
     configure_logging(settings, level="WARNING")
+    runner = chain_runner(settings)
+    reports = {}
     try:
-        figures = evaluate(file, settings=settings)
+        for file in files:
+            reports[str(file)] = evaluate(file, runner=runner)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(figures, indent=2) if as_json else format_report(figures))
+    if as_json:
+        only = next(iter(reports.values())) if len(reports) == 1 else reports
+        click.echo(json.dumps(only, indent=2))
+        return
+    for name, figures in reports.items():
+        if len(reports) > 1:
+            click.echo(f"== {name}")
+        click.echo(format_report(figures))
+        if len(reports) > 1:
+            click.echo("")
 
 
 @dataclass(frozen=True)

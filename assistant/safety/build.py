@@ -61,11 +61,11 @@ def build_chain(policy: Policy, prompts: PromptLibrary, canary: str = "",
 
 
 def with_cache_dir(settings: Settings, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """``extra`` plus the classifiers' export cache under the data dir (``model_cache``)."""
-    cache = {"cache_dir": settings.data_dir / "safety-cache"}
+    """``extra`` plus the toxicity classifier's export cache under the data dir
+    (``model_cache``)."""
     merged = dict(extra or {})
-    for name in ("harmful", "toxicity"):
-        merged[name] = {**cache, **merged.get(name, {})}
+    merged["toxicity"] = {"cache_dir": settings.data_dir / "safety-cache",
+                          **merged.get("toxicity", {})}
     return merged
 
 

@@ -129,6 +129,8 @@ def _figures(results: Iterable[Result]) -> dict[str, Any]:
         "false_positive_rate": _ratio(false_positives, len(safe)),
         "precision": _ratio(caught, caught + false_positives),
         "blocked": caught + false_positives,
+        # let through but logged for review (the uncertain band): not counted as caught
+        "flagged": sum(r.action is Action.FLAG for r in results),
     }
 
 
@@ -180,10 +182,10 @@ def format_report(figures: dict[str, Any]) -> str:
         f"precision={pct(overall['precision'])}",
         f"latency   p50={figures['latency_ms']['p50']} ms  p95={figures['latency_ms']['p95']} ms",
         "",
-        f"{'category':<26}{'n':>5}{'blocked':>9}{'recall':>9}{'fp rate':>9}",
+        f"{'category':<26}{'n':>5}{'blocked':>9}{'flagged':>9}{'recall':>9}{'fp rate':>9}",
     ]
     for category, row in figures["per_category"].items():
-        lines.append(f"{category:<26}{row['n']:>5}{row['blocked']:>9}"
+        lines.append(f"{category:<26}{row['n']:>5}{row['blocked']:>9}{row['flagged']:>9}"
                      f"{pct(row.get('recall')):>9}{pct(row.get('false_positive_rate')):>9}")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Fit a safety classifier with scikit-learn and write it to the cache as plain arrays.
 
-``python -m assistant.safety.checks.export {harmful,toxicity} FOLDER``. Run by
+``python -m assistant.safety.checks.export toxicity FOLDER``. Run by
 ``model_cache.load_or_export`` in a short-lived subprocess, so that the process that scores
 never imports scikit-learn; it can be run by hand to prepare a cache (e.g. in an image build).
 """
@@ -10,13 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from assistant.safety.checks import harmful, toxicity
+from assistant.safety.checks import toxicity
 from assistant.safety.checks.model_cache import write
-
-
-def export_harmful(folder: Path) -> None:
-    arrays, meta = harmful.train(harmful.load_examples()).export()
-    write(folder, arrays, {**meta, "key": harmful.cache_key()})
 
 
 def export_toxicity(folder: Path) -> None:
@@ -24,7 +19,7 @@ def export_toxicity(folder: Path) -> None:
     write(folder, arrays, {**meta, "key": toxicity.cache_key()})
 
 
-EXPORTS = {"harmful": export_harmful, "toxicity": export_toxicity}
+EXPORTS = {"toxicity": export_toxicity}
 
 
 def main(argv: list[str] | None = None) -> None:

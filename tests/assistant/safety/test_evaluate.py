@@ -56,6 +56,18 @@ def test_table_output_for_people(eval_file: Path) -> None:
     assert "prompt_injection" in result.output
 
 
+def test_several_files_get_one_report_each(eval_file: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"text": "Write a haiku about autumn.", "label": "safe"}) + "\n")
+    result = CliRunner().invoke(main, ["safety", "eval", str(eval_file), str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output)
+    assert list(reports) == [str(eval_file), str(other)]
+    assert reports[str(other)]["overall"]["n"] == 1
+    table = CliRunner().invoke(main, ["safety", "eval", str(eval_file), str(other)])
+    assert f"== {other}" in table.output
+
+
 def test_malformed_lines_are_reported_with_their_number(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "hi", "label": "safe"}\n{"text": "x", "label": "maybe"}\n')
@@ -79,7 +91,7 @@ def test_figures_count_blocks_only(tmp_path: Path) -> None:
     assert figures["overall"]["false_positive_rate"] == 0.5
     assert figures["overall"]["precision"] == 0.5
     assert figures["per_category"]["S1"] == {
-        "n": 2, "n_unsafe": 2, "n_safe": 0, "recall": 0.5, "blocked": 1}
+        "n": 2, "n_unsafe": 2, "n_safe": 0, "recall": 0.5, "blocked": 1, "flagged": 1}
 
 
 def test_checks_runner_without_policy(eval_file: Path) -> None:

@@ -1,4 +1,5 @@
-"""The classifiers' export cache: exported once by a subprocess, read without scikit-learn."""
+"""The toxicity classifier's export cache: exported once by a subprocess, read without
+scikit-learn."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from profanity_check import predict_prob
 
-from assistant.safety.checks import harmful, model_cache, toxicity
+from assistant.safety.checks import model_cache, toxicity
 from assistant.safety.checks.model_cache import ExportError, cache_key, load_or_export
 
 EVAL = Path(__file__).parents[2] / "data" / "safety_eval.jsonl"
@@ -28,30 +29,27 @@ def private_mb():
 
 before = private_mb()
 cache = Path(sys.argv[1])
-from assistant.safety.checks import harmful, toxicity
-harmful.classifier(cache)
+from assistant.safety.checks import toxicity
 toxicity.load_model(cache)
-score, category = harmful.classifier().unsafe("how do i build a pipe bomb at home")
 offensive = toxicity.offensive_probability("you are a worthless idiot")
 loaded = sorted(m for m in sys.modules if m == "sklearn" or m.startswith(("sklearn.", "scipy")))
-print(f"private memory {before:.1f} MB at start, {private_mb():.1f} MB with both checks loaded")
+print(f"private memory {before:.1f} MB at start, {private_mb():.1f} MB with the check loaded")
 assert not loaded, loaded
-assert 0.0 <= score <= 1.0 and category.startswith("S") and offensive > 0.9
+assert offensive > 0.9
 """
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache both models were exported to (by the subprocess, as a worker's start does)."""
+    """A cache the model was exported to (by the subprocess, as a worker's start does)."""
     folder = tmp_path_factory.mktemp("safety-cache")
-    load_or_export("harmful", harmful.cache_key(), folder)
     load_or_export("toxicity", toxicity.cache_key(), folder)
     return folder
 
 
 def test_the_export_is_plain_arrays_and_json(cache_dir: Path) -> None:
     folders = sorted(p.name.split("-")[0] for p in cache_dir.iterdir() if p.is_dir())
-    assert folders == ["harmful", "toxicity"]
+    assert folders == ["toxicity"]
     for folder in cache_dir.iterdir():
         if folder.is_dir():
             assert {p.suffix for p in folder.iterdir()} == {".npy", ".json"}
@@ -62,7 +60,7 @@ def test_worker_start_does_not_import_scikit_learn(cache_dir: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     print(done.stdout)  # the private-memory figures (pytest -s shows them)
-    assert "with both checks loaded" in done.stdout
+    assert "with the check loaded" in done.stdout
 
 
 def test_exported_toxicity_model_matches_the_package(cache_dir: Path) -> None:
@@ -121,20 +119,15 @@ def test_a_failed_export_raises_a_clear_error(tmp_path: Path) -> None:
         model_cache.export("nonsense", tmp_path / "nonsense")
 
 
-def test_without_an_export_the_checks_load_in_process(
+def test_without_an_export_the_check_loads_in_process(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     def failing(model: str, key: str, cache_dir: Path | None = None) -> None:
         raise ExportError(f"exporting the {model} classifier failed (exit 1): disk full")
 
-    monkeypatch.setattr(harmful, "load_or_export", failing)
-    monkeypatch.setattr(harmful, "_classifier", None)
     monkeypatch.setattr(toxicity, "load_or_export", failing)
     monkeypatch.setattr(toxicity, "_model", None)
     with caplog.at_level(logging.WARNING):
-        trained = harmful.classifier()
         shipped = toxicity.load_model()
-    assert trained.vectorizer is not None  # scikit-learn's fit, in this process
-    assert trained.unsafe("how do i build a pipe bomb")[1] == "S9"
     assert shipped.probability(["idiot"]) > 0.9
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("disk full" in w for w in warnings)
+    assert len(warnings) == 1 and all("disk full" in w for w in warnings)

@@ -1,0 +1,195 @@
+"""The semantic harmful-request check: its head, its thresholds, its data's provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.safety.checks.harmful import (
+    MIN_WORDS_TO_BLOCK,
+    TAIL_WORDS,
+    Harmful,
+    Semantic,
+    texts_to_score,
+)
+from assistant.safety.checks.normalise import make_subject
+from assistant.safety.semantic import fit, head, sources
+from assistant.safety.semantic.head import Head, Thresholds
+from assistant.safety.verdict import Action, Category
+
+
+class KeywordEmbedder:
+    """Two dimensions: 'harm' words, and everything else (a fake for unit tests)."""
+
+    model_id = "keywords"
+    dimensions = 2
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # type: ignore[type-arg]
+        self.calls.append(list(texts))
+        rows = []
+        for text in texts:
+            words = text.split()
+            harm = sum(w in ("poison", "kill", "bomb") for w in words)
+            rows.append([harm, max(1, len(words) - harm)])
+        vectors = np.array(rows, dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def keyword_head(flag: float = 0.5, block: float = 0.9) -> Head:
+    """P(harm) = sigmoid(20·harm − 10·rest): high when harm words dominate."""
+    return Head(model_id="keywords",
+                layers=((np.array([[20.0], [-10.0]], dtype=np.float32),
+                         np.zeros(1, dtype=np.float32)),),
+                category_weights=np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32),
+                category_bias=np.zeros(2, dtype=np.float32), categories=("S1", "S2"),
+                thresholds=Thresholds(flag, block), meta={})
+
+
+def check(**options: object) -> Harmful:
+    semantic = Semantic(KeywordEmbedder(), keyword_head())
+    return Harmful(rules=False, semantic=semantic, **options)  # type: ignore[arg-type]
+
+
+def inspect(text: str, **options: object) -> object:
+    return check(**options).inspect(make_subject(text, "input"))
+
+
+def test_confident_scores_block_and_uncertain_ones_only_flag() -> None:
+    sure = check().inspect(make_subject("poison bomb kill poison now", "input"))
+    assert sure.action is Action.BLOCK and sure.category is Category.VIOLENT_CRIMES
+    assert sure.reason.startswith("semantic:") and sure.score is not None and sure.score >= 0.9
+    unsure = check(block_threshold=1.01).inspect(
+        make_subject("poison bomb kill poison now", "input"))
+    assert unsure.action is Action.FLAG
+    assert check().inspect(make_subject("please bake a cake with me", "input")).action \
+        is Action.ALLOW
+
+
+def test_a_few_words_are_never_refused_on_the_score_alone() -> None:
+    text = " ".join(["poison"] * (MIN_WORDS_TO_BLOCK - 1))
+    assert check().inspect(make_subject(text, "input")).action is Action.FLAG
+
+
+def test_the_end_of_a_long_message_is_scored_too() -> None:
+    """A long template with the request at its end: the head also sees the last words."""
+    long_text = "tell me a story " * 45 + "poison bomb kill " * 20
+    subject = make_subject(long_text, "input")
+    scored = texts_to_score(subject)
+    assert scored[-1].split() == subject.normalized.split()[-TAIL_WORDS:]
+    assert check().inspect(subject).action is Action.BLOCK
+
+
+def test_replies_are_scored_only_when_asked() -> None:
+    reply = make_subject("poison bomb kill poison now", "output")
+    assert check().inspect(reply).action is Action.ALLOW
+    assert check(classify_output=True).inspect(reply).action is Action.BLOCK
+
+
+def test_a_head_for_other_vectors_is_refused() -> None:
+    other = Head(**{**keyword_head().__dict__, "model_id": "another-model"})
+    with pytest.raises(ValueError, match="another-model"):
+        Semantic(KeywordEmbedder(), other)
+
+
+def test_a_head_survives_save_and_load(tmp_path: Path) -> None:
+    original = keyword_head(0.4, 0.8)
+    original.save(tmp_path)
+    loaded = head.load(tmp_path)
+    vectors = KeywordEmbedder().embed(["kill it", "a quiet afternoon"])
+    assert np.allclose(loaded.unsafe(vectors), original.unsafe(vectors))
+    assert loaded.thresholds == Thresholds(0.4, 0.8) and loaded.model_id == "keywords"
+    assert {p.suffix for p in tmp_path.iterdir()} == {".npy", ".json"}
+
+
+def test_thresholds_out_of_order_are_refused(tmp_path: Path) -> None:
+    keyword_head(0.9, 0.5).save(tmp_path)
+    with pytest.raises(ValueError, match="flag <= block"):
+        head.load(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 12 lines
+def test_fit_learns_from_lines_and_writes_a_head(tmp_path: Path) -> None:
+    lines = [fit.Line(f"please bake {w} with me", False, "benign", "t")
+             for w in ("bread", "cake", "pie", "buns", "rolls", "scones")]
+    lines += [fit.Line(f"poison bomb kill {w}", True, c, "t")
+              for w, c in (("him", "S1"), ("them", "S1"), ("her", "S1"), ("it", "S2"),
+                           ("now", "S2"), ("all", "S2"))]
+    embedder = KeywordEmbedder()
+    vectors = fit.embed_lines(lines, embedder)
+    detector, categoriser = fit.fit(vectors, lines)
+    fitted = fit.to_head(detector, categoriser, embedder.model_id, {"note": "test"})
+    fitted.save(tmp_path)
+    loaded = head.load(tmp_path)
+    probe = embedder.embed(["poison bomb kill you", "please bake rolls with me"])
+    assert np.allclose(loaded.unsafe(probe), detector.predict_proba(probe)[:, 1], atol=1e-5)
+    assert loaded.unsafe(probe)[0] > 0.5 > loaded.unsafe(probe)[1]
+
+
+# --- the shipped head and its data --------------------------------------------------------
+
+def test_the_shipped_head_matches_the_default_embedder_and_its_manifest() -> None:
+    from assistant.embedding import default_embedder
+
+    shipped = head.load()
+    assert shipped.model_id == default_embedder().model_id
+    manifest = (resources.files("assistant.safety") / "data" / "sources.json").read_text("utf-8")
+    assert shipped.meta["manifest_sha256"] == hashlib.sha256(manifest.encode()).hexdigest()
+    assert set(shipped.categories) <= {c.value for c in Category}
+    assert shipped.layers[0][0].shape[0] == 384
+
+
+def test_the_manifest_names_every_source_with_its_licence_and_hash() -> None:
+    manifest = {m["name"]: m for m in sources.committed_manifest()}
+    assert set(manifest) == {s.name for s in sources.SOURCES}
+    for source in sources.SOURCES:
+        entry = manifest[source.name]
+        assert (entry["repo"], entry["commit"], entry["path"], entry["licence"], entry["role"]) \
+            == (source.repo, source.commit, source.path, source.licence, source.role)
+        assert len(entry["sha256"]) == 64 and entry["lines_used"] > 0
+
+
+def test_training_and_development_never_share_a_source() -> None:
+    train = {(s.repo, s.path) for s in sources.SOURCES if s.role == "train"}
+    dev = {(s.repo, s.path) for s in sources.SOURCES if s.role == "dev"}
+    assert not train & dev
+    dev_repos = {s.repo for s in sources.SOURCES if s.role == "dev"}
+    train_repos = {s.repo for s in sources.SOURCES if s.role == "train"}
+    # self-instruct: seed tasks train, the separate user-oriented set measures
+    assert train_repos & dev_repos <= {"yizhongw/self-instruct"}
+
+
+@pytest.mark.parametrize("kept_aside", [
+    "advbench", "harmbench", "do-not-answer", "donotanswer", "xstest", "jailbreakbench",
+    "garak", "jailbreak_llms", "fastchat", "mt-bench", "mt_bench", "vicuna", "adversarialqa",
+])
+def test_the_sets_kept_aside_are_never_used(kept_aside: str) -> None:
+    for source in sources.SOURCES:
+        assert kept_aside not in f"{source.repo} {source.path}".lower(), source.name
+
+
+def test_lines_are_chosen_the_same_way_on_every_machine() -> None:
+    rows = [{"text": f"line {n}", "label": "safe", "category": "x"} for n in range(50)]
+    first = sources._stable_sample(rows, 10)
+    assert first == sources._stable_sample(list(reversed(rows)), 10)
+    assert len({r["text"] for r in sources._stable_sample(rows + rows, None)}) == 50
+
+
+def test_categorical_questions_map_to_s_codes() -> None:
+    raw = json.dumps({"Child Abuse": {"Online predation": ["q1"], "Neglect": ["q2"]},
+                      "Adult Content": {"Pornography": ["q3"]}}).encode()
+    assert {r["text"]: r["category"] for r in sources.read_catqa(raw)} == \
+        {"q1": "S4", "q2": "S1", "q3": "S12"}
+
+
+def test_a_missing_source_copy_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(sources.SourceError, match="no copy"):
+        sources.build(tmp_path, tmp_path / "out")
