@@ -7,7 +7,6 @@ reported instead of taking the command down with it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -59,7 +58,7 @@ def check_model(settings: Settings) -> tuple[Check, Path | None]:
         path = models.resolve_model_path(settings.model, settings.models_dir)
     except Exception as exc:
         return Check("model", "fail", str(exc), "`assistant model pull`"), None
-    digest = _sha256(path)
+    digest = models.file_sha256(path)
     known = models.KNOWN_MODELS.get(settings.model)
     pinned = known.sha256 if known is not None else None
     if settings.model.startswith(models.HF_PREFIX):
@@ -75,14 +74,6 @@ def check_model(settings: Settings) -> tuple[Check, Path | None]:
                      f"the file is damaged or replaced: delete it and `assistant model pull "
                      f"{settings.model}`"), None
     return Check("model", "ok", detail + (" (matches its pin)" if pinned else "")), path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_engine(settings: Settings, model_path: Path | None,

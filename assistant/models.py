@@ -467,14 +467,15 @@ def _pull_from_hf(ref: str, models_dir: Path, *, token: str | None, progress: bo
         target.unlink()
         raise ModelError(f"{url} is not a GGUF file (no {GGUF_MAGIC!r} magic); removed it")
     if digest is not None:
-        got = _file_sha256(target)
+        got = file_sha256(target)
         if got != digest:
             target.unlink()
             raise ModelError(f"{url} has sha256 {got}, not the pinned {digest}; removed it")
     return target
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
