@@ -11,7 +11,11 @@ retried request with the same id waits for a reply that never comes.
 whose lock nobody holds, and that no task names: neither queued (the shared queue, every
 node's own queue) nor delivered and unacknowledged (kombu's ``unacked`` hash, which also holds
 retries waiting out their countdown; a dead node's entries come back after the visibility
-timeout). ``Sweeper`` re-enqueues them, called from every worker node's main process
+timeout). An ``unacked`` entry delivered before Redis' current start does not count: every
+connection died with the old server, so no consumer will ack or run it, and kombu would
+restore it only after the visibility timeout (300 s by default; a Valkey killed mid-turn and
+restarted from its append-only file left the retried request waiting for it, issue 16).
+``Sweeper`` re-enqueues them, called from every worker node's main process
 (``worker.recovery``); one node sweeps per period (``SET NX``). A duplicate task is harmless:
 it takes the conversation's lock and finds nothing left to answer.
 """
@@ -38,6 +42,15 @@ SWEEP_EVERY_SECONDS = 10.0
 STRANDED_AFTER_SECONDS = 15.0
 SWEEP_LOCK_KEY = "assistant:sweeper"
 UNACKED_KEY = "unacked"  # kombu's Redis transport (Channel.unacked_key)
+UNACKED_INDEX_KEY = "unacked_index"  # delivery tag → when it was delivered (unix seconds)
+
+
+def server_started_at(client: redis.Redis) -> float:
+    """When this Redis server started, in unix seconds on its own clock (rounded up: a
+    delivery in its first second may count as older, which costs one harmless duplicate)."""
+    seconds, micros = client.time()  # type: ignore[misc]
+    uptime = int(client.info("server")["uptime_in_seconds"])  # type: ignore[index]
+    return seconds + micros / 1e6 - uptime
 
 
 def task_conversation(message: bytes | str | dict[str, Any]) -> str | None:
@@ -55,14 +68,20 @@ def task_conversation(message: bytes | str | dict[str, Any]) -> str | None:
 
 
 def tasked_conversations(client: redis.Redis, queues: Iterable[str]) -> set[str]:
-    """Conversations some task names: queued in ``queues`` or delivered and not acked."""
+    """Conversations some task names: queued in ``queues``, or delivered and not acked since
+    this Redis server started."""
     named: set[str] = set()
     for queue in queues:
         for raw in client.lrange(queue, 0, -1):
             found = task_conversation(raw)
             if found:
                 named.add(found)
-    for entry in client.hvals(UNACKED_KEY):
+    started = server_started_at(client)
+    delivered: dict[bytes, float] = dict(
+        client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", "+inf", withscores=True))  # type: ignore[arg-type]
+    for tag, entry in client.hgetall(UNACKED_KEY).items():  # type: ignore[union-attr]
+        if delivered.get(tag, started) < started:
+            continue  # delivered on a connection that died with the previous server
         try:
             message = json.loads(entry)[0]  # [message, exchange, routing key]
         except (ValueError, IndexError, TypeError):

@@ -81,6 +81,27 @@ def test_a_delivered_unacknowledged_task_is_not_stranded(client: redis.Redis,
     assert ids(sweeper.stranded(client, QUEUE)) == {held.conversation.redis_id}
 
 
+def test_a_delivery_from_before_redis_restarted_does_not_count(client: redis.Redis,
+                                                              app: Celery) -> None:
+    """A Valkey killed mid-turn comes back from its append-only file with the task still in
+    ``unacked``; its consumer's connection died with the old server, so nobody will run or
+    ack it and kombu would restore it only after the visibility timeout. Such an entry (its
+    delivery older than the server's start) must not hide the message from the sweeper."""
+    ghost, live = waiting(client), waiting(client)
+    started = sweeper.server_started_at(client)
+    assert started <= time.time() + 1  # the server's clock, not ours: allow a little skew
+    for tag, message, delivered_at in (("ghost", ghost, started - 30),
+                                       ("live", live, started + 0.5)):
+        app.send_task(TASK, args=[message.conversation.model_dump_json()])
+        raw = client.rpop(QUEUE)
+        assert raw is not None
+        client.hset(sweeper.UNACKED_KEY, tag, json.dumps([json.loads(raw), "", QUEUE]))
+        client.zadd(sweeper.UNACKED_INDEX_KEY, {tag: delivered_at})
+    assert ids(sweeper.stranded(client, QUEUE)) == {ghost.conversation.redis_id}
+    assert sweeper.is_stranded(client, ghost, QUEUE)
+    assert not sweeper.is_stranded(client, live, QUEUE)
+
+
 def test_a_task_in_a_nodes_own_queue_counts(client: redis.Redis, app: Celery) -> None:
     routed = waiting(client)
     app.send_task(TASK, args=[routed.conversation.model_dump_json()], queue="w1@host.dq2")
