@@ -17,13 +17,12 @@ from contextlib import contextmanager
 
 import redis
 
-from assistant import memory, turns
+from assistant import keys, memory, turns
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, ReplyTimeout
-from assistant.limits import PREFIX, banned_key, user_quota_key
+from assistant.limits import banned_key, user_quota_key
 from assistant.live_prompts import announce
 from assistant.memory import RedisConversationHistory
-from assistant.memory.history import PREFIX as MEMORY_PREFIX
 from assistant.safety.strikes import mute_key, strikes_key, user_ref
 from assistant.store.archive import Archive, ConversationDetail
 from assistant.store.audit import AuditLog
@@ -115,8 +114,8 @@ def sync_redis(store: Store, client: redis.Redis) -> int:
     """
     flagged = Users(store).flagged()
     with _redis():
-        stale = {*client.scan_iter(match=f"{PREFIX}:banned:*"),
-                 *client.scan_iter(match=f"{PREFIX}:user-quota:*")}
+        stale = {*client.scan_iter(match=keys.BANNED_PATTERN),
+                 *client.scan_iter(match=keys.USER_QUOTA_PATTERN)}
         keep: set[bytes] = set()
         with client.pipeline(transaction=False) as pipe:
             for user in flagged:
@@ -204,7 +203,7 @@ def _conversation_key(client: redis.Redis, conversation_id: str,
                               channel=detail.channel, thread=detail.thread, user=detail.dm_user)
         if key.redis_id == conversation_id:
             return key
-    raw = client.hget(f"{MEMORY_PREFIX}:{conversation_id}:meta", "conversation")
+    raw = client.hget(f"{keys.conversation(conversation_id)}:meta", "conversation")
     return ConversationKey.model_validate_json(raw) if raw else None
 
 

@@ -19,24 +19,17 @@ from collections.abc import Sequence
 
 import redis
 
-from assistant.envelope import ConversationKey, Inbound
+from assistant import keys
+from assistant.envelope import Inbound
 
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant"
 CANCEL_TTL_SECONDS = 600
 CHECK_EVERY_SECONDS = 0.5  # one EXISTS per half second of streaming
 
 
-def cancel_key(conversation: ConversationKey, message_id: str) -> str:
-    """Scoped by conversation: a client can only give up on messages of its own."""
-    return f"{PREFIX}:cancel:{conversation.redis_id}:{message_id}"
-
-
-def waiting_key(conversation: ConversationKey, message_id: str) -> str:
-    """How many HTTP clients wait for this message's reply (a same-id retry is a second):
-    the message is given up only when the last of them goes."""
-    return f"{PREFIX}:waiting:{conversation.redis_id}:{message_id}"
+cancel_key = keys.cancel
+waiting_key = keys.waiting
 
 
 class CancelCheck:

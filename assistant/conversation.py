@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from assistant import turns
+from assistant import keys, turns
 from assistant.cancel import CancelCheck
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
@@ -240,8 +240,7 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     return len(batch)
 
 
-def trace_key(reply_id: str) -> str:
-    return f"assistant:trace:{reply_id}"
+trace_key = keys.trace
 
 
 def trace_prompt(client: redis.Redis, prompts: PromptLibrary | None = None) -> PromptCallback:

@@ -25,14 +25,13 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
+from assistant import keys
 from assistant.envelope import Inbound
 from assistant.errors import Banned, ConfigError, Muted, QuotaExceeded, RateLimited
 from assistant.observe import TurnObserver, TurnStats
 from assistant.prompts import PromptLibrary
-from assistant.safety.strikes import mute_key, user_ref
 from assistant.settings import Settings
 
-PREFIX = "assistant"
 QUOTA_TTL_SECONDS = 2 * 86400
 # Throttled messages whose notice was sent: a twin event or a retry is refused silently.
 REFUSED_TTL_SECONDS = 600
@@ -147,28 +146,14 @@ class Limits:
 
 # -- keys ----------------------------------------------------------------------------------------
 
-def user_bucket_key(platform: str, workspace: str, user: str) -> str:
-    return f"{PREFIX}:rate:user:{platform}:{workspace}:{user}"
-
-
-def channel_bucket_key(platform: str, workspace: str, channel: str) -> str:
-    return f"{PREFIX}:rate:channel:{platform}:{workspace}:{channel}"
-
-
-def quota_key(platform: str, workspace: str, user: str, day: datetime) -> str:
-    return f"{PREFIX}:quota:{platform}:{workspace}:{user}:{day.astimezone(UTC):%Y-%m-%d}"
-
-
-def banned_key(platform: str, workspace: str, user: str) -> str:
-    return f"{PREFIX}:banned:{user_ref(platform, workspace, user)}"
-
-
-def user_quota_key(platform: str, workspace: str, user: str) -> str:
-    return f"{PREFIX}:user-quota:{user_ref(platform, workspace, user)}"
-
-
-def refused_key(dedupe_id: str) -> str:
-    return f"{PREFIX}:refused:{dedupe_id}"
+user_ref = keys.user_ref
+mute_key = keys.muted
+user_bucket_key = keys.user_bucket
+channel_bucket_key = keys.channel_bucket
+quota_key = keys.quota
+banned_key = keys.banned
+user_quota_key = keys.user_quota
+refused_key = keys.refused
 
 
 # -- time ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from assistant import keys
 from assistant.errors import PromptError
 from assistant.prompts import Prompt, PromptFile, PromptLibrary
 from assistant.store.db import Store
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERSION_KEY = "assistant:prompts:version"
+VERSION_KEY = keys.PROMPTS_VERSION
 TRACE_SUFFIX = ":persona"
 
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import redis
 
+from assistant import keys
 from assistant.observe import TurnObserver, TurnStats
 
-STREAM_KEY = "assistant:live-stats"
+STREAM_KEY = keys.LIVE_STATS
 # About an hour at 5 turns per second; older entries are trimmed (approximately, cheaply).
 MAX_ENTRIES = 20_000
-TURNS_QUEUE = "assistant.turns"  # worker.app.TURNS_QUEUE (the core cannot import worker/)
+TURNS_QUEUE = keys.TURNS_QUEUE
 
 
 def record(client: redis.Redis, stats: TurnStats) -> None:

@@ -25,7 +25,9 @@ from typing import Any
 
 import redis
 
-RESULTS_KEY = "assistant:engine-selftest"
+from assistant import keys
+
+RESULTS_KEY = keys.ENGINE_SELFTEST
 """Hash: worker node name → its last self-test (JSON); kept a day, read by ``/readyz``."""
 RESULTS_TTL_SECONDS = 86400
 CPU_FEATURES_OF_NOTE = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",

@@ -27,7 +27,6 @@ from assistant.envelope import ConversationKey, Inbound
 
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant"
 DEDUPE_TTL_SECONDS = keys.DEDUPE_TTL_SECONDS
 LOCK_TTL_MS = 15_000  # renewed every third of this while a turn runs; a dead holder frees it
 MAX_TURN_BATCH = 20
@@ -51,15 +50,9 @@ _RENEW = (
 dedupe_key = keys.dedupe
 
 
-def pending_key(conversation: ConversationKey) -> str:
-    return f"{PREFIX}:pending:{conversation.redis_id}"
-
-
-PENDING_PATTERN = f"{PREFIX}:pending:*"  # every conversation's pending list (the sweeper's SCAN)
-
-
-def lock_key(conversation: ConversationKey) -> str:
-    return f"{PREFIX}:lock:{conversation.redis_id}"
+pending_key = keys.pending
+PENDING_PATTERN = keys.PENDING_PATTERN
+lock_key = keys.lock
 
 
 deliveries_key = keys.deliveries

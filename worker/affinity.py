@@ -34,19 +34,22 @@ from typing import Any
 import redis
 from celery.utils.nodenames import worker_direct
 
+from assistant import keys
 from assistant.envelope import ConversationKey
 
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant"
-WORKERS_KEY = f"{PREFIX}:workers"
+PREFIX = keys.PREFIX
+WORKERS_KEY = keys.WORKERS
 HEARTBEAT_SECONDS = 2.0
 ALIVE_TTL_SECONDS = 6
 BUSY_TTL_SECONDS = 300  # a busy entry left by a killed process expires by itself
 AFFINITY_TTL_SECONDS = 24 * 3600
 
 # One round trip: the node for this conversation, if it is alive, has a pool process without a
-# turn, and has nothing queued. Deadlines are Redis' clock: hosts' clocks may differ.
+# turn, and has nothing queued. Deadlines are Redis' clock: hosts' clocks may differ. The node is
+# read inside the script, so it spells keys.worker_alive/worker_busy itself (test_affinity
+# covers that the two agree).
 ROUTE_SCRIPT = """
 local node = redis.call('GET', KEYS[1])
 if not node then return false end
@@ -72,16 +75,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 DIRECT_SUFFIX = worker_direct("x").name[1:]  # Celery names a node's queue "<node>.dq2"
 
 
-def affinity_key(conversation_id: str) -> str:
-    return f"{PREFIX}:affinity:{conversation_id}"
-
-
-def alive_key(node: str) -> str:
-    return f"{PREFIX}:worker:{node}:alive"
-
-
-def busy_key(node: str) -> str:
-    return f"{PREFIX}:worker:{node}:busy"
+affinity_key = keys.affinity
+alive_key = keys.worker_alive
+busy_key = keys.worker_busy
 
 
 def direct_queue(node: str) -> str:

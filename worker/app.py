@@ -13,14 +13,15 @@ from typing import Any
 
 from celery import Celery, signals
 
+from assistant import keys
 from assistant.errors import ConfigError
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, is_sentinel, parse_sentinel_url
 from assistant.settings import Settings
 from worker import affinity, metrics, recovery
 
-TURNS_QUEUE = "assistant.turns"
-ANSWER_TASK = "assistant.answer_conversation"
+TURNS_QUEUE = keys.TURNS_QUEUE
+ANSWER_TASK = keys.ANSWER_TASK
 RETRY_COUNTDOWN_MAX_SECONDS = 60  # worker/tasks.py: retry_backoff_max
 
 log = logging.getLogger(__name__)
@@ -96,5 +97,5 @@ recovery.connect_signals(
 if settings.affinity:
     affinity.connect_signals(
         lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
-        task_name="assistant.answer_conversation", shared_queue=TURNS_QUEUE,
+        task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE,
         forget_after_seconds=settings.visibility_timeout + 60)

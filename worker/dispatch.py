@@ -9,9 +9,9 @@ import redis
 from celery import Celery
 from celery.utils.nodenames import worker_direct
 
+from assistant import keys, turns
 from assistant import limits as fairness
-from assistant import turns
-from assistant.envelope import ConversationKey, Inbound
+from assistant.envelope import Inbound
 from assistant.errors import Overloaded, QueueUnavailable, Throttled
 from assistant.limits import Limits
 from assistant.stream import stored_reply
@@ -20,15 +20,13 @@ from worker.sweeper import is_stranded
 
 log = logging.getLogger(__name__)
 
-ANSWER_TASK = "assistant.answer_conversation"
+ANSWER_TASK = keys.ANSWER_TASK
 # What an overloaded queue tells clients (Retry-After): about a turn's time on a busy worker.
 OVERLOADED_RETRY_SECONDS = 30
 NUDGE_EVERY_SECONDS = 10
 
 
-def nudge_key(conversation: ConversationKey) -> str:
-    """Set when a retried message re-enqueued its conversation (``Dispatcher``), 10 s."""
-    return f"assistant:nudged:{conversation.redis_id}"
+nudge_key = keys.nudged
 
 
 @dataclass(frozen=True)

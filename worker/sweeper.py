@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from assistant import turns
+from assistant import keys, turns
 from assistant.envelope import ConversationKey, Inbound, utcnow
 from worker.affinity import DIRECT_SUFFIX
 
@@ -40,17 +40,22 @@ SWEEP_EVERY_SECONDS = 10.0
 # Older than the gap between queueing a message and sending its task (milliseconds), and
 # than a worker's pop of the task and its note in ``unacked`` (one round trip).
 STRANDED_AFTER_SECONDS = 15.0
-SWEEP_LOCK_KEY = "assistant:sweeper"
+SWEEP_LOCK_KEY = keys.SWEEPER
 UNACKED_KEY = "unacked"  # kombu's Redis transport (Channel.unacked_key)
 UNACKED_INDEX_KEY = "unacked_index"  # delivery tag → when it was delivered (unix seconds)
 
 
-def server_started_at(client: redis.Redis) -> float:
+def server_started_at(client: redis.Redis) -> float | None:
     """When this Redis server started, in unix seconds on its own clock (rounded up: a
-    delivery in its first second may count as older, which costs one harmless duplicate)."""
-    seconds, micros = client.time()  # type: ignore[misc]
-    uptime = int(client.info("server")["uptime_in_seconds"])  # type: ignore[index]
-    return seconds + micros / 1e6 - uptime
+    delivery in its first second may count as older, which costs one harmless duplicate);
+    None where ``INFO`` or ``TIME`` is refused (some managed services rename them)."""
+    try:
+        seconds, micros = client.time()
+        info: dict[str, Any] = client.info("server")
+        uptime = int(info["uptime_in_seconds"])
+    except (redis.ResponseError, KeyError, ValueError):
+        return None
+    return float(seconds) + float(micros) / 1e6 - uptime
 
 
 def task_conversation(message: bytes | str | dict[str, Any]) -> str | None:
@@ -77,11 +82,16 @@ def tasked_conversations(client: redis.Redis, queues: Iterable[str]) -> set[str]
             if found:
                 named.add(found)
     started = server_started_at(client)
-    delivered: dict[bytes, float] = dict(
-        client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", "+inf", withscores=True))  # type: ignore[arg-type]
-    for tag, entry in client.hgetall(UNACKED_KEY).items():  # type: ignore[union-attr]
-        if delivered.get(tag, started) < started:
-            continue  # delivered on a connection that died with the previous server
+    delivered: dict[Any, float] = {}
+    if started is not None:
+        scored: list[tuple[Any, float]] = client.zrangebyscore(  # type: ignore[assignment]
+            UNACKED_INDEX_KEY, "-inf", "+inf", withscores=True)
+        delivered = dict(scored)
+    ghosts = 0
+    for tag, entry in client.hgetall(UNACKED_KEY).items():
+        if started is not None and delivered.get(tag, started) < started:
+            ghosts += 1  # delivered on a connection that died with the previous server
+            continue
         try:
             message = json.loads(entry)[0]  # [message, exchange, routing key]
         except (ValueError, IndexError, TypeError):
@@ -89,6 +99,9 @@ def tasked_conversations(client: redis.Redis, queues: Iterable[str]) -> set[str]
         found = task_conversation(message)
         if found:
             named.add(found)
+    if ghosts:
+        log.info("%d unacknowledged deliveries predate Redis' restart: not counted as tasks",
+                 ghosts)
     return named
 
 

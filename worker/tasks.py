@@ -14,7 +14,7 @@ from functools import lru_cache
 import redis
 from celery import Task, current_task, signals
 
-from assistant import live_stats, selftest
+from assistant import keys, live_stats, selftest
 from assistant.conversation import Runtime, answer_pending
 from assistant.engine import Engine
 from assistant.envelope import ConversationKey
@@ -40,10 +40,7 @@ from worker.watchdog import REDIS_TIMEOUT_SECONDS, Watchdog
 log = logging.getLogger(__name__)
 
 
-def models_key(hostname: str) -> str:
-    """Which pool processes of a worker node have loaded which model (the admin's Workers
-    page): a hash of pid → {"model", "loaded_at"}, kept a day after the last load."""
-    return f"assistant:worker-models:{hostname}"
+models_key = keys.worker_models
 
 
 def model_loaded(seconds: float) -> None:
@@ -192,7 +189,7 @@ def runtime() -> Runtime:
 
 
 @app.task(
-    name="assistant.answer_conversation",
+    name=keys.ANSWER_TASK,
     bind=True,
     acks_late=True,
     # An exception (not a crash) is retried with backoff; the conversation's pending list and

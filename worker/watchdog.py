@@ -29,16 +29,15 @@ from collections.abc import Callable
 
 import redis
 
+from assistant import keys
+
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant"
 CHECK_EVERY_SECONDS = 2.0
 REDIS_TIMEOUT_SECONDS = 2.0
 
 
-def progress_key(node: str) -> str:
-    """pid of a pool process running a turn → Unix time of its last progress."""
-    return f"{PREFIX}:worker:{node}:progress"
+progress_key = keys.worker_progress
 
 
 def stalled_pids(client: redis.Redis, node: str, stall_seconds: float,

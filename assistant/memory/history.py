@@ -17,11 +17,11 @@ import redis
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from assistant import keys
 from assistant.envelope import ChatMessage, ConversationKey, Role
 
 log = logging.getLogger(__name__)
 
-PREFIX = "assistant:conv"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class RedisConversationHistory(BaseChatMessageHistory):
         self.client = client
         self.conversation = conversation
         self.retention_seconds = retention_seconds
-        base = f"{PREFIX}:{conversation.redis_id}"
+        base = keys.conversation(conversation.redis_id)
         self.messages_key = f"{base}:messages"
         self.summary_key = f"{base}:summary"
         self.saved_key = f"{base}:saved"  # reply ids already stored: saving a turn is idempotent
@@ -120,9 +120,7 @@ class RedisConversationHistory(BaseChatMessageHistory):
             pipe.expire(key, self.retention_seconds)
 
 
-def user_index_key(platform: str, workspace: str, user_id: str) -> str:
-    """The conversations a user has written in (for "forget everything about me")."""
-    return f"assistant:user-conversations:{platform}:{workspace}:{user_id}"
+user_index_key = keys.user_conversations
 
 
 def forget_user(client: redis.Redis, platform: str, workspace: str, user_id: str,

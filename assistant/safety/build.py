@@ -9,18 +9,19 @@ from typing import Any
 
 import redis
 
+from assistant import keys
 from assistant.prompts import PromptLibrary
 from assistant.safety.chain import SafetyChain
 from assistant.safety.checks.canary import CanaryCheck, new_canary
 from assistant.safety.policy import Policy
 from assistant.safety.service import ModerationSink, SafetyService
-from assistant.safety.strikes import PREFIX, Strikes
+from assistant.safety.strikes import Strikes
 from assistant.safety.verdict import Check
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CANARY_KEY = f"{PREFIX}:canary"
+CANARY_KEY = keys.SAFETY_CANARY
 
 
 def check_factories() -> dict[str, Callable[..., Check]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis
 
-PREFIX = "assistant:safety"
+from assistant import keys
 
 # KEYS: strikes zset, mute key. ARGV: now (s), window (s), limit, mute (s), member.
 # Returns the mute seconds when this strike muted the user, else 0. Atomic, so two workers
@@ -27,16 +27,9 @@ return 0
 """
 
 
-def user_ref(platform: str, workspace: str, user: str) -> str:
-    return f"{platform}:{workspace}:{user}"
-
-
-def strikes_key(ref: str) -> str:
-    return f"{PREFIX}:strikes:{ref}"
-
-
-def mute_key(ref: str) -> str:
-    return f"{PREFIX}:muted:{ref}"
+user_ref = keys.user_ref
+strikes_key = keys.strikes
+mute_key = keys.muted
 
 
 @dataclass

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import redis
 
+from assistant import keys
 from assistant.envelope import utcnow
 from assistant.observe import TurnObserver, TurnStats
 from assistant.store.archive import Archive, ArchivedMessage
@@ -22,7 +23,7 @@ from assistant.store.users import Users
 
 log = logging.getLogger(__name__)
 
-PURGE_CLAIM_KEY = "assistant:archive:purge"
+PURGE_CLAIM_KEY = keys.ARCHIVE_PURGE
 PURGE_EVERY_SECONDS = 3600
 
 

@@ -20,7 +20,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from assistant import turns
+from assistant import keys, turns
 from assistant.admin_actions import forget_archived_user
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Throttled
@@ -33,7 +33,6 @@ from worker.dispatch import Submitted
 
 log = logging.getLogger(__name__)
 
-THREAD_PREFIX = "assistant:slack:thread"
 RESET_WAIT_SECONDS = 2.0  # the slash command's answer is due within 3 s
 
 HELP = (
@@ -55,8 +54,7 @@ class Submitter(Protocol):
     def submit(self, inbound: Inbound) -> Submitted | bool: ...
 
 
-def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
-    return f"{THREAD_PREFIX}:{team_id}:{channel}:{thread_ts}"
+thread_key = keys.slack_thread
 
 
 def join_thread(client: redis.Redis, inbound: Inbound, ttl_seconds: int) -> None:

@@ -4,22 +4,30 @@ RAG clients embed their documents and questions here with the model the safety c
 (``assistant.embedding``: all-MiniLM-L6-v2, int8, shipped in a wheel), so nothing leaves the
 host. It runs in the web process, in a worker thread, bounded like ``/v1`` chat requests
 (``ASSISTANT_API_MAX_MESSAGES`` inputs, ``ASSISTANT_API_MAX_CHARS`` characters). What is
-refused: token-id inputs and ``dimensions`` other than the model's (docs/openai-api.md).
+refused: token-id inputs and ``dimensions`` other than the model's (docs/openai-api.md). Each
+request is charged to its caller like a chat message (ban, mute, quota, the user's rate bucket:
+``assistant.limits.check``), so a caller cannot turn the web process' CPU into an unmetered
+embedding service (OWASP LLM10, unbounded consumption).
 """
 
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any, Literal
 
+import redis
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from assistant import limits
 from assistant.embedding import MINILM_ID, default_embedder
-from assistant.errors import InvalidParameter, ModelNotFound
+from assistant.envelope import ConversationKey, Inbound
+from assistant.errors import InvalidParameter, ModelNotFound, QueueUnavailable
 from assistant.settings import Settings
-from integrations.web.deps import State
+from integrations.web.auth.principal import Caller, Principal
+from integrations.web.deps import State, WebState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MODEL_NAMES = (MINILM_ID, "all-MiniLM-L6-v2")
@@ -73,7 +81,26 @@ def _embed(body: EmbeddingRequest, settings: Settings) -> dict[str, Any]:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-@router.post("/embeddings", responses={400: {}, 404: {}})
-async def create_embeddings(body: EmbeddingRequest, state: State) -> dict[str, Any]:
+def _charge(state: WebState, caller: Principal, body: EmbeddingRequest) -> None:
+    """The caller's limits, as for a ``/v1`` chat request by the same ``user`` (the key's
+    owner outside local mode): raises ``Throttled`` (429 + Retry-After) when refused."""
+    fairness = state.dispatcher.limits
+    if not fairness.refuses:
+        return
+    request_id = uuid.uuid4().hex
+    inbound = caller.claim(Inbound(
+        message_id=request_id, dedupe_id=f"openai-embeddings:{request_id}",
+        conversation=ConversationKey(platform="openai", channel="embeddings"),
+        user_id=(body.user or "openai-client")[:200], text="embeddings"))
+    try:
+        limits.check(state.client, fairness, inbound)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+@router.post("/embeddings", responses={400: {}, 404: {}, 429: {}})
+async def create_embeddings(body: EmbeddingRequest, state: State,
+                            caller: Caller) -> dict[str, Any]:
     """Vectors for one text or a list of texts (normalised, 384 dimensions)."""
+    await run_in_threadpool(_charge, state, caller, body)
     return await run_in_threadpool(_embed, body, state.settings)

@@ -101,3 +101,21 @@ def test_a_busy_queue_says_so_then_answers_everyone(make_stack: Any) -> None:
         waiting.join(timeout=120)
         client.close()
     assert first["status"] == 200 and first["body"]["reply"] and first["position"] is None
+
+
+def test_embeddings_are_charged_to_the_caller_like_chat(make_stack: Any) -> None:
+    """``/v1/embeddings`` runs in the web process: a caller past its rate gets OpenAI's 429
+    with Retry-After instead of unmetered CPU, and another caller is still served."""
+    stack = make_stack(ASSISTANT_USER_RATE_LIMIT="2/minute")
+    stack.start_web()
+
+    def embed(user: str) -> httpx.Response:
+        return httpx.post(f"{stack.url}/v1/embeddings", timeout=60, json={
+            "model": "all-MiniLM-L6-v2", "input": "hello", "user": user})
+
+    assert [embed("ada").status_code for _ in range(2)] == [200, 200]
+    refused = embed("ada")
+    assert refused.status_code == 429, refused.text
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.json()["error"]["type"] == "rate_limited"
+    assert embed("bob").status_code == 200

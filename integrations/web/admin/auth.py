@@ -51,8 +51,7 @@ DEVICE_COOKIE = "assistant_admin_device"
 MIN_PASSWORD_LENGTH = 12
 
 
-def session_key(session_id: str) -> str:
-    return f"assistant:admin:session:{session_id}"
+session_key = keys.admin_session
 
 
 def username_digest(username: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from assistant import live_stats
+from assistant import keys, live_stats
 from assistant.settings import Settings
 from assistant.store import Store
 from assistant.store.moderation import ModerationLog
@@ -36,7 +36,7 @@ def loaded_models(client: redis.Redis | None, hostname: str, processes: list[Any
     if client is None:
         return None, None
     try:
-        entries = client.hgetall(f"assistant:worker-models:{hostname}")
+        entries = client.hgetall(keys.worker_models(hostname))
     except redis.RedisError:
         return None, None
     current = {str(pid) for pid in processes}

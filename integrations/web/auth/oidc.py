@@ -33,6 +33,7 @@ from joserfc.errors import (
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
+from assistant import keys
 from assistant.identity.credentials import sha256_hex
 from assistant.settings import Settings
 
@@ -61,7 +62,7 @@ class Identity:
 
 
 def state_key(state: str) -> str:
-    return f"assistant:oidc:{sha256_hex(state)}"
+    return keys.oidc_state(sha256_hex(state))
 
 
 def validate_id_token(id_token: str, jwks: dict[str, Any], *, issuer: str, client_id: str,

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from assistant import keys
 from assistant.limits import Rate, take_tokens
 from integrations.web.admin.auth import client_ip
 
@@ -41,7 +42,7 @@ class OpenEndpointLimit:
         ip = client_ip(Request(scope), self.proxies)
         try:
             refused, wait = await run_in_threadpool(
-                take_tokens, self.client, [(f"assistant:open:{ip}", self.rate)])
+                take_tokens, self.client, [(keys.open_bucket(ip), self.rate)])
         except redis.RedisError:
             refused, wait = 0, 0.0
         if not refused:

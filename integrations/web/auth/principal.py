@@ -17,6 +17,7 @@ import redis
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from assistant import keys
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import QueueUnavailable, QuotaExceeded, RateLimited
 from assistant.identity.credentials import key_prefix
@@ -84,7 +85,7 @@ def check_key_limits(client: redis.Redis, key: KeyInfo, now: datetime | None = N
     now = now or datetime.now(UTC)
     rate = parse_rate(key.rate_limit, "the key's rate limit")
     if rate is not None:
-        refused, wait = take_tokens(client, [(f"assistant:rate:key:{key.prefix}", rate)])
+        refused, wait = take_tokens(client, [(keys.key_bucket(key.prefix), rate)])
         if refused:
             seconds = max(1, math.ceil(wait))
             raise RateLimited(seconds, "key", "This API key is over its rate limit; try "

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from assistant import keys
 from assistant.identity.credentials import new_token
 from assistant.identity.modes import sign_in_mode
 from assistant.limits import parse_rate, take_tokens
@@ -60,7 +61,7 @@ def too_many(auth: AuthContext, request: Request) -> int:
     if rate is None:
         return 0
     ip = client_ip(request, auth.proxies)
-    refused, wait = take_tokens(auth.client, [(f"assistant:public:{ip}", rate)])
+    refused, wait = take_tokens(auth.client, [(keys.public_bucket(ip), rate)])
     return max(1, math.ceil(wait)) if refused else 0
 
 

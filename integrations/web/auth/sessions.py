@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from assistant import keys
 from assistant.identity.credentials import new_token, sha256_hex
 from assistant.store.people import SignedIn
 
@@ -24,7 +25,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def session_key(session_id: str) -> str:
-    return f"assistant:web:session:{sha256_hex(session_id)}"
+    return keys.web_session(sha256_hex(session_id))
 
 
 @dataclass(frozen=True)
