@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import click
 
@@ -335,8 +337,10 @@ def up() -> None:
     try:
         supervisor.start_all()
         if not settings.redis_url:
-            click.echo(f"REDIS_URL is not set: started an embedded Valkey at "
-                       f"{env['REDIS_URL']} (data in {settings.data_dir / 'valkey'})")
+            shown = env["REDIS_URL"].replace(embedded_password(settings.data_dir / "valkey"),
+                                             "***")
+            click.echo(f"REDIS_URL is not set: started an embedded Valkey at {shown} (data "
+                       f"and its password file in {settings.data_dir / 'valkey'})")
         url = f"http://{settings.host}:{settings.port}/"
         if wait_until_up(url + "healthz", lambda: stopping):
             click.echo(f"\nThe assistant is up: open {url} (Ctrl-C stops it)\n")
@@ -377,29 +381,55 @@ def valkey_binary() -> str:
         raise click.ClickException(f"no Valkey server binary: {exc}") from exc
 
 
+PASSWORD_FILE = "password"
+
+
+def embedded_password(data_dir: Path) -> str:
+    """The embedded Valkey's password: made once (``data_dir/password``, readable by its owner
+    only) and kept, so the data it guards stays closed across restarts. Without one, any local
+    process could read every conversation and plant replies on the loopback port."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / PASSWORD_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    password = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(password + "\n")
+    return password
+
+
 def embedded_valkey(data_dir: Path, env: dict[str, str], maxmemory: str = "1gb",
                     host: str = "127.0.0.1") -> Component:
     """The embedded Valkey as a supervised child on a port of its own, the same across its
-    restarts (so the other children's REDIS_URL stays right).
+    restarts (so the other children's REDIS_URL stays right), behind a password
+    (``embedded_password``).
 
     ``maxmemory`` bounds what callers can make it hold: past it, writes fail (the API answers
     503) instead of the host running out (issue 15).
     """
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    password = embedded_password(data_dir)
     port = free_port(host)
     config = data_dir / "valkey.conf"
-    lines = [f"bind {host}", f"port {port}", f'dir "{data_dir}"', f"maxmemory {maxmemory}"]
+    lines = [f"bind {host}", f"port {port}", f'dir "{data_dir}"', f"maxmemory {maxmemory}",
+             f'requirepass "{password}"']
     lines += [f'{key} "{value}"' if value == "" else f"{key} {value}"
               for key, value in EMBEDDED_VALKEY_CONFIG.items()]
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    os.chmod(config, 0o600)  # an older file kept its mode
 
     def answers(process: subprocess.Popen[bytes]) -> None:
-        wait_for_port(host, port, process)
+        wait_for_port(host, port, process, password=password)
 
-    return Component("valkey", [valkey_binary(), str(config)],
-                     dict(env, REDIS_URL=f"redis://{host}:{port}/0"), stop_grace=10,
-                     cwd=data_dir, log_file=data_dir / "valkey.log", after_start=answers)
+    url = f"redis://:{quote(password, safe='')}@{host}:{port}/0"
+    return Component("valkey", [valkey_binary(), str(config)], dict(env, REDIS_URL=url),
+                     stop_grace=10, cwd=data_dir, log_file=data_dir / "valkey.log",
+                     after_start=answers)
 
 
 @dataclass
@@ -409,6 +439,11 @@ class EmbeddedValkey:
     component: Component
     port: int
 
+    @property
+    def url(self) -> str:
+        """Its ``REDIS_URL``, password included."""
+        return self.component.env["REDIS_URL"]
+
     def stop(self) -> None:
         Supervisor([self.component], ["valkey"]).stop_all()
 
@@ -417,7 +452,7 @@ def start_embedded_valkey(data_dir: Path, maxmemory: str = "1gb") -> EmbeddedVal
     """The embedded Valkey of `assistant up`, started without its supervisor."""
     component = embedded_valkey(data_dir, dict(os.environ), maxmemory)
     Supervisor([component], ["valkey"]).start(component)
-    port = int(component.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    port = int(urlsplit(component.env["REDIS_URL"]).port or 0)
     return EmbeddedValkey(component, port)
 
 
@@ -428,15 +463,24 @@ def free_port(host: str) -> int:
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],
-                  timeout: float = 10.0) -> None:
+                  timeout: float = 10.0, password: str | None = None) -> None:
+    """Until Valkey answers PING (after AUTH, with a password): not before it has loaded its
+    append-only file (it answers ``-LOADING`` meanwhile)."""
+    hello = (f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise click.ClickException(f"Valkey exited with status {process.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
+                sock.sendall(hello)
+                answer = b""
+                while answer.count(b"\r\n") < (2 if password else 1):
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    answer += chunk
+                if answer.endswith(b"+PONG\r\n"):
                     return
         except OSError:
             pass

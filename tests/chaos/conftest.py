@@ -128,7 +128,11 @@ def up(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[U
         while "started an embedded Valkey at " not in stack.log():
             assert process.poll() is None and time.monotonic() < deadline, stack.log()
             time.sleep(0.2)
-        stack.redis_url = stack.log().split("embedded Valkey at ", 1)[1].split()[0]
+        # The log masks the password; it is in the data directory's password file.
+        shown = stack.log().split("embedded Valkey at ", 1)[1].split()[0]
+        password = (tmp / "data" / "valkey" / "password").read_text().strip()
+        assert password not in stack.log()
+        stack.redis_url = shown.replace("***", password)
         stack.wait_ready()
         yield stack
     finally:

@@ -258,7 +258,11 @@ def test_redis_has_a_memory_cap_and_never_evicts(tmp_path: Path) -> None:
 
     server = start_embedded_valkey(tmp_path / "valkey", Settings().redis_maxmemory)
     try:
-        client = redis.Redis(port=server.port)
+        # Behind a password: a local process without it can neither read nor write.
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).get("anything")
+        assert oct((tmp_path / "valkey" / "password").stat().st_mode & 0o777) == "0o600"
+        client = redis.Redis.from_url(server.url)
         assert int(client.config_get("maxmemory")["maxmemory"]) == 1 << 30
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         client.close()
