@@ -11,18 +11,17 @@ and ``sync_redis`` (or repeating the action) puts it into effect.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 
-from assistant import keys, memory, turns
+from assistant import keys
+from assistant.conversations import Conversations
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, ReplyTimeout
 from assistant.limits import banned_key, user_quota_key
 from assistant.live_prompts import announce
-from assistant.memory import RedisConversationHistory
 from assistant.safety.strikes import mute_key, strikes_key, user_ref
 from assistant.store.archive import Archive, ConversationDetail
 from assistant.store.audit import AuditLog
@@ -151,15 +150,11 @@ def delete_conversation(store: Store, client: redis.Redis, conversation_id: str,
         conversation = _conversation_key(client, conversation_id, detail)
         in_memory = False
         if conversation is not None:
-            history = RedisConversationHistory(client, conversation, retention_seconds=1)
-            deadline = time.monotonic() + wait_seconds
-            with turns.holding(client, conversation, wait_until=deadline) as held:
-                if not held:
-                    raise ReplyTimeout("the conversation is busy with a reply; try again")
-                in_memory = history.exists()
-                client.delete(turns.pending_key(conversation))
-                history.clear()
-                archived = archive.delete(conversation_id)
+            cleared = Conversations(client, lambda: store, retention_seconds=1).reset(
+                conversation, wait_seconds)
+            if cleared is None:
+                raise ReplyTimeout("the conversation is busy with a reply; try again")
+            in_memory, archived = cleared.in_memory, cleared.archived
         else:
             archived = archive.delete(conversation_id)
     if not (archived or in_memory):
@@ -179,20 +174,9 @@ def forget_user(store: Store, client: redis.Redis, platform: str, workspace: str
     Returns the archived messages deleted.
     """
     with _redis():
-        memory.forget_user(client, platform, workspace, user_id, retention_seconds)
-    return forget_archived_user(store, platform, workspace, user_id, actor)
-
-
-def forget_archived_user(store: Store, platform: str, workspace: str, user_id: str,
-                         actor: str) -> int:
-    """The archive's half of forgetting a user (their messages and counts; a ban or a quota
-    stays), audited. The Slack and Telegram "forget me" commands call it after clearing the
-    memory themselves. Returns the archived messages deleted."""
-    deleted = Archive(store).forget_user(platform, workspace, user_id)
-    Users(store).forget(platform, workspace, user_id)
-    AuditLog(store).record(actor, "forget_user", user_ref(platform, workspace, user_id),
-                           {"archived_messages": deleted})
-    return deleted
+        forgotten = Conversations(client, lambda: store, retention_seconds).forget_person(
+            platform, workspace, user_id, actor)
+    return forgotten.archived_messages
 
 
 def _conversation_key(client: redis.Redis, conversation_id: str,

@@ -12,7 +12,6 @@ event again (HTTP: a 500; Socket Mode: no ack), instead of a 200 for a message w
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Protocol
 
 import redis
@@ -20,11 +19,10 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from assistant import keys, turns
-from assistant.admin_actions import forget_archived_user
+from assistant import keys
+from assistant.conversations import RESET_WAIT_SECONDS, Conversations
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Throttled
-from assistant.memory import RedisConversationHistory, forget_user
 from assistant.settings import Settings
 from assistant.store import shared_store
 from integrations.slack import convert
@@ -33,7 +31,6 @@ from worker.dispatch import Submitted
 
 log = logging.getLogger(__name__)
 
-RESET_WAIT_SECONDS = 2.0  # the slash command's answer is due within 3 s
 
 HELP = (
     "*I'm your self-hosted assistant.* Write to me in a DM, or mention me in a channel and I "
@@ -160,23 +157,23 @@ def answer_command(settings: Settings, client: redis.Redis, command: dict[str, A
             return reset_dm(settings, client, ConversationKey(
                 platform=convert.PLATFORM, workspace=team_id, channel=channel, user=user_id))
         if word == "forget":
-            touched = forget_user(client, convert.PLATFORM, team_id, user_id,
-                                  settings.retention_seconds)
-            forget_archived_user(shared_store(settings.sql_url), convert.PLATFORM, team_id,
-                                 user_id, actor=f"user:{user_id}")
-            return f"Done: I deleted what I kept about you ({touched} conversation(s))."
+            forgotten = conversations(settings, client).forget_person(
+                convert.PLATFORM, team_id, user_id, actor=f"user:{user_id}")
+            return ("Done: I deleted what I kept about you "
+                    f"({forgotten.conversations} conversation(s)).")
     except (redis.RedisError, SQLAlchemyError):
         log.exception("slash command %r failed", word)
         return "Sorry, I can't reach my memory right now. Please try again in a minute."
     return HELP
 
 
+def conversations(settings: Settings, client: redis.Redis) -> Conversations:
+    return Conversations(client, lambda: shared_store(settings.sql_url),
+                         settings.retention_seconds)
+
+
 def reset_dm(settings: Settings, client: redis.Redis, conversation: ConversationKey) -> str:
-    """Start the DM over, under its lock so a turn in progress cannot write into it after."""
-    deadline = time.monotonic() + RESET_WAIT_SECONDS
-    with turns.holding(client, conversation, wait_until=deadline) as held:
-        if not held:
-            return "I'm still answering in this conversation; try `/assistant reset` again soon."
-        client.delete(turns.pending_key(conversation))
-        RedisConversationHistory(client, conversation, settings.retention_seconds).clear()
+    """Start the DM over (``assistant.conversations``), if no turn runs in it by then."""
+    if conversations(settings, client).reset(conversation, RESET_WAIT_SECONDS) is None:
+        return "I'm still answering in this conversation; try `/assistant reset` again soon."
     return "Done: our conversation starts over."

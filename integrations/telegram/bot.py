@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 from typing import Any
 
 import redis
@@ -26,11 +25,9 @@ from telegram.ext import (
 )
 
 from assistant import turns
-from assistant.admin_actions import forget_archived_user
+from assistant.conversations import Conversations
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, Throttled
-from assistant.memory import RedisConversationHistory
-from assistant.memory.history import forget_user
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from assistant.store import shared_store
@@ -73,6 +70,8 @@ class TelegramAdapter:
         self.client = client
         self.dispatcher = dispatcher
         self.prompts = prompts
+        self.conversations = Conversations(client, lambda: shared_store(settings.sql_url),
+                                           settings.retention_seconds)
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -142,25 +141,15 @@ class TelegramAdapter:
     # -- the work (synchronous Redis; run in a thread) -----------------------------------------
 
     def reset(self, conversation: ConversationKey) -> bool:
-        """Empty one conversation's memory and queue, under its lock; False if still busy."""
-        history = RedisConversationHistory(self.client, conversation,
-                                           self.settings.retention_seconds)
-        deadline = time.monotonic() + RESET_WAIT_SECONDS
-        with turns.holding(self.client, conversation, wait_until=deadline) as held:
-            if not held:
-                return False
-            self.client.delete(turns.pending_key(conversation))
-            history.clear()
-        return True
+        """Start one conversation over (``assistant.conversations``); False if still busy."""
+        return self.conversations.reset(conversation, RESET_WAIT_SECONDS) is not None
 
     def forget(self, user_id: int) -> None:
         """Everything kept about a user: their private chat and their lines in groups."""
-        forget_user(self.client, PLATFORM, "default", str(user_id),
-                    self.settings.retention_seconds)
-        forget_archived_user(shared_store(self.settings.sql_url), PLATFORM, "default",
-                             str(user_id), actor=f"user:{user_id}")
         # Telegram's private chat id is the user id: clear it even if it was never indexed.
-        self.reset(ConversationKey(platform=PLATFORM, channel=str(user_id), user=str(user_id)))
+        self.conversations.forget_person(
+            PLATFORM, "default", str(user_id), actor=f"user:{user_id}",
+            private=ConversationKey(platform=PLATFORM, channel=str(user_id), user=str(user_id)))
 
     async def _first_time(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
         """Commands and non-text are not queued, so dedupe their update here."""

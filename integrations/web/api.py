@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from assistant import keys, turns
+from assistant.conversations import Conversations
 from assistant.envelope import ConversationKey, Inbound, Reply
 from assistant.errors import (
     AssistantError,
@@ -28,7 +29,6 @@ from assistant.errors import (
 from assistant.memory import RedisConversationHistory
 from assistant.pipeline import validate_text
 from assistant.store import shared_store
-from assistant.store.archive import Archive
 from assistant.stream import Listener
 from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
@@ -193,16 +193,11 @@ def _delete_conversation(state: WebState, conversation_id: str, owner: str | Non
     try:
         if not history.exists() and not turns.pending(state.client, history.conversation):
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        # Only while no turn runs, so none can write into the conversation after we cleared
-        # it; queued messages are dropped with it.
-        with turns.holding(state.client, history.conversation) as held:
-            if not held:
-                return False
-            state.client.delete(turns.pending_key(history.conversation))
-            history.clear()
-            # The user deleted it: the admins' archive copy goes too (still under the lock,
-            # so a turn cannot archive into it afterwards).
-            Archive(shared_store(state.settings.sql_url)).delete(history.conversation.redis_id)
+        # Queue, memory and the admins' archive copy, under the conversation's lock.
+        service = Conversations(state.client, lambda: shared_store(state.settings.sql_url),
+                                state.settings.retention_seconds)
+        if service.reset(history.conversation) is None:
+            return False
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
     except SQLAlchemyError as exc:
