@@ -186,9 +186,11 @@ class SlackReplyStream:
                     self._last_call = time.monotonic()
 
 
-def make_sender(settings: Settings, client: redis.Redis) -> SlackSender:
-    """The worker's Slack sender (``SLACK_API_URL`` lets tests point it at a fake server)."""
-    assert settings.slack_bot_token is not None
+def make_sender(settings: Settings, client: redis.Redis) -> SlackSender | None:
+    """The worker's Slack sender, when a bot token is set (the ``assistant.senders`` entry
+    point; ``SLACK_API_URL`` lets tests point it at a fake server)."""
+    if settings.slack_bot_token is None:
+        return None
     web = WebClient(token=settings.slack_bot_token.get_secret_value(),
                     base_url=api_base_url(settings.slack_api_url), timeout=10)
     return SlackSender(web, client)

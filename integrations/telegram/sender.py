@@ -303,7 +303,10 @@ def quiet_httpx() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def make_sender(settings: Settings, client: redis.Redis) -> TelegramSender:
-    """The worker's Telegram sender (``worker.senders.build_senders``)."""
+def make_sender(settings: Settings, client: redis.Redis) -> TelegramSender | None:
+    """The worker's Telegram sender, when a bot token is set (the ``assistant.senders`` entry
+    point)."""
+    if settings.telegram_bot_token is None:
+        return None
     quiet_httpx()
     return TelegramSender(BotRunner(settings), client)
