@@ -36,7 +36,7 @@ EDIT_INTERVAL_SECONDS = 1.0
 MAX_RATE_LIMIT_WAIT_SECONDS = 30.0
 
 
-class RateLimited(Exception):
+class SlackRateLimited(Exception):
     """Slack said 429 for longer than we wait in place; the delivery is retried later."""
 
     def __init__(self, retry_after: float) -> None:
@@ -179,7 +179,7 @@ class SlackReplyStream:
                     if wait is None or deadline is None:
                         raise
                     if time.monotonic() + wait > deadline:
-                        raise RateLimited(wait) from error
+                        raise SlackRateLimited(wait) from error
                     log.info("Slack rate limit on %s: waiting %.1f s", method, wait)
                     time.sleep(wait)
                 finally:

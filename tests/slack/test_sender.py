@@ -14,7 +14,7 @@ from slack_sdk import WebClient
 
 from assistant.delivery import platform_message
 from assistant.envelope import ConversationKey, Inbound, Reply
-from integrations.slack.sender import RateLimited, SlackSender
+from integrations.slack.sender import SlackRateLimited, SlackSender
 from tests.slack.fake_slack import FakeSlack
 
 CONVERSATION = ConversationKey(platform="slack", workspace="T1", channel="C1", thread="111.1")
@@ -104,7 +104,7 @@ def test_a_rate_limit_longer_than_the_cap_raises_for_a_later_retry(
     sender = SlackSender(web, fake_redis, interval=0.1, max_wait=0.5)
     stream = sender.open(inbound(), "r1")
     fake_slack.rate_limit("chat.update", times=1)
-    with pytest.raises(RateLimited):
+    with pytest.raises(SlackRateLimited):
         stream.finish(reply("done"))
     stream.close()
     retried = sender.open(inbound(), "r1")  # what Celery's retry does: same message, no repost
