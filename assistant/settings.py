@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # cores (docs/operations.md, Faults).
     turn_time_limit: int = Field(180, alias="ASSISTANT_TURN_TIME_LIMIT", ge=10)
     stall_seconds: int = Field(90, alias="ASSISTANT_STALL_SECONDS", ge=5)
+    # A task waiting this long while a pool process is free and none was fetched: the node's
+    # consumer stopped (worker/recovery.py, ConsumerWatch); the node restarts itself.
+    consumer_stuck_seconds: int = Field(30, alias="ASSISTANT_CONSUMER_STUCK_SECONDS", ge=5)
     # Set by `assistant up` for its embedded Valkey, where its worker is the only one: at
     # start, the worker puts back what a dead predecessor left delivered and unacknowledged
     # instead of waiting out the visibility timeout (worker/recovery.py).

@@ -93,7 +93,7 @@ metrics.connect_signals(settings)
 recovery.connect_signals(
     app, lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
     task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE, stall_seconds=settings.stall_seconds,
-    sole_worker=settings.sole_worker)
+    sole_worker=settings.sole_worker, consumer_stuck_seconds=settings.consumer_stuck_seconds)
 if settings.affinity:
     affinity.connect_signals(
         lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),

@@ -230,3 +230,46 @@ def test_the_watchdog_thread_recycles_a_stuck_turn_by_itself(client: redis.Redis
         assert killed.wait(timeout=10)
     finally:
         guard.turn_finished()
+
+
+def test_a_consumer_that_stopped_fetching_is_noticed_and_only_then(client: redis.Redis) -> None:
+    """Celery's Redis consumer can come back from a broker restart and never fetch again
+    (celery#8030): a task waits while a pool process is free and nothing arrives."""
+    from worker.recovery import ConsumerWatch
+
+    free = [1]
+    watch = ConsumerWatch(client, lambda: [QUEUE, "w1@test.dq2"], lambda: free[0],
+                          stuck_after=30)
+    assert not watch.stuck(now=0)  # nothing waits
+    client.rpush("w1@test.dq2", "a task for this node")
+    assert not watch.stuck(now=1)  # the clock starts
+    assert not watch.stuck(now=20)
+    watch.on_received()  # the consumer fetched something: it works
+    assert not watch.stuck(now=31)
+    assert not watch.stuck(now=40)
+    free[0] = 0  # every pool process busy: a waiting task is normal
+    assert not watch.stuck(now=100)
+    free[0] = 1
+    assert not watch.stuck(now=101)
+    assert watch.stuck(now=131)  # 30 s waiting, a free process, nothing fetched
+    client.delete("w1@test.dq2")
+    assert not watch.stuck(now=132)
+
+
+def test_recovery_restarts_the_node_when_its_consumer_is_stuck(client: redis.Redis) -> None:
+    from worker.recovery import ConsumerWatch, Recovery
+
+    class Stuck(ConsumerWatch):
+        def stuck(self, now: float | None = None) -> bool:
+            return True
+
+    restarted = threading.Event()
+    recovery = Recovery(client, "w1@test", lambda: frozenset(),
+                        sweeper.Sweeper(client, QUEUE, lambda _: None), stall_seconds=30,
+                        consumer=Stuck(client, lambda: [], lambda: 1),
+                        restart=restarted.set)
+    recovery.start()
+    try:
+        assert restarted.wait(10)
+    finally:
+        recovery.stop()
