@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PURGE_EVERY_SECONDS = 3600.0
 # Told a fact's text, returns it screened and masked (the input safety chain), or raises
 # ``InputRejected`` when the chain blocks it.
-Screen = Callable[[str, Inbound | None], str]
+Screen = Callable[[str], str]
 TokenCounter = Callable[[str], int]
 
 
@@ -139,7 +139,7 @@ class LongTermMemory:
     def edit(self, owner: Identity, memory_id: int, text: str) -> MemoryRow | None:
         """Replace a memory's words (screened like a message first); None: not theirs."""
         if self.screen is not None:
-            text = self.screen(text, None)
+            text = self.screen(text)
         cleaned = clean_fact(text)
         return self.memories.update(self.memories.identities_of(*owner), memory_id, cleaned,
                                     self._vector(cleaned), self.embedder.model_id)
@@ -296,3 +296,32 @@ def build_recall(settings: Any, store: Store, screen: Screen | None = None
     from assistant.embedding import default_embedder
 
     return LongTermMemory(store, default_embedder(), recall_settings, screen)
+
+
+_edge_memories: dict[str, LongTermMemory | None] = {}
+_edge_lock = threading.Lock()
+
+
+def edge_memory(settings: Any) -> LongTermMemory | None:
+    """The long-term memory of an edge process (Slack, Telegram, web), built on first use.
+    Edges list, delete and export; saving goes through the worker, behind the safety chain."""
+    from assistant.store import shared_store
+
+    with _edge_lock:
+        if settings.sql_url not in _edge_memories:
+            _edge_memories[settings.sql_url] = build_recall(settings,
+                                                            shared_store(settings.sql_url))
+        return _edge_memories[settings.sql_url]
+
+
+def answer_at_edge(settings: Any, prompts: Any, command: Command,
+                   conversation: ConversationKey, user_id: str) -> str:
+    """``/memory`` and ``/forget N|all`` answered by an edge, at once (no model, no
+    embedding): the text to send back."""
+    memory = edge_memory(settings)
+    if memory is None:
+        return str(prompts.render("memory_refused", reason=REFUSAL_REASONS["platform"]))
+    inbound = Inbound(dedupe_id="edge-command", conversation=conversation, user_id=user_id,
+                      text="")
+    name, variables = memory.run(command, inbound)
+    return str(prompts.render(name, **variables))

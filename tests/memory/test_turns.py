@@ -93,3 +93,19 @@ def test_without_long_term_memory_commands_go_to_the_model(runtime: Runtime,
                                                            engine: FakeEngine) -> None:
     send(runtime, "remember that I'm vegetarian")
     assert last_user_text(engine) == "remember that I'm vegetarian"
+
+
+def test_forget_me_deletes_memories_too(runtime: Runtime, recall: LongTermMemory) -> None:
+    from assistant import admin_actions
+    from assistant.store.audit import AuditLog
+
+    runtime.recall = recall
+    send(runtime, "remember that I'm vegetarian")
+    send(runtime, "remember that I like jazz", user="7",
+         conversation=ConversationKey(platform="telegram", channel="7", user="7"))
+    store = recall.memories.store
+    admin_actions.forget_user(store, runtime.client, "telegram", "default", "42", "user:42",
+                              retention_seconds=60)
+    assert recall.listing(("telegram", "default", "42")) == []
+    assert [r.text for r in recall.listing(("telegram", "default", "7"))] == ["I like jazz"]
+    assert AuditLog(store).recent()[0].details["memories"] == 1
