@@ -46,7 +46,7 @@ class RecallSettings:
     group_channels: frozenset[str] = frozenset()
     retention_days: float = 0.0  # 0: kept until the person deletes them
     prompt_tokens: int = 120
-    max_items: int = 5
+    max_items: int = 6
     max_per_person: int = 2000
     min_cosine: float = 0.2
 

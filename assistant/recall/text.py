@@ -36,7 +36,7 @@ _ROLE_LABEL = re.compile(r"^\s*(?:system|assistant|user|human|ai|bot|developer|t
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
                         "\ufeff\U000e0000-\U000e007f]")
 _SPACES = re.compile(r"\s+")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 # Words too common to tell memories apart (BM25's side of the search).
 STOPWORDS = frozenset("""
