@@ -30,6 +30,11 @@ from assistant.store.memories import Identity, Memories, MemoryRow, Stamp
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 3600.0
+# How long recall trusts who a person is (their linked identities) before asking SQL again:
+# a link or an unlink an admin makes reaches recall within this time.
+IDENTITIES_TTL_SECONDS = 30.0
+# People whose search index a process keeps (~1.6 MB each for 1,000 memories).
+MAX_CACHED_INDEXES = 256
 # Told a fact's text, returns it screened and masked (the input safety chain), or raises
 # ``InputRejected`` when the chain blocks it.
 Screen = Callable[[str], str]
@@ -89,6 +94,7 @@ class LongTermMemory:
         self._indexes: dict[tuple[object, ...], tuple[Stamp, Index]] = {}
         self._lock = threading.Lock()
         self._purged_at = float("-inf")
+        self._identities: dict[Identity, tuple[float, list[Identity]]] = {}
 
     # -- where ----------------------------------------------------------------------------------
 
@@ -193,7 +199,7 @@ class LongTermMemory:
         if first.history is not None or self.refusal(first.conversation) is not None:
             return []
         self._purge_if_due()
-        owners = self.memories.identities_of(*owner_of(first))
+        owners = self._owners(owner_of(first))
         channel = self._channel_filter(first.conversation)
         index = self._index(owners, channel)
         if index is None:
@@ -215,6 +221,19 @@ class LongTermMemory:
             used += cost
         return chosen
 
+    def _owners(self, owner: Identity) -> list[Identity]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._identities.get(owner)
+        if cached is not None and now - cached[0] < IDENTITIES_TTL_SECONDS:
+            return cached[1]
+        owners = self.memories.identities_of(*owner)
+        with self._lock:
+            if len(self._identities) > 10_000:  # a bound, not an LRU: rebuilt as people talk
+                self._identities.clear()
+            self._identities[owner] = (now, owners)
+        return owners
+
     def _index(self, owners: list[Identity], channel: tuple[str, str, str] | None
                ) -> Index | None:
         key = (tuple(owners), channel)
@@ -231,7 +250,10 @@ class LongTermMemory:
         rows = [self._current(row) for row in rows]
         index = Index.build(rows, self.embedder.dimensions)
         with self._lock:
+            self._indexes.pop(key, None)
             self._indexes[key] = (stamp, index)
+            while len(self._indexes) > MAX_CACHED_INDEXES:  # the least recently rebuilt go
+                self._indexes.pop(next(iter(self._indexes)))
         return index
 
     def _current(self, row: MemoryRow) -> MemoryRow:

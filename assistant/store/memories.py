@@ -27,8 +27,8 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    or_,
     select,
-    tuple_,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,7 +62,9 @@ class Memory(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (
-        Index("ix_memories_owner", "platform", "workspace", "user_id"),
+        # Covers the per-turn stamp query (count, newest edit, last id) without reading rows,
+        # whose vectors would make it read every page of a person's memories.
+        Index("ix_memories_owner", "platform", "workspace", "user_id", "updated_at"),
         Index("ix_memories_updated", "updated_at"),
         # Ids are never reused (SQLite would reuse a deleted last rowid), so a cached index
         # and a number someone saw never name another memory.
@@ -145,7 +147,9 @@ class Memories:
 
     @staticmethod
     def _owned(owners: Sequence[Identity]) -> object:
-        return tuple_(Memory.platform, Memory.workspace, Memory.user_id).in_(list(owners))
+        # OR of ANDs, not a row-value IN: SQLite uses ix_memories_owner for this form only.
+        return or_(*(and_(Memory.platform == platform, Memory.workspace == workspace,
+                          Memory.user_id == user_id) for platform, workspace, user_id in owners))
 
     # -- write -------------------------------------------------------------------------------
 

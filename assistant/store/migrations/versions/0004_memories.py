@@ -32,7 +32,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_memories_owner", "memories", ["platform", "workspace", "user_id"])
+    # Covers the per-turn stamp query (count, newest edit, last id): no row is read.
+    op.create_index("ix_memories_owner", "memories",
+                    ["platform", "workspace", "user_id", "updated_at"])
     op.create_index("ix_memories_updated", "memories", ["updated_at"])
 
 
