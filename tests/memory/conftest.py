@@ -32,3 +32,9 @@ def embedder() -> OnnxEmbedder:
 def recall(store: Store, embedder: OnnxEmbedder) -> LongTermMemory:
     return LongTermMemory(store, embedder, RecallSettings(
         group_channels=frozenset({"slack:T1:CSHARED"})))
+
+
+@pytest.fixture
+def recall_settings_sql(tmp_path: object) -> str:
+    """An SQLite store of its own (the edges open theirs by URL)."""
+    return f"sqlite:///{tmp_path}/edge.db"
