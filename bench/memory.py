@@ -34,6 +34,8 @@ from assistant.embedding import default_embedder
 from assistant.envelope import ConversationKey, Inbound
 from assistant.recall.search import Index
 from assistant.recall.service import LongTermMemory, RecallSettings
+from assistant.safety.evaluate import chain_runner
+from assistant.settings import Settings
 from assistant.store import connect_store
 from bench.load import merge_into
 
@@ -340,6 +342,17 @@ def measure(database_url: str, people: int, memories: int, questions: int, seed:
                 ranked = _single(index, item.question, vector, only, settings.max_items)
                 hits[name] += item.memory in ranked
     pairs = people * questions
+    # As in a worker: the input safety chain (default policy) screens the message first and
+    # embeds it with the same shared embedder; recall then finds its vector made (the chain's
+    # own time is the safety check's, paid with or without memories, so it is not counted).
+    screen = chain_runner(Settings(_env_file=None))  # type: ignore[call-arg]
+    after_safety_ms: list[float] = []
+    for person, (_kept, asked) in enumerate(dataset):
+        for item in asked:
+            screen(item.question)
+            t0 = time.perf_counter()
+            recall.recall([inbound(f"bench-{person}", item.question)], count)
+            after_safety_ms.append((time.perf_counter() - t0) * 1000)
     # A person with no memories: the turn pays one count query, no embedding.
     empty_ms = []
     for _ in range(50):
@@ -363,6 +376,7 @@ def measure(database_url: str, people: int, memories: int, questions: int, seed:
         "recall_words_only": round(hits["words only"] / pairs, 4),
         "added_ms": summary_ms(warm_ms),
         "added_cpu_ms": summary_ms(warm_cpu_ms),
+        "added_ms_after_safety_check": summary_ms(after_safety_ms),
         "load_average_at_end": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "added_ms_first_turn_after_change": summary_ms(cold_ms),
@@ -386,7 +400,9 @@ def measure(database_url: str, people: int, memories: int, questions: int, seed:
     results["min_cosine_sweep"] = sweep
     results["target_checks"] = {
         "recall": results["recall"] >= TARGETS["recall_min"],
-        "added_ms_p95": results["added_ms"]["p95"] <= TARGETS["added_ms_p95_max"]}
+        "added_ms_p95": results["added_ms"]["p95"] <= TARGETS["added_ms_p95_max"],
+        "added_ms_after_safety_check_p95":
+            results["added_ms_after_safety_check"]["p95"] <= TARGETS["added_ms_p95_max"]}
     results["targets"] = TARGETS
     store.engine.dispose()
     return results

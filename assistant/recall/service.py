@@ -24,6 +24,7 @@ from assistant.errors import InputRejected
 from assistant.recall.commands import Command
 from assistant.recall.search import Index
 from assistant.recall.text import clean_fact, quoted
+from assistant.safety.checks.normalise import normalize
 from assistant.store.db import Store
 from assistant.store.memories import Identity, Memories, MemoryRow, Stamp
 
@@ -205,7 +206,9 @@ class LongTermMemory:
         if index is None:
             return []
         query = " ".join(i.text for i in inbounds)
-        vector = self.embedder.embed([query])[0]
+        # The form the safety check embedded (the model is uncased; this only folds case,
+        # spacing and look-alikes), so the shared embedder usually has its vector already.
+        vector = self.embedder.embed([normalize(query)])[0]
         hits = index.search(query, vector, limit=self.settings.max_items,
                             min_cosine=self.settings.min_cosine)
         chosen: list[str] = []

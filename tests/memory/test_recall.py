@@ -138,3 +138,22 @@ def test_a_rerun_saves_once(recall: LongTermMemory) -> None:
     again = recall.remember(message, "I like tea")
     assert first.id == again.id
     assert len(recall.listing(("telegram", "default", "42"))) == 1
+
+
+def test_the_embedder_reuses_the_vector_it_just_made() -> None:
+    """A worker embeds a message for the safety check, then for recall: the second is free."""
+    from assistant.embedding import minilm
+
+    embedder = minilm()
+    first = embedder.embed(["my sister lives in montreal"])
+    seen: list[list[str]] = []
+    original = embedder._embed_batch  # noqa: SLF001
+
+    def counting(texts: list[str]) -> object:
+        seen.append(texts)
+        return original(texts)
+
+    embedder._embed_batch = counting  # type: ignore[method-assign]  # noqa: SLF001
+    again = embedder.embed(["my sister lives in montreal", "and my dog is rex"])
+    assert seen == [["and my dog is rex"]]
+    assert (again[0] == first[0]).all() and again.shape == (2, 384)
