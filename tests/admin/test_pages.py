@@ -386,10 +386,11 @@ def test_settings_are_shown_with_secrets_masked(logged_in: TestClient) -> None:
 
 
 def test_admins_see_memory_counts_never_contents(logged_in: TestClient, store: Any) -> None:
-    from assistant.store.memories import Memories
+    from assistant.store.memories import Memories, Memory
 
+    with store.session() as session:  # PostgreSQL's database is shared by the run's tests
+        session.execute(sa.delete(Memory))
     memories = Memories(store)
-    memories.delete_all([("telegram", "default", "42"), ("web", "default", "ada")])
     memories.add(("telegram", "default", "42"), "my hidden diagnosis", b"\0" * 8, "m")
     memories.add(("web", "default", "ada"), "my quiet hobby", b"\0" * 8, "m")
     page = logged_in.get("/admin/settings").text
