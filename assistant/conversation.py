@@ -19,7 +19,7 @@ from assistant import keys, turns
 from assistant.cancel import CancelCheck
 from assistant.delivery import ReplyStream, Sender, claim_delivery, release_delivery
 from assistant.engine import Engine, GenerationRequest
-from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for, utcnow
+from assistant.envelope import ChatMessage, ConversationKey, Inbound, Reply, reply_id_for, utcnow
 from assistant.live_prompts import persona_versions, trace_versions_key
 from assistant.logs import log_context
 from assistant.memory import RedisConversationHistory
@@ -61,6 +61,8 @@ class Runtime:
     live_prompts: Any = None
     # Told per generated piece that the turn progresses (worker/watchdog.py); no I/O.
     on_progress: Callable[[], None] | None = None
+    # assistant.recall.LongTermMemory: people's long-term memories, or None when turned off.
+    recall: Any = None
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -145,6 +147,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                 fresh.append(screened.inbound)
         else:
             fresh.append(inbound)
+    if runtime.recall is not None:
+        fresh = answer_memory_commands(runtime, fresh)
     if not fresh:
         return len(batch)
     stored = stored_reply(client, fresh[0].conversation, fresh[0].message_id)
@@ -211,7 +215,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                              on_token=on_token,
                              on_prompt=trace_prompt(client, runtime.prompts)
                              if runtime.trace_prompts else None,
-                             finalize=gate.finish if gate is not None else None)
+                             finalize=gate.finish if gate is not None else None,
+                             recalled=recalled_for(runtime, fresh))
         # The rest of the reply (held back by the gate, or the cut notice), the stored reply
         # and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)
@@ -238,6 +243,45 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             # The reply is delivered; a failed summary is tried again after the next turn.
             log.exception("could not update the conversation summary")
     return len(batch)
+
+
+def answer_memory_commands(runtime: Runtime, fresh: list[Inbound]) -> list[Inbound]:
+    """Carry out the long-term memory commands among the (screened, masked) messages and
+    answer each at once (docs/memory.md); returns the messages left for the model. A rerun
+    delivers the stored answer again instead of running a command twice."""
+    from assistant.recall.commands import parse
+
+    rest: list[Inbound] = []
+    for inbound in fresh:
+        command = parse(inbound.text)
+        if command is None:
+            rest.append(inbound)
+            continue
+        stored = stored_reply(runtime.client, inbound.conversation, inbound.message_id)
+        if stored is None:
+            name, variables = runtime.recall.run(command, inbound)
+            stored = Reply(message_id=reply_id_for([inbound.message_id]),
+                           conversation=inbound.conversation, in_reply_to=(inbound.message_id,),
+                           text=runtime.prompts.render(name, **variables),
+                           reply_to=dict(inbound.reply_to))
+        deliver(runtime, [inbound.message_id], stored, inbound)
+    return rest
+
+
+def recalled_for(runtime: Runtime, fresh: list[Inbound]) -> list[str]:
+    """The person's long-term memories for this turn's prompt; none if the store fails (the
+    turn goes on without them)."""
+    if runtime.recall is None:
+        return []
+    engine = runtime.engine
+    overhead = engine.count_tokens([ChatMessage(role="user", text="")])
+    try:
+        return runtime.recall.recall(  # type: ignore[no-any-return]
+            fresh, lambda line: engine.count_tokens([ChatMessage(role="user", text=line)])
+            - overhead + 1)
+    except Exception:
+        log.exception("could not recall long-term memories; answering without them")
+        return []
 
 
 trace_key = keys.trace

@@ -30,6 +30,7 @@ from assistant.memory import forget_user as forget_in_memory
 from assistant.store.archive import Archive
 from assistant.store.audit import AuditLog
 from assistant.store.db import Store
+from assistant.store.memories import Memories
 from assistant.store.users import Users
 
 RESET_WAIT_SECONDS = 2.0  # a Slack slash command's answer is due within 3 s
@@ -85,9 +86,11 @@ class Conversations:
 def forget_archived_person(store: Store, platform: str, workspace: str, user_id: str,
                            actor: str) -> int:
     """The archive's half of forgetting a person (their messages and counts; a ban or a quota
-    stays), audited. Returns the archived messages deleted."""
+    stays) and their long-term memories (``assistant.recall``, docs/memory.md), audited.
+    Returns the archived messages deleted."""
     deleted = Archive(store).forget_user(platform, workspace, user_id)
     Users(store).forget(platform, workspace, user_id)
+    memories = Memories(store).forget_identity(platform, workspace, user_id)
     AuditLog(store).record(actor, "forget_user", keys.user_ref(platform, workspace, user_id),
-                           {"archived_messages": deleted})
+                           {"archived_messages": deleted, "memories": memories})
     return deleted

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +33,8 @@ import numpy.typing as npt
 from assistant.errors import ModelError
 
 Vectors = npt.NDArray[np.float32]
+# Texts whose vectors an embedder keeps (a few chat turns' worth; each 1.5 KB).
+RECENT_TEXTS = 64
 
 
 class Embedder(Protocol):
@@ -102,6 +105,10 @@ class OnnxEmbedder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        # The vectors of the last texts embedded: a worker embeds a message for the safety
+        # check and again, normalised the same way, for long-term memory (assistant/recall).
+        self._recent: OrderedDict[str, Vectors] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def _load(self) -> None:
         with self._lock:
@@ -132,9 +139,21 @@ class OnnxEmbedder:
         self._load()
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        parts = [self._embed_batch(list(texts[i:i + self.batch_size]))
-                 for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate(parts)
+        with self._recent_lock:
+            known = {t: self._recent[t] for t in texts if t in self._recent}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            parts = [self._embed_batch(missing[i:i + self.batch_size])
+                     for i in range(0, len(missing), self.batch_size)]
+            for text, vector in zip(missing, np.concatenate(parts), strict=True):
+                known[text] = vector
+            with self._recent_lock:
+                for text in missing:
+                    self._recent[text] = known[text]
+                    self._recent.move_to_end(text)
+                while len(self._recent) > RECENT_TEXTS:
+                    self._recent.popitem(last=False)
+        return np.stack([known[t] for t in texts]).astype(np.float32, copy=True)
 
     def _embed_batch(self, texts: list[str]) -> Vectors:
         # One by one, not encode_batch: that runs on a Rust thread pool, which must not exist

@@ -116,12 +116,27 @@ def stateless_messages(
     return tools.with_instructions(messages, tools.instructions(prompts, inbounds[0].options))
 
 
+def with_recalled(new: list[ChatMessage], recalled: Sequence[str], prompts: PromptLibrary
+                  ) -> list[ChatMessage]:
+    """The long-term memories recalled for this turn (``assistant.recall``: quoted lines of
+    the person's own earlier words) put in front of their newest message, in their voice:
+    facts they told, never a system instruction. After the conversation so far, so the
+    prompt's reused prefix stays as it was (docs/memory.md); the stored turn keeps only
+    the message itself."""
+    if not recalled or not new:
+        return new
+    last = new[-1]
+    text = prompts.render("recalled", facts="\n".join(recalled), message=last.text)
+    return [*new[:-1], last.model_copy(update={"text": text})]
+
+
 def build_messages(
     inbounds: Sequence[Inbound],
     engine: Engine,
     prompts: PromptLibrary,
     config: TurnConfig,
     history: RedisConversationHistory | None,
+    recalled: Sequence[str] = (),
 ) -> tuple[ChatMessage, ...]:
     """The whole prompt for this turn: system, the memory window, then the new messages."""
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
@@ -134,6 +149,7 @@ def build_messages(
     summary = history.summary()
     system = system_message(prompts, config, platform, summary.text)
     budget = context_budget(engine, system, config.max_tokens)
+    new = with_recalled(new, recalled, prompts)
     window = build_window([*records, *new], summary, budget, engine.count_tokens)
     if window.left_out:
         # Not dropped: they stay in the record and are folded into the summary after this turn.
@@ -150,11 +166,13 @@ def run_turn(
     on_token: TokenCallback | None = None,
     on_prompt: PromptCallback | None = None,
     finalize: Finalizer | None = None,
+    recalled: Sequence[str] = (),
 ) -> Reply:
     """Answer the user's message(s) in one turn and store the turn (idempotently).
 
     What is stored and returned is what ``finalize`` (the output safety checks) made of the
-    model's text, so a cut or masked reply is remembered as the user saw it.
+    model's text, so a cut or masked reply is remembered as the user saw it. ``recalled``:
+    the person's long-term memories for this turn (``with_recalled``).
     """
     if not inbounds:
         raise ValueError("a turn needs at least one inbound message")
@@ -168,7 +186,7 @@ def run_turn(
         assistant_name=config.assistant_name,
         canary=config.canary,
     )
-    messages = build_messages(inbounds, engine, prompts, turn_config, history)
+    messages = build_messages(inbounds, engine, prompts, turn_config, history, recalled)
     if first.history is not None:
         # The API's edge refused prompts too long for the context; one that still does not
         # leave room for the reply (an admin's longer persona) gets a shorter reply, not a

@@ -184,6 +184,20 @@ class Settings(BaseSettings):
     # deletes them). Redis memory has its own ASSISTANT_MEMORY_RETENTION_DAYS.
     archive_retention_days: float = Field(0.0, alias="ASSISTANT_ARCHIVE_RETENTION_DAYS", ge=0)
 
+    # Long-term memory (assistant/recall, docs/memory.md): the platforms where people can
+    # make and use memories (comma-separated; empty = off), the shared channels where an admin
+    # allows them ("platform:workspace:channel" or "platform:channel"), how long an unedited
+    # memory is kept (0 = until the person deletes it), the prompt tokens memories may take
+    # per turn, and the most memories one person may keep.
+    longterm_platforms: str = Field("slack,telegram,web", alias="ASSISTANT_LONGTERM_PLATFORMS")
+    longterm_group_channels: str = Field("", alias="ASSISTANT_LONGTERM_GROUP_CHANNELS")
+    longterm_retention_days: float = Field(0.0, alias="ASSISTANT_LONGTERM_RETENTION_DAYS",
+                                           ge=0)
+    longterm_prompt_tokens: int = Field(120, alias="ASSISTANT_LONGTERM_PROMPT_TOKENS", ge=0,
+                                        le=2000)
+    longterm_max_per_person: int = Field(2000, alias="ASSISTANT_LONGTERM_MAX_PER_PERSON",
+                                         ge=1)
+
     # Who may talk to the assistant (assistant/identity, docs/security.md). "auto": sign-in
     # when OIDC_ISSUER is set, else local mode (no sign-in), which runs only on the loopback
     # address; "signin": local accounts (and OIDC when set); "none": no sign-in on purpose.

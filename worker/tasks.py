@@ -24,6 +24,7 @@ from assistant.logs import log_context, log_turn
 from assistant.models import resolve_model_path
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
+from assistant.recall.service import build_recall
 from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
@@ -185,6 +186,7 @@ def runtime() -> Runtime:
         safety=build_safety(settings, client, store),
         live_prompts=LivePrompts(store, client, prompts),
         on_progress=watchdog().progress,
+        recall=build_recall(settings, store),
     )
 
 

@@ -23,6 +23,9 @@ from assistant import keys
 from assistant.conversations import RESET_WAIT_SECONDS, Conversations
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Throttled
+from assistant.prompts import PromptLibrary
+from assistant.recall.commands import parse as parse_memory_command
+from assistant.recall.service import answer_at_edge
 from assistant.settings import Settings
 from assistant.store import shared_store
 from integrations.slack import convert
@@ -38,7 +41,9 @@ HELP = (
     "• `/assistant help` this message\n"
     "• `/assistant reset` start our DM conversation over (in a channel, each thread is its "
     "own conversation: mention me in a new message to start a fresh one)\n"
-    "• `/assistant forget` delete everything I keep about you in this workspace"
+    "• `/assistant forget` delete everything I keep about you in this workspace\n"
+    "• `/assistant remember …` (in our DM), or write me \"remember that …\": a fact I keep\n"
+    "• `/assistant memory` what I remember; `/assistant forget N` / `forget all` deletes"
 )
 
 
@@ -124,6 +129,9 @@ def build_app(settings: Settings, submitter: Submitter, client: redis.Redis,
 
     @app.command("/assistant")
     def on_command(ack: Ack, command: dict[str, Any]) -> None:
+        if str(command.get("text", "")).strip().lower().startswith("remember"):
+            ack(text=remember_command(submitter, command), response_type="ephemeral")
+            return
         ack(text=answer_command(settings, client, command), response_type="ephemeral")
 
     return app
@@ -143,13 +151,45 @@ def tell_user(web: WebClient, inbound: Inbound, text: str) -> None:
         log.warning("could not send a notice to %s", inbound.user_id, exc_info=True)
 
 
+def remember_command(submitter: Submitter, command: dict[str, Any]) -> str:
+    """``/assistant remember …`` in a DM: queued like a message, so a worker screens and
+    saves it (docs/memory.md) and answers in the DM."""
+    channel = str(command.get("channel_id", ""))
+    if not channel.startswith("D"):
+        return "Tell me what to remember in our DM: your memories are private."
+    team_id = str(command.get("team_id", ""))
+    user_id = str(command.get("user_id", ""))
+    dedupe_id = f"slack-command:{team_id}:{command.get('trigger_id', '')}"
+    inbound = Inbound(
+        message_id=convert.message_id_for(dedupe_id), dedupe_id=dedupe_id,
+        conversation=ConversationKey(platform=convert.PLATFORM, workspace=team_id,
+                                     channel=channel, user=user_id),
+        user_id=user_id, text="/" + str(command.get("text", "")).strip(),
+        reply_to={"team": team_id, "channel": channel, "thread_ts": None})
+    try:
+        submitter.submit(inbound)
+    except Throttled as exc:
+        return str(exc)
+    except redis.RedisError:
+        log.exception("could not queue /assistant remember")
+        return "Sorry, I can't reach my memory right now. Please try again in a minute."
+    return "Noted; I'll confirm in our DM."
+
+
 def answer_command(settings: Settings, client: redis.Redis, command: dict[str, Any]) -> str:
-    """The ephemeral answer to ``/assistant help|reset|forget``."""
+    """The ephemeral answer to ``/assistant help|reset|forget|memory|forget N``."""
     word = str(command.get("text", "")).strip().lower()
     team_id = str(command.get("team_id", ""))
     user_id = str(command.get("user_id", ""))
     channel = str(command.get("channel_id", ""))
+    memory_command = parse_memory_command("/" + word)
     try:
+        if memory_command is not None:
+            # Ephemeral: only the person sees the answer, wherever they asked.
+            return answer_at_edge(settings, PromptLibrary.load(), memory_command,
+                                  ConversationKey(platform=convert.PLATFORM, workspace=team_id,
+                                                  channel=channel or "slash", user=user_id),
+                                  user_id)
         if word == "reset":
             if not channel.startswith("D"):
                 return ("In a channel, each thread is its own conversation: mention me in a new "

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 from telegram import BotCommand, Update
 from telegram.ext import (
     AIORateLimiter,
@@ -29,6 +30,8 @@ from assistant.conversations import Conversations
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.prompts import PromptLibrary
+from assistant.recall.commands import parse as parse_memory_command
+from assistant.recall.service import answer_at_edge
 from assistant.settings import Settings
 from assistant.store import shared_store
 from integrations.telegram.convert import (
@@ -51,7 +54,9 @@ COMMANDS = [
     BotCommand("start", "Say hello"),
     BotCommand("help", "What I understand"),
     BotCommand("reset", "Start this conversation over"),
-    BotCommand("forget", "Delete everything kept about me"),
+    BotCommand("forget", "Delete everything kept about me (/forget N: one memory)"),
+    BotCommand("remember", "Remember a fact about me"),
+    BotCommand("memory", "What you remember about me"),
 ]
 RESET_WAIT_SECONDS = 20.0  # a turn in progress finishes first; Telegram's webhook waits ~60 s
 
@@ -99,10 +104,19 @@ class TelegramAdapter:
         if message is None or message.text is None or message.from_user is None:
             return
         command = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        if command == "remember":
+            # Saved by a worker, after the input safety checks (docs/memory.md).
+            await self.on_text(update, context)
+            return
+        memory_command = parse_memory_command(message.text)
         try:
             if not await self._first_time(update, context):
                 return
-            if command == "reset":
+            if memory_command is not None:  # /memory, /forget N, /forget all
+                text = await asyncio.to_thread(
+                    answer_at_edge, self.settings, self.prompts, memory_command,
+                    conversation_key(message), str(message.from_user.id))
+            elif command == "reset":
                 done = await asyncio.to_thread(self.reset, conversation_key(message))
                 text = self.prompts.render("telegram_reset" if done else "telegram_busy")
             elif command == "forget":
@@ -112,8 +126,8 @@ class TelegramAdapter:
                 text = self.prompts.render("telegram_start")
             else:
                 text = self.prompts.render("telegram_help")
-        except redis.RedisError as exc:
-            self._failed(QueueUnavailable(f"Redis is unavailable: {exc}"), update)
+        except (redis.RedisError, SQLAlchemyError) as exc:
+            self._failed(QueueUnavailable(f"Redis or the store is unavailable: {exc}"), update)
             return
         await message.reply_text(text)
 
@@ -204,7 +218,8 @@ def build_application(settings: Settings, adapter: TelegramAdapter, *, polling: 
         builder = builder.updater(None)
     application = builder.build()
     new_messages = filters.UpdateType.MESSAGE
-    application.add_handler(CommandHandler(["start", "help", "reset", "forget"],
+    application.add_handler(CommandHandler(["start", "help", "reset", "forget", "remember",
+                                            "memory", "memories"],
                                            adapter.on_command, filters=new_messages))
     application.add_handler(MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND,
                                            adapter.on_text))

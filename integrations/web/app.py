@@ -20,7 +20,17 @@ from assistant.logs import configure_logging
 from assistant.redis_client import connect, connect_async
 from assistant.settings import Settings
 from assistant.store import shared_store
-from integrations.web import admin, api, auth, embeddings_api, errors, health, metrics, openai_api
+from integrations.web import (
+    admin,
+    api,
+    auth,
+    embeddings_api,
+    errors,
+    health,
+    memories_api,
+    metrics,
+    openai_api,
+)
 from integrations.web.auth.principal import resolve_caller
 from integrations.web.deps import WebState
 from integrations.web.guards import BodyLimitMiddleware, OpsGateMiddleware
@@ -97,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router, dependencies=[Depends(resolve_caller)])
     app.include_router(openai_api.router, dependencies=[Depends(resolve_caller)])
     app.include_router(embeddings_api.router, dependencies=[Depends(resolve_caller)])
+    app.include_router(memories_api.router, dependencies=[Depends(resolve_caller)])
     app.include_router(health.router)
     # Before metrics.install, so the request metrics count the guards' refusals too.
     app.add_middleware(OpsGateMiddleware, settings=settings)

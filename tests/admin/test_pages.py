@@ -385,6 +385,20 @@ def test_settings_are_shown_with_secrets_masked(logged_in: TestClient) -> None:
     assert "**********" in page and "ASSISTANT_MAX_TOKENS" in page
 
 
+def test_admins_see_memory_counts_never_contents(logged_in: TestClient, store: Any) -> None:
+    from assistant.store.memories import Memories, Memory
+
+    with store.session() as session:  # PostgreSQL's database is shared by the run's tests
+        session.execute(sa.delete(Memory))
+    memories = Memories(store)
+    memories.add(("telegram", "default", "42"), "my hidden diagnosis", b"\0" * 8, "m")
+    memories.add(("web", "default", "ada"), "my quiet hobby", b"\0" * 8, "m")
+    page = logged_in.get("/admin/settings").text
+    assert "diagnosis" not in page and "hobby" not in page
+    assert "telegram 1" in page and "web 1" in page and "2 people" in page
+    memories.delete_all([("telegram", "default", "42"), ("web", "default", "ada")])
+
+
 def test_the_audit_log_page(logged_in: TestClient, store: Any) -> None:
     AuditLog(store).record("someone-else", "ban_user", f"web:default:{SCRIPT}", {"why": IMG})
     page = logged_in.get("/admin/audit").text

@@ -174,4 +174,4 @@ def test_forgetting_a_user_everywhere_keeps_their_ban(runtime: Runtime, store: S
     assert [m.role for m in history.records()] == ["assistant"]  # a shared thread keeps replies
     user = Users(store).get("web", "default", "u1")
     assert user is not None and user.banned and user.message_count == 0
-    assert AuditLog(store).recent()[0].details == {"archived_messages": 1}
+    assert AuditLog(store).recent()[0].details == {"archived_messages": 1, "memories": 0}

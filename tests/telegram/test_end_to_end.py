@@ -108,7 +108,8 @@ def test_polling_a_private_message_is_answered_in_place(polling: Stack,
     fake = polling_fake
     fake.wait_for("setMyCommands")
     commands = fake.calls_of("setMyCommands")[0].params["commands"]
-    assert [c["command"] for c in commands] == ["start", "help", "reset", "forget"]
+    assert [c["command"] for c in commands] == ["start", "help", "reset", "forget", "remember",
+                                                "memory"]
     update = private_update(fake, "Hello! Say something nice.", user_id=42)
     fake.queue_update(update)
     reply, final = wait_for_final_edit(fake, polling, update["update_id"], 42)

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from assistant.store import shared_store
 from assistant.store.audit import AuditLog
+from assistant.store.memories import Memories
 from integrations.web.admin import monitor
 from integrations.web.admin.core import (
     Admin,
@@ -95,7 +97,15 @@ async def post_worker_pool(admin: Admin, session: Session, form: Form) -> Respon
 async def get_settings(request: Request, admin: Admin, session: Session) -> HTMLResponse:
     shown = admin.web.settings.public_dict()
     rows = [(name, "" if value is None else str(value)) for name, value in sorted(shown.items())]
-    return render(request, "settings.html", title="Settings", rows=rows)
+    return render(request, "settings.html", title="Settings", rows=rows,
+                  memories=await call(memory_counts, admin.web.settings.sql_url))
+
+
+def memory_counts(sql_url: str) -> dict[str, Any]:
+    """Long-term memories kept, per platform and people: counts, never contents
+    (docs/memory.md)."""
+    memories = Memories(shared_store(sql_url))
+    return {"by_platform": memories.counts(), "people": memories.people_count()}
 
 
 @router.get("/audit")
