@@ -1,0 +1,129 @@
+"""Blocks → chunks: by section (the heading path), paragraphs packed up to a size, a few
+sentences of overlap between neighbours, tables whole (a very long table is cut between rows,
+its header row repeated). Sizes are in words, which the embedding model reads as ~1.3 pieces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from assistant.knowledge.parse import Block
+
+SECTION_SEPARATOR = " › "
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=\S)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One retrievable piece: its text, the section it belongs to, its order in the document,
+    and the PDF page it starts on."""
+
+    position: int
+    text: str
+    section: str
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class ChunkSize:
+    """``words``: the most words of a chunk; ``overlap``: words repeated from the chunk
+    before (whole sentences, up to this many); ``table_words``: the most words of a table
+    kept whole."""
+
+    words: int = 120
+    overlap: int = 30
+    table_words: int = 400
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def sentences(text: str, limit: int) -> list[str]:
+    """``text`` cut at sentence ends, and a sentence longer than ``limit`` words cut by words."""
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        parts = sentence.split()
+        for start in range(0, len(parts), limit):
+            out.append(" ".join(parts[start:start + limit]))
+    return [s for s in out if s]
+
+
+def _sections(blocks: Sequence[Block]) -> Iterator[tuple[tuple[str, ...], list[Block]]]:
+    current: list[Block] = []
+    path: tuple[str, ...] | None = None
+    for block in blocks:
+        if block.kind == "heading" or block.headings != path:
+            if current:
+                yield path or (), current
+            current = []
+            path = block.headings
+        if block.kind != "heading":
+            current.append(block)
+    if current:
+        yield path or (), current
+
+
+def _table_pieces(text: str, size: ChunkSize) -> list[str]:
+    if words(text) <= size.table_words:
+        return [text]
+    rows = text.splitlines()
+    header, body = rows[0], rows[1:]
+    pieces: list[str] = []
+    piece: list[str] = [header]
+    for row in body:
+        if len(piece) > 1 and words("\n".join([*piece, row])) > size.table_words:
+            pieces.append("\n".join(piece))
+            piece = [header]
+        piece.append(row)
+    pieces.append("\n".join(piece))
+    return pieces
+
+
+def chunk_blocks(blocks: Sequence[Block], size: ChunkSize = ChunkSize()) -> list[Chunk]:
+    """Cut a parsed document into chunks (see the module's docstring)."""
+    chunks: list[Chunk] = []
+
+    def emit(text: str, section: str, page: int | None) -> None:
+        chunks.append(Chunk(len(chunks), text, section, page))
+
+    for path, section_blocks in _sections(blocks):
+        section = SECTION_SEPARATOR.join(path)
+        packed: list[str] = []  # sentences of the chunk being filled
+        page: int | None = None
+        fresh = 0  # sentences in ``packed`` that no chunk has shown yet
+
+        def close() -> None:
+            nonlocal packed, fresh
+            if fresh:
+                emit(" ".join(packed), section, page)
+            # The overlap: the last whole sentences, up to size.overlap words.
+            tail: list[str] = []
+            for sentence in reversed(packed):
+                if words(" ".join([sentence, *tail])) > size.overlap:
+                    break
+                tail.insert(0, sentence)
+            packed, fresh = tail, 0
+
+        for block in section_blocks:
+            if block.kind == "table":
+                close()
+                for piece in _table_pieces(block.text, size):
+                    emit(piece, section, block.page)
+                packed = []
+                continue
+            if page is None or not fresh:
+                page = block.page if block.page is not None else page
+            paragraph = sentences(block.text, size.words)
+            for index, sentence in enumerate(paragraph):
+                if fresh and words(" ".join([*packed, sentence])) > size.words:
+                    close()
+                    page = block.page if block.page is not None else page
+                # Paragraphs stay apart in the text: a blank line between them.
+                joiner = "\n\n" if index == 0 and packed else ""
+                packed.append(joiner + sentence if joiner else sentence)
+                fresh += 1
+        close()
+    return [Chunk(c.position, c.text.strip(), c.section, c.page) for c in chunks]
