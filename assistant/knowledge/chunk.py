@@ -82,48 +82,56 @@ def _table_pieces(text: str, size: ChunkSize) -> list[str]:
     return pieces
 
 
-def chunk_blocks(blocks: Sequence[Block], size: ChunkSize = ChunkSize()) -> list[Chunk]:
+class _Packer:
+    """Fills one section's chunks sentence by sentence, carrying an overlap between them."""
+
+    def __init__(self, section: str, size: ChunkSize, out: list[Chunk]) -> None:
+        self.section, self.size, self.out = section, size, out
+        self.packed: list[str] = []  # sentences of the chunk being filled
+        self.fresh = 0  # of those, how many no chunk has shown yet
+        self.page: int | None = None
+
+    def emit(self, text: str, page: int | None) -> None:
+        self.out.append(Chunk(len(self.out), text.strip(), self.section, page))
+
+    def add(self, sentence: str, page: int | None, paragraph_start: bool) -> None:
+        if self.fresh and words(" ".join([*self.packed, sentence])) > self.size.words:
+            self.close()
+        if not self.fresh:
+            self.page = page
+        # Paragraphs stay apart in the text: a blank line between them.
+        self.packed.append("\n\n" + sentence if paragraph_start and self.packed else sentence)
+        self.fresh += 1
+
+    def close(self) -> None:
+        if self.fresh:
+            self.emit(" ".join(self.packed), self.page)
+        # The overlap: the last whole sentences, up to size.overlap words.
+        tail: list[str] = []
+        for sentence in reversed(self.packed):
+            if words(" ".join([sentence, *tail])) > self.size.overlap:
+                break
+            tail.insert(0, sentence.lstrip("\n"))
+        self.packed, self.fresh = tail, 0
+
+    def table(self, block: Block) -> None:
+        self.close()
+        for piece in _table_pieces(block.text, self.size):
+            self.emit(piece, block.page)
+        self.packed = []
+
+
+def chunk_blocks(blocks: Sequence[Block], size: ChunkSize | None = None) -> list[Chunk]:
     """Cut a parsed document into chunks (see the module's docstring)."""
+    size = size or ChunkSize()
     chunks: list[Chunk] = []
-
-    def emit(text: str, section: str, page: int | None) -> None:
-        chunks.append(Chunk(len(chunks), text, section, page))
-
     for path, section_blocks in _sections(blocks):
-        section = SECTION_SEPARATOR.join(path)
-        packed: list[str] = []  # sentences of the chunk being filled
-        page: int | None = None
-        fresh = 0  # sentences in ``packed`` that no chunk has shown yet
-
-        def close() -> None:
-            nonlocal packed, fresh
-            if fresh:
-                emit(" ".join(packed), section, page)
-            # The overlap: the last whole sentences, up to size.overlap words.
-            tail: list[str] = []
-            for sentence in reversed(packed):
-                if words(" ".join([sentence, *tail])) > size.overlap:
-                    break
-                tail.insert(0, sentence)
-            packed, fresh = tail, 0
-
+        packer = _Packer(SECTION_SEPARATOR.join(path), size, chunks)
         for block in section_blocks:
             if block.kind == "table":
-                close()
-                for piece in _table_pieces(block.text, size):
-                    emit(piece, section, block.page)
-                packed = []
+                packer.table(block)
                 continue
-            if page is None or not fresh:
-                page = block.page if block.page is not None else page
-            paragraph = sentences(block.text, size.words)
-            for index, sentence in enumerate(paragraph):
-                if fresh and words(" ".join([*packed, sentence])) > size.words:
-                    close()
-                    page = block.page if block.page is not None else page
-                # Paragraphs stay apart in the text: a blank line between them.
-                joiner = "\n\n" if index == 0 and packed else ""
-                packed.append(joiner + sentence if joiner else sentence)
-                fresh += 1
-        close()
-    return [Chunk(c.position, c.text.strip(), c.section, c.page) for c in chunks]
+            for index, sentence in enumerate(sentences(block.text, size.words)):
+                packer.add(sentence, block.page, index == 0)
+        packer.close()
+    return chunks

@@ -70,7 +70,7 @@ def queue_document(kb: KnowledgeBase, embedder: Embedder, collection: str, sourc
 
 
 def index_document(kb: KnowledgeBase, embedder: Embedder, document_id: int, data: bytes,
-                   limits: Limits = Limits(), size: ChunkSize = ChunkSize(),
+                   limits: Limits = Limits(), size: ChunkSize | None = None,
                    progress: Progress | None = None) -> DocumentInfo:
     """Parse, chunk, embed and store one queued document; raises ``DocumentRejected`` (and
     marks the document failed) when the file cannot be indexed."""
@@ -82,7 +82,7 @@ def index_document(kb: KnowledgeBase, embedder: Embedder, document_id: int, data
     try:
         check_size(document.source, len(data), limits)
         parsed = parse(document.source, data)
-        chunks = chunk_blocks(parsed.blocks, size)
+        chunks = chunk_blocks(parsed.blocks, size or ChunkSize())
         if len(chunks) > limits.max_chunks:
             raise DocumentRejected(f"{document.source}: {len(chunks):,} chunks; the limit is "
                                    f"{limits.max_chunks:,} per document: split the file")

@@ -181,7 +181,8 @@ class KnowledgeBase:
                 found = Document(collection_id=collection_id, source=source, created_at=now)
                 session.add(found)
             found.title, found.format, found.sha256 = title[:300], format, sha256
-            found.size_bytes, found.status, found.progress, found.error = size_bytes, "queued", 0, ""
+            found.size_bytes, found.status = size_bytes, "queued"
+            found.progress, found.error = 0, ""
             found.updated_at = now
             session.flush()
             return found.id

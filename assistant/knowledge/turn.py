@@ -10,6 +10,8 @@ from assistant.envelope import Inbound
 from assistant.knowledge.prompt import Grounding
 from assistant.knowledge.retrieve import Retriever
 from assistant.knowledge.scope import places_of
+from assistant.settings import Settings
+from assistant.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,23 @@ class KnowledgeGrounder:
             log.exception("knowledge retrieval failed; answering without documents")
             return None
         return Grounding(hits=tuple(hits), budget_tokens=self.budget_tokens)
+
+
+def build_grounder(settings: Settings, store: Store) -> KnowledgeGrounder | None:
+    """The worker's grounder (None when ASSISTANT_KNOWLEDGE is off). Nothing loads here: the
+    embedder loads on the first question asked where a collection is attached."""
+    if not settings.knowledge_enabled:
+        return None
+    from assistant.knowledge import knowledge_embedder
+    from assistant.knowledge.store import KnowledgeBase
+    from assistant.store.people import People
+
+    people = People(store)
+
+    def groups_of(handle: str) -> list[str]:
+        person = people.get(handle)
+        return list(person.groups or []) if person is not None else []
+
+    return KnowledgeGrounder(Retriever(KnowledgeBase(store), knowledge_embedder()),
+                             budget_tokens=settings.knowledge_tokens,
+                             top_k=settings.knowledge_top_k, groups_of=groups_of)
