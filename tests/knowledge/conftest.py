@@ -25,3 +25,10 @@ def kb(sql_url: str) -> Iterator[KnowledgeBase]:
         base.remove_collection(collection.name)
     yield base
     store.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_kb(tmp_path) -> Iterator[KnowledgeBase]:  # type: ignore[no-untyped-def]
+    store = connect_store(f"sqlite:///{tmp_path / 'kb.db'}")
+    yield KnowledgeBase(store)
+    store.engine.dispose()
