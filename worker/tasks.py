@@ -30,7 +30,7 @@ from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
 from worker.app import RETRY_COUNTDOWN_MAX_SECONDS, app, settings
-from worker.knowledge import index_uploaded  # noqa: F401  (registers the knowledge task)
+from worker.knowledge import index_document  # noqa: F401  (registers the knowledge task)
 from worker.kvcache import make_cache
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled

@@ -59,14 +59,26 @@ def embedding_text(title: str, section: str, text: str) -> str:
     return f"{where}\n{text}" if where else text
 
 
-def queue_document(kb: KnowledgeBase, embedder: Embedder, collection: str, source: str,
+def queue_document(kb: KnowledgeBase, model_id: str, collection: str, source: str,
                    data: bytes, limits: Limits = Limits()) -> int:
-    """Check a file and record it ``queued`` in its collection (made if new); its id."""
+    """Check a file and record it, with its bytes, ``queued`` in its collection (made if
+    new, for vectors of ``model_id``); its id. Needs no model: the web process calls it."""
     check_size(source, len(data), limits)
     kind = format_of(source)
-    found = kb.ensure_collection(collection, embedder.model_id)
+    found = kb.ensure_collection(collection, model_id)
     return kb.add_document(found.id, source, Path(source).stem, kind,
-                           hashlib.sha256(data).hexdigest(), len(data))
+                           hashlib.sha256(data).hexdigest(), len(data), data)
+
+
+def index_stored(kb: KnowledgeBase, embedder: Embedder, document_id: int,
+                 limits: Limits = Limits()) -> DocumentInfo:
+    """Index (or re-index) a document from the file stored with it (the workers' task)."""
+    data = kb.content(document_id)
+    if data is None:
+        if kb.document(document_id) is not None:
+            kb.set_status(document_id, "failed", 0, "its file is not stored: add it again")
+        raise DocumentRejected(f"document {document_id} has no stored file")
+    return index_document(kb, embedder, document_id, data, limits)
 
 
 def index_document(kb: KnowledgeBase, embedder: Embedder, document_id: int, data: bytes,
@@ -119,5 +131,5 @@ def index_document(kb: KnowledgeBase, embedder: Embedder, document_id: int, data
 def ingest(kb: KnowledgeBase, embedder: Embedder, collection: str, source: str, data: bytes,
            limits: Limits = Limits()) -> DocumentInfo:
     """Queue and index a file in this process (the CLI; the panel queues it for a worker)."""
-    document_id = queue_document(kb, embedder, collection, source, data, limits)
+    document_id = queue_document(kb, embedder.model_id, collection, source, data, limits)
     return index_document(kb, embedder, document_id, data, limits)

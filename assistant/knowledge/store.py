@@ -171,8 +171,9 @@ class KnowledgeBase:
     # -- documents -----------------------------------------------------------------------------
 
     def add_document(self, collection_id: int, source: str, title: str, format: str,
-                     sha256: str, size_bytes: int) -> int:
-        """A document row in status ``queued`` (a re-added source is queued again)."""
+                     sha256: str, size_bytes: int, content: bytes | None = None) -> int:
+        """A document row in status ``queued`` with its file (a re-added source is queued
+        again)."""
         now = utcnow()
         with self.store.session() as session:
             found = session.scalar(sa.select(Document).where(
@@ -183,6 +184,7 @@ class KnowledgeBase:
             found.title, found.format, found.sha256 = title[:300], format, sha256
             found.size_bytes, found.status = size_bytes, "queued"
             found.progress, found.error = 0, ""
+            found.content = content
             found.updated_at = now
             session.flush()
             return found.id
@@ -194,6 +196,11 @@ class KnowledgeBase:
                 return None
             collection = session.get(Collection, found.collection_id)
             return _document_info(found, collection.name if collection else "")
+
+    def content(self, document_id: int) -> bytes | None:
+        """The file a document was indexed from (None: gone, or added without it)."""
+        with self.store.session() as session:
+            return session.scalar(sa.select(Document.content).where(Document.id == document_id))
 
     def documents(self, collection: str | None = None) -> list[DocumentInfo]:
         with self.store.session() as session:

@@ -94,7 +94,8 @@ def test_a_malformed_file_leaves_nothing_indexed(kb: KnowledgeBase,
     # A re-index that fails keeps the last good chunks: nothing half replaced.
     good = ingest(kb, embedder, "it", "guide.pdf", pdf_bytes(["VPN access uses WireGuard."]))
     assert good.chunk_count == 1 and good.pages == 1
-    document_id = queue_document(kb, embedder, "it", "guide.pdf", b"%PDF-1.4 broken")
+    document_id = queue_document(kb, embedder.model_id, "it", "guide.pdf",
+                                 b"%PDF-1.4 broken")
     with pytest.raises(DocumentRejected):
         index_document(kb, embedder, document_id, b"%PDF-1.4 broken")
     assert kb.chunk_count(document_id) == 1

@@ -85,6 +85,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("progress", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("error", sa.String(500), nullable=False, server_default=""),
+        # The file itself, so any worker can index it and an admin can re-index it later.
+        sa.Column("content", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("collection_id", "source", name="uq_knowledge_document_source"),
