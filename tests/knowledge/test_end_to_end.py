@@ -7,6 +7,7 @@ what reached Slack, never on the tiny model's wording."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,19 @@ import pytest
 import redis
 
 from assistant import turns
+from assistant.embedding import MINILM_ID
 from assistant.envelope import ConversationKey, Reply, reply_id_for
+from assistant.keys import INDEX_TASK
 from assistant.knowledge import knowledge_embedder
-from assistant.knowledge.ingest import ingest
+from assistant.knowledge.ingest import ingest, queue_document
 from assistant.knowledge.store import KnowledgeBase
+from assistant.settings import Settings
 from assistant.store import connect_store
 from assistant.stream import stored_reply
 from integrations.slack.convert import dedupe_id_for, message_id_for
 from tests.auxil.stack import Stack
 from tests.slack.fake_slack import BOT_USER_ID, FakeSlack, event_body, sign
+from worker.app import make_app
 
 pytestmark = pytest.mark.integration
 
@@ -59,20 +64,28 @@ def kb_stack(redis_server: str, model_path: Path, fake: FakeSlack) -> Iterator[S
     stack = _new_stack(redis_server, model_path, "knowledge", SLACK_BOT_TOKEN="xoxb-test",
                        SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=fake.api_url,
                        ASSISTANT_TRACE_PROMPTS="true", ASSISTANT_MAX_TOKENS="24")
-    # The documents go in the stack's own store before its processes start.
+    # One document indexed here (as `assistant kb add` does), the other by the worker's
+    # ingestion task from its own queue (as the panel's upload does).
     store = connect_store(stack.env["DATABASE_URL"])
     kb = KnowledgeBase(store)
-    embedder = knowledge_embedder()
-    ingest(kb, embedder, "it", "vpn.md", VPN)
-    ingest(kb, embedder, "facilities", "canteen.md", CANTEEN)
+    ingest(kb, knowledge_embedder(), "it", "vpn.md", VPN)
+    canteen = queue_document(kb, MINILM_ID, "facilities", "canteen.md", CANTEEN)
     kb.attach("it", f"slack:{TEAM}:C-IT")
     kb.attach("facilities", f"slack:{TEAM}:C-FAC")
-    store.engine.dispose()
+    producer = make_app(Settings(**{"REDIS_URL": stack.redis_url}))  # type: ignore[arg-type]
     try:
         stack.start_web()
         stack.start_worker("w1")
+        producer.send_task(INDEX_TASK, args=[canteen])
+        deadline = time.monotonic() + 120
+        while getattr(kb.document(canteen), "status", None) != "ready":
+            assert time.monotonic() < deadline, kb.document(canteen)
+            time.sleep(0.5)
+        assert kb.chunk_count(canteen) == 1
+        store.engine.dispose()
         yield stack
     finally:
+        producer.close()
         stack.close()
 
 
