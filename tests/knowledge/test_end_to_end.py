@@ -15,21 +15,20 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery import Celery
 
 from assistant import turns
 from assistant.embedding import MINILM_ID
 from assistant.envelope import ConversationKey, Reply, reply_id_for
-from assistant.keys import INDEX_TASK
+from assistant.keys import INDEX_TASK, KNOWLEDGE_QUEUE
 from assistant.knowledge import knowledge_embedder
 from assistant.knowledge.ingest import ingest, queue_document
 from assistant.knowledge.store import KnowledgeBase
-from assistant.settings import Settings
 from assistant.store import connect_store
 from assistant.stream import stored_reply
 from integrations.slack.convert import dedupe_id_for, message_id_for
 from tests.auxil.stack import Stack
 from tests.slack.fake_slack import BOT_USER_ID, FakeSlack, event_body, sign
-from worker.app import make_app
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +71,11 @@ def kb_stack(redis_server: str, model_path: Path, fake: FakeSlack) -> Iterator[S
     canteen = queue_document(kb, MINILM_ID, "facilities", "canteen.md", CANTEEN)
     kb.attach("it", f"slack:{TEAM}:C-IT")
     kb.attach("facilities", f"slack:{TEAM}:C-FAC")
-    producer = make_app(Settings(**{"REDIS_URL": stack.redis_url}))  # type: ignore[arg-type]
+    producer = Celery("test", broker=stack.redis_url)
     try:
         stack.start_web()
         stack.start_worker("w1")
-        producer.send_task(INDEX_TASK, args=[canteen])
+        producer.send_task(INDEX_TASK, args=[canteen], queue=KNOWLEDGE_QUEUE)
         deadline = time.monotonic() + 120
         while getattr(kb.document(canteen), "status", None) != "ready":
             assert time.monotonic() < deadline, kb.document(canteen)
