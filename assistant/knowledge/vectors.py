@@ -27,9 +27,10 @@ def has_pgvector(kb: KnowledgeBase) -> bool:
     if kb.dialect != "postgresql":
         return False
     with kb.store.session() as session:
-        return session.scalar(sa.text(
+        found = session.scalar(sa.text(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = "
-            "'knowledge_chunks' AND column_name = 'embedding_pg'")) == 1
+            "'knowledge_chunks' AND column_name = 'embedding_pg'"))
+    return bool(found == 1)
 
 
 def write_pgvector(session: Session, document_id: int) -> None:
