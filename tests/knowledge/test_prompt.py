@@ -136,3 +136,19 @@ def test_replies_travel_with_their_citations() -> None:
     old = reply.model_dump(mode="json")
     del old["citations"]  # a reply stored before this field existed
     assert Reply.model_validate(old).citations == ()
+
+
+def test_api_and_v1_carry_citations_in_a_field_clients_can_ignore() -> None:
+    from integrations.web.api import chat_response
+    from integrations.web.openai_api import citations_field
+
+    cited_reply = Reply(message_id="r", conversation=conversation(), in_reply_to=("m",),
+                        text="t", citations=(Citation(number=1, title="A", section="S",
+                                                      source="a.md", page=2),))
+    plain = cited_reply.model_copy(update={"citations": ()})
+    assert chat_response("c1", cited_reply).model_dump()["citations"] == [
+        {"number": 1, "title": "A", "section": "S", "source": "a.md", "page": 2}]
+    assert chat_response("c1", plain).model_dump()["citations"] == []
+    assert citations_field(cited_reply) == {"citations": [
+        {"number": 1, "title": "A", "section": "S", "source": "a.md", "page": 2}]}
+    assert citations_field(plain) == {}  # OpenAI's shape unchanged without documents
