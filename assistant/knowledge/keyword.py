@@ -24,6 +24,13 @@ very was we were what when where which while who whom why will with would you yo
 tell please know need want get use using
 """.split())
 MAX_TERMS = 16
+# On SQLite, a word found in more chunks than this is left out of the query (unless every word
+# is): it says little about a question (BM25 weighs it near zero anyway), and ranking every
+# chunk it matches was most of a query's time at 100,000 chunks (docs/knowledge.md, Measured).
+COMMON_MATCHES = 2000
+# The most matches ranked per query: past it (only when every word is common) the first
+# matches in index order are ranked, not all of them, so no question costs more than this.
+RANKED_MAX = 3000
 
 
 def terms(text: str) -> list[str]:
@@ -44,15 +51,19 @@ def keyword_search(kb: KnowledgeBase, query: str, collection_ids: Sequence[int],
     ids = list(collection_ids)
     with kb.store.session() as session:
         if kb.dialect == "sqlite":
+            words = _telling(session, words)
+            if not words:
+                return []
             # Each word quoted: no FTS5 operator can come from the question.
-            match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+            match = " OR ".join(_quoted(w) for w in words)
             rows = session.execute(sa.text(
-                "SELECT c.id FROM knowledge_chunks_fts f "
-                "JOIN knowledge_chunks c ON c.id = f.rowid "
-                "WHERE knowledge_chunks_fts MATCH :match AND c.collection_id IN "
+                "SELECT c.id FROM (SELECT rowid AS id, "
+                "bm25(knowledge_chunks_fts, 2.0, 2.0, 1.0) AS score FROM knowledge_chunks_fts "
+                "WHERE knowledge_chunks_fts MATCH :match LIMIT :ranked) AS f "
+                "JOIN knowledge_chunks c ON c.id = f.id WHERE c.collection_id IN "
                 f"({','.join(str(int(i)) for i in ids)}) "
-                "ORDER BY bm25(knowledge_chunks_fts, 2.0, 1.0) LIMIT :k"),
-                {"match": match, "k": k}).all()
+                "ORDER BY f.score LIMIT :k"),
+                {"match": match, "k": k, "ranked": RANKED_MAX}).all()
         elif kb.dialect == "postgresql":
             rows = session.execute(sa.text(
                 "SELECT id FROM knowledge_chunks, "
@@ -63,6 +74,25 @@ def keyword_search(kb: KnowledgeBase, query: str, collection_ids: Sequence[int],
         else:
             return []
     return [int(r[0]) for r in rows]
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace('"', "") + '"'
+
+
+def _telling(session: sa.orm.Session, words: list[str]) -> list[str]:
+    """The words found in at most ``COMMON_MATCHES`` chunks (counting stops there); if every
+    word is common, the two rarest; words found nowhere are dropped."""
+    counted = []
+    for word in words:
+        found = session.scalar(sa.text(
+            "SELECT count(*) FROM (SELECT rowid FROM knowledge_chunks_fts "
+            "WHERE knowledge_chunks_fts MATCH :match LIMIT :cap)"),
+            {"match": _quoted(word), "cap": COMMON_MATCHES + 1}) or 0
+        if found:
+            counted.append((int(found), word))
+    telling = [word for found, word in counted if found <= COMMON_MATCHES]
+    return telling or [word for _, word in sorted(counted)[:2]]
 
 
 def _pg_word(word: str) -> str:

@@ -82,6 +82,7 @@ class ChunkRow(Base):
         Integer, ForeignKey("knowledge_documents.id", ondelete="CASCADE"))
     collection_id: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(300), default="")
     section: Mapped[str] = mapped_column(String(500), default="")
     page: Mapped[int | None] = mapped_column(Integer, nullable=True)
     text: Mapped[str] = mapped_column(Text)

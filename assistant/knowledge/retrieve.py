@@ -6,8 +6,10 @@ merged by reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009: eac
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from assistant.embedding import Embedder
@@ -43,6 +45,15 @@ class Retriever:
         self.kb = kb
         self.embedder = embedder
         self.index = VectorIndex(kb)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _keyword_pool(self) -> ThreadPoolExecutor:
+        # Made on the first question, so in a worker's pool process, never before its fork.
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="kb-keyword")
+            return self._pool
 
     def usable(self, collections: Sequence[CollectionInfo]) -> list[CollectionInfo]:
         """Those made with this embedder: vectors of another model cannot be compared."""
@@ -58,9 +69,13 @@ class Retriever:
         if not collections or not query.strip():
             return []
         started = time.perf_counter()
+        # The keyword search runs in a thread while this one embeds the question and searches
+        # the vectors: SQLite and onnxruntime both release the GIL.
+        keyword = self._keyword_pool().submit(keyword_search, self.kb, query,
+                                              [c.id for c in collections], CANDIDATES)
         vector = self.embedder.embed([query])[0]
         by_vector = [i for i, _ in self.index.search(vector, collections, CANDIDATES)]
-        by_keyword = keyword_search(self.kb, query, [c.id for c in collections], CANDIDATES)
+        by_keyword = keyword.result()
         fused = fuse([by_vector, by_keyword])[:k]
         chunks = self.kb.chunks([i for i, _ in fused])
         hits = [Hit(chunks[i], score) for i, score in fused if i in chunks]

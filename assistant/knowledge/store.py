@@ -231,7 +231,8 @@ class KnowledgeBase:
             session.execute(sa.delete(ChunkRow).where(ChunkRow.document_id == document_id))
             session.add_all([ChunkRow(document_id=document_id,
                                       collection_id=document.collection_id,
-                                      position=c.position, section=c.section[:500], page=c.page,
+                                      position=c.position, title=title[:300],
+                                      section=c.section[:500], page=c.page,
                                       text=c.text, embedding=vectors[i].tobytes())
                              for i, c in enumerate(chunks)])
             document.title, document.pages, document.chunk_count = title[:300], pages, len(chunks)

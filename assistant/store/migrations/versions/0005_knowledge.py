@@ -25,20 +25,20 @@ depends_on = None
 DIMENSIONS = 384  # assistant/embedding.py: all-MiniLM-L6-v2
 
 SQLITE_FTS = [
-    "CREATE VIRTUAL TABLE knowledge_chunks_fts USING fts5(section, text, "
+    "CREATE VIRTUAL TABLE knowledge_chunks_fts USING fts5(title, section, text, "
     "content='knowledge_chunks', content_rowid='id', "
     "tokenize='porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER knowledge_chunks_fts_insert AFTER INSERT ON knowledge_chunks BEGIN "
-    "INSERT INTO knowledge_chunks_fts(rowid, section, text) "
-    "VALUES (new.id, new.section, new.text); END",
+    "INSERT INTO knowledge_chunks_fts(rowid, title, section, text) "
+    "VALUES (new.id, new.title, new.section, new.text); END",
     "CREATE TRIGGER knowledge_chunks_fts_delete AFTER DELETE ON knowledge_chunks BEGIN "
-    "INSERT INTO knowledge_chunks_fts(knowledge_chunks_fts, rowid, section, text) "
-    "VALUES ('delete', old.id, old.section, old.text); END",
+    "INSERT INTO knowledge_chunks_fts(knowledge_chunks_fts, rowid, title, section, text) "
+    "VALUES ('delete', old.id, old.title, old.section, old.text); END",
 ]
 
 POSTGRES_FTS = [
     "ALTER TABLE knowledge_chunks ADD COLUMN search tsvector GENERATED ALWAYS AS "
-    "(to_tsvector('english', section || ' ' || text)) STORED",
+    "(to_tsvector('english', title || ' ' || section || ' ' || text)) STORED",
     "CREATE INDEX ix_knowledge_chunks_search ON knowledge_chunks USING gin (search)",
 ]
 
@@ -98,6 +98,9 @@ def upgrade() -> None:
                   sa.ForeignKey("knowledge_documents.id", ondelete="CASCADE"), nullable=False),
         sa.Column("collection_id", sa.Integer(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
+        # The document's title, copied: the full-text index matches a product's name in a
+        # question even where the chunk's text does not repeat it.
+        sa.Column("title", sa.String(300), nullable=False, server_default=""),
         sa.Column("section", sa.String(500), nullable=False, server_default=""),
         sa.Column("page", sa.Integer(), nullable=True),
         sa.Column("text", sa.Text(), nullable=False),
