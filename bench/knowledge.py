@@ -190,20 +190,25 @@ def latency(retriever: Retriever, kb: KnowledgeBase, questions: list[Question],
             "embed_question_p50_ms": round(quantile(embed_times, 0.5), 2)}
 
 
-def measure(chunks: int, rounds: int) -> dict[str, Any]:
+def measure(chunks: int, rounds: int, quality_only: Path | None = None) -> dict[str, Any]:
     questions = [Question(*q) for q in json.loads(QUESTIONS.read_text())]
     names = sorted({q.document for q in questions})
     embedder = knowledge_embedder()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         docs = corpus(work, names)
-        store = connect_store(f"sqlite:///{work / 'kb.db'}")
+        reuse = quality_only is not None and quality_only.exists()
+        store = connect_store(f"sqlite:///{quality_only or work / 'kb.db'}")
         kb = KnowledgeBase(store)
         embedder.embed(["warm up"])
         started = time.perf_counter()
         pages = 0
         for name in names:
             path = docs[name]["path"]
+            if reuse:
+                found = next(d for d in kb.documents() if d.source == path.name)
+                pages, docs[name]["chunks"] = pages + found.pages, found.chunk_count
+                continue
             document = ingest(kb, embedder, "bench", path.name, path.read_bytes())
             pages += document.pages
             docs[name]["chunks"] = document.chunk_count
@@ -222,6 +227,9 @@ def measure(chunks: int, rounds: int) -> dict[str, Any]:
             **quality(kb, retriever, collection, questions, sources),
         }
         print(json.dumps({k: v for k, v in figures.items() if k != "misses"}), flush=True)
+        if quality_only is not None:
+            store.engine.dispose()
+            return {"knowledge_quality_only": figures}
         started = time.perf_counter()
         figures["latency_chunks"] = grow(kb, collection, chunks)
         figures["grow_seconds"] = round(time.perf_counter() - started, 1)
@@ -242,8 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--quality-only", type=Path, default=None, metavar="DB",
+                        help="Only the labelled set, on the SQLite file DB (indexed there the "
+                             "first time, reused after); nothing is written to --output.")
     args = parser.parse_args(argv)
-    results = measure(args.chunks, args.rounds)
+    results = measure(args.chunks, args.rounds, args.quality_only)
+    if args.quality_only is not None:
+        return
     merge_into(args.output, results)
     summary = {k: v for k, v in results["knowledge"].items() if k != "sources"}
     print(json.dumps(summary, indent=1))
