@@ -10,7 +10,7 @@ added too (assistant/knowledge/vectors.py detects it; servers without it search 
 force over the stored bytes).
 
 Revision ID: 0005_knowledge
-Revises: 0003 (the lead re-chains it after the memory store's 0004 at merge)
+Revises: 0004_memories
 Create Date: 2026-12-06
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_knowledge"
-down_revision = "0003"
+down_revision = "0004_memories"
 branch_labels = None
 depends_on = None
 
