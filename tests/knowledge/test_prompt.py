@@ -152,3 +152,24 @@ def test_api_and_v1_carry_citations_in_a_field_clients_can_ignore() -> None:
     assert citations_field(cited_reply) == {"citations": [
         {"number": 1, "title": "A", "section": "S", "source": "a.md", "page": 2}]}
     assert citations_field(plain) == {}  # OpenAI's shape unchanged without documents
+
+
+def test_references_and_recalled_memories_share_the_newest_message(
+        sqlite_kb: KnowledgeBase, embedder: OnnxEmbedder, prompts: PromptLibrary,
+        fake_redis: fakeredis.FakeRedis) -> None:
+    """The memory store (docs/memory.md) puts the person's recalled words before their
+    message; the references go before both, and the question stays last."""
+    ingest(sqlite_kb, embedder, "hr", "remote.md", POLICY)
+    sqlite_kb.attach("hr", "web")
+    engine = FakeEngine()
+    question = asked("Can I expense a monitor?")
+    run_turn([question], engine, prompts, CONFIG,
+             RedisConversationHistory(fake_redis, conversation("c1"), 600),
+             recalled=["- I work from home on Fridays"],
+             ground=KnowledgeGrounder(Retriever(sqlite_kb, embedder)))
+    last = engine.requests[0].messages[-1].text
+    assert last.startswith("Reference material (quoted from documents")
+    references, asked_part = last.split("Question: ", 1)
+    assert "<reference id=\"1\"" in references and "Fridays" not in references
+    assert "I work from home on Fridays" in asked_part
+    assert asked_part.endswith(question.text)
