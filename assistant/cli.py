@@ -512,3 +512,12 @@ def _add_identity_commands() -> None:
 
 
 _add_identity_commands()
+
+
+def _add_knowledge_commands() -> None:
+    from assistant.knowledge.cli import kb_group
+
+    main.add_command(kb_group)
+
+
+_add_knowledge_commands()

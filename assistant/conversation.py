@@ -63,6 +63,9 @@ class Runtime:
     on_progress: Callable[[], None] | None = None
     # assistant.recall.LongTermMemory: people's long-term memories, or None when turned off.
     recall: Any = None
+    # assistant.knowledge.turn.KnowledgeGrounder: the documents a conversation's place may
+    # use (docs/knowledge.md); None: no knowledge base.
+    knowledge: Any = None
 
 
 def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
@@ -216,7 +219,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                              on_prompt=trace_prompt(client, runtime.prompts)
                              if runtime.trace_prompts else None,
                              finalize=gate.finish if gate is not None else None,
-                             recalled=recalled_for(runtime, fresh))
+                             recalled=recalled_for(runtime, fresh),
+                             ground=runtime.knowledge)
         # The rest of the reply (held back by the gate, or the cut notice), the stored reply
         # and ``done`` go out in one round trip.
         deliver(runtime, ids, reply, fresh[0], shown, publisher)

@@ -118,6 +118,16 @@ class Inbound(Frozen):
     options: GenerationOptions = GenerationOptions()
 
 
+class Citation(Frozen):
+    """A document passage a reply drew on: ``number`` is the [n] the model was shown."""
+
+    number: int
+    title: str
+    section: str = ""
+    source: str = ""
+    page: int | None = None
+
+
 class Reply(Frozen):
     """The assistant's answer to one turn (one or more inbound messages)."""
 
@@ -133,6 +143,8 @@ class Reply(Frozen):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+    # The knowledge-base passages the reply was given (docs/knowledge.md); edges render them.
+    citations: tuple[Citation, ...] = ()
 
 
 def reply_id_for(inbound_ids: list[str] | tuple[str, ...]) -> str:

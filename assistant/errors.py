@@ -6,8 +6,9 @@
     ├── ModelError             a model cannot be found, pulled or loaded
     │   └── ModelUnavailableOffline   a download needs a network this machine lacks
     ├── InputRejected          the user's message cannot be taken (empty, too long)
-    │   └── InvalidParameter   an API request parameter is invalid or not supported
-    │       └── ContextLengthExceeded   the prompt and reply do not fit the model's context
+    │   ├── InvalidParameter   an API request parameter is invalid or not supported
+    │   │   └── ContextLengthExceeded   the prompt and reply do not fit the model's context
+    │   └── DocumentRejected   a knowledge-base file cannot be indexed (type, size, malformed)
     ├── ModelNotFound          an API request names a model that is not served
     ├── QueueUnavailable       Redis (the broker and store) does not answer
     │   └── Overloaded         the queue is past its hard depth (try again later)
@@ -70,6 +71,11 @@ class ContextLengthExceeded(InvalidParameter):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class DocumentRejected(InputRejected):
+    """A file given to the knowledge base cannot be indexed: an unknown type, too big, or
+    malformed. Nothing of it is stored (assistant/knowledge/ingest.py)."""
 
 
 class ModelNotFound(AssistantError):

@@ -28,6 +28,11 @@ TURNS_QUEUE = "assistant.turns"
 """The shared queue every worker node consumes (a node also has its own, ``<node>.dq2``)."""
 ANSWER_TASK = "assistant.answer_conversation"
 """The one task: answer everything pending in a conversation (``worker/tasks.py``)."""
+KNOWLEDGE_QUEUE = "assistant.knowledge"
+"""Knowledge-base ingestion (docs/knowledge.md): the nodes that answer turns consume it too,
+and a host can be given to it alone (``assistant worker --queues assistant.knowledge``)."""
+INDEX_TASK = "assistant.index_document"
+"""Index (or re-index) one stored knowledge-base document (``worker/knowledge.py``)."""
 
 # Lifetimes, in seconds; each key's docstring says which applies.
 REPLY_TTL_SECONDS = 86400

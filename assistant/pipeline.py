@@ -11,14 +11,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from assistant import tools
 from assistant.engine import Completion, Engine, GenerationRequest
-from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
+from assistant.envelope import ChatMessage, Citation, Inbound, Reply, reply_id_for
 from assistant.errors import InputRejected
 from assistant.memory import RedisConversationHistory, Summary, build_window, needs_summary
 from assistant.prompts import PromptLibrary
+
+if TYPE_CHECKING:
+    from assistant.knowledge.prompt import Grounding
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ PromptCallback = Callable[[str, GenerationRequest], None]
 # Given the generated text and whether it was stopped, returns the text to deliver and store,
 # and whether the safety filters changed it (``assistant.safety.service.OutputGate.finish``).
 Finalizer = Callable[[str, bool], tuple[str, bool]]
+# Given the turn's messages, what the knowledge base found for them, or None where no
+# collection may answer (assistant/knowledge/turn.py; docs/knowledge.md).
+Grounder = Callable[[Sequence[Inbound]], "Grounding | None"]
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 # Tokens kept free besides the reply: chat-template overhead the counter cannot see exactly.
@@ -137,8 +143,10 @@ def build_messages(
     config: TurnConfig,
     history: RedisConversationHistory | None,
     recalled: Sequence[str] = (),
+    reserve_tokens: int = 0,
 ) -> tuple[ChatMessage, ...]:
-    """The whole prompt for this turn: system, the memory window, then the new messages."""
+    """The whole prompt for this turn: system, the memory window, then the new messages
+    (``reserve_tokens`` kept free in the window for reference material)."""
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
     platform = inbounds[0].conversation.platform
     if inbounds[0].history is not None:
@@ -148,13 +156,27 @@ def build_messages(
     records = history.records()
     summary = history.summary()
     system = system_message(prompts, config, platform, summary.text)
-    budget = context_budget(engine, system, config.max_tokens)
+    budget = context_budget(engine, system, config.max_tokens) - reserve_tokens
     new = with_recalled(new, recalled, prompts)
     window = build_window([*records, *new], summary, budget, engine.count_tokens)
     if window.left_out:
         # Not dropped: they stay in the record and are folded into the summary after this turn.
         log.info("conversation window left out %d message(s) awaiting summary", window.left_out)
     return (system, *merge_consecutive(window.messages))
+
+
+def add_references(messages: tuple[ChatMessage, ...], grounding: Grounding,
+                   engine: Engine, prompts: PromptLibrary, max_tokens: int
+                   ) -> tuple[tuple[ChatMessage, ...], tuple[Citation, ...]]:
+    """The knowledge base's passages into the prompt, within what the context has left."""
+    from assistant.knowledge.prompt import with_references
+
+    def count(text: str) -> int:
+        return engine.count_tokens([ChatMessage(role="user", text=text)])
+
+    room = (engine.context_size - engine.count_tokens(messages) - max_tokens
+            - CONTEXT_MARGIN_TOKENS)
+    return with_references(messages, grounding, prompts, count, room)
 
 
 def run_turn(
@@ -167,6 +189,7 @@ def run_turn(
     on_prompt: PromptCallback | None = None,
     finalize: Finalizer | None = None,
     recalled: Sequence[str] = (),
+    ground: Grounder | None = None,
 ) -> Reply:
     """Answer the user's message(s) in one turn and store the turn (idempotently).
 
@@ -186,7 +209,12 @@ def run_turn(
         assistant_name=config.assistant_name,
         canary=config.canary,
     )
-    messages = build_messages(inbounds, engine, prompts, turn_config, history, recalled)
+    grounding = ground(inbounds) if ground is not None else None
+    messages = build_messages(inbounds, engine, prompts, turn_config, history, recalled,
+                              reserve_tokens=grounding.budget_tokens if grounding else 0)
+    given: tuple[Citation, ...] = ()
+    if grounding is not None:
+        messages, given = add_references(messages, grounding, engine, prompts, max_tokens)
     if first.history is not None:
         # The API's edge refused prompts too long for the context; one that still does not
         # leave room for the reply (an admin's longer persona) gets a shorter reply, not a
@@ -248,6 +276,7 @@ def run_turn(
         tool_calls=() if call is None else (call,),
         prompt_tokens=engine.count_tokens(messages),
         completion_tokens=completion.completion_tokens,
+        citations=_cited(text, given) if given and call is None else (),
     )
     if history is not None and first.history is None:
         user_messages = [
@@ -258,6 +287,12 @@ def run_turn(
         answer = ChatMessage(role="assistant", text=text, message_id=reply_id)
         history.append([*user_messages, answer], turn_id=reply_id)
     return reply
+
+
+def _cited(text: str, given: tuple[Citation, ...]) -> tuple[Citation, ...]:
+    from assistant.knowledge.prompt import cited
+
+    return cited(text, given)
 
 
 def summarise_if_needed(

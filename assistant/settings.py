@@ -215,6 +215,12 @@ class Settings(BaseSettings):
     # Per client address, for health checks, metrics and the platforms' webhooks.
     open_rate_limit: str = Field("600/minute", alias="ASSISTANT_OPEN_RATE_LIMIT")
     web_session_hours: float = Field(12.0, alias="ASSISTANT_SESSION_HOURS", gt=0)
+    # The knowledge base (docs/knowledge.md): whether turns look in it, how many tokens of
+    # passages a prompt may carry, how many passages at most, and the largest file it takes.
+    knowledge_enabled: bool = Field(True, alias="ASSISTANT_KNOWLEDGE")
+    knowledge_tokens: int = Field(700, alias="ASSISTANT_KNOWLEDGE_TOKENS", ge=50)
+    knowledge_top_k: int = Field(5, alias="ASSISTANT_KNOWLEDGE_TOP_K", ge=1, le=20)
+    knowledge_max_mb: float = Field(25.0, alias="ASSISTANT_KNOWLEDGE_MAX_MB", gt=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -22,6 +22,8 @@ from worker import affinity, metrics, recovery
 
 TURNS_QUEUE = keys.TURNS_QUEUE
 ANSWER_TASK = keys.ANSWER_TASK
+KNOWLEDGE_QUEUE = keys.KNOWLEDGE_QUEUE
+INDEX_TASK = keys.INDEX_TASK
 RETRY_COUNTDOWN_MAX_SECONDS = 60  # worker/tasks.py: retry_backoff_max
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ def make_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=TURNS_QUEUE,
+        task_routes={INDEX_TASK: {"queue": KNOWLEDGE_QUEUE}},
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
@@ -89,6 +92,16 @@ def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:
 
 
 signals.setup_logging.connect(use_assistant_logging, weak=False)
+
+
+def consume_knowledge_queue(sender: object = None, instance: Any = None, **_: Any) -> None:
+    """A worker that answers turns indexes documents too (Celery's ``select_add``)."""
+    queues = instance.app.amqp.queues
+    if TURNS_QUEUE in queues.consume_from and KNOWLEDGE_QUEUE not in queues.consume_from:
+        queues.select_add(KNOWLEDGE_QUEUE)
+
+
+signals.celeryd_after_setup.connect(consume_knowledge_queue, weak=False)
 metrics.connect_signals(settings)
 recovery.connect_signals(
     app, lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),

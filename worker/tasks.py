@@ -18,6 +18,7 @@ from assistant import keys, live_stats, selftest
 from assistant.conversation import Runtime, answer_pending
 from assistant.engine import Engine
 from assistant.envelope import ConversationKey
+from assistant.knowledge.turn import build_grounder
 from assistant.limits import quota_observer
 from assistant.live_prompts import LivePrompts
 from assistant.logs import log_context, log_turn
@@ -29,6 +30,7 @@ from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
 from worker.app import RETRY_COUNTDOWN_MAX_SECONDS, app, settings
+from worker.knowledge import index_document  # noqa: F401  (registers the knowledge task)
 from worker.kvcache import make_cache
 from worker.llama import LlamaEngine
 from worker.metrics import enabled as metrics_enabled
@@ -187,6 +189,7 @@ def runtime() -> Runtime:
         live_prompts=LivePrompts(store, client, prompts),
         on_progress=watchdog().progress,
         recall=build_recall(settings, store),
+        knowledge=build_grounder(settings, store),
     )
 
 

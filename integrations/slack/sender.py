@@ -21,6 +21,7 @@ from assistant.delivery import (
     remember_platform_message,
 )
 from assistant.envelope import Inbound, Reply
+from assistant.knowledge.render import with_sources
 from assistant.settings import Settings
 from integrations.slack.convert import MESSAGE_LIMIT, preview, split_message, to_mrkdwn
 
@@ -100,6 +101,7 @@ class SlackReplyStream:
         """Show the whole reply, split into several messages in the thread if too long."""
         self._editor.close()  # no streaming edit may land after (or race with) the final one
         text = reply.text.strip() or (FALLBACK_ERROR if reply.finish_reason == "error" else "…")
+        text = with_sources(text, reply.citations)  # docs/knowledge.md: citations
         pieces = split_message(to_mrkdwn(text), MESSAGE_LIMIT)
         deadline = time.monotonic() + self.max_wait
         for index, piece in enumerate(pieces):

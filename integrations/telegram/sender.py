@@ -32,6 +32,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from assistant.delivery import ThrottledEditor, platform_message, remember_platform_message
 from assistant.envelope import Inbound, Reply
+from assistant.knowledge.render import with_sources
 from assistant.settings import Settings
 from integrations.telegram.convert import split_text, telegram_length, to_html
 
@@ -165,7 +166,8 @@ class TelegramReplyStream:
 
     def _show(self, reply: Reply) -> None:
         formatted = reply.finish_reason != "error"
-        for index, piece in enumerate(split_text(reply.text or PLACEHOLDER)):
+        text = with_sources(reply.text or PLACEHOLDER, reply.citations)  # docs/knowledge.md
+        for index, piece in enumerate(split_text(text)):
             key = self.reply_id if index == 0 else f"{self.reply_id}#{index}"
             ref = platform_message(self.client, key)
             message_id = int(ref.split(":")[1]) if ref else None

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from assistant import keys, turns
 from assistant.conversations import Conversations
-from assistant.envelope import ConversationKey, Inbound, Reply
+from assistant.envelope import Citation, ConversationKey, Inbound, Reply
 from assistant.errors import (
     AssistantError,
     ConversationBusy,
@@ -60,6 +60,10 @@ class ChatResponse(BaseModel):
     conversation_id: str
     message_id: str = Field(description="The id of the assistant's reply")
     reply: str
+    citations: list[Citation] = Field(
+        default_factory=list,
+        description="The documents the reply drew on, numbered as the reply cites them "
+                    "(docs/knowledge.md)")
 
 
 class MessageOut(BaseModel):
@@ -81,7 +85,7 @@ def web_conversation(conversation_id: str, owner: str | None = None) -> Conversa
 
 def chat_response(conversation_id: str, reply: Reply) -> ChatResponse:
     return ChatResponse(conversation_id=conversation_id, message_id=reply.message_id,
-                        reply=reply.text)
+                        reply=reply.text, citations=list(reply.citations))
 
 
 def sse(event: str, data: object) -> str:

@@ -31,6 +31,7 @@ from integrations.web import (
     metrics,
     openai_api,
 )
+from integrations.web.admin.knowledge import UPLOAD_PATH
 from integrations.web.auth.principal import resolve_caller
 from integrations.web.deps import WebState
 from integrations.web.guards import BodyLimitMiddleware, OpsGateMiddleware
@@ -111,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     # Before metrics.install, so the request metrics count the guards' refusals too.
     app.add_middleware(OpsGateMiddleware, settings=settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       larger={UPLOAD_PATH: int(settings.knowledge_max_mb * 1024 * 1024)})
     metrics.install(app, client, queue=celery_app.conf.task_default_queue)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)

@@ -40,9 +40,12 @@ async def send_error(send: Send, status: int, kind: str, message: str,
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413 before a route reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths allowed a bigger body (exact match): the panel's knowledge-base upload.
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,14 +53,15 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        message = f"the request body is larger than {self.max_bytes:,} bytes"
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
+        message = f"the request body is larger than {limit:,} bytes"
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
                 await send_error(send, 400, "invalid_request", "bad Content-Length")
                 return
-            if length > self.max_bytes:
+            if length > limit:
                 await send_error(send, 413, "request_too_large", message)
                 return
             # The server (h11, httptools) refuses more bytes than Content-Length announced.
@@ -75,7 +79,7 @@ class BodyLimitMiddleware:
                 chunks.append(event)  # a disconnect: let the route see it
                 break
             received += len(event.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 await send_error(send, 413, "request_too_large", message)
                 return
             chunks.append(event)

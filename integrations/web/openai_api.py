@@ -165,6 +165,9 @@ async def create_chat_completion(body: CompletionRequest, state: State,
             "choices": [{"index": 0, "finish_reason": reply.finish_reason,
                          "message": message(reply)}],
             "usage": usage(reply),
+            # The knowledge-base passages the reply used (docs/knowledge.md); an extra field
+            # OpenAI's clients ignore.
+            **citations_field(reply),
         }
     listener, position = await state.open_stream(inbound)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -186,6 +189,13 @@ def message(reply: Reply) -> dict[str, Any]:
              "function": {"name": c.name, "arguments": c.arguments}}
             for c in reply.tool_calls]}
     return {"role": "assistant", "content": reply.text}
+
+
+def citations_field(reply: Reply) -> dict[str, Any]:
+    """``{"citations": [...]}`` when the reply drew on documents, else nothing."""
+    if not reply.citations:
+        return {}
+    return {"citations": [c.model_dump() for c in reply.citations]}
 
 
 def server_error(reply: Reply) -> JSONResponse:
@@ -211,10 +221,12 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
     held: list[str] = []
     shown = False  # whether any text went out as content
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None,
+              extra: dict[str, Any] | None = None) -> str:
         payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                    "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                   **(extra or {})}
         return f"data: {json.dumps(payload)}\n\n"
 
     def usage_chunk(reply: Reply) -> str:
@@ -258,7 +270,7 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                 # No tokens came: a refusal before the model, or a reply stored before we
                 # listened (a retried request). Its text is the whole answer.
                 yield chunk({"content": reply.text})
-            yield chunk({}, reply.finish_reason)
+            yield chunk({}, reply.finish_reason, citations_field(reply))
             if include_usage:
                 yield usage_chunk(reply)
     except AssistantError as exc:

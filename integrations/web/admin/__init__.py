@@ -12,6 +12,7 @@ from integrations.web.admin import (
     auth,
     conversations,
     keys,
+    knowledge,
     login,
     moderation,
     pages,
@@ -32,7 +33,7 @@ from integrations.web.deps import WebState
 log = logging.getLogger(__name__)
 
 ROUTERS = (login.router, pages.router, conversations.router, moderation.router, persona.router,
-           users.router, keys.router, people.router)
+           users.router, keys.router, people.router, knowledge.router)
 
 
 def install(app: FastAPI, state: WebState) -> AdminContext:

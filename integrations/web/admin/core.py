@@ -49,6 +49,10 @@ NOTICES = {
     "logged-out": "You are logged out.",
     "key-revoked": "The key is revoked: it is refused from the next request on.",
     "person-changed": "Saved.",
+    "kb-queued": "Queued: a worker indexes it now.",
+    "kb-deleted": "The document and its chunks are deleted.",
+    "kb-attached": "Saved: the collection is used there from the next question on.",
+    "kb-detached": "The collection is no longer used there.",
 }
 
 

@@ -172,6 +172,34 @@ function setAssistantText(item, text) {
   renderMarkdown(body, text);
 }
 
+/** The documents a reply drew on (docs/knowledge.md): "[1] Title, Section" under it. */
+function showCitations(item, citations) {
+  const bubble = item.querySelector(".bubble");
+  bubble.querySelector(".sources")?.remove();
+  if (!Array.isArray(citations) || citations.length === 0) return;
+  const list = element("ol", "sources");
+  list.setAttribute("data-testid", "citations");
+  list.setAttribute("aria-label", "Sources");
+  for (const citation of citations) {
+    const where = [citation.title, (citation.section || "").split(" › ").pop()]
+      .filter(Boolean).join(", ") + (citation.page ? ` (p. ${citation.page})` : "");
+    const entry = element("li", "source");
+    entry.value = Number(citation.number) || 0;
+    const url = String(citation.source || "");
+    if (/^https?:\/\//.test(url)) {
+      const link = element("a", "", `[${citation.number}] ${where}`);
+      link.href = url;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      entry.append(link);
+    } else {
+      entry.textContent = `[${citation.number}] ${where}`;
+    }
+    list.append(entry);
+  }
+  bubble.append(list);
+}
+
 /** An assistant message's state: streaming (typing dots until text comes), done or error. */
 function setStatus(item, status, notice = "") {
   item.dataset.state = status;
@@ -445,6 +473,7 @@ async function readReply(response, request, item, controller) {
         }
         if (data?.message_id) item.dataset.messageId = data.message_id;
         setAssistantText(item, String(data?.reply ?? text));
+        showCitations(item, data?.citations);
         setStatus(item, "done");
         store.remove(STORAGE.pending);
         follow();

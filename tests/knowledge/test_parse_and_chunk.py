@@ -1,0 +1,130 @@
+"""Parsing each format into structured blocks, and chunking by structure with overlap."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.errors import DocumentRejected
+from assistant.knowledge.chunk import ChunkSize, chunk_blocks
+from assistant.knowledge.ingest import Limits, check_size
+from assistant.knowledge.parse import Block, parse
+from tests.knowledge.files import docx_bytes, pdf_bytes
+
+MARKDOWN = b"""# Handbook
+
+Intro paragraph.
+
+## VPN
+Connect with WireGuard.
+Keys come from IT.
+
+### Travel
+| item | limit |
+|------|-------|
+| hotel | 150 EUR |
+
+```
+code block line
+```
+
+Setext title
+------------
+Under setext.
+"""
+
+
+def test_markdown_keeps_headings_tables_and_code_blocks() -> None:
+    parsed = parse("handbook.md", MARKDOWN)
+    assert parsed.title == "Handbook"
+    kinds = [(b.kind, b.headings, b.text) for b in parsed.blocks]
+    assert ("text", ("Handbook", "VPN"), "Connect with WireGuard. Keys come from IT.") in kinds
+    table = next(b for b in parsed.blocks if b.kind == "table")
+    assert table.headings == ("Handbook", "VPN", "Travel")
+    assert table.text.splitlines()[-1] == "| hotel | 150 EUR |"
+    assert any(b.text.startswith("```") and "code block line" in b.text for b in parsed.blocks)
+    assert ("text", ("Handbook", "Setext title"), "Under setext.") in kinds
+
+
+def test_html_by_headings_paragraphs_lists_and_tables() -> None:
+    html = b"""<html><head><title>Policy</title><script>alert(1)</script></head><body>
+    <nav>menu</nav><h1>Security</h1><p>Use a <b>strong</b> password.</p>
+    <h2>Devices</h2><ul><li>Lock your screen.</li><li>Encrypt disks.</li></ul>
+    <table><tr><th>Device</th><th>Rule</th></tr><tr><td>Phone</td><td>PIN</td></tr></table>
+    </body></html>"""
+    parsed = parse("policy.html", html)
+    assert parsed.title == "Policy"
+    texts = [(b.kind, b.headings, b.text) for b in parsed.blocks]
+    assert ("text", ("Security",), "Use a strong password.") in texts
+    assert ("text", ("Security", "Devices"), "Lock your screen.") in texts
+    assert ("table", ("Security", "Devices"), "Device | Rule\nPhone | PIN") in texts
+    assert not any("alert" in b.text or "menu" in b.text for b in parsed.blocks)
+
+
+def test_docx_headings_and_tables() -> None:
+    parsed = parse("expenses.docx", docx_bytes())
+    assert parsed.title == "Expenses guide"
+    table = next(b for b in parsed.blocks if b.kind == "table")
+    assert table.headings == ("Expenses", "Limits")
+    assert table.text == "Item | Limit\nHotel | 150 EUR\nMeals | 40 EUR"
+    texts = [b.text for b in parsed.blocks if b.kind == "text"]
+    assert texts == ["Submit receipts in the finance portal within thirty days.",
+                     "Taxis need a receipt too."]
+
+
+def test_pdf_text_per_page() -> None:
+    parsed = parse("guide.pdf", pdf_bytes(["First page about VPN access.",
+                                           "Second page about expenses."], title="Guide"))
+    assert parsed.title == "Guide" and parsed.pages == 2
+    assert [(b.page, b.text) for b in parsed.blocks] == [
+        (1, "First page about VPN access."), (2, "Second page about expenses.")]
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("broken.pdf", b"%PDF-1.4 this is not a pdf", "not a readable pdf"),
+    ("broken.docx", b"PK\x03\x04 not a zip", "not a readable docx"),
+    ("binary.txt", b"\x00\x01\x02" * 10, "binary data"),
+    ("empty.md", b"# Only a heading\n", "no text found"),
+    ("script.exe", b"MZ", "unsupported file type"),
+])
+def test_malformed_or_unsupported_files_are_refused_with_a_reason(
+        name: str, data: bytes, reason: str) -> None:
+    with pytest.raises(DocumentRejected, match=reason):
+        parse(name, data)
+
+
+def test_a_file_over_the_size_limit_is_refused() -> None:
+    with pytest.raises(DocumentRejected, match="the limit is 1,000"):
+        check_size("huge.pdf", 1001, Limits(max_bytes=1000))
+
+
+def sentence(n: int) -> str:
+    return f"Sentence number {n} has exactly seven words."
+
+
+def test_chunks_respect_size_overlap_sections_and_keep_tables_whole() -> None:
+    body = " ".join(sentence(i) for i in range(30))  # 210 words
+    table = "a | b\n" + "\n".join(f"row {i} | value {i}" for i in range(20))  # ~80 words
+    blocks = [Block("heading", "Guide", ("Guide",)),
+              Block("text", body, ("Guide",)),
+              Block("table", table, ("Guide", "Table")),
+              Block("text", "After the table.", ("Guide", "Table"))]
+    chunks = chunk_blocks(blocks, ChunkSize(words=50, overlap=15, table_words=200))
+    text_chunks = [c for c in chunks if c.section == "Guide"]
+    assert all(len(c.text.split()) <= 50 for c in text_chunks)
+    # Every sentence is in some chunk, in order, and neighbours share a sentence (overlap).
+    assert all(any(sentence(i) in c.text for c in text_chunks) for i in range(30))
+    for first, second in zip(text_chunks, text_chunks[1:], strict=False):
+        assert first.text.split(".")[-2].strip() + "." in second.text
+    tables = [c for c in chunks if c.text.startswith("a | b")]
+    assert [t.text for t in tables] == [table]  # whole, alone
+    assert chunks[-1].text == "After the table." and chunks[-1].section == "Guide › Table"
+    assert [c.position for c in chunks] == list(range(len(chunks)))
+
+
+def test_a_table_too_long_is_cut_between_rows_with_its_header() -> None:
+    table = "name | value\n" + "\n".join(f"row {i} | {i}" for i in range(100))
+    chunks = chunk_blocks([Block("table", table)], ChunkSize(table_words=60))
+    assert len(chunks) > 1
+    assert all(c.text.startswith("name | value\n") for c in chunks)
+    rows = [line for c in chunks for line in c.text.splitlines()[1:]]
+    assert rows == table.splitlines()[1:]
