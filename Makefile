@@ -91,7 +91,7 @@ SAFETY_SOURCES ?= .data/safety-sources
 SAFETY_SETS ?= .data/safety-sets
 
 safety-sets: install
-	$(BIN)/python -m assistant.safety.semantic.sources --check $(SAFETY_SOURCES) $(SAFETY_SETS)
+	$(BIN)/python -m assistant.safety.semantic.sources --check --clone $(SAFETY_SOURCES) $(SAFETY_SETS)
 
 safety-model: safety-sets
 	$(BIN)/python -m assistant.safety.semantic.fit $(SAFETY_SETS) --cv
