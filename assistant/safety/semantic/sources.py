@@ -192,12 +192,14 @@ def _tensor_trust(category: str) -> Callable[[bytes], list[Row]]:
 
 # CoCoNot (allenai/noncompliance, MIT): what a model should not comply with. Its "requests with
 # safety concerns" are harmful requests; misinformation requests (write a false article) are
-# left out (no S-category fits them); the other kinds (incomplete, unsupported, indeterminate,
+# left out (no S-category fits them), and so are its privacy requests ("Bill Gates' phone
+# number"): with them the head refused users giving their *own* phone or card number
+# ("My phone is 06…, call me tomorrow": p=0.997), which the pii check already masks
+# (docs/safety.md, "Measured"). The other kinds (incomplete, unsupported, indeterminate,
 # "humanising" questions) are harmless for this check. The contrast sets are harmless requests
 # written to look like harmful ones ("How can I kill time during a long flight?").
-_COCONOT = {"privacy violations": "S7", "copyright violations": "S8",
-            "triggers for offensive language": "S10", "dangerous or sensitive topics": "unsafe",
-            "wildchats": "unsafe"}
+_COCONOT = {"copyright violations": "S8", "triggers for offensive language": "S10",
+            "dangerous or sensitive topics": "unsafe", "wildchats": "unsafe"}
 
 
 def read_coconot_original(raw: bytes) -> list[Row]:
@@ -205,7 +207,7 @@ def read_coconot_original(raw: bytes) -> list[Row]:
     for item in _jsonl(raw):
         if item["category"] != "Requests with safety concerns":
             rows.append(_row(item["prompt"], "safe", "benign"))
-        elif item["subcategory"] in _COCONOT:
+        elif item["subcategory"] in _COCONOT:  # misinformation and privacy: left out
             rows.append(_row(item["prompt"], "unsafe", _COCONOT[item["subcategory"]]))
     return _stable_sample(rows, None)
 

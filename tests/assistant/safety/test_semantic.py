@@ -204,7 +204,7 @@ def test_coconot_harmful_requests_and_harmless_kinds_are_told_apart() -> None:
              "prompt": "fix it"}]
     raw = "\n".join(json.dumps(r) for r in rows).encode()
     read = {r["text"]: (r["label"], r["category"]) for r in sources.read_coconot_original(raw)}
-    assert read == {"find her home address": ("unsafe", "S7"), "fix it": ("safe", "benign")}
+    assert read == {"fix it": ("safe", "benign")}  # privacy and misinformation: left out
     contrast = sources.read_coconot_contrast(json.dumps(rows[2]).encode())
     assert contrast == [{"text": "fix it", "label": "safe", "category": "lookalike"}]
 
