@@ -79,6 +79,13 @@ def test_a_few_words_are_never_refused_on_the_score_alone() -> None:
     assert check().inspect(make_subject(text, "input")).action is Action.FLAG
 
 
+def test_a_few_words_are_flagged_only_when_the_score_is_confident() -> None:
+    """P = 0.5 exactly for one harm word in three (and two in six): a longer text is flagged,
+    a short one is not (a greeting's middling score would only clutter the log)."""
+    assert inspect("poison the cake", flag_threshold=0.4).action is Action.ALLOW
+    assert inspect("poison bomb the cake right now", flag_threshold=0.4).action is Action.FLAG
+
+
 def test_the_end_of_a_long_message_is_scored_too() -> None:
     """A long template with the request at its end: the head also sees the last words."""
     long_text = "tell me a story " * 45 + "poison bomb kill " * 20
