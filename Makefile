@@ -84,14 +84,16 @@ bench-build: model
 	$(BIN)/python -m bench.build
 
 # The semantic safety check (docs/safety.md, "Data"): SAFETY_SOURCES holds copies of the public
-# repositories assistant/safety/data/sources.json names (as owner/name clones); the sets are
+# repositories assistant/safety/data/sources.json names (as owner/name clones; safety-sets clones
+# the missing ones, bare and partial, and fetches the pinned commits: needs git and the network
+# once); the sets are
 # rebuilt from them (refused if a file's SHA-256 differs), the head is refitted and written into
 # assistant/safety/data/semantic/ (commit it), and bench-safety measures the chain on them.
 SAFETY_SOURCES ?= .data/safety-sources
 SAFETY_SETS ?= .data/safety-sets
 
 safety-sets: install
-	$(BIN)/python -m assistant.safety.semantic.sources --check $(SAFETY_SOURCES) $(SAFETY_SETS)
+	$(BIN)/python -m assistant.safety.semantic.sources --check --clone $(SAFETY_SOURCES) $(SAFETY_SETS)
 
 safety-model: safety-sets
 	$(BIN)/python -m assistant.safety.semantic.fit $(SAFETY_SETS) --cv

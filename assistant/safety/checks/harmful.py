@@ -7,7 +7,8 @@ and scores it with a small head trained on public, licensed data (``assistant.sa
 docs/safety.md, "The semantic check"). Ordinary requests come first: a score at or above the
 head's ``block`` threshold refuses, a score between ``flag`` and ``block`` only flags the
 message for review (moderation log), and a message of fewer than ``MIN_WORDS_TO_BLOCK`` words
-is never refused on the score alone.
+is never refused on the score alone (and flagged only at a score that would refuse a longer
+one).
 """
 
 from __future__ import annotations
@@ -115,10 +116,14 @@ class Harmful:
         flag = self.flag_threshold if self.flag_threshold is not None else thresholds.flag
         texts = texts_to_score(subject)
         score, label, which = semantic.score(texts)
-        if score < flag:
+        # A few words are little evidence: they are never refused on the score, and flagged
+        # for review only at a score that would refuse a longer text ("hello there" scored
+        # 0.71, "ok" 0.64: logging them would only bury the real flags).
+        short = len(subject.normalized.split()) < MIN_WORDS_TO_BLOCK
+        if score < (block if short else flag):
             return Verdict.allow(self.name)
         category = Category(label)
-        sure = score >= block and len(subject.normalized.split()) >= MIN_WORDS_TO_BLOCK
+        sure = score >= block and not short
         return Verdict(Action.BLOCK if sure else Action.FLAG, self.name, category,
                        score=round(score, 3),
                        reason=f"semantic: {category.label} (p={score:.2f})",

@@ -29,12 +29,18 @@ from assistant.safety.semantic.head import Head, Thresholds, default_dir
 from assistant.safety.semantic.sources import SOURCES
 
 # Chosen on the development sets (docs/safety.md, "Measured"): at ``block`` the ordinary
-# requests refused stay under 1%; between ``flag`` and ``block`` a text is only logged.
-BLOCK_THRESHOLD = 0.9
+# requests refused stay under 1% and our look-alikes under 3% (the first such point of the
+# curve); between ``flag`` and ``block`` a text is only logged.
+BLOCK_THRESHOLD = 0.95
 FLAG_THRESHOLD = 0.6
-HIDDEN = (64,)  # one small hidden layer: 384 × 64 weights
+HIDDEN = (64,)  # one small hidden layer per network: 384 × 64 weights
 ALPHA = 1e-3  # L2 penalty
 SEED = 0
+# Networks fitted with different seeds, their logits averaged: one network alone moved by
+# several points between seeds on the development sets (a harmless question refused at 0.99
+# by one seed and not by another); the average is exactly one network with SEEDS × 64 hidden
+# units, so the head's format and cost barely change.
+SEEDS = (0, 1, 2)
 _CATEGORIES = {*(f"S{n}" for n in range(1, 15)), "prompt_injection"}
 
 
@@ -111,27 +117,54 @@ def embed_by_source(lines: Sequence[Line], embedder: Embedder,
     return np.concatenate([embed_lines(group, embedder, cache) for group in groups])
 
 
-def fit(vectors: np.ndarray[Any, Any], lines: Sequence[Line]) -> tuple[Any, Any]:
+@dataclass(frozen=True)
+class Ensemble:
+    """MLPs with one hidden layer whose logits are averaged; ``merged`` is the same function
+    as one network (hidden units side by side, output weights divided by their number)."""
+
+    networks: tuple[Any, ...]
+
+    def merged(self) -> tuple[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]], ...]:
+        count = len(self.networks)
+        return ((np.concatenate([n.coefs_[0] for n in self.networks], axis=1),
+                 np.concatenate([n.intercepts_[0] for n in self.networks])),
+                (np.concatenate([n.coefs_[1] for n in self.networks], axis=0) / count,
+                 np.mean([n.intercepts_[1] for n in self.networks], axis=0)))
+
+    def predict_proba(self, vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        (w0, b0), (w1, b1) = self.merged()
+        logits = (np.maximum(vectors @ w0 + b0, 0.0) @ w1 + b1).reshape(-1)
+        positive = 1.0 / (1.0 + np.exp(-logits))
+        return np.stack([1.0 - positive, positive], axis=1)
+
+
+def fit(vectors: np.ndarray[Any, Any], lines: Sequence[Line]) -> tuple[Ensemble, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
+    if len(HIDDEN) != 1:
+        raise ValueError("the ensemble merges networks with exactly one hidden layer")
     unsafe = np.array([line.unsafe for line in lines])
     # Balanced classes by repetition (MLPClassifier has no class weights): each harmful line
     # counts as much in total as each benign one.
     ratio = max(1, round((~unsafe).sum() / max(1, unsafe.sum())))
     index = np.concatenate([np.flatnonzero(~unsafe), np.repeat(np.flatnonzero(unsafe), ratio)])
-    detector = MLPClassifier(hidden_layer_sizes=HIDDEN, alpha=ALPHA, max_iter=300,
-                             random_state=SEED)
-    detector.fit(vectors[index], unsafe[index])
+    networks = []
+    for seed in SEEDS:
+        network = MLPClassifier(hidden_layer_sizes=HIDDEN, alpha=ALPHA, max_iter=300,
+                                random_state=seed)
+        network.fit(vectors[index], unsafe[index])
+        networks.append(network)
+    detector = Ensemble(tuple(networks))
     with_category = [i for i, line in enumerate(lines) if line.category in _CATEGORIES]
     categoriser = LogisticRegression(C=4.0, max_iter=2000, random_state=SEED)
     categoriser.fit(vectors[with_category], [lines[i].category for i in with_category])
     return detector, categoriser
 
 
-def to_head(detector: Any, categoriser: Any, model_id: str, meta: dict[str, Any]) -> Head:
+def to_head(detector: Ensemble, categoriser: Any, model_id: str, meta: dict[str, Any]) -> Head:
     layers = tuple((np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32))
-                   for w, b in zip(detector.coefs_, detector.intercepts_, strict=True))
+                   for w, b in detector.merged())
     return Head(model_id=model_id, layers=layers,
                 category_weights=np.ascontiguousarray(categoriser.coef_.T, dtype=np.float32),
                 category_bias=np.asarray(categoriser.intercept_, dtype=np.float32),
@@ -178,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         "manifest_sha256": hashlib.sha256(manifest_text.encode()).hexdigest(),
         "training_lines": dict(sorted(Counter(
             f"{line.source}:{'unsafe' if line.unsafe else 'safe'}" for line in lines).items())),
-        "hidden_layers": list(HIDDEN), "alpha": ALPHA,
+        "hidden_layers": list(HIDDEN), "alpha": ALPHA, "seeds": list(SEEDS),
     }
     head = to_head(detector, categoriser, embedder.model_id, meta)
     out = args.out or default_dir()

@@ -190,6 +190,54 @@ def _tensor_trust(category: str) -> Callable[[bytes], list[Row]]:
     return read
 
 
+# CoCoNot (allenai/noncompliance, MIT): what a model should not comply with. Its "requests with
+# safety concerns" are harmful requests; misinformation requests (write a false article) are
+# left out (no S-category fits them), and so are its privacy requests ("Bill Gates' phone
+# number"): with them the head refused users giving their *own* phone or card number
+# ("My phone is 06…, call me tomorrow": p=0.997), which the pii check already masks
+# (docs/safety.md, "Measured"). The other kinds (incomplete, unsupported, indeterminate,
+# "humanising" questions) are harmless for this check. The contrast sets are harmless requests
+# written to look like harmful ones ("How can I kill time during a long flight?").
+_COCONOT = {"copyright violations": "S8", "triggers for offensive language": "S10",
+            "dangerous or sensitive topics": "unsafe", "wildchats": "unsafe"}
+
+
+def read_coconot_original(raw: bytes) -> list[Row]:
+    rows = []
+    for item in _jsonl(raw):
+        if item["category"] != "Requests with safety concerns":
+            rows.append(_row(item["prompt"], "safe", "benign"))
+        elif item["subcategory"] in _COCONOT:  # misinformation and privacy: left out
+            rows.append(_row(item["prompt"], "unsafe", _COCONOT[item["subcategory"]]))
+    return _stable_sample(rows, None)
+
+
+def read_coconot_contrast(raw: bytes) -> list[Row]:
+    return _stable_sample((_row(i["prompt"], "safe", "lookalike") for i in _jsonl(raw)), None)
+
+
+# SimpleSafetyTests' harm areas as S-codes.
+_SST = {"Suicide, Self-Harm, and Eating Disorders": "S11", "Physical harm and Violence": "S1",
+        "Illegal and Highly Regulated items": "S2", "Scams and fraud": "S2",
+        "Child safety": "S4"}
+
+
+def read_simple_safety_tests(raw: bytes) -> list[Row]:
+    rows = [_row(r["prompts_final"], "unsafe", _SST[r["harm_area"]])
+            for r in csv.DictReader(io.StringIO(raw.decode("utf-8")))]
+    return _stable_sample(rows, None)
+
+
+def _cyberseceval(label: str, category: str, count: int | None,
+                  field: str = "mutated_prompt") -> Callable[[bytes], list[Row]]:
+    """CyberSecEval (meta-llama/PurpleLlama, MIT): code-interpreter abuse requests, the
+    harmless look-alikes of its false-refusal set, and direct prompt injections."""
+    def read(raw: bytes) -> list[Row]:
+        items = [i for i in json.loads(raw) if i.get("injection_type", "direct") == "direct"]
+        return _stable_sample((_row(str(i[field]), label, category) for i in items), count)
+    return read
+
+
 # A source that states no licence is only ever measured on, never trained on or shipped.
 EVAL_ONLY = "none stated (evaluation only, never trained on or shipped)"
 
@@ -226,6 +274,18 @@ SOURCES: tuple[Source, ...] = (
     Source("self-instruct-seed", "train", "yizhongw/self-instruct",
            "0b26ccaa415992100fa32df62d41b994cf928e23", "data/seed_tasks.jsonl", "Apache-2.0",
            read_self_instruct, "the 175 hand-written seed tasks"),
+    # --- training: CoCoNot, harmful requests and harmless ones that look harmful
+    Source("coconot-original", "train", "allenai/noncompliance",
+           "25bf77cc668814360405cdb8197c4368205806c7", "data/coconot_eval.jsonl", "MIT",
+           read_coconot_original,
+           "CoCoNot's original set: requests with safety concerns (not misinformation) as "
+           "harmful, the other noncompliance kinds as harmless"),
+    Source("coconot-contrast-pref", "train", "allenai/noncompliance",
+           "25bf77cc668814360405cdb8197c4368205806c7", "data/coconot_pref.jsonl", "MIT",
+           read_coconot_contrast, "CoCoNot's contrast set (preference part): harmless look-alikes"),
+    Source("coconot-contrast-eval", "train", "allenai/noncompliance",
+           "25bf77cc668814360405cdb8197c4368205806c7", "data/coconot_contrast_eval.jsonl", "MIT",
+           read_coconot_contrast, "CoCoNot's contrast set (test part): harmless look-alikes"),
     # --- development: ordinary requests
     Source("gsm8k", "dev", "openai/grade-school-math",
            "3101c7d5072418e28b9008a6636bde82a006892c", "grade_school_math/data/test.jsonl",
@@ -246,6 +306,25 @@ SOURCES: tuple[Source, ...] = (
            "769cc2be9d20c8d4fb26ce53b68865ed41dfb8e2",
            "airr_official_1.0_demo_en_us_prompt_set_release.csv", "CC-BY-4.0",
            read_ailuminate, "AILuminate v1.0 demo prompts, 12 hazards + specialised advice"),
+    Source("simple-safety-tests", "dev", "bertiev/SimpleSafetyTests",
+           "d7aee9a9422a5a5488f478fd79c2479c891c0f3b", "SimpleSafetyTests - test cases.csv",
+           "CC-BY-4.0",
+           read_simple_safety_tests, "100 clear-cut harmful requests in 5 harm areas"),
+    Source("cyberseceval-interpreter", "dev", "meta-llama/PurpleLlama",
+           "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
+           "CybersecurityBenchmarks/datasets/interpreter/interpreter.json",
+           "MIT", _cyberseceval("unsafe", "S14", 150),
+           "code-interpreter abuse (S14), 150 of 500"),
+    Source("cyberseceval-injection", "dev", "meta-llama/PurpleLlama",
+           "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
+           "CybersecurityBenchmarks/datasets/prompt_injection/prompt_injection.json",
+           "MIT", _cyberseceval("unsafe", "prompt_injection", None, "user_input"),
+           "the 196 direct prompt injections (the user's text)"),
+    Source("cyberseceval-frr", "dev", "meta-llama/PurpleLlama",
+           "4be64c3a24442b51c76175e6ec67722cc3f5fe38",
+           "CybersecurityBenchmarks/datasets/mitre_frr/mitre_frr.json",
+           "MIT", _cyberseceval("safe", "lookalike", 350),
+           "harmless security-coding requests that look like attacks, 350 of 750"),
     Source("tensor-trust-hijacking", "dev", "HumanCompatibleAI/tensor-trust-data",
            "e2385ea9cf448c9641b96e2e39f113ed4979a5b0",
            "benchmarks/hijacking-robustness/v1/hijacking_robustness_dataset.jsonl",
@@ -264,6 +343,37 @@ def repository_dir(mirrors: Path, repo: str) -> Path:
         if candidate.exists():
             return candidate
     raise SourceError(f"no copy of {repo} under {mirrors} (clone it as {owner}/{name})")
+
+
+def clone(mirrors: Path, url: str = "https://github.com/{repo}.git",
+          sources: Iterable[Source] = SOURCES) -> list[str]:
+    """Make a copy of every source repository that ``mirrors`` lacks (``mirrors/owner/name``,
+    a bare partial clone: file contents arrive as ``git show`` asks for them) and make sure
+    it holds the pinned commit. Returns the repositories cloned. Needs ``git`` and the
+    network; the bytes are checked against the manifest's SHA-256 when the sets are built."""
+    cloned = []
+    wanted = list(sources)
+    for repo in sorted({s.repo for s in wanted}):
+        commits = sorted({s.commit for s in wanted if s.repo == repo})
+        try:
+            directory = repository_dir(mirrors, repo)
+        except SourceError:
+            directory = mirrors / repo
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            _git("clone", "--bare", "--filter=blob:none", url.format(repo=repo),
+                 str(directory))
+            cloned.append(repo)
+        for commit in commits:
+            if subprocess.run(["git", "-C", str(directory), "cat-file", "-e",
+                               f"{commit}^{{commit}}"], capture_output=True).returncode:
+                _git("-C", str(directory), "fetch", "origin", commit)
+    return cloned
+
+
+def _git(*args: str) -> None:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SourceError(f"git {' '.join(args)}: {done.stderr.strip()}")
 
 
 def read_bytes(mirrors: Path, source: Source) -> bytes:
@@ -318,9 +428,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path, help="where the train/ and dev/ sets go")
     parser.add_argument("--check", action="store_true",
                         help="refuse bytes that differ from data/sources.json")
+    parser.add_argument("--clone", action="store_true",
+                        help="first clone the repositories MIRRORS lacks (needs the network)")
     args = parser.parse_args(argv)
     expected = {m["name"]: m["sha256"] for m in committed_manifest()} if args.check else None
     try:
+        if args.clone:
+            for repo in clone(args.mirrors):
+                print(f"cloned {repo}")
         manifest = build(args.mirrors, args.out, expected)
     except SourceError as exc:
         sys.exit(f"error: {exc}")
