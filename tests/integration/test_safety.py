@@ -102,7 +102,8 @@ def test_a_harmful_request_is_refused_and_never_reaches_the_model(traced: Stack)
 def test_a_card_number_reaches_the_model_and_the_memory_masked(traced: Stack) -> None:
     user = new_user()
     card = "4111 1111 1111 1111"
-    response = chat(traced, f"Please remember my card number {card} for later.", user)
+    # Not a "remember …" command (those go to long-term memory, tests/memory): a question.
+    response = chat(traced, f"My card number is {card}. What kind of card is that?", user)
     assert response.status_code == 200, response.text
     body = response.json()
     prompt = trace(traced, body["message_id"])
