@@ -115,7 +115,7 @@ class LlamaEngine:
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
             seconds = time.perf_counter() - started
-            self._formatter = _chat_formatter(self._llama)
+            self._formatter = chat_formatter(self._llama)
             self._control = control_token_text(self._llama)
             self._boundary_ids = frozenset(control_token_ids(self._llama))
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
@@ -190,10 +190,7 @@ class LlamaEngine:
         llama = self.load()
         if self._formatter is None:
             return None
-        result = self._formatter(messages=_as_dicts(messages, self._control))
-        tokens: list[int] = llama.tokenize(
-            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
-        return tokens
+        return template_tokens(llama, self._formatter, self._control, messages)
 
     def wait_idle(self) -> None:
         """Return once no state is being saved in the background (tests, shutdown)."""
@@ -417,6 +414,17 @@ def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],
     return total
 
 
+def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
+                    messages: Sequence[ChatMessage]) -> list[int]:
+    """The tokens ``create_chat_completion`` reads for ``messages`` with the GGUF's chat
+    template (``formatter``, from ``chat_formatter``): what the engine reads, and what the web
+    edge counts exactly with the vocabulary alone (integrations/web/prompt_size.py)."""
+    result = formatter(messages=_as_dicts(messages, control))
+    tokens: list[int] = llama.tokenize(
+        result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    return tokens
+
+
 def _truncate(llama: Any, keep: int) -> None:
     """Drop everything after the first ``keep`` tokens from ``llama``'s context."""
     keep = max(keep, 0)
@@ -456,7 +464,7 @@ def _as_dicts(messages: Sequence[ChatMessage], control: ControlTokenText) -> lis
     return [{"role": m.role, "content": control.neutralise(m.text)} for m in messages]
 
 
-def _chat_formatter(llama: Any) -> Any:
+def chat_formatter(llama: Any) -> Any:
     """The formatter ``create_chat_completion`` uses, when it is the GGUF's own template."""
     if llama.chat_handler is not None or llama.chat_format != "chat_template.default":
         return None

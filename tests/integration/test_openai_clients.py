@@ -342,6 +342,19 @@ def test_a_history_longer_than_the_context_is_refused_at_once(stack: Stack,
     assert too_much.value.code == "context_length_exceeded"
 
 
+def test_a_hostile_history_too_long_for_the_context_is_refused_too(stack: Stack,
+                                                                   client: OpenAI) -> None:
+    from tests.web.test_openai_schema import HOSTILE_HISTORY
+
+    queued_before = _queued_tasks(stack)
+    with pytest.raises(BadRequestError) as refused:
+        chat(client, messages=HOSTILE_HISTORY, max_tokens=16)
+    assert refused.value.code == "context_length_exceeded"
+    assert refused.value.body["param"] == "messages"  # type: ignore[index]
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert _queued_tasks(stack) == queued_before
+
+
 def _queued_tasks(stack: Stack) -> int:
     client = redis.Redis.from_url(stack.redis_url)
     try:
