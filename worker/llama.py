@@ -12,7 +12,7 @@ when most of it was read fresh. Before any request — a conversation's turn, an
 request carrying its whole history, a summary — the longest saved beginning of its prompt is
 restored and only the rest is read, whichever conversation, client or process saved it. What a
 restore reuses is always an exact token prefix of the new prompt, so the reply is the one a
-cold run would give (docs/scaling.md, "Reusing what was read").
+cold run would give (docs/scaling.md, "Long conversations").
 """
 
 from __future__ import annotations
