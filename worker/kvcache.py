@@ -230,7 +230,8 @@ class KvStateCache:
 # covers the lengths, the key and the tokens; the KV bytes are checked by length only (a CRC
 # of 40 MB costs 17 ms, more than the restore) and by llama.cpp, which refuses cells that do
 # not fit its context. Files are only ever replaced whole (temp file + rename), never rewritten.
-MAGIC = b"ASKVST01"
+# 02: states keyed by their tokens (issue 19); 01 directories held states by conversation.
+MAGIC = b"ASKVST02"
 HEADER = struct.Struct("<8sIIQI")  # magic, key bytes, token count, KV bytes, CRC32
 SUFFIX = ".kv"
 SAVING_SUFFIX = ".saving"
