@@ -102,6 +102,21 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 
 PROMPT_LINE = re.compile(r"prompt of (\d+) tokens: (\d+) reused \((\w+)\)")
+ANSWERED_LINE = re.compile(r"answered \d+ openai message\(s\): generated, \d+ tokens, "
+                           r"first token ([\d.]+) s")
+
+
+def worker_rounds(target: PipelineTarget, repeats: int) -> list[dict[str, float]]:
+    """The same rounds as the worker saw them: its first token after the turn started
+    (assistant/logs.py), without the queue, the web edge and the input screening of the
+    history's messages before the engine starts."""
+    assert target.stack is not None
+    seconds = [float(s) for name in target.stack.workers
+               for s in ANSWERED_LINE.findall(target.stack.log(f"worker-{name}"))]
+    seconds = seconds[1:]  # the warm-up request
+    names = ("cold_ms", "next_turn_ms", "other_cold_ms", "back_after_other_ms")
+    return [{name: round(1000 * seconds[4 * index + n], 1) for n, name in enumerate(names)}
+            for index in range(repeats) if len(seconds) >= 4 * index + 4]
 
 
 def reuse_from_logs(target: PipelineTarget) -> dict[str, Any]:
@@ -206,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.max_tokens))
         ours["cpu"] = window.stop()
         ours["reuse"] = reuse_from_logs(pipeline)
+        ours["worker_side"] = summary(worker_rounds(pipeline, args.repeats))
     finally:
         pipeline.close()
     details["pipeline"] = ours

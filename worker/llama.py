@@ -52,8 +52,8 @@ GENERATION_PROMPT_TOKENS = 4
 MIN_BATCH = 4
 UBATCH = 128
 # A prompt's own beginning (up to the reply's header) is also kept when at least this many of
-# its tokens were read fresh: a retry, an API client that edits the reply it got, or another
-# question after the same long document then starts from it. Fewer are read again quickly.
+# its tokens are new: a retry, an API client that edits the reply it got, or another question
+# after the same long document then starts from it. Fewer are read again quickly.
 KEEP_PROMPT_AFTER_TOKENS = 256
 
 
@@ -254,8 +254,16 @@ class LlamaEngine:
         reuse = max(min(best_shared, len(prompt) - MIN_BATCH), 0)
         if reuse < llama.n_tokens:
             _truncate(llama, reuse)
+        own = self._own_boundary(prompt)
+        if own is not None and own - reuse >= KEEP_PROMPT_AFTER_TOKENS:
+            # Much of the prompt is new: read it up to its last message and keep that state
+            # now (a few tens of ms on seconds of reading), not after the reply, where the
+            # save would delay the next request.
+            llama.eval(list(prompt[reuse:own]))
+            cache.put(prefix_key(prompt[:own]), capture(llama))
+            reuse = own
         self._batch_read = len(prompt)  # once generate() has read the rest in one batch
-        reused = min(reuse, reused_before)  # not counting a system prompt read just now
+        reused = min(reuse, reused_before)  # not counting what was read just now
         self.last_prompt_tokens = (reused, len(prompt))
         self.last_source = source if reused else "none"
         cache.stats.tokens_reused += reused
@@ -303,9 +311,9 @@ class LlamaEngine:
 
     def _keep_state(self, llama: Any, messages: Sequence[ChatMessage], prompt: list[int],
                     reply: str | None) -> None:
-        """Save the states the next prompts will start with: the prompt followed by the reply
-        (as the next prompt of the conversation holds it), and the prompt's own beginning when
-        much of it was read just now or no reply came.
+        """Save the state the next prompts will start with: the prompt followed by the reply
+        (as the next prompt of the conversation holds it), or the prompt's own beginning when
+        no reply came.
 
         Generated tokens were read one at a time, and llama.cpp computes cells of batches under
         four tokens with other kernels: kept as they are, the next turn would differ from a cold
@@ -314,12 +322,11 @@ class LlamaEngine:
         sampled tokens — up to the next message's boundary.
         """
         assert self.kv_cache is not None
-        reused = self.last_prompt_tokens[0]
         try:
             _truncate(llama, min(llama.n_tokens, len(prompt)))
             own = self._own_boundary(prompt)
-            if own is not None and own <= llama.n_tokens and (
-                    reply is None or own - reused >= KEEP_PROMPT_AFTER_TOKENS):
+            if reply is None and own is not None and own <= llama.n_tokens:
+                # No reply to keep (cut, failed): a retry starts from the prompt's own state.
                 _truncate(llama, own)
                 self.kv_cache.put(prefix_key(prompt[:own]), capture(llama))
             if reply is not None:
