@@ -30,6 +30,7 @@ import re
 import signal
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def worker_rounds(target: PipelineTarget, repeats: int) -> list[dict[str, float]
     (assistant/logs.py), without the queue, the web edge and the input screening of the
     history's messages before the engine starts."""
     assert target.stack is not None
+    time.sleep(1.0)  # the last turn's line is written just after its reply went out
     seconds = [float(s) for name in target.stack.workers
                for s in ANSWERED_LINE.findall(target.stack.log(f"worker-{name}"))]
     seconds = seconds[1:]  # the warm-up request

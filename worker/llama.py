@@ -31,7 +31,6 @@ from assistant.errors import ModelError
 from worker.control_tokens import ControlTokenText, control_token_ids, control_token_text
 from worker.kvcache import (
     KvCache,
-    KvState,
     boundary_keys,
     capture,
     common_prefix,
@@ -198,14 +197,15 @@ class LlamaEngine:
             pass
 
     def _prepare_context(self, llama: Any, request: GenerationRequest) -> list[int] | None:
-        """Put the saved state that shares the longest prefix with this prompt into the context.
+        """Put the longest known beginning of this prompt into the context, and keep the
+        states new prompts will start with; returns the prompt's tokens (None when the store is
+        off or the template unknown).
 
         Candidates: what the context holds now, and the saved states of the prompt's
         beginnings up to each of its message boundaries (``_boundaries``), found by the hash of
         their tokens. What the context holds is only reused up to where its tokens stop
         matching (llama-cpp-python's own prefix check), and a saved state only when its tokens
         are the prompt's: equal tokens at equal positions read in batches give equal KV cells.
-        Returns the prompt's tokens, or None when the cache is off or the template unknown.
         """
         if self.kv_cache is None:
             return self._prepare_without_store(llama, request)
@@ -215,55 +215,26 @@ class LlamaEngine:
         cache = self.kv_cache
         held = min(common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt),
                    self._batch_read)
+        reused, source = self._restore_longest(llama, prompt, held)
         # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
-        # cold run's.
-        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
-        longer = [(p, k) for p, k in zip(positions, boundary_keys(prompt, positions),
-                                         strict=True) if p > held]
-        saved = find_longest(cache, [key for _, key in reversed(longer)], prompt)
-        best: KvState | None = None
-        best_shared, source = held, "context"
-        if saved is not None:
-            cache.stats.hits += 1
-            best, best_shared, source = saved, len(saved.tokens), "saved"
-        elif longer:
-            cache.stats.misses += 1
-        reused_before = best_shared
+        # cold run's; llama-cpp-python reuses what the context holds up to there.
+        ready = max(min(reused, len(prompt) - MIN_BATCH), 0)
+        reused = ready
+        fits = len(prompt) <= self.context_size
         system_end = self._system_boundary(request.messages, prompt)
-        if system_end and best_shared < system_end <= len(prompt) - MIN_BATCH:
+        if fits and system_end is not None and ready < system_end <= len(prompt) - MIN_BATCH:
             # Read the system prompt alone once, and keep its state for new conversations.
-            start = min(held, system_end - MIN_BATCH)
-            _truncate(llama, start)
-            llama.eval(list(prompt[start:system_end]))
-            cache.put(prefix_key(prompt[:system_end]), capture(llama))
-            best, best_shared = None, system_end
-            self._batch_read = system_end
-        if best is not None:
-            started = time.perf_counter()
-            try:
-                restore(llama, best)
-                self._batch_read = len(best.tokens)
-            except RuntimeError:  # only speed is lost: read the prompt cold
-                log.warning("could not restore a saved KV state; reading the prompt cold",
-                            exc_info=True)
-                _truncate(llama, 0)
-                self._batch_read = 0
-                best_shared = reused_before = 0
-            log.debug("restored %d tokens of KV state in %.1f ms", len(best.tokens),
-                      (time.perf_counter() - started) * 1000)
-        reuse = max(min(best_shared, len(prompt) - MIN_BATCH), 0)
-        if reuse < llama.n_tokens:
-            _truncate(llama, reuse)
+            ready = self._read_and_keep(llama, prompt, min(ready, system_end - MIN_BATCH),
+                                        system_end)
         own = self._own_boundary(prompt)
-        if own is not None and own - reuse >= KEEP_PROMPT_AFTER_TOKENS:
-            # Much of the prompt is new: read it up to its last message and keep that state
-            # now (a few tens of ms on seconds of reading), not after the reply, where the
-            # save would delay the next request.
-            llama.eval(list(prompt[reuse:own]))
-            cache.put(prefix_key(prompt[:own]), capture(llama))
-            reuse = own
+        if fits and own is not None and own - ready >= KEEP_PROMPT_AFTER_TOKENS:
+            # Much of the prompt is new: keep its state up to its last message now (tens of
+            # ms on seconds of reading), not after the reply, where it would delay the next
+            # request.
+            ready = self._read_and_keep(llama, prompt, ready, own)
+        if ready < llama.n_tokens:
+            _truncate(llama, ready)
         self._batch_read = len(prompt)  # once generate() has read the rest in one batch
-        reused = min(reuse, reused_before)  # not counting what was read just now
         self.last_prompt_tokens = (reused, len(prompt))
         self.last_source = source if reused else "none"
         cache.stats.tokens_reused += reused
@@ -273,6 +244,45 @@ class LlamaEngine:
         log.info("prompt of %d tokens: %d reused (%s) in process %d", len(prompt), reused,
                  self.last_source, os.getpid())
         return prompt
+
+    def _restore_longest(self, llama: Any, prompt: list[int], held: int) -> tuple[int, str]:
+        """Restore the longest saved beginning of ``prompt`` if it is longer than the ``held``
+        tokens the context already has; returns how many prompt tokens the context now holds
+        and where they came from."""
+        assert self.kv_cache is not None
+        cache = self.kv_cache
+        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        longer = [key for p, key in zip(positions, boundary_keys(prompt, positions),
+                                        strict=True) if p > held]
+        saved = find_longest(cache, longer[::-1], prompt)
+        if saved is None:
+            if longer:
+                cache.stats.misses += 1
+            return held, "context"
+        cache.stats.hits += 1
+        started = time.perf_counter()
+        try:
+            restore(llama, saved)
+        except RuntimeError:  # only speed is lost: read the prompt cold
+            log.warning("could not restore a saved KV state; reading the prompt cold",
+                        exc_info=True)
+            _truncate(llama, 0)
+            self._batch_read = 0
+            return 0, "none"
+        self._batch_read = len(saved.tokens)
+        log.debug("restored %d tokens of KV state in %.1f ms", len(saved.tokens),
+                  (time.perf_counter() - started) * 1000)
+        return len(saved.tokens), "saved"
+
+    def _read_and_keep(self, llama: Any, prompt: list[int], start: int, end: int) -> int:
+        """Read ``prompt[start:end]`` in one batch after the context's first ``start`` tokens
+        and keep the state of ``prompt[:end]``; returns ``end``."""
+        assert self.kv_cache is not None
+        _truncate(llama, start)
+        llama.eval(list(prompt[start:end]))
+        self._batch_read = end
+        self.kv_cache.put(prefix_key(prompt[:end]), capture(llama))
+        return end
 
     def _prepare_without_store(self, llama: Any, request: GenerationRequest) -> list[int] | None:
         """No state store: llama-cpp-python's own reuse of what the context holds."""
