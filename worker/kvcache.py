@@ -11,7 +11,7 @@ its prompt by hashing its own prefixes at its message boundaries, longest first
 (``boundary_keys``, ``find_longest``): whichever conversation, API client or process read that
 beginning before. Equal tokens give equal cells, so no state ever holds anything the prompt
 does not already hold. Two stores, within a byte budget; past it the states that are both old
-(since last used) and large go first (``EVICTION``):
+(since last used) and large go first (``eviction_order``):
 
 - ``KvStateDirectory`` (the workers' default, ``make_cache``): one file per state in a
   directory on tmpfs, shared by every pool process of a node (and every node of a host), so a
