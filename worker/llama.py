@@ -337,8 +337,10 @@ class LlamaEngine:
             own = self._own_boundary(prompt)
             if reply is None and own is not None and own <= llama.n_tokens:
                 # No reply to keep (cut, failed): a retry starts from the prompt's own state.
-                _truncate(llama, own)
-                self.kv_cache.put(prefix_key(prompt[:own]), capture(llama))
+                key = prefix_key(prompt[:own])
+                if key not in self.kv_cache:  # kept before generating when mostly new
+                    _truncate(llama, own)
+                    self.kv_cache.put(key, capture(llama))
             if reply is not None:
                 follow = self._next_turn_prefix(messages, reply)
                 if follow is not None:

@@ -232,3 +232,23 @@ def test_the_budget_holds_while_many_prompts_are_kept(model_path: Path, tmp_path
         answer(engine, request(messages, f"conv-{n}"))
         assert store.bytes_used <= budget
     assert store.stats.evictions > 0 and store.stats.saves > len(store)
+
+
+@pytest.mark.integration
+def test_a_cut_reply_keeps_its_prompt_for_the_retry(
+    model_path: Path, store: KvStateDirectory, cold: LlamaEngine,
+) -> None:
+    engine = engine_with(model_path, store)
+    cut = request([SYSTEM, ChatMessage(role="user", text="Describe the harbour at dawn.")],
+                  "conv-cut")
+    stream = engine.stream(cut)
+    next(stream)
+    stream.close()  # the safety gate cut it, or the user cancelled
+    engine.wait_idle()
+    other = engine_with(model_path, KvStateDirectory(store.directory, 512 << 20))
+    reply = answer(other, cut)  # the retry, in another process
+    prompt = other.prompt_tokens(cut.messages)
+    assert prompt is not None
+    assert other.last_source == "saved"
+    assert other.last_prompt_tokens[0] == other._own_boundary(prompt) == len(prompt) - 4
+    assert reply == cold_reply(cold, cut)
