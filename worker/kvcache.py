@@ -237,7 +237,7 @@ SUFFIX = ".kv"
 SAVING_SUFFIX = ".saving"
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
-# Another process saving a conversation's state (its reply just went out): wait this long at
+# Another process saving a state (a reply just went out): wait this long at
 # most for it, rather than read the prompt cold. A marker older than this is a dead saver's.
 SAVE_WAIT_SECONDS = 5.0
 STALE_DIRECTORY_SECONDS = 24 * 3600  # a sibling directory (older model...) unused this long
