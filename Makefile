@@ -70,8 +70,9 @@ run: model
 test: model browser
 	$(BIN)/python -m pytest
 
-# The model bench writes bench/results.json (it ends with bench.conversation: time to first
-# token by turn with and without state reuse, ~14 minutes on a quiet 2-core machine); the load
+# The model bench writes bench/results.json (then bench.conversation: time to first token by
+# turn with and without state reuse, ~14 minutes on a quiet 2-core machine; then bench.prefix:
+# /v1 histories and a mixed load against states found by their tokens); the load
 # run (stub engine, no model) merges its keys into it (docs/benchmarks.md).
 bench: model
 	$(BIN)/python -m bench

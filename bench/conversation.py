@@ -230,26 +230,7 @@ class ServerTarget(Target):
 
     def _complete(self, messages: list[dict[str, str]], max_tokens: int) -> Turn:
         assert self.client is not None
-        started = time.perf_counter()
-        first: float | None = None
-        pieces: list[str] = []
-        body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
-                "temperature": 0, "seed": 0}
-        with self.client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                response.read()
-                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                choices = json.loads(line[6:]).get("choices") or [{}]
-                text = choices[0].get("delta", {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    pieces.append(text)
-        ended = time.perf_counter()
-        first = first or ended
-        return Turn((first - started) * 1e3, (ended - started) * 1e3, "".join(pieces).strip())
+        return stream_completion(self.client, messages, max_tokens)
 
     def send(self, conversation: str, text: str) -> Turn:
         history = self.histories.setdefault(
@@ -279,6 +260,31 @@ class ServerTarget(Target):
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def stream_completion(client: httpx.Client, messages: list[dict[str, str]],
+                      max_tokens: int) -> Turn:
+    """A streamed ``/v1/chat/completions`` at temperature 0; TTFT is the first content chunk."""
+    started = time.perf_counter()
+    first: float | None = None
+    pieces: list[str] = []
+    body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
+            "temperature": 0, "seed": 0}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            text = choices[0].get("delta", {}).get("content")
+            if text:
+                first = first or time.perf_counter()
+                pieces.append(text)
+    ended = time.perf_counter()
+    first = first or ended
+    return Turn((first - started) * 1e3, (ended - started) * 1e3, "".join(pieces).strip())
 
 
 def _sse(response: httpx.Response) -> Iterator[tuple[str, Any]]:

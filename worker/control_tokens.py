@@ -52,10 +52,17 @@ class ControlTokenText:
 
 def control_token_text(llama: Any) -> ControlTokenText:
     """The control tokens of a loaded ``llama_cpp.Llama``'s vocabulary."""
+    model = llama._model
+    return ControlTokenText(model.token_get_text(token) for token in control_token_ids(llama))
+
+
+def control_token_ids(llama: Any) -> list[int]:
+    """The ids of a loaded ``llama_cpp.Llama``'s control tokens: in a prompt (where message
+    text cannot form them) they come from the chat template alone, so they mark where its
+    messages begin and end (the state store's boundaries, worker/llama.py)."""
     import llama_cpp
 
     model = llama._model
     wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-    texts = [model.token_get_text(token) for token in range(model.n_vocab())
-             if llama_cpp.llama_vocab_get_attr(model.vocab, token) & wanted]
-    return ControlTokenText(texts)
+    return [token for token in range(model.n_vocab())
+            if llama_cpp.llama_vocab_get_attr(model.vocab, token) & wanted]

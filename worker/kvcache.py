@@ -1,17 +1,21 @@
-"""Per-conversation KV state for one ``Llama``: saved after a turn, restored before the next.
+"""Saved KV states for one ``Llama``, found by the tokens they hold (issue 19).
 
 Only what a restore needs is kept: the sequence's KV cells (``llama_state_seq_get_data``, about
 22 KiB per token for SmolLM2) and the token ids they hold. ``Llama.save_state`` would also copy
 the logits of a whole batch (~100 MB for a 49k vocabulary), which a restore does not need:
 llama-cpp-python re-reads at least the last prompt token before sampling anyway.
 
-Each state is keyed by the conversation (``GenerationRequest.cache_key``) or, for the shared
-system-prompt prefix, by a hash of its tokens, so no conversation's state is ever restored into
-another conversation. Two stores, least recently used out first past a byte budget:
+A state is keyed by a hash of its token ids (``prefix_key``), and states are only ever saved
+at message boundaries (``worker/llama.py``), so a request finds the longest saved beginning of
+its prompt by hashing its own prefixes at its message boundaries, longest first
+(``boundary_keys``, ``find_longest``): whichever conversation, API client or process read that
+beginning before. Equal tokens give equal cells, so no state ever holds anything the prompt
+does not already hold. Two stores, within a byte budget; past it the states that are both old
+(since last used) and large go first (``eviction_order``):
 
 - ``KvStateDirectory`` (the workers' default, ``make_cache``): one file per state in a
   directory on tmpfs, shared by every pool process of a node (and every node of a host), so a
-  conversation's state is found whichever process takes its next turn.
+  state is found whichever process reads the next prompt that starts with it.
 - ``KvStateCache``: in this process' RAM (tests, and the fallback when no directory is usable).
 """
 
@@ -59,10 +63,36 @@ class KvState:
         return len(self.data) + 8 * len(self.tokens)
 
 
+KEY_PREFIX = "prefix:"
+
+
+def _token_bytes(tokens: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(tokens)}i", *tokens)
+
+
 def prefix_key(tokens: Sequence[int]) -> str:
-    """The cache key of a shared prompt prefix: a hash of its token ids."""
-    digest = hashlib.sha256(",".join(map(str, tokens)).encode()).hexdigest()[:32]
-    return f"prefix:{digest}"
+    """The key of the state holding exactly ``tokens``: a hash of their ids."""
+    return KEY_PREFIX + hashlib.sha256(_token_bytes(tokens)).hexdigest()[:40]
+
+
+def boundary_keys(tokens: Sequence[int], positions: Sequence[int]) -> list[str]:
+    """``prefix_key(tokens[:p])`` for each of the ascending ``positions``, in one pass."""
+    digest = hashlib.sha256()
+    keys: list[str] = []
+    done = 0
+    for position in positions:
+        digest.update(_token_bytes(tokens[done:position]))
+        done = position
+        keys.append(KEY_PREFIX + digest.copy().hexdigest()[:40])
+    return keys
+
+
+def eviction_order(entries: Sequence[tuple[float, int, Any]], now: float) -> list[Any]:
+    """Which states go first: the largest (seconds since last use + 1) x bytes. Old and large
+    ones first; a small state that many prompts start with (a persona) stays while it is used,
+    and among states of one size this is least recently used first."""
+    ranked = sorted(entries, key=lambda e: (now - e[0] + 1.0) * e[1], reverse=True)
+    return [item for _, _, item in ranked]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -79,9 +109,10 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class CacheStats:
     """Counters for metrics and the bench (per process, whichever store)."""
 
-    hits: int = 0
-    misses: int = 0
-    prefix_hits: int = 0
+    hits: int = 0  # a saved state was restored
+    misses: int = 0  # none of the prompt's beginnings was saved (past what the context held)
+    tokens_reused: int = 0  # prompt tokens not read again (a restored state or the context)
+    tokens_read: int = 0
     saves: int = 0
     evictions: int = 0
     too_large: int = 0
@@ -102,6 +133,24 @@ class KvCache(Protocol):
     def discard(self, key: str) -> None: ...
     def mark_saving(self, key: str) -> None: ...
     def clear_saving(self, key: str) -> None: ...
+    def wait_saved(self, key: str) -> None: ...
+
+
+def find_longest(cache: KvCache, keys: Sequence[str],
+                 tokens: Sequence[int]) -> KvState | None:
+    """The state under the first of ``keys`` (longest prefix first) that is a prefix of
+    ``tokens``. States being saved under any of the keys (another process, just now) are
+    waited for first: the next prompt of a conversation is often sent as its last reply ends."""
+    for key in keys:
+        cache.wait_saved(key)
+    for key in keys:
+        state = cache.get(key)
+        if state is None:
+            continue
+        count = len(state.tokens)
+        if tuple(tokens[:count]) == state.tokens:  # a hash collision is a miss, never a mix
+            return state
+    return None
 
 
 @dataclass
@@ -112,6 +161,7 @@ class KvStateCache:
     budget_bytes: int
     stats: CacheStats = field(default_factory=CacheStats)
     _states: OrderedDict[str, KvState] = field(default_factory=OrderedDict)
+    _used: dict[str, float] = field(default_factory=dict)  # key -> last use (monotonic)
     _bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,6 +180,7 @@ class KvStateCache:
             state = self._states.get(key)
             if state is not None:
                 self._states.move_to_end(key)
+                self._used[key] = time.monotonic()
             return state
 
     def put(self, key: str, state: KvState) -> bool:
@@ -138,14 +189,21 @@ class KvStateCache:
             old = self._states.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
+                del self._used[key]
             if state.nbytes > self.budget_bytes:
                 self.stats.too_large += 1
                 return False
-            while self._states and self._bytes + state.nbytes > self.budget_bytes:
-                _, evicted = self._states.popitem(last=False)
-                self._bytes -= evicted.nbytes
-                self.stats.evictions += 1
+            if self._bytes + state.nbytes > self.budget_bytes:
+                now = time.monotonic()
+                entries = [(self._used[k], s.nbytes, k) for k, s in self._states.items()]
+                for victim in eviction_order(entries, now):
+                    if self._bytes + state.nbytes <= self.budget_bytes:
+                        break
+                    self._bytes -= self._states.pop(victim).nbytes
+                    del self._used[victim]
+                    self.stats.evictions += 1
             self._states[key] = state
+            self._used[key] = time.monotonic()
             self._bytes += state.nbytes
             self.stats.saves += 1
             return True
@@ -155,6 +213,7 @@ class KvStateCache:
             old = self._states.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
+                del self._used[key]
 
     def mark_saving(self, key: str) -> None:
         """Nothing to do: this process' own engine lock already orders its save and get."""
@@ -162,19 +221,23 @@ class KvStateCache:
     def clear_saving(self, key: str) -> None:
         """Nothing to do (see ``mark_saving``)."""
 
+    def wait_saved(self, key: str) -> None:
+        """Nothing to wait for (see ``mark_saving``)."""
+
 
 # -- states shared by processes: one file each ----------------------------------------------
 # A file: header, key (UTF-8), token ids (int32 little-endian), KV bytes. The header's CRC
 # covers the lengths, the key and the tokens; the KV bytes are checked by length only (a CRC
 # of 40 MB costs 17 ms, more than the restore) and by llama.cpp, which refuses cells that do
 # not fit its context. Files are only ever replaced whole (temp file + rename), never rewritten.
-MAGIC = b"ASKVST01"
+# 02: states keyed by their tokens (issue 19); 01 directories held states by conversation.
+MAGIC = b"ASKVST02"
 HEADER = struct.Struct("<8sIIQI")  # magic, key bytes, token count, KV bytes, CRC32
 SUFFIX = ".kv"
 SAVING_SUFFIX = ".saving"
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
-# Another process saving a conversation's state (its reply just went out): wait this long at
+# Another process saving a state (a reply just went out): wait this long at
 # most for it, rather than read the prompt cold. A marker older than this is a dead saver's.
 SAVE_WAIT_SECONDS = 5.0
 STALE_DIRECTORY_SECONDS = 24 * 3600  # a sibling directory (older model...) unused this long
@@ -245,12 +308,12 @@ def refuse_foreign_directory(path: Path) -> None:
 class KvStateDirectory:
     """Saved KV states as files in ``directory``, shared by every process that opens it.
 
-    ``budget_bytes`` bounds the whole directory, whoever wrote it: a put evicts the least
-    recently used files (oldest mtime; a get touches it) under an ``fcntl`` lock. A reader never
-    sees part of a state: files appear whole by rename, and a file evicted after it was opened
-    stays readable until closed. A state read is a read-only map of its file, not a copy.
-    Failures (disk full, a damaged file) are a miss or a lost save and a log line, never an
-    error.
+    ``budget_bytes`` bounds the whole directory, whoever wrote it: a put evicts files by
+    ``eviction_order`` (last use is the mtime; a get touches it) under an ``fcntl`` lock. A
+    reader never sees part of a state: files appear whole by rename, and a file evicted after
+    it was opened stays readable until closed. A state read is a read-only map of its file,
+    not a copy. Failures (disk full, a damaged file) are a miss or a lost save and a log line,
+    never an error.
     """
 
     def __init__(self, directory: Path, budget_bytes: int) -> None:
@@ -357,6 +420,10 @@ class KvStateDirectory:
         with contextlib.suppress(OSError):
             self._saving_path(key).unlink(missing_ok=True)
 
+    def wait_saved(self, key: str) -> None:
+        """Return once no process is saving ``key`` (at most ``SAVE_WAIT_SECONDS``)."""
+        self._wait_for_saver(self._path(key))
+
     # -- files ---------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:40] + SUFFIX)
@@ -379,14 +446,19 @@ class KvStateDirectory:
         """Evict until ``size`` more bytes fit (the lock is held); returns how many went."""
         for temp in self.directory.glob(TEMP_PREFIX + "*"):  # a writer died holding the lock
             temp.unlink(missing_ok=True)
-        entries = sorted(e for e in self._entries() if e[2] != replacing)
+        entries = [e for e in self._entries() if e[2] != replacing]
         total = sum(entry_size for _, entry_size, _ in entries)
+        if total + size <= self.budget_bytes:
+            return 0
+        sizes = {path: entry_size for _, entry_size, path in entries}
+        ranked = eviction_order([(mtime / 1e9, entry_size, path)
+                                 for mtime, entry_size, path in entries], time.time())
         evicted = 0
-        for _, entry_size, path in entries:
+        for path in ranked:
             if total + size <= self.budget_bytes:
                 break
             path.unlink(missing_ok=True)
-            total -= entry_size
+            total -= sizes[path]
             evicted += 1
         return evicted
 

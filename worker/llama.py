@@ -5,11 +5,14 @@ lock. The chat template comes from the GGUF's own metadata (``tokenizer.chat_tem
 llama-cpp-python picks when no ``chat_format`` is given: SmolLM2's ChatML and Llama 3's both.
 
 With a KV state store (``worker.kvcache``; a worker's is shared by the pool processes of its
-host), the context's state is saved per conversation after each turn and restored before the
-next one, so a turn reads only its new tokens even when other conversations ran in between or
-another process answered the last turn; a new conversation starts from the saved state of its
-system prompt. What a restore reuses is always an exact
-token prefix of the new prompt, so the reply is the one a cold run would give.
+host), states are saved at message boundaries (where a chat-template control token starts)
+under a hash of the tokens up to there: after each reply, the prompt and the reply as the next
+prompt will hold them; the system prompt, the first time it is read; a prompt's own beginning
+when most of it was read fresh. Before any request — a conversation's turn, an OpenAI API
+request carrying its whole history, a summary — the longest saved beginning of its prompt is
+restored and only the rest is read, whichever conversation, client or process saved it. What a
+restore reuses is always an exact token prefix of the new prompt, so the reply is the one a
+cold run would give (docs/scaling.md, "Long conversations").
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from typing import Any
 from assistant.engine import Completion, GenerationRequest, Stream
 from assistant.envelope import ChatMessage
 from assistant.errors import ModelError
-from worker.control_tokens import ControlTokenText, control_token_text
+from worker.control_tokens import ControlTokenText, control_token_ids, control_token_text
 from worker.kvcache import (
     KvCache,
-    KvState,
+    boundary_keys,
     capture,
     common_prefix,
+    find_longest,
     prefix_key,
     restore,
 )
@@ -46,6 +50,10 @@ GENERATION_PROMPT_TOKENS = 4
 # always read in batches of at least this many tokens, as a cold run reads its prompt.
 MIN_BATCH = 4
 UBATCH = 128
+# A prompt's own beginning (up to the reply's header) is also kept when at least this many of
+# its tokens are new: a retry, an API client that edits the reply it got, or another question
+# after the same long document then starts from it. Fewer are read again quickly.
+KEEP_PROMPT_AFTER_TOKENS = 256
 
 
 class LlamaEngine:
@@ -69,6 +77,7 @@ class LlamaEngine:
         # The vocabulary's control tokens, kept out of message text (worker/control_tokens.py).
         self._control = ControlTokenText(())
         self._system_prefixes: dict[str, tuple[int, ...]] = {}
+        self._boundary_ids: frozenset[int] = frozenset()  # the template's control tokens
         # Prompt tokens of the last generation: (reused from the context, total).
         self.last_prompt_tokens: tuple[int, int] = (0, 0)
         self.last_keep_seconds = 0.0  # how long saving the last conversation state took
@@ -105,8 +114,9 @@ class LlamaEngine:
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
             seconds = time.perf_counter() - started
-            self._formatter = _chat_formatter(self._llama)
+            self._formatter = chat_formatter(self._llama)
             self._control = control_token_text(self._llama)
+            self._boundary_ids = frozenset(control_token_ids(self._llama))
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
             if self._on_load is not None:
                 self._on_load(seconds)
@@ -144,22 +154,27 @@ class LlamaEngine:
                     finish_reason = choice["finish_reason"]
             finished = True
         finally:
-            if self.kv_cache is not None and request.cache_key is not None:
+            if self.kv_cache is not None and prompt is not None:
                 # The pipeline stores the reply stripped; the next prompt renders that text.
                 reply = "".join(pieces).strip() if finished else None
                 # Saving reads the reply again (~0.2–0.3 s for 56 tokens here): do it after the
                 # stream has ended, holding the lock, so the reply's `done` is not delayed.
+                marker = self._prompt_key(prompt)
                 keeper = threading.Thread(
                     target=self._keep_state_then_release,
-                    args=(llama, request, prompt, reply), name="kv-keep", daemon=True)
-                # Another pool process may take the conversation's next turn before the save
-                # ends: the marker makes it wait for the state rather than read cold.
-                self.kv_cache.mark_saving(request.cache_key)
+                    args=(llama, request.messages, prompt, reply, marker), name="kv-keep",
+                    daemon=True)
+                # Another pool process may take the next turn before the save ends. That
+                # turn's prompt starts with this one's beginning: the marker under its key
+                # makes the other process wait for the state rather than read cold.
+                if marker is not None:
+                    self.kv_cache.mark_saving(marker)
                 try:
                     keeper.start()
                     handed_off = True
                 except RuntimeError:  # no thread to be had: skip saving, free the lock
-                    self.kv_cache.clear_saving(request.cache_key)
+                    if marker is not None:
+                        self.kv_cache.clear_saving(marker)
                     log.warning("could not start the KV state keeper", exc_info=True)
             if not handed_off:
                 self._lock.release()
@@ -174,10 +189,7 @@ class LlamaEngine:
         llama = self.load()
         if self._formatter is None:
             return None
-        result = self._formatter(messages=_as_dicts(messages, self._control))
-        tokens: list[int] = llama.tokenize(
-            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
-        return tokens
+        return template_tokens(llama, self._formatter, self._control, messages)
 
     def wait_idle(self) -> None:
         """Return once no state is being saved in the background (tests, shutdown)."""
@@ -185,133 +197,209 @@ class LlamaEngine:
             pass
 
     def _prepare_context(self, llama: Any, request: GenerationRequest) -> list[int] | None:
-        """Put the saved state that shares the longest prefix with this prompt into the context.
+        """Put the longest known beginning of this prompt into the context, and keep the
+        states new prompts will start with; returns the prompt's tokens (None when the store is
+        off or the template unknown).
 
-        Candidates: what the context holds now, the conversation's own saved state, and the
-        saved state of its system prompt. Never another conversation's state: what the context
-        holds now is only reused up to where its tokens stop matching (llama-cpp-python's own
-        prefix check), and equal tokens at equal positions read in batches give equal KV cells.
-        Returns the prompt's tokens, or None when the cache is off or the template unknown.
+        Candidates: what the context holds now, and the saved states of the prompt's
+        beginnings up to each of its message boundaries (``_boundaries``), found by the hash of
+        their tokens. What the context holds is only reused up to where its tokens stop
+        matching (llama-cpp-python's own prefix check), and a saved state only when its tokens
+        are the prompt's: equal tokens at equal positions read in batches give equal KV cells.
         """
-        if self.kv_cache is None and request.cache_key is not None:
+        if self.kv_cache is None:
+            return self._prepare_without_store(llama, request)
+        prompt = self.prompt_tokens(request.messages)
+        if prompt is None:
+            return None
+        cache = self.kv_cache
+        held = min(common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt),
+                   self._batch_read)
+        reused, source = self._restore_longest(llama, prompt, held)
+        # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
+        # cold run's; llama-cpp-python reuses what the context holds up to there.
+        ready = max(min(reused, len(prompt) - MIN_BATCH), 0)
+        reused = ready
+        fits = len(prompt) <= self.context_size
+        system_end = self._system_boundary(request.messages, prompt)
+        if fits and system_end is not None and ready < system_end <= len(prompt) - MIN_BATCH:
+            # Read the system prompt alone once, and keep its state for new conversations.
+            ready = self._read_and_keep(llama, prompt, min(ready, system_end - MIN_BATCH),
+                                        system_end)
+        own = self._own_boundary(prompt)
+        if fits and own is not None and own - ready >= KEEP_PROMPT_AFTER_TOKENS:
+            # Much of the prompt is new: keep its state up to its last message now (tens of
+            # ms on seconds of reading), not after the reply, where it would delay the next
+            # request.
+            ready = self._read_and_keep(llama, prompt, ready, own)
+        if ready < llama.n_tokens:
+            _truncate(llama, ready)
+        self._batch_read = len(prompt)  # once generate() has read the rest in one batch
+        self.last_prompt_tokens = (reused, len(prompt))
+        self.last_source = source if reused else "none"
+        cache.stats.tokens_reused += reused
+        cache.stats.tokens_read += len(prompt) - reused
+        # Which process reused what: with several pool processes sharing one store, this line
+        # shows turns reusing states whichever process saved them.
+        log.info("prompt of %d tokens: %d reused (%s) in process %d", len(prompt), reused,
+                 self.last_source, os.getpid())
+        return prompt
+
+    def _restore_longest(self, llama: Any, prompt: list[int], held: int) -> tuple[int, str]:
+        """Restore the longest saved beginning of ``prompt`` if it is longer than the ``held``
+        tokens the context already has; returns how many prompt tokens the context now holds
+        and where they came from."""
+        assert self.kv_cache is not None
+        cache = self.kv_cache
+        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        longer = [key for p, key in zip(positions, boundary_keys(prompt, positions),
+                                        strict=True) if p > held]
+        saved = find_longest(cache, longer[::-1], prompt)
+        if saved is None:
+            if longer:
+                cache.stats.misses += 1
+            return held, "context"
+        cache.stats.hits += 1
+        started = time.perf_counter()
+        try:
+            restore(llama, saved)
+        except RuntimeError:  # only speed is lost: read the prompt cold
+            log.warning("could not restore a saved KV state; reading the prompt cold",
+                        exc_info=True)
+            _truncate(llama, 0)
+            self._batch_read = 0
+            return 0, "none"
+        self._batch_read = len(saved.tokens)
+        log.debug("restored %d tokens of KV state in %.1f ms", len(saved.tokens),
+                  (time.perf_counter() - started) * 1000)
+        return len(saved.tokens), "saved"
+
+    def _read_and_keep(self, llama: Any, prompt: list[int], start: int, end: int) -> int:
+        """Read ``prompt[start:end]`` in one batch after the context's first ``start`` tokens
+        and keep the state of ``prompt[:end]``; returns ``end``."""
+        assert self.kv_cache is not None
+        _truncate(llama, start)
+        llama.eval(list(prompt[start:end]))
+        self._batch_read = end
+        self.kv_cache.put(prefix_key(prompt[:end]), capture(llama))
+        return end
+
+    def _prepare_without_store(self, llama: Any, request: GenerationRequest) -> list[int] | None:
+        """No state store: llama-cpp-python's own reuse of what the context holds."""
+        if request.cache_key is not None:
             self._batch_read = 0  # llama-cpp-python's own reuse reads in pieces of any size
             return None
         prompt = self.prompt_tokens(request.messages)
         if prompt is None:
             return None
         held = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt)
-        if request.cache_key is None:
-            # A one-off prompt (the OpenAI API) reuses what the context holds, but like a
-            # conversation's turn reads at least MIN_BATCH tokens, and only from cells that
-            # were batch-read: the same request at temperature 0 then gives the same text
-            # whether it comes first or again (docs/openai-api.md, "Determinism").
-            reuse = max(min(held, self._batch_read, len(prompt) - MIN_BATCH), 0)
-            if reuse < llama.n_tokens:
-                _truncate(llama, reuse)
-            self._batch_read = len(prompt)
-            self.last_prompt_tokens = (reuse, len(prompt))
-            self.last_source = "context" if reuse else "none"
-            return prompt
-        cache = self.kv_cache
-        assert cache is not None
-        held = min(held, self._batch_read)
-        best: KvState | None = None
-        best_shared, source = held, "context"
-        own = cache.get(request.cache_key)
-        if own is None:
-            cache.stats.misses += 1
-        else:
-            cache.stats.hits += 1
-            shared = common_prefix(own.tokens, prompt)
-            if shared > best_shared:
-                best, best_shared, source = own, shared, "own"
-        system = self._system_prefix(request.messages)
-        if len(system) >= MIN_BATCH and best_shared < len(system) and _starts(prompt, system):
-            key = prefix_key(system)
-            saved = cache.get(key)
-            if saved is not None:
-                best, best_shared, source = saved, len(system), "prefix"
-                cache.stats.prefix_hits += 1
-            else:
-                # Read the system prompt alone once, and keep its state for new conversations.
-                start = min(held, len(system) - MIN_BATCH)
-                _truncate(llama, start)
-                llama.eval(list(system[start:]))
-                cache.put(key, capture(llama))
-                best, best_shared, source = None, len(system), "prefix"
-                self._batch_read = len(system)
-        if best is not None:
-            started = time.perf_counter()
-            try:
-                restore(llama, best)
-                self._batch_read = len(best.tokens)
-            except RuntimeError:  # only speed is lost: read the prompt cold
-                log.warning("could not restore a saved KV state; reading the prompt cold",
-                            exc_info=True)
-                _truncate(llama, 0)
-                self._batch_read = 0
-                best_shared, source = 0, "none"
-            log.debug("restored %d tokens of KV state in %.1f ms", len(best.tokens),
-                      (time.perf_counter() - started) * 1000)
-        # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
-        # cold run's; llama-cpp-python reuses what the context holds up to there.
-        reuse = max(min(best_shared, len(prompt) - MIN_BATCH), 0)
+        # A one-off prompt (the OpenAI API) reuses what the context holds, but like a
+        # conversation's turn reads at least MIN_BATCH tokens, and only from cells that
+        # were batch-read: the same request at temperature 0 then gives the same text
+        # whether it comes first or again (docs/openai-api.md, "Determinism").
+        reuse = max(min(held, self._batch_read, len(prompt) - MIN_BATCH), 0)
         if reuse < llama.n_tokens:
             _truncate(llama, reuse)
-        self._batch_read = len(prompt)  # once generate() has read the rest in one batch
+        self._batch_read = len(prompt)
         self.last_prompt_tokens = (reuse, len(prompt))
-        self.last_source = source if reuse else "none"
-        # Which process reused what: with several pool processes sharing one store, this line
-        # shows a conversation's turns reusing its state whichever process ran them.
-        log.info("prompt of %d tokens: %d reused (%s) in process %d", len(prompt), reuse,
-                 self.last_source, os.getpid())
+        self.last_source = "context" if reuse else "none"
         return prompt
 
-    def _keep_state_then_release(self, llama: Any, request: GenerationRequest,
-                                 prompt: list[int] | None, reply: str | None) -> None:
+    def _keep_state_then_release(self, llama: Any, messages: Sequence[ChatMessage],
+                                 prompt: list[int], reply: str | None,
+                                 marker: str | None) -> None:
         try:
-            if prompt is not None:
-                started = time.perf_counter()
-                self._keep_state(llama, request, prompt, reply)
-                self.last_keep_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            self._keep_state(llama, messages, prompt, reply)
+            self.last_keep_seconds = time.perf_counter() - started
         except Exception:  # a background thread: log, never lose the lock
-            log.exception("could not keep the KV state of %s", request.cache_key)
+            log.exception("could not keep the KV state of a prompt of %d tokens", len(prompt))
         finally:
-            if self.kv_cache is not None and request.cache_key is not None:
-                self.kv_cache.clear_saving(request.cache_key)
+            if self.kv_cache is not None and marker is not None:
+                self.kv_cache.clear_saving(marker)
             self._lock.release()
 
-    def _keep_state(self, llama: Any, request: GenerationRequest, prompt: list[int],
+    def _keep_state(self, llama: Any, messages: Sequence[ChatMessage], prompt: list[int],
                     reply: str | None) -> None:
-        """Save the conversation's state so that its next prompt reads only its new tokens.
+        """Save the state the next prompts will start with: the prompt followed by the reply
+        (as the next prompt of the conversation holds it), or the prompt's own beginning when
+        no reply came.
 
         Generated tokens were read one at a time, and llama.cpp computes cells of batches under
         four tokens with other kernels: kept as they are, the next turn would differ from a cold
         run. So the context is cut back to the prompt and the reply is read again as one batch
         — as the text the next prompt will hold (the stored reply, re-tokenised), not the
-        sampled tokens — up to where every possible next turn agrees.
+        sampled tokens — up to the next message's boundary.
         """
-        assert self.kv_cache is not None and request.cache_key is not None
+        assert self.kv_cache is not None
         try:
             _truncate(llama, min(llama.n_tokens, len(prompt)))
+            own = self._own_boundary(prompt)
+            if reply is None and own is not None and own <= llama.n_tokens:
+                # No reply to keep (cut, failed): a retry starts from the prompt's own state.
+                key = prefix_key(prompt[:own])
+                if key not in self.kv_cache:  # kept before generating when mostly new
+                    _truncate(llama, own)
+                    self.kv_cache.put(key, capture(llama))
             if reply is not None:
-                follow = self._next_turn_prefix(request.messages, reply)
-                keep = min(common_prefix(prompt, follow), llama.n_tokens)
-                keep = min(keep, len(follow) - MIN_BATCH)
-                if keep > 0 and len(follow) <= self.context_size:
-                    _truncate(llama, keep)
-                    llama.eval(follow[keep:])
+                follow = self._next_turn_prefix(messages, reply)
+                if follow is not None:
+                    keep = min(common_prefix(prompt, follow), llama.n_tokens,
+                               len(follow) - MIN_BATCH)
+                    if keep > 0:
+                        _truncate(llama, keep)
+                        llama.eval(follow[keep:])
+                        self.kv_cache.put(prefix_key(follow), capture(llama))
             self._batch_read = llama.n_tokens
-            self.kv_cache.put(request.cache_key, capture(llama))
         except RuntimeError:
-            log.warning("could not save the KV state of %s", request.cache_key, exc_info=True)
+            log.warning("could not save the KV state of a prompt of %d tokens", len(prompt),
+                        exc_info=True)
 
-    def _next_turn_prefix(self, messages: Sequence[ChatMessage], reply: str) -> list[int]:
-        """The tokens every next prompt of this conversation starts with (window unchanged)."""
+    def _boundaries(self, tokens: Sequence[int]) -> list[int]:
+        """Where the chat template's messages begin and end: the positions of its control
+        tokens (message text cannot form them, worker/control_tokens.py), past the first
+        MIN_BATCH tokens."""
+        marks = self._boundary_ids
+        return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
+
+    def _last_boundary(self, tokens: Sequence[int]) -> int | None:
+        """The last message boundary of ``tokens``, or None."""
+        found = self._boundaries(tokens)
+        return found[-1] if found else None
+
+    def _own_boundary(self, prompt: Sequence[int]) -> int | None:
+        """The prompt's last boundary that leaves MIN_BATCH tokens to read (ChatML: the end of
+        its last message, before the reply's header): a retry of the same prompt, and every
+        next turn after it, start with the tokens up to there."""
+        found = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        return found[-1] if found else None
+
+    def _prompt_key(self, prompt: Sequence[int]) -> str | None:
+        """The key of the prompt's own beginning (``_own_boundary``), marked while saving."""
+        own = self._own_boundary(prompt)
+        return prefix_key(prompt[:own]) if own is not None else None
+
+    def _next_turn_prefix(self, messages: Sequence[ChatMessage], reply: str) -> list[int] | None:
+        """The tokens every next prompt of this conversation starts with (window unchanged),
+        up to its last message boundary; None when that is no longer than the prompt's own
+        beginning or does not fit the context."""
         answered = [*messages, ChatMessage(role="assistant", text=reply)]
         first = self.prompt_tokens([*answered, ChatMessage(role="user", text="a")]) or []
         second = self.prompt_tokens([*answered, ChatMessage(role="user", text="b")]) or []
-        return first[: common_prefix(first, second)]
+        shared = first[: common_prefix(first, second)]
+        end = self._last_boundary(shared)
+        if end is None or end > self.context_size:
+            return None
+        return shared[:end]
+
+    def _system_boundary(self, messages: Sequence[ChatMessage],
+                         prompt: Sequence[int]) -> int | None:
+        """Where the system message ends in ``prompt`` (its last boundary before the first
+        message after it), or None without one."""
+        system = self._system_prefix(messages)
+        if len(system) < MIN_BATCH or not _starts(prompt, system):
+            return None
+        return self._last_boundary(system)
 
     def _system_prefix(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
         """The tokens every prompt starting with this system message begins with."""
@@ -343,6 +431,17 @@ def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],
         total += len(llama.tokenize(text.encode(), add_bos=False, special=False))
         total += TEMPLATE_TOKENS_PER_MESSAGE
     return total
+
+
+def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
+                    messages: Sequence[ChatMessage]) -> list[int]:
+    """The tokens ``create_chat_completion`` reads for ``messages`` with the GGUF's chat
+    template (``formatter``, from ``chat_formatter``): what the engine reads, and what the web
+    edge counts exactly with the vocabulary alone (integrations/web/prompt_size.py)."""
+    result = formatter(messages=_as_dicts(messages, control))
+    tokens: list[int] = llama.tokenize(
+        result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    return tokens
 
 
 def _truncate(llama: Any, keep: int) -> None:
@@ -384,7 +483,7 @@ def _as_dicts(messages: Sequence[ChatMessage], control: ControlTokenText) -> lis
     return [{"role": m.role, "content": control.neutralise(m.text)} for m in messages]
 
 
-def _chat_formatter(llama: Any) -> Any:
+def chat_formatter(llama: Any) -> Any:
     """The formatter ``create_chat_completion`` uses, when it is the GGUF's own template."""
     if llama.chat_handler is not None or llama.chat_format != "chat_template.default":
         return None

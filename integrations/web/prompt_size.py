@@ -1,11 +1,16 @@
 """Does an API request fit the model's context? Answered at the edge, before anything is queued.
 
-Counted as the worker counts (``worker.llama.count_message_tokens``: the model's own
-tokenizer per message, plus the chat template's tokens), with the GGUF's vocabulary loaded
-alone (``vocab_only``: ~0.2 s once, a few MB, no context). When the web host has no model
-file, a safe bound stands in: a byte-level BPE token holds at least one byte, so a message
-never takes more tokens than its UTF-8 bytes (+1 for a tokenizer's leading-space piece). The
-bound is also the fast path: a request that fits by bytes is never tokenized.
+Counted exactly as the engine will read the prompt (``worker.llama.template_tokens``: the
+GGUF's own chat template rendered, control-token text in messages broken up as the engine does,
+the whole prompt tokenized), with the GGUF's vocabulary loaded alone (``vocab_only``: ~0.2 s
+once, a few MB, no context). A count per message plus a fixed template overhead would not do:
+it undercounts a hostile history (ChatML's "assistant" is two tokens, not one; each
+``<|im_start|>`` typed in a message costs two tokens more once broken up), and an over-long
+prompt would reach the worker, fail there and be retried (issue 19). Without the template
+(another chat format), the per-message count stands in. When the web host has no model file,
+a safe bound stands in: a byte-level BPE token holds at least one byte, so a message never
+takes more tokens than its UTF-8 bytes (+1 for a tokenizer's leading-space piece). The bound is
+also the fast path: a request that fits by bytes is never tokenized.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from typing import Any
 from assistant.envelope import ChatMessage
 from assistant.errors import ContextLengthExceeded
 from assistant.pipeline import CONTEXT_MARGIN_TOKENS
+from worker.control_tokens import ControlTokenText, control_token_text
 from worker.llama import (
     GENERATION_PROMPT_TOKENS,
     TEMPLATE_TOKENS_PER_MESSAGE,
+    chat_formatter,
     count_message_tokens,
+    template_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +42,8 @@ class PromptCounter:
     def __init__(self, model_path: Path | None) -> None:
         self.model_path = model_path
         self._vocab: Any = None
+        self._formatter: Any = None
+        self._control = ControlTokenText(())
         self._failed = False
         self._lock = threading.Lock()
 
@@ -47,8 +57,11 @@ class PromptCounter:
                 try:
                     from llama_cpp import Llama
 
-                    self._vocab = Llama(model_path=str(self.model_path), vocab_only=True,
-                                        verbose=False)
+                    vocab = Llama(model_path=str(self.model_path), vocab_only=True,
+                                  verbose=False)
+                    self._formatter = chat_formatter(vocab)
+                    self._control = control_token_text(vocab)
+                    self._vocab = vocab
                 except (ValueError, RuntimeError, OSError):
                     self._failed = True
                     log.warning("could not load the model's vocabulary; sizing by bytes",
@@ -71,7 +84,9 @@ class PromptCounter:
         vocab = self._tokenizer()
         if vocab is None:
             return self.upper_bound(messages)
-        return count_message_tokens(vocab, messages)
+        if self._formatter is not None:
+            return len(template_tokens(vocab, self._formatter, self._control, messages))
+        return count_message_tokens(vocab, messages, self._control)
 
     def reply_tokens(self, messages: Sequence[ChatMessage], context_size: int,
                      asked: int | None, default: int) -> int:

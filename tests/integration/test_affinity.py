@@ -116,7 +116,7 @@ def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
         # Only the new message is read, whoever answered the last turn: the process that did
         # still holds it in its context; the other one restores what that one saved.
         assert turn["total"] - turn["reused"] < 40, turns
-        assert turn["source"] == ("context" if turn["pid"] == previous["pid"] else "own"), turns
+        assert turn["source"] == ("context" if turn["pid"] == previous["pid"] else "saved"), turns
     cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
     for answer in answers:
         messages = tuple(ChatMessage.model_validate(m)

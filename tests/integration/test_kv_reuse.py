@@ -63,7 +63,7 @@ def test_interleaved_conversations_reuse_their_state_and_reply_as_cold_runs(
             if turn:
                 # The other conversation ran in between, yet only this turn's tokens are read:
                 # the previous prompt and the reply (re-read as the stored text) are reused.
-                assert warm.last_source == "own"
+                assert warm.last_source == "saved"
                 assert reused > len(previous_prompt[key])
                 assert total - reused < 40
             previous_prompt[key] = prompt
@@ -108,7 +108,7 @@ def test_a_one_off_prompt_in_between_does_not_change_a_conversations_reply(
     follow_up = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
                                   seed=12, cache_key="conv-e")
     assert "".join(warm.stream(follow_up)) == cold_reply(cold, follow_up)
-    assert warm.last_source == "own"
+    assert warm.last_source == "saved"
     warm.wait_idle()
 
 
@@ -129,7 +129,7 @@ def test_engines_sharing_a_state_directory_continue_each_others_conversations(
         reused, total = engine.last_prompt_tokens
         if turn:
             # Saved by the other engine (still saving when this turn started, in a worker).
-            assert engine.last_source == "own" and total - reused < 40, (reused, total)
+            assert engine.last_source == "saved" and total - reused < 40, (reused, total)
         history.append(ChatMessage(role="assistant", text=reply.strip()))
     for engine in shared:
         engine.wait_idle()

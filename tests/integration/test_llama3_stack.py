@@ -133,7 +133,7 @@ def test_llama3_web_chat_reads_one_begin_of_text_and_reuses_state_as_a_cold_run(
     tokens = assert_llama3_prompt(engine, messages)
     # The worker read exactly these tokens, most of them reused from the first turn's state.
     total, reused, source = prompt_logs(llama3_stack)[-1]
-    assert total == len(tokens) and source in {"own", "context"} and total - reused < 24
+    assert total == len(tokens) and source in {"saved", "context"} and total - reused < 24
     # A cold run of the same prompt with the worker's seed writes the same reply.
     request = GenerationRequest(messages=messages, max_tokens=MAX_TOKENS, temperature=0.7,
                                 seed=seed_for(second["message_id"]))

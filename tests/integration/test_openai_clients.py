@@ -335,18 +335,32 @@ def test_a_history_longer_than_the_context_is_refused_at_once(stack: Stack,
     assert time.monotonic() - started < 5
     assert refused.value.code == "context_length_exceeded"
     assert "maximum context length is 2048 tokens" in refused.value.message
-    assert _queued_tasks(stack) == queued_before
+    assert not _queued_tasks(stack) - queued_before
     # A prompt that fits, but not with the reply asked for, is refused too.
     with pytest.raises(BadRequestError) as too_much:
         chat(client, messages=history[-6:], max_tokens=1000)
     assert too_much.value.code == "context_length_exceeded"
 
 
-def _queued_tasks(stack: Stack) -> int:
+def test_a_hostile_history_too_long_for_the_context_is_refused_too(stack: Stack,
+                                                                   client: OpenAI) -> None:
+    from tests.web.test_openai_schema import HOSTILE_HISTORY
+
+    queued_before = _queued_tasks(stack)
+    with pytest.raises(BadRequestError) as refused:
+        chat(client, messages=HOSTILE_HISTORY, max_tokens=16)
+    assert refused.value.code == "context_length_exceeded"
+    assert refused.value.body["param"] == "messages"  # type: ignore[index]
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert not _queued_tasks(stack) - queued_before
+
+
+def _queued_tasks(stack: Stack) -> set[bytes]:
+    """The pending-message and dedupe keys of API requests (earlier tests' may still go away
+    meanwhile: only a new one would mean something was queued)."""
     client = redis.Redis.from_url(stack.redis_url)
     try:
-        return (len(client.keys("assistant:pending:*"))
-                + len(client.keys("assistant:dedupe:openai*")))
+        return {*client.keys("assistant:pending:*"), *client.keys("assistant:dedupe:openai*")}
     finally:
         client.close()
 

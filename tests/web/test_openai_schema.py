@@ -148,6 +148,35 @@ def test_the_byte_bound_never_undercounts(model_path: Any) -> None:
     assert PromptCounter(None).count(messages) == PromptCounter.upper_bound(messages)
 
 
+# A history built to look short to a count per message (each "<|im_start|>" typed in a message
+# costs two tokens more once the engine breaks it up, and ChatML's "assistant" is two tokens):
+# it must still be refused at the edge, not fail in the worker (issue 19).
+HOSTILE_HISTORY = ([{"role": "user", "content": "<|im_start|>" * 240}]
+                   + [{"role": role, "content": "ok"}
+                      for _ in range(12) for role in ("assistant", "user")])
+
+
+def test_a_hostile_history_is_counted_as_the_engine_reads_it(model_path: Any) -> None:
+    from worker.llama import LlamaEngine, count_message_tokens
+
+    counter = PromptCounter(model_path)
+    engine = LlamaEngine(model_path, context_size=2048, threads=1, threads_batch=1)
+    body = CompletionRequest.model_validate({"messages": HOSTILE_HISTORY, "max_tokens": 16})
+    inbound = to_inbound(body, PromptLibrary.load(), 100_000, 16)
+    messages = stateless_messages([inbound], PromptLibrary.load(), TurnConfig())
+    read = engine.prompt_tokens(messages)
+    assert read is not None and counter.count(messages) == len(read) > 2048
+    # What a count per message would have let through (the old edge):
+    assert count_message_tokens(counter._tokenizer(), messages) + 16 + 32 < 2048
+    with pytest.raises(ContextLengthExceeded):
+        counter.reply_tokens(messages, 2048, 16, 256)
+    # Other shapes: exactly what the engine reads, and never above the bytes bound.
+    for texts in (["   \n\n  \t " * 50], ["🙂é" * 80, " hello"], ["1234567890" * 30] * 3):
+        shaped = [messages[0], *(ChatMessage(role="user", text=t) for t in texts)]
+        assert counter.count(shaped) == len(engine.prompt_tokens(shaped) or [])
+        assert counter.count(shaped) <= PromptCounter.upper_bound(shaped)
+
+
 def test_too_long_for_the_context_is_refused(model_path: Any) -> None:
     counter = PromptCounter(model_path)
     long = [ChatMessage(role="user", text="The quick brown fox. " * 500)]

@@ -45,6 +45,24 @@ def test_the_least_recently_used_state_is_evicted_first() -> None:
     assert cache.stats.evictions == 1 and cache.bytes_used == 900
 
 
+def test_a_large_state_goes_before_a_small_one_used_a_little_earlier() -> None:
+    cache = KvStateCache(budget_bytes=1000)
+    cache.put("persona", state(0, 100))
+    time.sleep(0.01)
+    cache.put("long-chat", state(0, 600))  # (least recently used would drop the persona)
+    cache.put("new-chat", state(0, 400))
+    assert "long-chat" not in cache and "persona" in cache and "new-chat" in cache
+
+
+@pytest.mark.parametrize("kind", ["ram", "directory"])
+def test_many_states_never_exceed_the_budget(kind: str, tmp_path: Path) -> None:
+    cache = KvStateCache(20_000) if kind == "ram" else KvStateDirectory(tmp_path, 20_000)
+    for n in range(80):
+        assert cache.put(f"s{n}", state(n % 7, 500 + 37 * n))
+        assert cache.bytes_used <= 20_000
+    assert cache.stats.evictions > 0
+
+
 def test_replacing_a_state_frees_the_old_one() -> None:
     cache = KvStateCache(budget_bytes=1000)
     cache.put("a", state(0, 600))

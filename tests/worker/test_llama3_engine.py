@@ -197,6 +197,6 @@ def test_llama3_state_reuse_replies_as_a_cold_run(llama3_model: Path,
         engine.load().reset()
         assert reply == "".join(engine.stream(request)), turn
         if turn:  # only the new turn is read: the reply was kept as the stored text
-            assert warm.last_source in {"own", "context"} and total - reused < 24
+            assert warm.last_source in {"saved", "context"} and total - reused < 24
         history.append(ChatMessage(role="assistant", text=reply.strip()))
     warm.wait_idle()

@@ -1,0 +1,285 @@
+"""``python -m bench.prefix``: saved states found by their token prefix (issue 19).
+
+OpenAI-style clients send the whole history with every request. Measured in one run, through
+the whole pipeline (web → Redis → Celery worker → web, streamed ``POST /v1/chat/completions``)
+and, as the anchor, llama-cpp-python's own server with ``--cache true`` (same model, context
+and threads):
+
+1. **/v1 histories**: for each of ``--repeats`` rounds, a long history A (``--history-tokens``)
+   is sent cold; then A's next turn (A + the reply + a new question: "next turn"); then another
+   long history B, cold; then A's turn after that ("back after another conversation"). TTFT at
+   the client, first content chunk. Speed-ups are each round's cold A over the warm turns.
+2. **mixed load** (pipeline only): ``--conversations`` conversations, half through ``/v1``
+   (full histories) and half through ``/api/chat``, in round robin for ``--turns`` turns, on a
+   node whose state directory has a small budget (``--budget-mb``). From the worker's log:
+   the share of prompts that restored a saved beginning or reused the context
+   (``prefix_hit_rate``), tokens reused vs read; and the state directory's size after every
+   round against its budget.
+
+Keys merged into ``bench/results.json``: ``v1_next_turn_speedup``,
+``v1_back_after_other_speedup``, ``prefix_hit_rate`` and details under ``prefix``, with the
+anchor's figures beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import system
+from bench.conversation import ROOT, PipelineTarget, ServerTarget, Turn, log, stream_completion
+from bench.load import merge_into
+
+SYSTEM = "You are Assistant, a friendly helper for a small harbour town. Answer briefly."
+PLACES = ["harbour", "lighthouse", "fish market", "old ferry", "boat yard", "village school",
+          "chapel", "tide mill", "sea wall", "net loft"]
+
+
+def history(label: str, tokens: int) -> list[dict[str, str]]:
+    """An earlier conversation of about ``tokens`` tokens (~90 per exchange), as a client
+    keeps it; ``label`` makes each one's text its own."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    for turn in range(max(1, tokens // 90)):
+        place = PLACES[(turn + len(label)) % len(PLACES)]
+        messages.append({"role": "user", "content":
+                         f"{label}, day {turn}: what happened at the {place} this morning?"})
+        messages.append({"role": "assistant", "content":
+                         f"On day {turn} at the {place}, {label} saw the boats come in early, "
+                         "the nets were mended by the old sailors, and the children watched "
+                         "the gulls over the water while the tide went slowly out to sea."})
+    return messages
+
+
+def ask(client: httpx.Client, messages: list[dict[str, str]], question: str,
+        max_tokens: int) -> Turn:
+    """Send ``messages`` + ``question``; the reply joins the history, as a client keeps it."""
+    messages.append({"role": "user", "content": question})
+    turn = stream_completion(client, messages, max_tokens)
+    messages.append({"role": "assistant", "content": turn.reply})
+    return turn
+
+
+def v1_rounds(client: httpx.Client, repeats: int, history_tokens: int,
+              max_tokens: int) -> list[dict[str, float]]:
+    rounds = []
+    for index in range(repeats):
+        a, b = history(f"Anna{index}", history_tokens), history(f"Bert{index}", history_tokens)
+        cold = ask(client, a, "Which day was the calmest?", max_tokens)
+        log(f"  round {index}: A cold {cold.ttft_ms:.0f} ms")
+        next_turn = ask(client, a, "And the windiest?", max_tokens)
+        log(f"  round {index}: A next turn {next_turn.ttft_ms:.0f} ms")
+        other = ask(client, b, "Which day was the busiest?", max_tokens)
+        log(f"  round {index}: B cold {other.ttft_ms:.0f} ms")
+        back = ask(client, a, "Tell me more about that day.", max_tokens)
+        log(f"  round {index}: A back after B {back.ttft_ms:.0f} ms")
+        rounds.append({"cold_ms": round(cold.ttft_ms, 1),
+                       "next_turn_ms": round(next_turn.ttft_ms, 1),
+                       "other_cold_ms": round(other.ttft_ms, 1),
+                       "back_after_other_ms": round(back.ttft_ms, 1)})
+    return rounds
+
+
+def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    next_ratios = [r["cold_ms"] / r["next_turn_ms"] for r in rounds]
+    back_ratios = [r["cold_ms"] / r["back_after_other_ms"] for r in rounds]
+    return {"rounds": rounds,
+            "cold_ms_median": statistics.median(r["cold_ms"] for r in rounds),
+            "next_turn_ms_median": statistics.median(r["next_turn_ms"] for r in rounds),
+            "back_after_other_ms_median": statistics.median(
+                r["back_after_other_ms"] for r in rounds),
+            "next_turn_speedup": round(statistics.median(next_ratios), 1),
+            "back_after_other_speedup": round(statistics.median(back_ratios), 1)}
+
+
+PROMPT_LINE = re.compile(r"prompt of (\d+) tokens: (\d+) reused \((\w+)\)")
+ANSWERED_LINE = re.compile(r"answered \d+ openai message\(s\): generated, \d+ tokens, "
+                           r"first token ([\d.]+) s")
+
+
+def worker_rounds(target: PipelineTarget, repeats: int) -> list[dict[str, float]]:
+    """The same rounds as the worker saw them: its first token after the turn started
+    (assistant/logs.py), without the queue, the web edge and the input screening of the
+    history's messages before the engine starts."""
+    assert target.stack is not None
+    time.sleep(1.0)  # the last turn's line is written just after its reply went out
+    seconds = [float(s) for name in target.stack.workers
+               for s in ANSWERED_LINE.findall(target.stack.log(f"worker-{name}"))]
+    seconds = seconds[1:]  # the warm-up request
+    names = ("cold_ms", "next_turn_ms", "other_cold_ms", "back_after_other_ms")
+    return [{name: round(1000 * seconds[4 * index + n], 1) for n, name in enumerate(names)}
+            for index in range(repeats) if len(seconds) >= 4 * index + 4]
+
+
+def reuse_from_logs(target: PipelineTarget) -> dict[str, Any]:
+    """Every prompt the workers read, from their log lines (worker/llama.py)."""
+    assert target.stack is not None
+    prompts = [(int(total), int(reused), source)
+               for name in target.stack.workers
+               for total, reused, source in PROMPT_LINE.findall(
+                   target.stack.log(f"worker-{name}"))]
+    sources: dict[str, int] = {}
+    for _, _, source in prompts:
+        sources[source] = sources.get(source, 0) + 1
+    hits = sum(1 for _, reused, _ in prompts if reused > 0)
+    return {"prompts": len(prompts), "with_reuse": hits, "sources": sources,
+            "hit_rate": round(hits / len(prompts), 3) if prompts else 0.0,
+            "tokens_reused": sum(reused for _, reused, _ in prompts),
+            "tokens_read": sum(total - reused for total, reused, _ in prompts)}
+
+
+def directory_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*.kv") if path.is_file())
+
+
+def mixed_load(target: PipelineTarget, state_root: Path, conversations: int, turns: int,
+               max_tokens: int) -> dict[str, Any]:
+    assert target.client is not None
+    histories = {n: [{"role": "system", "content": SYSTEM}] for n in range(conversations)}
+    sizes = []
+    for turn in range(turns):
+        for n in range(conversations):
+            question = f"Guest {n}, day {turn}: tell me about the {PLACES[(n + turn) % 10]}."
+            if n % 2 == 0:  # an OpenAI client: the whole history each time
+                ask(target.client, histories[n], question, max_tokens)
+            else:
+                target.send(f"prefix-bench-{n}", question)
+        sizes.append(directory_bytes(state_root))
+        log(f"  mixed round {turn}: state directory {sizes[-1] >> 20} MB")
+    return {"state_directory_bytes_by_round": sizes, "state_directory_max_bytes": max(sizes)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from assistant.settings import Settings
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="python -m bench.prefix",
+                                     description="States found by their token prefix (issue 19).")
+    parser.add_argument("--model", default=settings.model)
+    parser.add_argument("--threads", type=int, default=settings.threads)
+    parser.add_argument("--context-size", type=int, default=8192)
+    parser.add_argument("--history-tokens", type=int, default=2500)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--budget-mb", type=int, default=256,
+                        help="the state directory's budget in the mixed load (default %(default)s)")
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--quiet-wait", type=float, default=0.0)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / "bench" / "logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from assistant.models import resolve_model_path
+    from assistant.settings import Settings
+
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    settings = Settings()
+    model_path = resolve_model_path(args.model, settings.models_dir)
+    log_dir = args.log_dir / ("prefix-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
+    env = {"ASSISTANT_MODEL": str(model_path), "ASSISTANT_THREADS": str(args.threads),
+           "ASSISTANT_THREADS_BATCH": str(args.threads),
+           "ASSISTANT_CONTEXT_SIZE": str(args.context_size),
+           "ASSISTANT_MAX_TOKENS": str(args.max_tokens), "ASSISTANT_TEMPERATURE": "0",
+           "ASSISTANT_REPLY_TIMEOUT": "600", "ASSISTANT_WORKER_METRICS_PORT": "0",
+           "ASSISTANT_USER_RATE_LIMIT": "100000/minute",
+           "ASSISTANT_CHANNEL_RATE_LIMIT": "100000/minute"}
+    quiet = system.wait_until_quiet(args.quiet_wait) if args.quiet_wait > 0 else {}
+    details: dict[str, Any] = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "setup": {"model": str(model_path), "threads": args.threads,
+                  "context_size": args.context_size, "history_tokens": args.history_tokens,
+                  "max_tokens": args.max_tokens, "repeats": args.repeats,
+                  "conversations": args.conversations, "turns": args.turns,
+                  "budget_mb": args.budget_mb, "nproc": os.cpu_count(),
+                  "load_average_at_start": os.getloadavg()},
+        "quiet": quiet}
+
+    log("phase v1 (pipeline)")
+    states = log_dir / "states"
+    pipeline = PipelineTarget(model_path, log_dir / "v1", 1, {
+        **env, "ASSISTANT_KV_CACHE_MB": "1024", "ASSISTANT_KV_CACHE_DIR": str(states)}).start()
+    try:
+        assert pipeline.client is not None
+        stream_completion(pipeline.client, [{"role": "user", "content": "Hi"}], 1)  # load
+        window = system.CpuWindow()
+        window.start()
+        ours = summary(v1_rounds(pipeline.client, args.repeats, args.history_tokens,
+                                 args.max_tokens))
+        ours["cpu"] = window.stop()
+        ours["reuse"] = reuse_from_logs(pipeline)
+        ours["worker_side"] = summary(worker_rounds(pipeline, args.repeats))
+    finally:
+        pipeline.close()
+    details["pipeline"] = ours
+
+    anchor: dict[str, Any] = {}
+    if not args.skip_server:
+        log("phase v1 (llama_cpp.server --cache true)")
+        server = ServerTarget(model_path, log_dir, args.context_size, args.threads,
+                              args.max_tokens, SYSTEM, cache=True).start()
+        try:
+            assert server.client is not None
+            stream_completion(server.client, [{"role": "user", "content": "Hi"}], 1)
+            window = system.CpuWindow()
+            window.start()
+            anchor = summary(v1_rounds(server.client, args.repeats, args.history_tokens,
+                                       args.max_tokens))
+            anchor["cpu"] = window.stop()
+        finally:
+            server.close()
+    details["llama_cpp_server_cache"] = anchor
+
+    mixed: dict[str, Any] = {}
+    if not args.skip_mixed:
+        log("phase mixed load")
+        mixed_states = log_dir / "mixed-states"
+        target = PipelineTarget(model_path, log_dir / "mixed", 1, {
+            **env, "ASSISTANT_KV_CACHE_MB": str(args.budget_mb),
+            "ASSISTANT_KV_CACHE_DIR": str(mixed_states)}).start()
+        try:
+            assert target.client is not None
+            stream_completion(target.client, [{"role": "user", "content": "Hi"}], 1)
+            mixed = mixed_load(target, mixed_states, args.conversations, args.turns,
+                               args.max_tokens)
+            mixed["reuse"] = reuse_from_logs(target)
+            mixed["within_budget"] = mixed["state_directory_max_bytes"] <= args.budget_mb << 20
+        finally:
+            target.close()
+    details["mixed"] = mixed
+
+    results: dict[str, Any] = {
+        "v1_next_turn_speedup": ours["next_turn_speedup"],
+        "v1_back_after_other_speedup": ours["back_after_other_speedup"],
+        "prefix_hit_rate": mixed.get("reuse", {}).get("hit_rate"),
+        "prefix": details,
+    }
+    if anchor:
+        details["anchor"] = {"v1_next_turn_speedup": anchor["next_turn_speedup"],
+                             "v1_back_after_other_speedup": anchor["back_after_other_speedup"]}
+    merge_into(args.output, results)
+    print(json.dumps({k: v for k, v in results.items() if k != "prefix"}, indent=2))
+    print(json.dumps({"pipeline": {k: v for k, v in ours.items() if k != "cpu"},
+                      "anchor": {k: v for k, v in anchor.items() if k != "cpu"},
+                      "mixed": mixed}, indent=2, default=str))
+    print(f"\nmerged into {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
