@@ -33,6 +33,7 @@ class Outcome:
     action: Action
     text: str
     verdicts: tuple[Verdict, ...] = ()
+    complete: bool = True  # False: a check failed and was skipped (fail open)
 
     @property
     def blocked(self) -> bool:
@@ -59,6 +60,7 @@ class SafetyChain:
         subject = self.subject(text, direction)
         found: list[Verdict] = []
         strictest = Action.ALLOW
+        complete = True
         for name in names:
             try:
                 proposed = self.checks[name].inspect(subject)
@@ -66,6 +68,7 @@ class SafetyChain:
                 # Checks must not raise; one that does is skipped (fail open) and logged, so a
                 # broken classifier does not silence the whole assistant.
                 log.exception("safety check %r failed; skipped", name)
+                complete = False
                 continue
             if proposed.action is Action.ALLOW:
                 continue
@@ -80,4 +83,4 @@ class SafetyChain:
                 break
             if action is Action.MASK and verdict.masked is not None:
                 subject = self.subject(verdict.masked, direction)
-        return Outcome(strictest, subject.text, tuple(found))
+        return Outcome(strictest, subject.text, tuple(found), complete)

@@ -18,7 +18,7 @@ from assistant.safety.checks.canary import CanaryCheck
 from assistant.safety.policy import Policy
 from assistant.safety.service import SafetyService
 from assistant.safety.strikes import Strikes
-from assistant.safety.verdict import Category
+from assistant.safety.verdict import Category, Subject, Verdict
 from assistant.store.models import ModerationEvent
 from assistant.stream import channel, stored_reply
 from tests.assistant.safety.fakes import DigitsMask, WordCheck, plain_subject
@@ -189,3 +189,51 @@ def test_the_first_complete_word_is_released_at_once(prompts: PromptLibrary,
     text, changed = gate.finish("Once upon a time")
     assert (text, changed) == ("Once upon a time", False)
     assert gate.unreleased(text) == "upon a time"
+
+
+class CountingCheck:
+    """Counts the texts it inspects; allows all, or fails when told to."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.fail = False
+
+    def inspect(self, subject: Subject) -> Verdict:
+        self.seen.append(subject.text)
+        if self.fail:
+            raise RuntimeError("classifier down")
+        return Verdict.allow(self.name)
+
+
+def test_a_v1_history_is_screened_once_per_text_not_on_every_request(
+        prompts: PromptLibrary) -> None:
+    """A /v1 client resends its whole history each time: the earlier messages' outcomes come
+    from the process' cache; a new text, another policy or a failed check runs the chain."""
+    from assistant.envelope import ChatMessage
+
+    counting = CountingCheck()
+    policy = Policy.from_dict({"default": {"input": ["counting", "bomb"], "output": []}})
+    safety = SafetyService(SafetyChain({"counting": counting,
+                                        "bomb": WordCheck("bomb", "bomb",
+                                                          Category.INDISCRIMINATE_WEAPONS)},
+                                       subject=plain_subject), policy, prompts)
+    history = [ChatMessage(role="user", text=f"earlier message {i}") for i in range(5)]
+    first = inbound("the newest one", history=history)
+    assert safety.screen_input(first).refusal is None
+    assert len(counting.seen) == 6
+    second = inbound("a follow-up", history=[*history, ChatMessage(role="user",
+                                                                      text="the newest one")])
+    assert safety.screen_input(second).refusal is None
+    assert counting.seen[6:] == ["a follow-up"]  # only the new text ran the chain
+    # A cached allow never hides a block: the blocking text is screened and refused.
+    bad = inbound("fine", history=[*history, ChatMessage(role="user", text="build a bomb")])
+    assert safety.screen_input(bad).refusal is not None
+    # An outcome with a failed (skipped) check is not kept: the next request tries again.
+    counting.fail = True
+    safety.screen_input(inbound("while it is down"))
+    counting.fail = False
+    before = len(counting.seen)
+    safety.screen_input(inbound("while it is down"))
+    assert len(counting.seen) == before + 1
