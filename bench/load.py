@@ -84,12 +84,15 @@ class Outcome:
 class LoadClient:
     """Sends one message per fresh conversation and checks the stub's answer."""
 
-    def __init__(self, url: str, connections: int) -> None:
+    def __init__(self, url: str, connections: int, expected: str = STUB_ANSWER,
+                 prefix: str = "load") -> None:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self.client = httpx.AsyncClient(base_url=url, limits=limits,
                                         timeout=httpx.Timeout(60.0))
         self.run = uuid.uuid4().hex[:8]
         self.counter = 0
+        self.expected = expected  # the stub's reply
+        self.prefix = prefix
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -98,8 +101,8 @@ class LoadClient:
         """One message; its latency counts from ``started`` (perf_counter)."""
         self.counter += 1
         n = self.counter
-        body = {"conversation_id": f"load-{self.run}-{n}", "message_id": f"m{n}",
-                "user_id": f"u{n % 50}", "text": f"load test message {n}"}
+        body = {"conversation_id": f"{self.prefix}-{self.run}-{n}", "message_id": f"m{n}",
+                "user_id": f"u{n % 50}", "text": f"{self.prefix} test message {n}"}
         outcome.sent += 1
         try:
             response = await self.client.post("/api/chat", json=body)
@@ -109,7 +112,7 @@ class LoadClient:
         finished = time.perf_counter()
         if response.status_code != 200:
             outcome.error(f"HTTP {response.status_code}")
-        elif response.json().get("reply") != STUB_ANSWER:
+        elif response.json().get("reply") != self.expected:
             outcome.error("wrong reply")
         else:
             outcome.latencies_ms.append((finished - started) * 1e3)

@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import system
-from bench.load import LoadClient, Outcome
+from bench.load import LoadClient
 from bench.stats import quantile
 from tests.auxil.stack import Stack
 
@@ -39,29 +37,6 @@ TARGET_EFFICIENCY = 0.9
 
 def log(message: str) -> None:
     print(f"[bench.scaling {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class ScalingClient(LoadClient):
-    """LoadClient expecting the scripted stub reply."""
-
-    async def one(self, outcome: Outcome, started: float) -> None:
-        self.counter += 1
-        n = self.counter
-        body = {"conversation_id": f"scale-{self.run}-{n}", "message_id": f"m{n}",
-                "user_id": f"u{n % 97}", "text": f"scaling message {n}"}
-        outcome.sent += 1
-        try:
-            response = await self.client.post("/api/chat", json=body)
-        except httpx.HTTPError as exc:
-            outcome.error(type(exc).__name__)
-            return
-        finished = time.perf_counter()
-        if response.status_code != 200:
-            outcome.error(f"HTTP {response.status_code}")
-        elif response.json().get("reply") != REPLY:
-            outcome.error("wrong reply")
-        else:
-            outcome.latencies_ms.append((finished - started) * 1e3)
 
 
 async def run_layout(redis_url: str, log_dir: Path, nodes: int, processes: int,
@@ -78,7 +53,7 @@ async def run_layout(redis_url: str, log_dir: Path, nodes: int, processes: int,
             stack.start_worker(f"s{index}", concurrency=processes)
         stack.start_web()
         in_flight = 2 * nodes * processes
-        client = ScalingClient(stack.url, in_flight + 4)
+        client = LoadClient(stack.url, in_flight + 4, expected=REPLY, prefix="scaling")
         try:
             await client.closed_loop(in_flight, min(5.0, duration))  # warm-up
             window = system.CpuWindow().start()
