@@ -67,7 +67,10 @@ def test_a_worker_whose_engine_crashes_refuses_to_start_and_consumes_nothing(
     output = log_path.read_text(errors="replace")
     assert worker.returncode == 3, output
     assert "refuses to start: engine self-test failed" in output
-    assert "SIGSEGV" in output and "issue 20824" in output
+    assert "SIGSEGV" in output and "make install" in output
+    # The AMX explanation only where the CPU has AMX (an AMD EPYC runs this suite too).
+    host_has_amx = "amx_tile" in Path("/proc/cpuinfo").read_text()
+    assert ("issue 20824" in output) == host_has_amx
     assert " ready." not in output
     # Nothing was taken: the task is still queued, no delivery was counted, no dead letter.
     assert client.llen("assistant.turns") == 1

@@ -168,16 +168,16 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
         else m.span("password")),
     Kind("iban", "[iban]", re.compile(
         r"\b[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,4})?\b"), _iban),
-    Kind("card", "[card]", re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d.-])"), _card),
+    Kind("card", "[card]", re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?!\d|[.-]\d)"), _card),
     Kind("ip", "[ip]", re.compile(
-        r"(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)"
+        r"(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\w)"
         r"|(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:.])"),
         lambda m: _ipv4(m) if "." in m.group(0) else _ipv6(m)),
     Kind("phone", "[phone]", re.compile(
         r"(?P<cue>(?i:\b(?:call|phone|tel|mobile|cell|whatsapp|sms|text me|fax|number)\b"
         r"[^\d+(]{0,20}))?"
         r"(?P<number>(?<![\w+.\-/:])(?:\+|00)?\(?\d{1,4}\)?(?:[ \-./]?\(?\d{1,5}\)?){2,6}"
-        r"(?![\w.\-/:]))"), _phone),
+        r"(?!\w|[.\-/:]\w))"), _phone),
 )}
 
 DEFAULT_KINDS = tuple(KINDS)

@@ -63,6 +63,31 @@ def test_near_misses_are_left_alone(text: str) -> None:
     assert masked(text) is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # At the end of a sentence: the period is punctuation, not part of a number. Before this
+    # test a card, phone or address followed by "." was not masked at all, or only in part
+    # ("4111 1111 1111 1111." became "[phone] 1111.").
+    ("My card is 4111 1111 1111 1111.", "My card is [card]."),
+    ("My card is 4111-1111-1111-1111.", "My card is [card]."),
+    ("card 4111111111111111. Thanks", "card [card]. Thanks"),
+    ("Call me at +44 20 7946 0958.", "Call me at [phone]."),
+    ("Call me at (555) 123-4567.", "Call me at [phone]."),
+    ("My IP is 192.168.10.20.", "My IP is [ip]."),
+    ("Is it 4111 1111 1111 1111? Or 4111 1111 1111 1111!", "Is it [card]? Or [card]!"),
+])
+def test_pii_at_the_end_of_a_sentence_is_masked(text: str, expected: str) -> None:
+    assert masked(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "version 1.2.3.4.5 is out.",  # a longer dotted number is not an address
+    "it costs 1.50.", "we met in 2024.", "pi is 3.14159265358979.",
+    "order 1234567812345670.5 shipped",
+])
+def test_sentence_final_numbers_that_are_not_pii_are_left_alone(text: str) -> None:
+    assert masked(text) is None
+
+
 def test_luhn_and_iban_checksums() -> None:
     assert luhn_valid("4111111111111111")
     assert not luhn_valid("4111111111111112")
