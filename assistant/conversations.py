@@ -40,6 +40,13 @@ RESET_WAIT_SECONDS = 2.0  # a Slack slash command's answer is due within 3 s
 class Cleared:
     in_memory: bool  # the workers' memory had the conversation
     archived: bool  # the archive had a copy
+    queued: bool = False  # messages were waiting for a turn
+
+    @property
+    def live(self) -> bool:
+        """The conversation existed for the workers (memory or queued messages) when its lock
+        was taken: two concurrent resets find it once (the second finds nothing)."""
+        return self.in_memory or self.queued
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,11 @@ class Conversations:
             if not held:
                 return None
             in_memory = history.exists()
-            self.client.delete(turns.pending_key(conversation))
+            queued = bool(self.client.delete(turns.pending_key(conversation)))
             history.clear()
             # Still under the lock, so a turn cannot archive into it afterwards.
             archived = Archive(self.store()).delete(conversation.redis_id)
-        return Cleared(in_memory, bool(archived))
+        return Cleared(in_memory, bool(archived), queued)
 
     def forget_person(self, platform: str, workspace: str, user_id: str, actor: str,
                       private: ConversationKey | None = None) -> Forgotten:

@@ -142,7 +142,7 @@ def lock(conversation: ConversationKey) -> str:
 
 
 def nudged(conversation: ConversationKey) -> str:
-    """A same-id retry re-enqueued this stranded conversation (``worker.dispatch``); 10 s."""
+    """A same-id retry re-enqueued this stranded conversation (``assistant.dispatch``); 10 s."""
     return f"{PREFIX}:nudged:{conversation.redis_id}"
 
 

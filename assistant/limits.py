@@ -1,6 +1,6 @@
 """Fairness: rate limits (token buckets) and daily token quotas, in Redis.
 
-Checked by ``worker.dispatch.Dispatcher`` before a message is queued (``check``), and counted
+Checked by ``assistant.dispatch.Dispatcher`` before a message is queued (``check``), and counted
 by the worker after each turn (``quota_observer``). Keys (prefix ``assistant:``):
 
 - ``rate:user:<platform>:<workspace>:<user>`` and ``rate:channel:<platform>:<workspace>:<channel>``:

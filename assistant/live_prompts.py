@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -23,9 +23,15 @@ from assistant.prompts import Prompt, PromptFile, PromptLibrary
 from assistant.store.db import Store
 from assistant.store.personas import Personas
 
-if TYPE_CHECKING:
-    from assistant.conversation import Runtime
 
+class UsesPrompts(Protocol):
+    """What ``LivePrompts.apply`` replaces in a turn's runtime (``assistant.conversation``)."""
+
+    prompts: PromptLibrary
+    safety: Any
+
+
+RuntimeT = TypeVar("RuntimeT", bound=UsesPrompts)
 log = logging.getLogger(__name__)
 
 VERSION_KEY = keys.PROMPTS_VERSION
@@ -112,7 +118,7 @@ class LivePrompts:
         self._seen, self._loaded_at = seen, time.monotonic()
         return self._library
 
-    def apply(self, runtime: Runtime) -> Runtime:
+    def apply(self, runtime: RuntimeT) -> RuntimeT:
         """``runtime`` with the newest prompts, for the conversation and the safety refusals."""
         library = self.current()
         if library is runtime.prompts:
@@ -126,7 +132,7 @@ class LivePrompts:
                 replaced = dataclasses.replace(safety, prompts=library)
                 self._safety = (safety, library, replaced)
                 safety = replaced
-        return dataclasses.replace(runtime, prompts=library, safety=safety)
+        return dataclasses.replace(runtime, prompts=library, safety=safety)  # type: ignore[type-var]
 
 
 def trace_versions_key(trace_key: str) -> str:
@@ -136,7 +142,5 @@ def trace_versions_key(trace_key: str) -> str:
 
 def traced_versions(client: redis.Redis, reply_id: str) -> dict[str, int] | None:
     """The persona versions the traced prompt of ``reply_id`` used ({}: the files alone)."""
-    from assistant.conversation import trace_key
-
-    raw = client.get(trace_versions_key(trace_key(reply_id)))
+    raw = client.get(trace_versions_key(keys.trace(reply_id)))
     return None if raw is None else {str(k): int(v) for k, v in json.loads(raw).items()}

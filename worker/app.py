@@ -9,11 +9,13 @@ dedupe, stored replies, delivery keyed by reply id).
 from __future__ import annotations
 
 import logging
+from functools import cache
 from typing import Any
 
 from celery import Celery, signals
 
 from assistant import keys
+from assistant.backend import redis_url
 from assistant.errors import ConfigError
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, is_sentinel, parse_sentinel_url
@@ -30,12 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def make_app(settings: Settings) -> Celery:
-    if not settings.redis_url:
-        raise ConfigError(
-            "REDIS_URL is not set: `assistant up` starts an embedded Valkey and sets it; "
-            "otherwise point REDIS_URL at your Redis, e.g. redis://127.0.0.1:6379/0"
-        )
-    app = Celery("assistant", broker=settings.redis_url, include=["worker.tasks"])
+    broker = redis_url(settings)  # a clear ConfigError when it is not set
+    app = Celery("assistant", broker=broker, include=["worker.tasks"])
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout,
         # kombu sweeps for messages of dead workers every interval × throttle seconds
@@ -43,11 +41,11 @@ def make_app(settings: Settings) -> Celery:
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
     }
-    if is_sentinel(settings.redis_url):
+    if is_sentinel(broker):
         # kombu's sentinel transport (and Celery's sentinel result backend) refuse a sentinel://
         # URL without the master's name; our own clients take it from the same setting.
         try:
-            parse_sentinel_url(settings.redis_url)  # a bad URL fails here, not at first use
+            parse_sentinel_url(broker)  # a bad URL fails here, not at first use
         except ValueError as error:
             raise ConfigError(f"REDIS_URL: {error}") from None
         transport["master_name"] = settings.redis_sentinel_master
@@ -82,16 +80,9 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-settings = Settings()
-app = make_app(settings)
-
-
 def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:
     """Celery configures no logging of its own when this signal has a receiver: use ours."""
-    configure_logging(settings, level=loglevel or "INFO")
-
-
-signals.setup_logging.connect(use_assistant_logging, weak=False)
+    configure_logging(worker_settings(), level=loglevel or "INFO")
 
 
 def consume_knowledge_queue(sender: object = None, instance: Any = None, **_: Any) -> None:
@@ -101,14 +92,40 @@ def consume_knowledge_queue(sender: object = None, instance: Any = None, **_: An
         queues.select_add(KNOWLEDGE_QUEUE)
 
 
-signals.celeryd_after_setup.connect(consume_knowledge_queue, weak=False)
-metrics.connect_signals(settings)
-recovery.connect_signals(
-    app, lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
-    task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE, stall_seconds=settings.stall_seconds,
-    sole_worker=settings.sole_worker, consumer_stuck_seconds=settings.consumer_stuck_seconds)
-if settings.affinity:
-    affinity.connect_signals(
-        lambda: connect(settings.redis_url or "", master_name=settings.redis_sentinel_master),
-        task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE,
-        forget_after_seconds=settings.visibility_timeout + 60)
+@cache
+def worker_settings() -> Settings:
+    """The worker process's settings, read from the environment on first use."""
+    return Settings()
+
+
+@cache
+def worker_app() -> Celery:
+    """The worker process's Celery app, with its signals wired: built on first use, when
+    ``celery -A worker.app`` (or ``worker.tasks``) asks for ``app``, never at import."""
+    settings = worker_settings()
+    app = make_app(settings)
+    signals.setup_logging.connect(use_assistant_logging, weak=False)
+    signals.celeryd_after_setup.connect(consume_knowledge_queue, weak=False)
+    metrics.connect_signals(settings)
+
+    def redis_client() -> Any:
+        return connect(settings.redis_url or "", master_name=settings.redis_sentinel_master)
+
+    recovery.connect_signals(
+        app, redis_client, task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE,
+        stall_seconds=settings.stall_seconds, sole_worker=settings.sole_worker,
+        consumer_stuck_seconds=settings.consumer_stuck_seconds)
+    if settings.affinity:
+        affinity.connect_signals(redis_client, task_name=ANSWER_TASK, shared_queue=TURNS_QUEUE,
+                                 forget_after_seconds=settings.visibility_timeout + 60)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``worker.app.app`` and ``worker.app.settings`` (PEP 562): the worker's own, built on
+    first access, so importing this module builds nothing."""
+    if name == "app":
+        return worker_app()
+    if name == "settings":
+        return worker_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -241,8 +241,6 @@ class KnowledgeBase:
             self._bump(session, document.collection_id)
             session.flush()
             if self.dialect == "postgresql":
-                from assistant.knowledge.vectors import write_pgvector
-
                 write_pgvector(session, document_id)
 
     def delete_document(self, document_id: int) -> bool:
@@ -294,3 +292,20 @@ class KnowledgeBase:
             return ids, np.zeros((0, 0), dtype=np.float32)
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), -1)
+
+
+def write_pgvector(session: sa.orm.Session, document_id: int) -> None:
+    """Copy a document's vectors into pgvector's column, when there is one (same transaction).
+    pgvector reads a vector from its text form '[x,y,...]'."""
+    exists = session.scalar(sa.text(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+        "'knowledge_chunks' AND column_name = 'embedding_pg'"))
+    if not exists:
+        return
+    rows = session.execute(sa.text("SELECT id, embedding FROM knowledge_chunks "
+                                   "WHERE document_id = :d"), {"d": document_id}).all()
+    for chunk_id, raw in rows:
+        vector = np.frombuffer(raw, dtype=np.float32)
+        session.execute(sa.text("UPDATE knowledge_chunks SET embedding_pg = CAST(:v AS vector) "
+                                "WHERE id = :id"),
+                        {"v": "[" + ",".join(f"{x:.7g}" for x in vector) + "]", "id": chunk_id})

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from assistant.knowledge.store import CollectionInfo, KnowledgeBase
 
@@ -36,23 +35,6 @@ def has_pgvector(kb: KnowledgeBase) -> bool:
             "SELECT count(*) FROM information_schema.columns WHERE table_name = "
             "'knowledge_chunks' AND column_name = 'embedding_pg'"))
     return bool(found == 1)
-
-
-def write_pgvector(session: Session, document_id: int) -> None:
-    """Copy a document's vectors into pgvector's column, when there is one (same transaction).
-    pgvector reads a vector from its text form '[x,y,...]'."""
-    exists = session.scalar(sa.text(
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = "
-        "'knowledge_chunks' AND column_name = 'embedding_pg'"))
-    if not exists:
-        return
-    rows = session.execute(sa.text("SELECT id, embedding FROM knowledge_chunks "
-                                   "WHERE document_id = :d"), {"d": document_id}).all()
-    for chunk_id, raw in rows:
-        vector = np.frombuffer(raw, dtype=np.float32)
-        session.execute(sa.text("UPDATE knowledge_chunks SET embedding_pg = CAST(:v AS vector) "
-                                "WHERE id = :id"),
-                        {"v": "[" + ",".join(f"{x:.7g}" for x in vector) + "]", "id": chunk_id})
 
 
 EXACT_MAX = 20_000

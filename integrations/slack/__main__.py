@@ -12,26 +12,18 @@ import logging
 import redis
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+from assistant.dispatch import connect_edge, edge_dispatcher
 from assistant.errors import ConfigError
-from assistant.limits import Limits
-from assistant.redis_client import connect
 from assistant.settings import Settings
 from integrations.slack.app import build_app
-from worker.app import make_app
-from worker.dispatch import Dispatcher
-
-REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
 
 def build_handler(settings: Settings) -> tuple[SocketModeHandler, redis.Redis]:
     """The Socket Mode handler, and the Redis client it enqueues with (closed by the caller)."""
     if not (settings.slack_bot_token and settings.slack_app_token):
         raise ConfigError("Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN")
-    celery_app = make_app(settings)
-    assert settings.redis_url is not None
-    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master,
-                     **REDIS_TIMEOUTS)
-    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
+    client = connect_edge(settings)
+    dispatcher = edge_dispatcher(settings, client)
     app = build_app(settings, dispatcher, client)
     handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
     return handler, client

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assistant import keys
 from assistant.conversations import RESET_WAIT_SECONDS, Conversations
+from assistant.dispatch import Submitted
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Throttled
 from assistant.prompts import PromptLibrary
@@ -30,7 +31,6 @@ from assistant.settings import Settings
 from assistant.store import shared_store
 from integrations.slack import convert
 from integrations.slack.sender import api_base_url
-from worker.dispatch import Submitted
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ HELP = (
 
 
 class Submitter(Protocol):
-    """What the listeners enqueue with: ``worker.dispatch.Dispatcher``.
+    """What the listeners enqueue with: ``assistant.dispatch.Dispatcher``.
 
     ``submit`` is truthy when the message was queued now; it may raise ``Throttled``.
     """

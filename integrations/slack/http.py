@@ -7,19 +7,21 @@ synchronous, so it runs in the thread pool rather than on the event loop.
 
 from __future__ import annotations
 
+import redis
 from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.concurrency import run_in_threadpool
 
+from assistant.dispatch import Dispatcher
+from assistant.settings import Settings
 from integrations.slack.app import build_app
-from integrations.web.deps import WebState
 
 EVENTS_PATH = "/slack/events"
 
 
-def mount(app: FastAPI, state: WebState) -> None:
+def mount(app: FastAPI, settings: Settings, client: redis.Redis, dispatcher: Dispatcher) -> None:
     """Serve Slack's events, interactivity and slash commands at ``/slack/events``."""
-    bolt_app = build_app(state.settings, state.dispatcher, state.client)
+    bolt_app = build_app(settings, dispatcher, client)
 
     @app.post(EVENTS_PATH, include_in_schema=False)
     async def receive_slack_event(request: Request) -> Response:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from assistant.limits import Limits
+from assistant.dispatch import connect_edge, edge_dispatcher
 from assistant.prompts import PromptLibrary
-from assistant.redis_client import connect
 from assistant.settings import Settings
 from integrations.telegram.bot import ALLOWED_UPDATES, TelegramAdapter, build_application
 from integrations.telegram.sender import quiet_httpx
-from worker.app import make_app
-from worker.dispatch import Dispatcher
 
 log = logging.getLogger("integrations.telegram")
-
-# Fail fast when Redis is down, so a handler logs it instead of hanging the update loop.
-REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
 
 def main() -> None:
@@ -28,12 +22,9 @@ def main() -> None:
         raise SystemExit("set TELEGRAM_BOT_TOKEN")
     if settings.telegram_webhook_url:
         log.warning("TELEGRAM_WEBHOOK_URL is set: long polling removes that webhook")
-    celery_app = make_app(settings)
-    assert settings.redis_url is not None
-    client = connect(settings.redis_url, master_name=settings.redis_sentinel_master,
-                     **REDIS_TIMEOUTS)
+    client = connect_edge(settings)
     prompts = PromptLibrary.load()
-    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings, prompts))
+    dispatcher = edge_dispatcher(settings, client, prompts)
     adapter = TelegramAdapter(settings, client, dispatcher, prompts)
     application = build_application(settings, adapter, polling=True)
     log.info("Telegram long polling started")

@@ -27,6 +27,7 @@ from telegram.ext import (
 
 from assistant import turns
 from assistant.conversations import Conversations
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.prompts import PromptLibrary
@@ -44,7 +45,6 @@ from integrations.telegram.convert import (
     new_message,
     to_inbound,
 )
-from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request, Response
 from telegram import Update
 
+from assistant.dispatch import Dispatcher
 from assistant.errors import QueueUnavailable
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
@@ -29,7 +31,6 @@ from integrations.telegram.bot import (
     register_commands,
 )
 from integrations.telegram.sender import quiet_httpx
-from integrations.web.deps import WebState
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,10 @@ def webhook_secret(settings: Settings) -> str:
     return hmac.new(token, b"assistant telegram webhook", hashlib.sha256).hexdigest()
 
 
-def mount(app: FastAPI, state: WebState) -> None:
+def mount(app: FastAPI, settings: Settings, client: redis.Redis, dispatcher: Dispatcher) -> None:
     """Add the webhook route, and its registration to the app's lifespan."""
-    settings = state.settings
     quiet_httpx()
-    adapter = TelegramAdapter(settings, state.client, state.dispatcher, PromptLibrary.load())
+    adapter = TelegramAdapter(settings, client, dispatcher, PromptLibrary.load())
     application = build_application(settings, adapter, polling=False)
     secret = webhook_secret(settings).encode()
 

@@ -200,8 +200,11 @@ def _delete_conversation(state: WebState, conversation_id: str, owner: str | Non
         # Queue, memory and the admins' archive copy, under the conversation's lock.
         service = Conversations(state.client, lambda: shared_store(state.settings.sql_url),
                                 state.settings.retention_seconds)
-        if service.reset(history.conversation) is None:
+        cleared = service.reset(history.conversation)
+        if cleared is None:
             return False
+        if not cleared.live:  # another DELETE cleared it while this one waited for the lock
+            raise ConversationNotFound(f"no conversation {conversation_id!r}")
     except redis.RedisError as exc:
         raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
     except SQLAlchemyError as exc:

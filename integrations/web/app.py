@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from assistant import __version__
 from assistant.admin_actions import sync_redis
+from assistant.backend import load_backend, redis_url
+from assistant.dispatch import EDGE_REDIS_TIMEOUTS, Dispatcher
 from assistant.limits import Limits
 from assistant.logs import configure_logging
 from assistant.redis_client import connect, connect_async
@@ -35,12 +37,8 @@ from integrations.web.admin.knowledge import UPLOAD_PATH
 from integrations.web.auth.principal import resolve_caller
 from integrations.web.deps import WebState
 from integrations.web.guards import BodyLimitMiddleware, OpsGateMiddleware
-from worker.app import make_app
-from worker.dispatch import Dispatcher
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Fail fast when Redis is down so the API answers 503 at once instead of hanging.
-REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +49,11 @@ def mount_platforms(app: FastAPI, state: WebState) -> None:
     if settings.slack_bot_token and settings.slack_signing_secret:
         from integrations.slack.http import mount as mount_slack
 
-        mount_slack(app, state)
+        mount_slack(app, settings, state.client, state.dispatcher)
     if settings.telegram_bot_token and settings.telegram_webhook_url:
         from integrations.telegram.webhook import mount as mount_telegram
 
-        mount_telegram(app, state)
+        mount_telegram(app, settings, state.client, state.dispatcher)
 
 
 def route_server_logs_to_root() -> None:
@@ -84,14 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings)
     route_server_logs_to_root()
-    celery_app = make_app(settings)  # raises a clear ConfigError without REDIS_URL
-    assert settings.redis_url is not None
+    url = redis_url(settings)  # a clear ConfigError without REDIS_URL
     master = settings.redis_sentinel_master
-    client = connect(settings.redis_url, master_name=master, **REDIS_TIMEOUTS)
-    aclient = connect_async(settings.redis_url, master_name=master, socket_connect_timeout=2.0)
-    dispatcher = Dispatcher(client, celery_app, limits=Limits.from_settings(settings))
+    client = connect(url, master_name=master, **EDGE_REDIS_TIMEOUTS)
+    aclient = connect_async(url, master_name=master, socket_connect_timeout=2.0)
+    backend = load_backend(settings, client)
+    dispatcher = Dispatcher(client, backend, limits=Limits.from_settings(settings))
     state = WebState(settings=settings, client=client, aclient=aclient,
-                     celery_app=celery_app, dispatcher=dispatcher)
+                     backend=backend, dispatcher=dispatcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(OpsGateMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        larger={UPLOAD_PATH: int(settings.knowledge_max_mb * 1024 * 1024)})
-    metrics.install(app, client, queue=celery_app.conf.task_default_queue)
+    metrics.install(app, client, queue=backend.queue_name)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     mount_platforms(app, state)
     admin.install(app, state)  # /admin (docs/admin.md)

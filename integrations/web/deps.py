@@ -13,17 +13,17 @@ from typing import Annotated
 import anyio
 import redis
 import redis.asyncio as aioredis
-from celery import Celery
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from assistant import keys
+from assistant.backend import Backend
 from assistant.cancel import CANCEL_TTL_SECONDS, cancel_key, waiting_key
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound, Reply
 from assistant.errors import QueueUnavailable, Throttled
 from assistant.settings import Settings
 from assistant.stream import Listener, PubSubPool
-from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class WebState:
     settings: Settings
     client: redis.Redis
     aclient: aioredis.Redis
-    celery_app: Celery
+    backend: Backend
     dispatcher: Dispatcher
     # Pub/sub connections reused across requests (assistant.stream.PubSubPool); built lazily.
     pubsubs: PubSubPool | None = None

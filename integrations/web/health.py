@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from assistant import selftest
 from integrations.web.deps import State, WebState
 from integrations.web.guards import ops_allowed
-from worker.watchdog import stalled_pids
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -33,11 +32,10 @@ def _readiness(state: WebState) -> dict[str, Any]:
         details["redis"] = f"unavailable: {exc}"
         return details
     try:
-        replies = state.celery_app.control.ping(timeout=1.0) or []
-    except Exception as exc:  # kombu's errors when the broker drops mid-ping
+        details["workers"] = state.backend.ping(timeout=1.0)
+    except Exception as exc:  # the broker's errors when it drops mid-ping
         details["workers_error"] = str(exc)
-        replies = []
-    details["workers"] = sorted(name for reply in replies for name in reply)
+        details["workers"] = []
     try:
         # A worker that refused to start because its engine cannot decode here says why.
         failed = selftest.recent_failures(state.client)
@@ -59,7 +57,7 @@ def _stalled(state: WebState, nodes: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
     for node in nodes:
         try:
-            pids = stalled_pids(state.client, node, state.settings.stall_seconds)
+            pids = state.backend.stalled(node)
         except redis.RedisError:
             continue  # Redis answered the ping a moment ago; the next probe will know
         if pids:

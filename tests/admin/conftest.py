@@ -13,12 +13,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from assistant.dispatch import Dispatcher
 from assistant.limits import Limits
 from assistant.settings import Settings
 from integrations.web import admin, errors
 from integrations.web.deps import WebState
-from tests.auxil.fake_celery import FakeCelery
-from worker.dispatch import Dispatcher
+from tests.auxil.fake_celery import FakeCelery, fake_backend
 
 USERNAME = "root-admin"
 PASSWORD = "correct horse battery staple"
@@ -76,8 +76,8 @@ def build_app(settings: Settings, server: fakeredis.FakeServer) -> tuple[FastAPI
     celery.control = control  # type: ignore[attr-defined]
     state = WebState(settings=settings, client=client,
                      aclient=fakeredis.FakeAsyncRedis(server=server),
-                     celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery, limits=Limits()))  # type: ignore[arg-type]
+                     backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery), limits=Limits()))  # type: ignore[arg-type]
     app = FastAPI()
     app.state.web = state
     errors.install(app)
@@ -103,7 +103,7 @@ def app(settings: Settings, server: fakeredis.FakeServer) -> FastAPI:
 
 @pytest.fixture
 def control(app: FastAPI) -> FakeControl:
-    celery = app.state.web.celery_app
+    celery = app.state.web.backend.celery_app
     found: FakeControl = celery.control
     return found
 

@@ -358,7 +358,7 @@ def test_dashboard_numbers(logged_in: TestClient, store: Any, app: FastAPI,
                            server: fakeredis.FakeServer) -> None:
     assert 'id="chart-messages"' in logged_in.get("/admin").text
     client = fakeredis.FakeRedis(server=server)
-    client.rpush(app.state.web.celery_app.conf.task_default_queue, "a", "b")
+    client.rpush(app.state.web.backend.celery_app.conf.task_default_queue, "a", "b")
     for platform, ttft in (("web", 0.2), ("web", 0.4), ("slack", 0.3)):
         live_stats.record(client, TurnStats(
             platform=platform, workspace="default", channel="c", user_id="u", messages=1,

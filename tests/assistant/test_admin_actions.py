@@ -10,6 +10,7 @@ import pytest
 
 from assistant import admin_actions, limits, turns
 from assistant.conversation import Runtime, answer_pending
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import Banned, Muted, PromptError, QuotaExceeded
 from assistant.limits import Limits
@@ -24,8 +25,7 @@ from assistant.store.personas import Personas
 from assistant.store.recorder import archive_observer
 from assistant.store.users import Users
 from tests.auxil.factories import inbound
-from tests.auxil.fake_celery import QUEUE, FakeCelery
-from worker.dispatch import Dispatcher
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def from_settings(prompts: PromptLibrary, **env: str) -> Limits:
 
 def test_a_banned_user_is_refused_before_queueing_every_time(
         fake_redis: fakeredis.FakeRedis, store: Store, prompts: PromptLibrary) -> None:
-    dispatcher = Dispatcher(fake_redis, FakeCelery(fake_redis),
+    dispatcher = Dispatcher(fake_redis, fake_backend(FakeCelery(fake_redis)),
                             limits=from_settings(prompts))
     assert dispatcher.submit(message("before"))
     admin_actions.ban_user(store, fake_redis, "web", "default", "u1", actor="alice")

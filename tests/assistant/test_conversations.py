@@ -45,12 +45,14 @@ def test_a_reset_empties_queue_memory_and_archive(runtime: Runtime, store: Store
     assert Archive(store).get(conversation.redis_id) is not None
     service = Conversations(runtime.client, lambda: store, 60)
     cleared = service.reset(conversation)
-    assert cleared is not None and cleared.in_memory and cleared.archived
+    assert cleared is not None and cleared.in_memory and cleared.archived and cleared.queued
+    assert cleared.live
     assert turns.pending(runtime.client, conversation) == []
     assert not RedisConversationHistory(runtime.client, conversation, 60).exists()
     assert Archive(store).get(conversation.redis_id) is None
     again = service.reset(conversation)  # nothing left: still a success, nothing found
     assert again is not None and not again.in_memory and not again.archived
+    assert not again.live  # two concurrent DELETEs: the second one answers 404
 
 
 def test_a_reset_during_a_turn_touches_nothing(runtime: Runtime, store: Store,

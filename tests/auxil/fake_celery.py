@@ -8,6 +8,8 @@ from typing import Any
 
 import redis
 
+from worker.backend import CeleryBackend
+
 QUEUE = "assistant.turns"
 
 
@@ -23,3 +25,9 @@ class FakeCelery:
         if self.broken:
             raise OSError("broker gone")
         self.client.lpush(QUEUE, json.dumps({"task": name, "args": args}))
+
+
+def fake_backend(celery: FakeCelery) -> CeleryBackend:
+    """The real ``worker.backend.CeleryBackend`` over ``celery`` (its routing and stranded
+    checks run for real on the same Redis)."""
+    return CeleryBackend(celery, celery.client)  # type: ignore[arg-type]

@@ -11,14 +11,14 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from assistant.dispatch import Dispatcher
 from assistant.limits import Limits
 from assistant.settings import Settings
 from assistant.store import Store, shared_store
 from integrations.web import admin, api, auth, errors, openai_api
 from integrations.web.auth.principal import resolve_caller
 from integrations.web.deps import WebState
-from tests.auxil.fake_celery import QUEUE, FakeCelery
-from worker.dispatch import Dispatcher
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 
 __all__ = ["QUEUE"]
 
@@ -37,8 +37,8 @@ def build_app(settings: Settings, server: fakeredis.FakeServer) -> FastAPI:
     celery = FakeCelery(client)
     state = WebState(settings=settings, client=client,
                      aclient=fakeredis.FakeAsyncRedis(server=server),
-                     celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery, limits=Limits()))  # type: ignore[arg-type]
+                     backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery), limits=Limits()))  # type: ignore[arg-type]
     app = FastAPI()
     app.state.web = state
     errors.install(app)

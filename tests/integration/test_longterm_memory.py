@@ -16,6 +16,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from assistant.backend import load_backend
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound, reply_id_for
 from assistant.settings import Settings
 from assistant.store import connect_store
@@ -24,7 +26,6 @@ from assistant.store.people import People
 from assistant.stream import stored_reply
 from tests.auxil.stack import Stack
 from tests.integration.test_backbone import chat
-from worker.dispatch import Dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +73,8 @@ def test_told_on_telegram_recalled_on_the_web_never_in_a_group(
     people.invite("ada", by="test")
     people.link("ada", "telegram", "default", TELEGRAM_USER, by="test")
     client = redis.Redis.from_url(stack.redis_url)
-    monkeypatch.setenv("REDIS_URL", stack.redis_url)  # worker.app builds its app at import
-    from worker.app import make_app
-
-    celery = make_app(Settings(_env_file=None, REDIS_URL=stack.redis_url))  # type: ignore[call-arg]
-    dispatcher = Dispatcher(client, celery)
+    settings = Settings(_env_file=None, REDIS_URL=stack.redis_url)  # type: ignore[call-arg]
+    dispatcher = Dispatcher(client, load_backend(settings, client))
     try:
         told = telegram_message("remember that I'm allergic to hazelnuts")
         assert dispatcher.submit(told)

@@ -16,13 +16,13 @@ import httpx
 from fastapi import FastAPI
 
 from assistant import turns
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey
 from assistant.settings import Settings
 from integrations.web import api, errors
 from integrations.web.deps import WebState
 from tests.auxil.factories import inbound
-from tests.auxil.fake_celery import FakeCelery
-from worker.dispatch import Dispatcher
+from tests.auxil.fake_celery import FakeCelery, fake_backend
 
 ATTACKERS = 80  # twice anyio's default thread limit
 
@@ -32,8 +32,8 @@ def make_app(server: fakeredis.FakeServer, reply_timeout: float) -> FastAPI:
     celery = FakeCelery(client)
     state = WebState(settings=Settings(ASSISTANT_REPLY_TIMEOUT=str(reply_timeout)),
                      client=client, aclient=fakeredis.FakeAsyncRedis(server=server),
-                     celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery))  # type: ignore[arg-type]
+                     backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery)))  # type: ignore[arg-type]
     app = FastAPI()
     app.state.web = state
     errors.install(app)

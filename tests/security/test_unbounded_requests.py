@@ -27,6 +27,7 @@ import yaml
 
 from assistant import keys, turns
 from assistant.conversation import Runtime, answer_pending
+from assistant.dispatch import Dispatcher
 from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage
 from assistant.errors import Throttled
@@ -35,9 +36,8 @@ from assistant.settings import Settings
 from integrations.web import api, errors
 from integrations.web.deps import WebState
 from tests.auxil.factories import inbound
-from tests.auxil.fake_celery import QUEUE, FakeCelery
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 from tests.auxil.stack import ROOT, Stack
-from worker.dispatch import Dispatcher
 
 LIMIT = 65536
 OPEN_STREAMS = 2
@@ -159,8 +159,8 @@ def test_open_stream_slots_are_given_back_and_expire(tmp_path: Path) -> None:
     settings = Settings(ASSISTANT_MAX_OPEN_STREAMS="2", ASSISTANT_REPLY_TIMEOUT="1")
     state = WebState(settings=settings, client=client,
                      aclient=fakeredis.FakeAsyncRedis(server=server),
-                     celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery))  # type: ignore[arg-type]
+                     backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery)))  # type: ignore[arg-type]
 
     async def scenario() -> None:
         first, _ = await state.open_stream(inbound("one"))
@@ -194,8 +194,8 @@ def in_process(server: fakeredis.FakeServer, limits: Limits) -> tuple[Any, FakeC
     celery = FakeCelery(client)
     state = WebState(settings=Settings(ASSISTANT_REPLY_TIMEOUT="1"), client=client,
                      aclient=fakeredis.FakeAsyncRedis(server=server),
-                     celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery, limits=limits))  # type: ignore[arg-type]
+                     backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery), limits=limits))  # type: ignore[arg-type]
     app = FastAPI()
     app.state.web = state
     errors.install(app)

@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,8 +62,7 @@ def submitter(fake_redis: fakeredis.FakeRedis) -> Submitter:
 def web(settings: Settings, submitter: Submitter,
         fake_redis: fakeredis.FakeRedis) -> Iterator[TestClient]:
     app = FastAPI()
-    http.mount(app, SimpleNamespace(settings=settings, dispatcher=submitter,  # type: ignore[arg-type]
-                                    client=fake_redis))
+    http.mount(app, settings, fake_redis, submitter)  # type: ignore[arg-type]
     with TestClient(app) as client:
         yield client
 

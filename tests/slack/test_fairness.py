@@ -7,7 +7,6 @@ Redis with a fake Celery producer, and the user's notice goes to the fake Slack 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -16,26 +15,25 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from assistant import turns
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey
 from assistant.limits import Limits, Rate
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from integrations.slack import http
-from tests.auxil.fake_celery import QUEUE, FakeCelery
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 from tests.slack.fake_slack import FakeSlack, event_body
 from tests.slack.test_events import SECRET, mention, post
-from worker.dispatch import Dispatcher
 
 
 def web_with(fake_slack: FakeSlack, fake_redis: fakeredis.FakeRedis, limits: Limits
              ) -> TestClient:
     settings = Settings(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
                         SLACK_API_URL=fake_slack.api_url)
-    dispatcher = Dispatcher(fake_redis, FakeCelery(fake_redis),  # type: ignore[arg-type]
+    dispatcher = Dispatcher(fake_redis, fake_backend(FakeCelery(fake_redis)),  # type: ignore[arg-type]
                             limits=limits)
     app = FastAPI()
-    http.mount(app, SimpleNamespace(settings=settings, dispatcher=dispatcher,  # type: ignore[arg-type]
-                                    client=fake_redis))
+    http.mount(app, settings, fake_redis, dispatcher)
     return TestClient(app)
 
 

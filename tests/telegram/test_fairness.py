@@ -14,21 +14,21 @@ import pytest
 from telegram import Update
 
 from assistant import turns
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey
 from assistant.limits import Limits, Rate
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from integrations.telegram.bot import TelegramAdapter, build_application
-from tests.auxil.fake_celery import QUEUE, FakeCelery
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 from tests.telegram import fake_telegram as tg
 from tests.telegram.fake_telegram import TOKEN, FakeTelegram
-from worker.dispatch import Dispatcher
 
 
 def run_updates(fake: FakeTelegram, client: fakeredis.FakeRedis, limits: Limits,
                 prompts: PromptLibrary, *updates: dict[str, Any]) -> None:
     settings = Settings(TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.base_url)
-    dispatcher = Dispatcher(client, FakeCelery(client), limits=limits)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(client, fake_backend(FakeCelery(client)), limits=limits)  # type: ignore[arg-type]
     application = build_application(settings, TelegramAdapter(settings, client, dispatcher,
                                                               prompts), polling=False)
 

@@ -18,7 +18,7 @@ def test_a_retry_that_hangs_up_does_not_cancel_the_first_clients_reply() -> None
     async def scenario() -> tuple[bool, bool, bool]:
         aclient = fakeredis.FakeAsyncRedis()
         state = WebState(settings=None, client=None, aclient=aclient,  # type: ignore[arg-type]
-                         celery_app=None, dispatcher=None)  # type: ignore[arg-type]
+                         backend=None, dispatcher=None)  # type: ignore[arg-type]
         first = Listener(aclient, CONVERSATION, "m1")
         retry = Listener(aclient, CONVERSATION, "m1")
         for listener in (first, retry):

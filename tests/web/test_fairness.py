@@ -16,13 +16,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from assistant.dispatch import Dispatcher
 from assistant.limits import Limits, Rate, record_tokens, seconds_until_utc_midnight
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from integrations.web import api, errors, openai_api
 from integrations.web.deps import WebState
-from tests.auxil.fake_celery import QUEUE, FakeCelery
-from worker.dispatch import Dispatcher
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def web_app(server: fakeredis.FakeServer, limits: Limits) -> TestClient:
     aclient = fakeredis.FakeAsyncRedis(server=server)
     celery = FakeCelery(client)
     state = WebState(settings=Settings(ASSISTANT_REPLY_TIMEOUT="1"), client=client,
-                     aclient=aclient, celery_app=celery,  # type: ignore[arg-type]
-                     dispatcher=Dispatcher(client, celery, limits=limits))  # type: ignore[arg-type]
+                     aclient=aclient, backend=fake_backend(celery),  # type: ignore[arg-type]
+                     dispatcher=Dispatcher(client, fake_backend(celery), limits=limits))  # type: ignore[arg-type]
     app = FastAPI()
     app.state.web = state
     errors.install(app)

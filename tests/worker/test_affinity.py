@@ -14,6 +14,7 @@ import fakeredis
 import pytest
 import redis
 
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound
 from worker import affinity
 from worker.affinity import (
@@ -25,7 +26,7 @@ from worker.affinity import (
     turn_finished,
     turn_started,
 )
-from worker.dispatch import Dispatcher
+from worker.backend import CeleryBackend
 
 CONVERSATION = ConversationKey(platform="web", channel="c1")
 SHARED = "assistant.turns"
@@ -87,7 +88,8 @@ def test_the_dispatcher_sends_to_the_nodes_queue_or_the_shared_one(
     fake_redis: fakeredis.FakeRedis,
 ) -> None:
     celery = RecordingCelery()
-    dispatcher = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    backend = CeleryBackend(celery, fake_redis)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(fake_redis, backend)
 
     def submit(dedupe: str) -> dict[str, Any]:
         assert dispatcher.submit(Inbound(dedupe_id=dedupe, user_id="u", text="hi",

@@ -8,12 +8,12 @@ import fakeredis
 import pytest
 
 from assistant import turns
+from assistant.dispatch import Dispatcher, Submitted
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import QueueUnavailable, RateLimited
 from assistant.limits import Limits, Rate
 from assistant.prompts import PromptLibrary
-from tests.auxil.fake_celery import QUEUE, FakeCelery
-from worker.dispatch import Dispatcher, Submitted
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 
 
 def message(dedupe: str, user: str = "u1") -> Inbound:
@@ -31,12 +31,12 @@ def celery(fake_redis: fakeredis.FakeRedis) -> FakeCelery:
 
 
 def dispatcher(client: fakeredis.FakeRedis, celery: FakeCelery, **rules: Any) -> Dispatcher:
-    return Dispatcher(client, celery, limits=Limits(**rules))  # type: ignore[arg-type]
+    return Dispatcher(client, fake_backend(celery), limits=Limits(**rules))  # type: ignore[arg-type]
 
 
 def test_without_limits_nothing_is_refused(fake_redis: fakeredis.FakeRedis,
                                            celery: FakeCelery) -> None:
-    plain = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    plain = Dispatcher(fake_redis, fake_backend(celery))  # type: ignore[arg-type]
     results = [plain.submit(message(f"d{i}")) for i in range(30)]
     assert all(results) and results[0] == Submitted(True)
     assert fake_redis.llen(QUEUE) == 30 and fake_redis.keys("assistant:rate:*") == []

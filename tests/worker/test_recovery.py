@@ -19,11 +19,11 @@ import redis
 from celery import Celery
 
 from assistant import turns
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound, Reply, utcnow
 from assistant.stream import Publisher
-from tests.auxil.fake_celery import QUEUE, FakeCelery
+from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
 from worker import sweeper, watchdog
-from worker.dispatch import Dispatcher
 
 TASK = "assistant.answer_conversation"
 
@@ -152,7 +152,7 @@ def test_a_retried_message_that_still_waits_enqueues_its_conversation(
         fake_redis: fakeredis.FakeRedis) -> None:
     """Its first task was lost: the same-id retry brings an answer instead of a 504."""
     celery = FakeCelery(fake_redis)
-    dispatcher = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(fake_redis, fake_backend(celery))  # type: ignore[arg-type]
     message = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
                       user_id="u1", text="hello", dedupe_id="web:c1:m1",
                       received_at=utcnow() - timedelta(seconds=60))
@@ -168,7 +168,7 @@ def test_a_retried_message_that_still_waits_enqueues_its_conversation(
 def test_a_prompt_retry_of_a_queued_message_enqueues_nothing(
         fake_redis: fakeredis.FakeRedis) -> None:
     """Slack resends an event after 3 s: its task is still queued (or its message young)."""
-    dispatcher = Dispatcher(fake_redis, FakeCelery(fake_redis))  # type: ignore[arg-type]
+    dispatcher = Dispatcher(fake_redis, fake_backend(FakeCelery(fake_redis)))  # type: ignore[arg-type]
     message = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
                       user_id="u1", text="hello", dedupe_id="web:c1:m1")
     assert dispatcher.submit(message)
@@ -180,7 +180,7 @@ def test_a_prompt_retry_of_a_queued_message_enqueues_nothing(
 def test_a_retry_of_an_answered_or_running_message_enqueues_nothing(
         fake_redis: fakeredis.FakeRedis) -> None:
     celery = FakeCelery(fake_redis)
-    dispatcher = Dispatcher(fake_redis, celery)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(fake_redis, fake_backend(celery))  # type: ignore[arg-type]
     old = utcnow() - timedelta(seconds=60)
     running = Inbound(conversation=ConversationKey(platform="web", channel="c1"),
                       user_id="u1", text="hello", dedupe_id="web:c1:m1", received_at=old)

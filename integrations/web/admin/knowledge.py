@@ -16,7 +16,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from assistant.embedding import MINILM_ID
 from assistant.errors import InputRejected
-from assistant.keys import INDEX_TASK
 from assistant.knowledge.ingest import Limits, queue_document
 from assistant.knowledge.store import KnowledgeBase
 from integrations.web.admin.core import (
@@ -63,7 +62,7 @@ async def get_knowledge_data(admin: Admin, session: Session) -> JSONResponse:
 def _queue(admin: AdminContext, collection: str, name: str, data: bytes) -> int:
     limits = Limits(max_bytes=int(admin.web.settings.knowledge_max_mb * 1024 * 1024))
     document_id = queue_document(_kb(admin), MINILM_ID, collection, name, data, limits)
-    admin.web.celery_app.send_task(INDEX_TASK, args=[document_id])
+    admin.web.backend.enqueue_index(document_id)
     return document_id
 
 
@@ -98,7 +97,7 @@ async def post_reindex(admin: Admin, session: Session, form: Form) -> Response:
     if found is None:
         raise AdminError(404, f"no document {document_id}")
     await call(lambda: _kb(admin).set_status(document_id, "queued", 0))
-    await call(lambda: admin.web.celery_app.send_task(INDEX_TASK, args=[document_id]))
+    await call(admin.web.backend.enqueue_index, document_id)
     await call(audit, admin, session.username, "kb_reindex", found.source,
                {"document_id": document_id})
     return redirect("/admin/knowledge", "kb-queued")

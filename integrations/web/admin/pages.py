@@ -32,12 +32,12 @@ MAX_POOL_STEP = 8
 
 def dashboard_data(admin: AdminContext) -> dict[str, Any]:
     web = admin.web
-    stats = monitor.live_summary(web.client, web.celery_app.conf.task_default_queue)
+    stats = monitor.live_summary(web.client, web.backend.queue_name)
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "window_s": monitor.DASHBOARD_WINDOW_S,
-        "queue_depth": monitor.queue_depth(web.client, web.celery_app),
-        "workers": monitor.workers(web.celery_app, web.settings, web.client),
+        "queue_depth": monitor.queue_depth(web.client, web.backend.queue_name),
+        "workers": web.backend.workers(),
         "stats": stats,
         "safety": monitor.safety_counts(admin.store),
     }
@@ -56,18 +56,15 @@ async def get_dashboard_data(admin: Admin, session: Session) -> JSONResponse:
 
 @router.get("/workers")
 async def get_workers(request: Request, admin: Admin, session: Session) -> HTMLResponse:
-    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
-                       admin.web.client)
-    queue = await call(monitor.queue_depth, admin.web.client,
-                                    admin.web.celery_app)
+    found = await call(admin.web.backend.workers)
+    queue = await call(monitor.queue_depth, admin.web.client, admin.web.backend.queue_name)
     return render(request, "workers.html", title="Workers", workers=found, queue_depth=queue,
                   max_step=MAX_POOL_STEP)
 
 
 @router.get("/api/workers")
 async def get_workers_data(admin: Admin, session: Session) -> JSONResponse:
-    found = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
-                       admin.web.client)
+    found = await call(admin.web.backend.workers)
     return JSONResponse({"workers": found}, headers={"Cache-Control": "no-store"})
 
 
@@ -82,11 +79,10 @@ async def post_worker_pool(admin: Admin, session: Session, form: Form) -> Respon
     if not hostname or delta == 0 or abs(delta) > MAX_POOL_STEP:
         raise AdminError(422, f"name a worker and a step between -{MAX_POOL_STEP} and "
                               f"{MAX_POOL_STEP} (not 0)")
-    known = await call(monitor.workers, admin.web.celery_app, admin.web.settings,
-                       admin.web.client)
+    known = await call(admin.web.backend.workers)
     if hostname not in {worker["hostname"] for worker in known}:
         raise AdminError(404, f"no worker {hostname!r} answers")
-    done = await call(monitor.resize_pool, admin.web.celery_app, hostname, delta)
+    done = await call(admin.web.backend.resize_pool, hostname, delta)
     await call(audit, admin, session.username,
                             "pool_grow" if delta > 0 else "pool_shrink", hostname,
                             {"by": abs(delta), "acknowledged": done})

@@ -1,4 +1,9 @@
-"""The producer side, used by every adapter: dedupe, fairness, queue, enqueue a task."""
+"""The producer side, used by every edge: dedupe, fairness, queue, ask a worker.
+
+The workers are reached through an ``assistant.backend.Backend`` (Celery in
+``worker/backend.py``), injected by the process that builds the dispatcher: this module
+imports no Celery and no ``worker`` module.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,20 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
-from celery.utils.nodenames import worker_direct
 
 from assistant import keys, turns
 from assistant import limits as fairness
+from assistant.backend import Backend, load_backend, redis_url
 from assistant.envelope import Inbound
 from assistant.errors import Overloaded, QueueUnavailable, Throttled
 from assistant.limits import Limits
+from assistant.prompts import PromptLibrary
+from assistant.redis_client import connect
+from assistant.settings import Settings
 from assistant.stream import stored_reply
-from worker.affinity import Router
-from worker.sweeper import is_stranded
 
 log = logging.getLogger(__name__)
 
-ANSWER_TASK = keys.ANSWER_TASK
 # What an overloaded queue tells clients (Retry-After): about a turn's time on a busy worker.
 OVERLOADED_RETRY_SECONDS = 30
 NUDGE_EVERY_SECONDS = 10
@@ -48,15 +52,14 @@ class Dispatcher:
 
     ``limits`` (``Limits.from_settings(settings)`` at the entry points) defaults to none.
     A conversation's turn goes to the worker node holding its model state when that node is
-    alive and idle (``worker.affinity``), otherwise to the shared queue.
+    alive and idle (``Backend.node_for``), otherwise to the shared queue.
     """
 
-    def __init__(self, client: redis.Redis, celery_app: Celery,
+    def __init__(self, client: redis.Redis, backend: Backend,
                  limits: Limits | None = None) -> None:
         self.client = client
-        self.celery_app = celery_app
+        self.backend = backend
         self.limits = limits or Limits()
-        self.router = Router(client)
 
     def submit(self, inbound: Inbound) -> Submitted:
         """Queue ``inbound``; not accepted if its dedupe id was already accepted (a retry).
@@ -81,14 +84,8 @@ class Dispatcher:
             raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
         node = self._affine_node(inbound)
         try:
-            self.celery_app.send_task(
-                ANSWER_TASK,
-                args=[inbound.conversation.model_dump_json()],
-                retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-                **({"queue": worker_direct(node)} if node else {}),
-            )
-        except Exception as exc:  # kombu raises OperationalError and friends
+            self.backend.enqueue_turn(inbound.conversation, node=node)
+        except Exception as exc:  # the broker's errors (kombu's OperationalError and friends)
             self._undo(inbound)
             raise QueueUnavailable(f"could not enqueue the message: {exc}") from exc
         position = self._queue_position()
@@ -109,23 +106,22 @@ class Dispatcher:
             return
         original = next((i for i in turns.pending(self.client, conversation)
                          if i.message_id == original_id), None)
-        if original is None or not is_stranded(self.client, original,
-                                               self.celery_app.conf.task_default_queue):
+        if original is None or not self.backend.is_stranded(original):
             return
         if not self.client.set(nudge_key(conversation), "1", nx=True, ex=NUDGE_EVERY_SECONDS):
             return
         log.warning("message %s was sent again and waits with no task: enqueued its "
                     "conversation again", original_id)
         try:
-            self.celery_app.send_task(ANSWER_TASK, args=[conversation.model_dump_json()])
-        except Exception:  # kombu's errors: the sweeper (worker/sweeper.py) will see it
+            self.backend.enqueue_turn(conversation, retry=False)
+        except Exception:  # the broker's errors: the workers' sweeper will see it
             log.warning("could not enqueue conversation %s again", conversation.redis_id,
                         exc_info=True)
 
     def _affine_node(self, inbound: Inbound) -> str | None:
         """The node that answered this conversation last, if it can take the turn now."""
         try:
-            return self.router.node_for(inbound.conversation)
+            return self.backend.node_for(inbound.conversation)
         except redis.RedisError:
             log.warning("could not look up the conversation's worker", exc_info=True)
             return None
@@ -146,7 +142,7 @@ class Dispatcher:
         queue that grows without end only makes every reply time out (issue 15)."""
         if not self.limits.hard_queue_depth:
             return
-        depth = int(self.client.llen(self.celery_app.conf.task_default_queue))
+        depth = int(self.client.llen(self.backend.queue_name))
         if depth >= self.limits.hard_queue_depth:
             log.warning("queue depth %d is at its hard limit %d: refusing new messages",
                         depth, self.limits.hard_queue_depth)
@@ -162,7 +158,7 @@ class Dispatcher:
         if self.limits.max_queue_depth is None:
             return None
         try:
-            depth = int(self.client.llen(self.celery_app.conf.task_default_queue))
+            depth = int(self.client.llen(self.backend.queue_name))
         except redis.RedisError:
             log.warning("could not read the queue depth", exc_info=True)
             return None
@@ -176,3 +172,21 @@ class Dispatcher:
             self.client.delete(turns.dedupe_key(inbound.dedupe_id))
         except redis.RedisError:
             log.warning("could not take back message %s", inbound.message_id, exc_info=True)
+
+
+# An edge fails fast when Redis is down: the API answers 503 at once and a platform handler
+# logs it, instead of hanging.
+EDGE_REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+
+
+def connect_edge(settings: Settings) -> redis.Redis:
+    """An edge process's Redis client (``ConfigError`` when ``REDIS_URL`` is not set)."""
+    return connect(redis_url(settings), master_name=settings.redis_sentinel_master,
+                   **EDGE_REDIS_TIMEOUTS)
+
+
+def edge_dispatcher(settings: Settings, client: redis.Redis,
+                    prompts: PromptLibrary | None = None) -> Dispatcher:
+    """The dispatcher of an edge process: the registered backend, the settings' limits."""
+    return Dispatcher(client, load_backend(settings, client),
+                      limits=Limits.from_settings(settings, prompts))
