@@ -8,9 +8,9 @@ import fakeredis
 import pytest
 
 from assistant.conversation import Runtime
-from assistant.engine import FakeEngine
 from assistant.pipeline import TurnConfig
 from assistant.prompts import PromptLibrary
+from tests.auxil.fake_engine import FakeEngine
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 It answers every request at once with the same few tokens, so a load run measures the
 plumbing (web → Redis → Celery → Redis → web) and nothing of llama.cpp. Unlike
-``assistant.engine.FakeEngine`` it keeps no record of requests (a long load run would grow it
+``tests.auxil.fake_engine.FakeEngine`` it keeps no record of requests (a long load run would grow it
 without bound) and has no answer queue.
 
 For end-to-end tests of what happens to a reply (the safety filters' output checks), a test

@@ -35,16 +35,6 @@ from integrations.slack.sender import api_base_url
 log = logging.getLogger(__name__)
 
 
-HELP = (
-    "*I'm your self-hosted assistant.* Write to me in a DM, or mention me in a channel and I "
-    "answer in a thread; after that, I follow the thread without a mention.\n"
-    "• `/assistant help` this message\n"
-    "• `/assistant reset` start our DM conversation over (in a channel, each thread is its "
-    "own conversation: mention me in a new message to start a fresh one)\n"
-    "• `/assistant forget` delete everything I keep about you in this workspace\n"
-    "• `/assistant remember …` (in our DM), or write me \"remember that …\": a fact I keep\n"
-    "• `/assistant memory` what I remember; `/assistant forget N` / `forget all` deletes"
-)
 
 
 class Submitter(Protocol):
@@ -204,7 +194,7 @@ def answer_command(settings: Settings, client: redis.Redis, command: dict[str, A
     except (redis.RedisError, SQLAlchemyError):
         log.exception("slash command %r failed", word)
         return "Sorry, I can't reach my memory right now. Please try again in a minute."
-    return HELP
+    return PromptLibrary.load().render("slack_help")
 
 
 def conversations(settings: Settings, client: redis.Redis) -> Conversations:

@@ -7,11 +7,11 @@ import pytest
 
 from assistant import cancel, turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.envelope import Inbound
 from assistant.stream import stored_reply
 from tests.assistant.test_conversation import RecordingSender
 from tests.auxil.factories import inbound
+from tests.auxil.fake_engine import FakeEngine
 
 LONG_ANSWER = " ".join(f"word{n}" for n in range(60))
 

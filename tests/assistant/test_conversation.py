@@ -5,11 +5,11 @@ import pytest
 
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.envelope import Inbound, Reply
 from assistant.memory import RedisConversationHistory
 from assistant.stream import stored_reply
 from tests.auxil.factories import conversation, inbound
+from tests.auxil.fake_engine import FakeEngine
 
 
 class RecordingSender:

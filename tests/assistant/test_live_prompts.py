@@ -14,7 +14,6 @@ import pytest
 
 from assistant import admin_actions, turns
 from assistant.conversation import Runtime, answer_pending, trace_key
-from assistant.engine import FakeEngine
 from assistant.envelope import reply_id_for
 from assistant.live_prompts import LivePrompts, announce, persona_versions, traced_versions
 from assistant.observe import TurnStats
@@ -24,6 +23,7 @@ from assistant.store.archive import Archive
 from assistant.store.recorder import archive_observer
 from assistant.store.users import Users
 from tests.auxil.factories import inbound
+from tests.auxil.fake_engine import FakeEngine
 
 PERSONA = "{assistant_name} {platform} {today} {summary}"
 

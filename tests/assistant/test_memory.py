@@ -1,9 +1,9 @@
 import fakeredis
 
-from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage
 from assistant.memory import RedisConversationHistory, Summary, build_window, needs_summary
 from tests.auxil.factories import conversation
+from tests.auxil.fake_engine import FakeEngine
 
 
 def turn(n: int, words: int = 10) -> list[ChatMessage]:

@@ -1,7 +1,6 @@
 import fakeredis
 import pytest
 
-from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage
 from assistant.errors import InputRejected
 from assistant.memory import RedisConversationHistory, Summary
@@ -15,6 +14,7 @@ from assistant.pipeline import (
 )
 from assistant.prompts import PromptLibrary
 from tests.auxil.factories import conversation, inbound
+from tests.auxil.fake_engine import FakeEngine
 
 CONFIG = TurnConfig(max_tokens=32, temperature=0.2, assistant_name="Ada")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fakeredis
 
 from assistant.embedding import OnnxEmbedder
-from assistant.engine import FakeEngine
 from assistant.envelope import Citation, Reply
 from assistant.knowledge.ingest import ingest
 from assistant.knowledge.prompt import cited, defuse
@@ -19,6 +18,7 @@ from assistant.memory import RedisConversationHistory
 from assistant.pipeline import TurnConfig, run_turn
 from assistant.prompts import PromptLibrary
 from tests.auxil.factories import conversation, inbound
+from tests.auxil.fake_engine import FakeEngine
 
 CONFIG = TurnConfig(max_tokens=32, temperature=0.0)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from assistant.conversation import Runtime
-from assistant.engine import FakeEngine
 from assistant.recall import LongTermMemory
 from assistant.safety.build import build_service
 from assistant.settings import Settings
+from tests.auxil.fake_engine import FakeEngine
 from tests.memory.test_turns import answer, send
 
 OWNER = ("telegram", "default", "42")

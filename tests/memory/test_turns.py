@@ -7,11 +7,11 @@ import uuid
 
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.envelope import ConversationKey, Inbound
 from assistant.memory import RedisConversationHistory
 from assistant.recall import LongTermMemory
 from assistant.stream import stored_reply
+from tests.auxil.fake_engine import FakeEngine
 
 DM = ConversationKey(platform="telegram", channel="42", user="42")
 GROUP = ConversationKey(platform="telegram", channel="-1001", thread=None)

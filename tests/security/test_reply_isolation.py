@@ -26,12 +26,12 @@ import redis
 
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.envelope import ConversationKey, Inbound, Reply, reply_id_for
 from assistant.errors import ReplyTimeout
 from assistant.memory import RedisConversationHistory
 from assistant.stream import Listener, Publisher, reply_key, stored_reply
 from integrations.telegram.convert import dedupe_id, message_id_for
+from tests.auxil.fake_engine import FakeEngine
 from tests.auxil.stack import Stack
 from tests.telegram import fake_telegram as tg
 from tests.telegram.fake_telegram import TOKEN, FakeTelegram

@@ -28,7 +28,6 @@ import yaml
 from assistant import keys, turns
 from assistant.conversation import Runtime, answer_pending
 from assistant.dispatch import Dispatcher
-from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage
 from assistant.errors import Throttled
 from assistant.limits import Limits
@@ -37,6 +36,7 @@ from integrations.web import api, errors
 from integrations.web.deps import WebState
 from tests.auxil.factories import inbound
 from tests.auxil.fake_celery import QUEUE, FakeCelery, fake_backend
+from tests.auxil.fake_engine import FakeEngine
 from tests.auxil.stack import ROOT, Stack
 
 LIMIT = 65536

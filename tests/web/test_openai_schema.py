@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage, GenerationOptions, ToolSpec
 from assistant.errors import ContextLengthExceeded, InvalidParameter
 from assistant.pipeline import TurnConfig, run_turn, stateless_messages
@@ -15,6 +14,7 @@ from assistant.prompts import PromptLibrary
 from assistant.tools import call_schema, parse_call
 from integrations.web.openai_schema import CompletionRequest, to_inbound
 from integrations.web.prompt_size import PromptCounter
+from tests.auxil.fake_engine import FakeEngine
 from worker.grammar import SchemaError, gbnf
 
 WEATHER = {"type": "function", "function": {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from assistant.engine import FakeEngine
 from assistant.envelope import ChatMessage
 from assistant.memory import Summary, build_window
+from tests.auxil.fake_engine import FakeEngine
 
 
 def test_the_window_opens_at_stable_cuts_so_the_prompt_prefix_changes_in_steps() -> None:

@@ -11,7 +11,6 @@ import pytest
 
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.prompts import PromptLibrary
 from assistant.safety.chain import SafetyChain
 from assistant.safety.checks.canary import CanaryCheck
@@ -24,6 +23,7 @@ from assistant.stream import channel, stored_reply
 from tests.assistant.safety.fakes import DigitsMask, WordCheck, plain_subject
 from tests.assistant.test_conversation import RecordingSender, records
 from tests.auxil.factories import inbound
+from tests.auxil.fake_engine import FakeEngine
 
 CANARY = "zx-0123456789ab"
 
