@@ -356,8 +356,8 @@ def up() -> None:
 
 
 EMBEDDED_VALKEY_CONFIG = {
-    # noeviction: the broker must never drop queued messages (NOTES.md); the append-only file
-    # keeps the queue and the conversations across a restart of Valkey.
+    # noeviction: the broker must never drop queued messages (docs/operations.md); the
+    # append-only file keeps the queue and the conversations across a restart of Valkey.
     "maxmemory-policy": "noeviction",
     "appendonly": "yes",
     "save": "",

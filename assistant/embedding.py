@@ -1,4 +1,4 @@
-"""Sentence embeddings from a local model whose files come from PyPI packages (DESIGN.md: one
+"""Sentence embeddings from a local model whose files come from PyPI packages (docs/safety.md: one
 embedding component for the safety check, long-term memory and the knowledge base).
 
 The default model is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) exported to ONNX

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, alias="ASSISTANT_WORKER_CONCURRENCY", ge=1)
     max_deliveries: int = Field(3, alias="ASSISTANT_MAX_DELIVERIES", ge=1)
     # Celery/kombu redeliver a message not acked within this many seconds: it must be longer
-    # than the longest turn plus the longest retry countdown (NOTES.md, Celery delivery), and
+    # than the longest turn plus the longest retry countdown (docs/operations.md), and
     # is what a message whose worker node was killed waits (docs/operations.md, Faults). A
     # redelivered duplicate is harmless (conversation lock + per-message dedupe).
     visibility_timeout: int = Field(300, alias="ASSISTANT_VISIBILITY_TIMEOUT", ge=10)

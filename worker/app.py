@@ -1,6 +1,6 @@
 """The Celery app: ``celery -A worker.app worker``.
 
-Delivery is at-least-once (NOTES.md, Celery delivery): acks after the task ran, a task whose
+Delivery is at-least-once (docs/operations.md): acks after the task ran, a task whose
 worker died is rejected back to the queue, one message prefetched at a time, and a visibility
 timeout longer than the longest reply. Exactly-once *out* is the task's job (per-message
 dedupe, stored replies, delivery keyed by reply id).

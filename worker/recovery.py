@@ -199,7 +199,7 @@ def connect_signals(app: Celery, connect_client: Callable[[], redis.Redis], task
             log.warning("could not restore unacknowledged messages", exc_info=True)
             return
         if restored:
-            # worker_init runs before Celery sets up logging (NOTES.md): print is what shows.
+            # worker_init runs before Celery sets up logging: print is what shows.
             print(f"restored {restored} message(s) a previous worker left unacknowledged",
                   flush=True)
 

@@ -1,7 +1,7 @@
 """Which sign-in the settings ask for, and whether this address may run without one.
 
 Local mode (no sign-in: whoever reaches the port is "the local user") exists only on the
-loopback address (DESIGN.md, "Identity is the server's"). Binding anywhere else needs sign-in
+loopback address (docs/security.md). Binding anywhere else needs sign-in
 configured (OIDC_ISSUER, or ASSISTANT_AUTH=signin for local accounts), or ASSISTANT_AUTH=none
 set on purpose.
 """

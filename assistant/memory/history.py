@@ -1,6 +1,6 @@
 """A conversation's messages and running summary in plain Redis.
 
-langchain-redis needs RediSearch, which plain Redis and Valkey lack (NOTES.md), so this is a
+langchain-redis needs RediSearch, which plain Redis and Valkey lack, so this is a
 ``BaseChatMessageHistory`` over a Redis list. Every key expires after the retention period,
 refreshed on each write.
 """

@@ -1,5 +1,5 @@
 """Strikes: a user whose messages are blocked ``limit`` times within ``window`` seconds is
-muted for ``mute`` seconds. Counted in Redis (hot, short-lived state; DESIGN.md)."""
+muted for ``mute`` seconds. Counted in Redis (hot, short-lived state; docs/architecture.md)."""
 
 from __future__ import annotations
 

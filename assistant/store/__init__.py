@@ -1,4 +1,4 @@
-"""The durable store: what admins read and what must outlive Redis (DESIGN.md, "Two stores").
+"""The durable store: what admins read and what must outlive Redis (docs/admin-store.md).
 
 SQL through SQLAlchemy, SQLite by default and PostgreSQL in production (``DATABASE_URL``), with
 Alembic migrations that every process runs (under a lock) before it first touches the store.

@@ -1,6 +1,6 @@
 """Who is calling ``/api`` and ``/v1``: an API key, a signed-in person, or the local user.
 
-Identity is the server's (DESIGN.md): a key or a session names the caller, and the request
+Identity is the server's (docs/security.md): a key or a session names the caller, and the request
 body cannot name another. Without either, only local mode (loopback, no sign-in configured)
 lets a request through, as before sign-in existed. Everything here runs before the route, so a
 refused request queues nothing.
