@@ -2,7 +2,8 @@
 
 ``Llama`` objects must not serve two calls at once (each holds one llama.cpp context), so
 calls are serialised with a lock. The chat template comes from the GGUF's own metadata
-(``tokenizer.chat_template``), which llama-cpp-python picks when no ``chat_format`` is given: SmolLM2's ChatML and Llama 3's both.
+(``tokenizer.chat_template``), which llama-cpp-python picks when no ``chat_format`` is
+given: SmolLM2's ChatML and Llama 3's both.
 
 With a KV state store (``worker.kvcache``; a worker's is shared by the pool processes of its
 host), states are saved at message boundaries (where a chat-template control token starts)
