@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -99,9 +99,37 @@ def answer_pending(runtime: Runtime, conversation: ConversationKey) -> Outcome:
 
 
 def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
-    """Answer the oldest pending messages as one turn; returns how many of them it consumed."""
+    """Answer the oldest pending messages as one turn; returns how many of them it consumed.
+
+    The steps: ``screen`` (dead letters, too long, input safety, memory commands: each gets
+    its fixed reply at once), ``replay`` (a reply a previous run stored), ``generate`` (the
+    model, through ``TurnOutput``), then ``after_turn`` (observers, summary).
+    """
     if runtime.live_prompts is not None:
         runtime = runtime.live_prompts.apply(runtime)
+    fresh = screen(runtime, batch)
+    if not fresh:
+        return len(batch)
+    replayed = replay(runtime, batch, fresh)
+    if replayed is not None:
+        return replayed
+    generate(runtime, fresh)
+    return len(batch)
+
+
+def notice_reply(inbound: Inbound, text: str,
+                 finish_reason: Literal["error", "content_filter"] = "error") -> Reply:
+    """A fixed reply to one message (an apology, a notice, a refusal)."""
+    return Reply(message_id=reply_id_for([inbound.message_id]),
+                 conversation=inbound.conversation, in_reply_to=(inbound.message_id,),
+                 text=text, reply_to=dict(inbound.reply_to),
+                 finish_reason=finish_reason)
+
+
+def screen(runtime: Runtime, batch: list[Inbound]) -> list[Inbound]:
+    """The messages the model should answer; every other one gets its fixed reply now: a
+    message that failed too many deliveries (dead letter), one too long, one the input
+    safety checks refused, a long-term memory command. A masked message goes on masked."""
     client = runtime.client
     fresh: list[Inbound] = []
     counts = turns.count_deliveries(client, batch[0].conversation,
@@ -111,56 +139,95 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
             log.error("message %s failed %d times; moved to the dead-letter list",
                       inbound.message_id, deliveries - 1)
             turns.dead_letter(client, inbound, f"failed {deliveries - 1} deliveries")
-            apology = Reply(
-                message_id=reply_id_for([inbound.message_id]),
-                conversation=inbound.conversation,
-                in_reply_to=(inbound.message_id,),
-                text=runtime.prompts.render("dead_letter"),
-                reply_to=dict(inbound.reply_to),
-                finish_reason="error",
-            )
-            deliver(runtime, [inbound.message_id], apology, inbound)
+            deliver(runtime, [inbound.message_id],
+                    notice_reply(inbound, runtime.prompts.render("dead_letter")), inbound)
         elif runtime.max_input_chars and len(inbound.text) > runtime.max_input_chars:
-            # Adapters pass platform messages on as they are (Telegram allows 4096
-            # characters); one that would crowd the context out gets a notice, not the model.
-            notice = Reply(
-                message_id=reply_id_for([inbound.message_id]),
-                conversation=inbound.conversation,
-                in_reply_to=(inbound.message_id,),
-                text=runtime.prompts.render("too_long", limit=f"{runtime.max_input_chars:,}"),
-                reply_to=dict(inbound.reply_to),
-                finish_reason="error",
-            )
-            deliver(runtime, [inbound.message_id], notice, inbound)
+            # Slack and Telegram pass platform messages on as they are (Telegram allows 4096
+            # characters): one that would crowd the context out gets this notice in the chat,
+            # not the model. The web API and /v1 answer such a request with an HTTP error
+            # before queueing it, so there this is only the backstop.
+            text = runtime.prompts.render("too_long", limit=f"{runtime.max_input_chars:,}")
+            deliver(runtime, [inbound.message_id], notice_reply(inbound, text), inbound)
         elif runtime.safety is not None:
             # Input safety (docs/safety.md): a blocked message gets the refusal and never
             # reaches the model nor the memory; a masked one goes on with its PII redacted.
             screened = runtime.safety.screen_input(inbound)
             if screened.refusal is not None:
-                refusal = Reply(
-                    message_id=reply_id_for([inbound.message_id]),
-                    conversation=inbound.conversation,
-                    in_reply_to=(inbound.message_id,),
-                    text=screened.refusal,
-                    reply_to=dict(inbound.reply_to),
-                    finish_reason="content_filter",
-                )
-                deliver(runtime, [inbound.message_id], refusal, inbound)
+                deliver(runtime, [inbound.message_id],
+                        notice_reply(inbound, screened.refusal, "content_filter"), inbound)
             else:
                 fresh.append(screened.inbound)
         else:
             fresh.append(inbound)
     if runtime.recall is not None:
         fresh = answer_memory_commands(runtime, fresh)
-    if not fresh:
-        return len(batch)
-    stored = stored_reply(client, fresh[0].conversation, fresh[0].message_id)
-    if stored is not None:
-        # A previous run stored this reply, then died before removing its messages from
-        # pending; messages that arrived since then wait for the next turn.
-        deliver(runtime, list(stored.in_reply_to), stored, fresh[0])
-        answered_ids = set(stored.in_reply_to)
-        return 1 + max(n for n, i in enumerate(batch) if i.message_id in answered_ids)
+    return fresh
+
+
+def replay(runtime: Runtime, batch: list[Inbound], fresh: list[Inbound]) -> int | None:
+    """Deliver the reply a previous run stored for these messages, then died before removing
+    them from pending; returns how many of ``batch`` it answered (None: nothing stored).
+    Messages that arrived since then wait for the next turn. The stored reply is found by
+    the conversation and the message id together, never by the id alone."""
+    stored = stored_reply(runtime.client, fresh[0].conversation, fresh[0].message_id)
+    if stored is None:
+        return None
+    deliver(runtime, list(stored.in_reply_to), stored, fresh[0])
+    answered_ids = set(stored.in_reply_to)
+    return 1 + max(n for n, i in enumerate(batch) if i.message_id in answered_ids)
+
+
+class TurnOutput:
+    """Where the engine's pieces go during a turn: the cancel check, the output safety gate,
+    the token stream for waiting clients (``Publisher``) and the platform message that
+    shows the reply as it grows; ``on_token`` is what the engine feeds, ``finalize`` what
+    checks the end of the reply."""
+
+    def __init__(self, runtime: Runtime, fresh: list[Inbound],
+                 shown: ReplyStream | None) -> None:
+        self.runtime = runtime
+        self.shown = shown
+        self.publisher = Publisher(runtime.client, fresh[0].conversation,
+                                   [i.message_id for i in fresh],
+                                   runtime.stream_interval_seconds)
+        self.gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
+        # No platform delivers it: the reply is only for waiting clients, and once they have
+        # all gone, generating it is wasted work (assistant/cancel.py).
+        self.cancelled = CancelCheck(runtime.client, fresh) if shown is None else None
+        self.pieces: list[str] = []
+        self.first_token_at: float | None = None
+
+    @property
+    def finalize(self) -> Callable[[str, bool], tuple[str, bool]] | None:
+        return self.gate.finish if self.gate is not None else None
+
+    def on_token(self, index: int, piece: str) -> bool:
+        """Show ``piece`` once the output checks passed it; False stops the generation."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if self.runtime.on_progress is not None:
+            self.runtime.on_progress()
+        if self.cancelled is not None and self.cancelled():
+            return False
+        if self.gate is not None:
+            # Only text the output checks passed is shown; None: the reply is cut.
+            released = self.gate.feed(piece)
+            if released is None:
+                return False
+            if not released:
+                return True
+            piece = released
+        self.publisher.token(piece)
+        self.pieces.append(piece)
+        if self.shown is not None:
+            self.shown.update("".join(self.pieces))
+        return True
+
+
+def generate(runtime: Runtime, fresh: list[Inbound]) -> None:
+    """Answer ``fresh`` with the model (or send the reply a previous run kept in the memory),
+    deliver it, then ``after_turn``."""
+    client = runtime.client
     ids = [i.message_id for i in fresh]
     stateless = fresh[0].history is not None
     history = None if stateless else RedisConversationHistory(
@@ -169,9 +236,8 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
     sender = runtime.senders.get(fresh[0].conversation.platform)
     reply_id = reply_id_for(ids)
     shown: ReplyStream | None = None
-    publisher: Publisher | None = None
+    output: TurnOutput | None = None
     started = time.monotonic()
-    first_token_at: float | None = None
     try:
         shown = sender.open(fresh[0], reply_id) if sender is not None else None
         saved = history.saved_reply(reply_id) if history is not None else None
@@ -181,57 +247,39 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
                           in_reply_to=tuple(ids), text=saved.text,
                           reply_to=dict(fresh[0].reply_to))
         else:
-            publisher = Publisher(client, fresh[0].conversation, ids,
-                                  runtime.stream_interval_seconds)
-            gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
-            # No platform delivers it: the reply is only for waiting clients, and once they
-            # have all gone, generating it is wasted work (assistant/cancel.py).
-            cancelled = CancelCheck(client, fresh) if sender is None else None
-            pieces: list[str] = []
-
-            def on_token(index: int, piece: str) -> bool:
-                nonlocal first_token_at
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                if runtime.on_progress is not None:
-                    runtime.on_progress()
-                if cancelled is not None and cancelled():
-                    return False
-                if gate is not None:
-                    # Only text the output checks passed is shown; None: the reply is cut.
-                    released = gate.feed(piece)
-                    if released is None:
-                        return False
-                    if not released:
-                        return True
-                    piece = released
-                publisher.token(piece)
-                pieces.append(piece)
-                if shown is not None:
-                    shown.update("".join(pieces))
-                return True
-
+            output = TurnOutput(runtime, fresh, shown)
             config = runtime.config
             if runtime.safety is not None and runtime.safety.canary:
                 config = replace(config, canary=runtime.safety.canary)
             reply = run_turn(fresh, runtime.engine, runtime.prompts, config, history,
-                             on_token=on_token,
+                             on_token=output.on_token,
                              on_prompt=trace_prompt(client, runtime.prompts)
                              if runtime.trace_prompts else None,
-                             finalize=gate.finish if gate is not None else None,
+                             finalize=output.finalize,
                              recalled=recalled_for(runtime, fresh),
                              ground=runtime.knowledge)
         # The rest of the reply (held back by the gate, or the cut notice), the stored reply
         # and ``done`` go out in one round trip.
-        deliver(runtime, ids, reply, fresh[0], shown, publisher)
+        deliver(runtime, ids, reply, fresh[0], shown,
+                output.publisher if output is not None else None)
     finally:
         if shown is not None:
             shown.close()
+    after_turn(runtime, fresh, reply, history, started, output)
+
+
+def after_turn(runtime: Runtime, fresh: list[Inbound], reply: Reply,
+               history: RedisConversationHistory | None, started: float,
+               output: TurnOutput | None) -> None:
+    """Once the reply is delivered: tell the observers (archive, stats, metrics), then update
+    the conversation's running summary (a failure is tried again after the next turn).
+    ``output`` is None when no model ran (the reply a previous run kept was sent)."""
     first = fresh[0]
+    first_token_at = output.first_token_at if output is not None else None
     notify(runtime.observers, TurnStats(
         platform=first.conversation.platform, workspace=first.conversation.workspace,
         channel=first.conversation.channel, user_id=first.user_id, messages=len(fresh),
-        generated=saved is None,
+        generated=output is not None,  # else the reply a previous run kept was sent
         queue_wait_s=max(0.0, (utcnow() - first.received_at).total_seconds()
                          - (time.monotonic() - started)),
         ttft_s=None if first_token_at is None else first_token_at - started,
@@ -246,7 +294,6 @@ def answer_batch(runtime: Runtime, batch: list[Inbound]) -> int:
         except Exception:
             # The reply is delivered; a failed summary is tried again after the next turn.
             log.exception("could not update the conversation summary")
-    return len(batch)
 
 
 def answer_memory_commands(runtime: Runtime, fresh: list[Inbound]) -> list[Inbound]:
