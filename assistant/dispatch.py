@@ -94,6 +94,16 @@ class Dispatcher:
         log.info("queue is busy: message %s is number %d in line", inbound.message_id, position)
         return Submitted(True, position, self.limits.busy_notice(position))
 
+    def claim(self, dedupe_id: str, message_id: str) -> bool:
+        """A platform event the edge answers itself (a command, a sticker) is seen once, like
+        a queued message: True the first time its dedupe id comes, False for a redelivery.
+        Raises ``QueueUnavailable`` when Redis does not answer."""
+        try:
+            return bool(self.client.set(turns.dedupe_key(dedupe_id), message_id, nx=True,
+                                        ex=turns.DEDUPE_TTL_SECONDS))
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unavailable: {exc}") from exc
+
     def _nudge_if_stranded(self, retried: Inbound) -> None:
         """A retry of a message that waits with no turn running and no task naming its
         conversation (issue 16: a task rejected while Redis was away, or acked after its time

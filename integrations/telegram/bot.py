@@ -25,7 +25,6 @@ from telegram.ext import (
     filters,
 )
 
-from assistant import turns
 from assistant.conversations import Conversations
 from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey
@@ -126,6 +125,9 @@ class TelegramAdapter:
                 text = self.prompts.render("telegram_start")
             else:
                 text = self.prompts.render("telegram_help")
+        except QueueUnavailable as exc:
+            self._failed(exc, update)
+            return
         except (redis.RedisError, SQLAlchemyError) as exc:
             self._failed(QueueUnavailable(f"Redis or the store is unavailable: {exc}"), update)
             return
@@ -139,8 +141,8 @@ class TelegramAdapter:
         try:
             if not await self._first_time(update, context):
                 return
-        except redis.RedisError as exc:
-            self._failed(QueueUnavailable(f"Redis is unavailable: {exc}"), update)
+        except QueueUnavailable as exc:
+            self._failed(exc, update)
             return
         await message.reply_text(self.prompts.render("telegram_non_text"))
 
@@ -166,12 +168,9 @@ class TelegramAdapter:
             private=ConversationKey(platform=PLATFORM, channel=str(user_id), user=str(user_id)))
 
     async def _first_time(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-        """Commands and non-text are not queued, so dedupe their update here."""
+        """Commands and non-text are not queued: the dispatcher dedupes their update."""
         dedupe = dedupe_id(identity(context), update.update_id)
-        claimed = await asyncio.to_thread(
-            self.client.set, turns.dedupe_key(dedupe), message_id_for(dedupe), nx=True,
-            ex=turns.DEDUPE_TTL_SECONDS)
-        return bool(claimed)
+        return await asyncio.to_thread(self.dispatcher.claim, dedupe, message_id_for(dedupe))
 
     async def _tell(self, update: Update, text: str) -> None:
         """A notice in the message's chat (and topic), as a reply to it; failures are logged."""

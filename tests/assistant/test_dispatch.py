@@ -6,6 +6,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
 from assistant import turns
 from assistant.dispatch import Dispatcher, Submitted
@@ -90,3 +91,20 @@ def test_a_broker_failure_takes_the_message_back(fake_redis: fakeredis.FakeRedis
     with pytest.raises(QueueUnavailable):
         limited.submit(message("lost"))
     assert pending(fake_redis) == [] and not fake_redis.exists(turns.dedupe_key("lost"))
+
+
+def test_an_event_answered_at_the_edge_is_claimed_once(fake_redis: fakeredis.FakeRedis,
+                                                       celery: FakeCelery) -> None:
+    """A command (Telegram's /help) is not queued, but its redelivery is seen as one: the
+    same dedupe key as a queued message, so a message and a command never share an id."""
+    plain = Dispatcher(fake_redis, fake_backend(celery))  # type: ignore[arg-type]
+    assert plain.claim("telegram:1:42", "m42") is True
+    assert plain.claim("telegram:1:42", "m42") is False
+    assert not plain.submit(message("telegram:1:42"))  # the same update as a message: a twin
+    assert fake_redis.llen(QUEUE) == 0
+
+
+def test_claiming_with_redis_down_is_queue_unavailable(celery: FakeCelery) -> None:
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    with pytest.raises(QueueUnavailable):
+        Dispatcher(down, fake_backend(celery)).claim("d", "m")  # type: ignore[arg-type]
