@@ -14,12 +14,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["system", "user", "assistant"]
+# "tool": a tool's result in an OpenAI API request's history (never stored in memory).
+Role = Literal["system", "user", "assistant", "tool"]
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,200}$")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _empty(value: object) -> bool:
+    return not value
 
 
 class Frozen(BaseModel):
@@ -54,16 +59,6 @@ class ConversationKey(Frozen):
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-class ChatMessage(Frozen):
-    """One message of a conversation as the model and the API see it."""
-
-    role: Role
-    text: str
-    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    created_at: datetime = Field(default_factory=utcnow)
-    user_id: str | None = None  # who wrote a user message (for "forget me" in shared threads)
-
-
 class ToolSpec(Frozen):
     """A function the client offers the model (OpenAI's ``tools``); the client runs it."""
 
@@ -78,6 +73,23 @@ class ToolCall(Frozen):
     id: str
     name: str
     arguments: str
+
+
+class ChatMessage(Frozen):
+    """One message of a conversation as the model and the API see it."""
+
+    role: Role
+    text: str
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: datetime = Field(default_factory=utcnow)
+    user_id: str | None = None  # who wrote a user message (for "forget me" in shared threads)
+    # The OpenAI API's tool calling (assistant/tools.py): the calls an assistant message made,
+    # the function a "tool" message is the result of, and on the leading system message the
+    # tools a chat template with its own tool format renders (empty otherwise).
+    # Left out of the JSON when empty: stored messages keep their shape.
+    tool_calls: tuple[ToolCall, ...] = Field((), exclude_if=_empty)
+    tool_name: str | None = Field(None, exclude_if=_empty)
+    tools: tuple[ToolSpec, ...] = Field((), exclude_if=_empty)
 
 
 class GenerationOptions(Frozen):
@@ -115,6 +127,9 @@ class Inbound(Frozen):
     reply_to: dict[str, Any] = Field(default_factory=dict)
     # Stateless requests (the OpenAI API) bring their own history instead of using memory.
     history: tuple[ChatMessage, ...] | None = None
+    # Set when ``text`` is a tool's result (an OpenAI API request ending with a ``tool``
+    # message): the function whose call it answers.
+    tool_name: str | None = None
     options: GenerationOptions = GenerationOptions()
 
 

@@ -71,7 +71,8 @@ def merge_consecutive(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...
     """Join runs of same-role messages; some chat templates insist on alternating roles."""
     merged: list[ChatMessage] = []
     for message in messages:
-        if merged and merged[-1].role == message.role:
+        if (merged and merged[-1].role == message.role and message.role != "tool"
+                and not merged[-1].tool_calls and not message.tool_calls):
             last = merged[-1]
             merged[-1] = last.model_copy(update={"text": f"{last.text}\n{message.text}"})
         else:
@@ -96,19 +97,28 @@ def system_message(
     return ChatMessage(role="system", text=text.strip())
 
 
+def tool_format_of(engine: Engine) -> str | None:
+    """The engine's chat-template tool format (assistant/tools.py), None when it has none."""
+    found = getattr(engine, "tool_format", None)
+    return found if isinstance(found, str) else None
+
+
 def context_budget(engine: Engine, system: ChatMessage, max_tokens: int) -> int:
     """Tokens left for the conversation once the system prompt and the reply are reserved."""
     return engine.context_size - max_tokens - engine.count_tokens([system]) - CONTEXT_MARGIN_TOKENS
 
 
 def stateless_messages(
-    inbounds: Sequence[Inbound], prompts: PromptLibrary, config: TurnConfig
+    inbounds: Sequence[Inbound], prompts: PromptLibrary, config: TurnConfig,
+    tool_format: str | None = None,
 ) -> tuple[ChatMessage, ...]:
     """The prompt of a turn that brings its own history (the OpenAI API): the persona with its
-    system messages added, its history, the new messages, and what its tools or JSON reply need.
+    system messages added, its history, the new messages, and what its tools or JSON reply need
+    (``tool_format``: the chat template's own, or None, assistant/tools.py).
 
     The API's edge builds the same prompt to count its tokens before queueing."""
-    new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
+    new = [ChatMessage(role="tool" if i.tool_name else "user", text=i.text,
+                       message_id=i.message_id, tool_name=i.tool_name) for i in inbounds]
     stateless = inbounds[0].history or ()
     platform = inbounds[0].conversation.platform
     # A client's system messages add to the operator's persona, never replace it: the persona
@@ -118,8 +128,11 @@ def stateless_messages(
     if own_system:
         system = system.model_copy(update={"text": "\n\n".join([system.text, *own_system])})
     rest = [m for m in stateless if m.role != "system"]
-    messages = (system, *merge_consecutive([*rest, *new]))
-    return tools.with_instructions(messages, tools.instructions(prompts, inbounds[0].options))
+    options = inbounds[0].options
+    shown = tools.for_template([system, *rest, *new], prompts, options, tool_format)
+    messages = (shown[0], *merge_consecutive(shown[1:]))
+    return tools.with_instructions(messages,
+                                   tools.instructions(prompts, options, tool_format))
 
 
 def with_recalled(new: list[ChatMessage], recalled: Sequence[str], prompts: PromptLibrary
@@ -150,7 +163,7 @@ def build_messages(
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
     platform = inbounds[0].conversation.platform
     if inbounds[0].history is not None:
-        return stateless_messages(inbounds, prompts, config)
+        return stateless_messages(inbounds, prompts, config, tool_format_of(engine))
 
     assert history is not None, "a stateful turn needs a history"
     records = history.records()
@@ -232,7 +245,7 @@ def run_turn(
         frequency_penalty=options.frequency_penalty,
         logit_bias=options.logit_bias or None,
         stop=options.stop,
-        json_schema=tools.call_schema(options) or options.json_schema,
+        json_schema=tools.call_schema(options, tool_format_of(engine)) or options.json_schema,
         schema_or_text=tools.uses_tools(options) and not tools.must_call(options),
     )
     if on_prompt is not None:
@@ -263,7 +276,7 @@ def run_turn(
     if finalize is not None:
         text, filtered = finalize(text, stopped)
     finish_reason: FinishReason = "content_filter" if filtered else completion.finish_reason
-    call = None if filtered else tools.parse_call(text, options, f"call_{reply_id[:24]}")
+    call = None if filtered else tools.parse_call(text, options, tools.call_id(reply_id))
     if call is not None:
         text, finish_reason = "", "tool_calls"
     reply = Reply(

@@ -18,6 +18,7 @@ cold run would give (docs/scaling.md, "Long conversations").
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -75,6 +76,7 @@ class LlamaEngine:
         self._on_load = on_load  # told the load time in seconds (worker metrics)
         self.kv_cache = kv_cache  # worker.kvcache.make_cache; None: no state reuse
         self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
+        self._tool_format: str | None = None  # its own tool format (assistant/tools.py)
         # The vocabulary's control tokens, kept out of message text (worker/control_tokens.py).
         self._control = ControlTokenText(())
         self._system_prefixes: dict[str, tuple[int, ...]] = {}
@@ -116,6 +118,8 @@ class LlamaEngine:
                 raise ModelError(f"could not load {self.model_path}: {exc}") from exc
             seconds = time.perf_counter() - started
             self._formatter = chat_formatter(self._llama)
+            if self._formatter is not None:
+                self._tool_format = tool_format(self._llama)
             self._control = control_token_text(self._llama)
             self._boundary_ids = frozenset(control_token_ids(self._llama))
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
@@ -123,8 +127,17 @@ class LlamaEngine:
                 self._on_load(seconds)
         return self._llama
 
+    @property
+    def tool_format(self) -> str | None:
+        """The chat template's own tool format ("llama3.1"), or None (loads the model)."""
+        self.load()
+        return self._tool_format
+
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         llama = self.load()
+        if messages and messages[0].tools and self._formatter is not None:
+            # Tools the template renders: counted as rendered, not approximated.
+            return len(template_tokens(llama, self._formatter, self._control, messages))
         return count_message_tokens(llama, messages, self._control)
 
     def stream(self, request: GenerationRequest) -> Stream:
@@ -138,7 +151,7 @@ class LlamaEngine:
         try:
             prompt = self._prepare_context(llama, request)
             chunks = llama.create_chat_completion(
-                messages=_as_dicts(request.messages, self._control),
+                **template_arguments(request.messages, self._control),
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 seed=request.seed,
@@ -439,7 +452,7 @@ def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
     """The tokens ``create_chat_completion`` reads for ``messages`` with the GGUF's chat
     template (``formatter``, from ``chat_formatter``): what the engine reads, and what the web
     edge counts exactly with the vocabulary alone (integrations/web/prompt_size.py)."""
-    result = formatter(messages=_as_dicts(messages, control))
+    result = formatter(**template_arguments(messages, control))
     tokens: list[int] = llama.tokenize(
         result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
     return tokens
@@ -479,9 +492,63 @@ def _sampling(request: GenerationRequest) -> dict[str, Any]:
     return extra
 
 
-def _as_dicts(messages: Sequence[ChatMessage], control: ControlTokenText) -> list[dict[str, str]]:
-    """The messages as the chat template takes them, their text unable to form control tokens."""
-    return [{"role": m.role, "content": control.neutralise(m.text)} for m in messages]
+def template_arguments(messages: Sequence[ChatMessage], control: ControlTokenText
+                       ) -> dict[str, Any]:
+    """The chat template's arguments for ``messages``: the messages, and the tools offered
+    on the leading one (assistant/tools.py, ``for_template``) for a template that renders
+    them. Every string a client wrote (text, tool schemas, call arguments) is unable to form
+    control tokens (worker/control_tokens.py)."""
+    arguments: dict[str, Any] = {"messages": [_as_dict(m, control) for m in messages]}
+    if messages and messages[0].tools:
+        arguments["tools"] = [_neutral({"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.parameters}},
+            control) for t in messages[0].tools]
+    return arguments
+
+
+def _as_dict(message: ChatMessage, control: ControlTokenText) -> dict[str, Any]:
+    """A message as the chat template takes it (OpenAI's shape, as Hugging Face templates
+    expect: a call's arguments as an object)."""
+    shown: dict[str, Any] = {"role": message.role, "content": control.neutralise(message.text)}
+    if message.role == "tool":
+        # A JSON result as JSON: Llama 3.1's template writes a string result as a JSON string
+        # (its "is iterable" test holds for strings), an object as the object.
+        result = _arguments(message.text)
+        if isinstance(result, dict | list):
+            shown["content"] = _neutral(result, control)
+    if message.tool_calls:
+        shown["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": _neutral(_arguments(c.arguments),
+                                                                control)}}
+            for c in message.tool_calls]
+    return shown
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
+
+
+def _neutral(value: Any, control: ControlTokenText) -> Any:
+    """``value`` (JSON) with every string, keys included, unable to form control tokens."""
+    if isinstance(value, str):
+        return control.neutralise(value)
+    if isinstance(value, dict):
+        return {control.neutralise(str(k)): _neutral(v, control) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_neutral(v, control) for v in value]
+    return value
+
+
+def tool_format(llama: Any) -> str | None:
+    """The tool format of the GGUF's own chat template when it renders tools (for a model
+    whose ``chat_formatter`` is that template)."""
+    from assistant.tools import template_tool_format
+
+    return template_tool_format(str(llama.metadata.get("tokenizer.chat_template", "")))
 
 
 def chat_formatter(llama: Any) -> Any:

@@ -21,18 +21,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from assistant.envelope import Inbound, Reply
+from assistant.envelope import Inbound, Reply, reply_id_for
 from assistant.errors import AssistantError, InvalidParameter, ModelNotFound
 from assistant.models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
 from assistant.pipeline import TurnConfig, stateless_messages
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from assistant.stream import Listener
-from assistant.tools import must_call, uses_tools
+from assistant.tools import NATIVE_ARGUMENTS_KEY, call_id, must_call, uses_tools
 from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
 from integrations.web.openai_schema import CompletionRequest, to_inbound, total_chars
+from integrations.web.openai_stream import CallStream
 from integrations.web.prompt_size import PromptCounter
 from worker.grammar import SchemaError, gbnf
 
@@ -132,9 +133,13 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
         if n_vocab is not None and max(options.logit_bias) >= n_vocab:
             raise InvalidParameter(f"logit_bias: this model's token ids are below {n_vocab}.",
                                    param="logit_bias")
-    messages = stateless_messages([inbound], prompts, TurnConfig())
-    reply_tokens = counter.reply_tokens(messages, settings.context_size, asked,
-                                        settings.max_tokens)
+    # The prompt as the worker will build it: in the chat template's own tool format when
+    # it has one. Without the model file here, the format is unknown: both are sized.
+    formats = [counter.tool_format] if counter.known else [None, *NATIVE_ARGUMENTS_KEY]
+    reply_tokens = min(
+        counter.reply_tokens(stateless_messages([inbound], prompts, TurnConfig(), form),
+                             settings.context_size, asked, settings.max_tokens)
+        for form in formats)
     return inbound.model_copy(update={
         "options": options.model_copy(update={"max_tokens": reply_tokens})})
 
@@ -213,11 +218,14 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                         include_usage: bool = False, inbound: Inbound | None = None
                         ) -> AsyncIterator[str]:
     """OpenAI's chunks. With tools, text that may be a call is held back until it is known;
-    a call goes out as OpenAI streams one: id and name first, then its arguments."""
+    a call goes out as OpenAI streams one: id and name first, then its arguments as the model
+    writes them (``openai_stream.CallStream``)."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
     options = inbound.options if inbound is not None else None
     hold_all = options is not None and must_call(options)
     deciding = options is not None and uses_tools(options) and not hold_all
+    # The worker names the call after the reply's id, which the inbound's id fixes.
+    call = CallStream(call_id(reply_id_for([inbound.message_id]))) if inbound else None
     held: list[str] = []
     shown = False  # whether any text went out as content
 
@@ -235,21 +243,32 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
                    "model": model, "choices": [], "usage": usage(reply)}
         return f"data: {json.dumps(payload)}\n\n"
 
+    def call_chunks(piece: str) -> list[str]:
+        assert call is not None
+        return [chunk({"tool_calls": [delta]}) for delta in call.feed(piece)]
+
     ended = False  # not ended when the client disconnected mid-stream (the reply is given up)
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for event in listener.events(state.settings.reply_timeout):
             reply = event.reply
             if reply is None:
-                if hold_all or deciding:
+                if deciding:
                     held.append(event.text)
                     start = "".join(held).lstrip()
-                    if deciding and start:
+                    if start:
                         # A call starts with "{" (worker/grammar.py); anything else is text.
                         hold_all, deciding = start.startswith("{"), False
                         if not hold_all:
                             yield chunk({"content": "".join(held)})
                             held, shown = [], True
+                        else:
+                            for line in call_chunks("".join(held)):
+                                yield line
+                elif hold_all:
+                    held.append(event.text)
+                    for line in call_chunks(event.text):
+                        yield line
                 else:
                     yield chunk({"content": event.text})
                     shown = True
@@ -258,15 +277,20 @@ async def stream_chunks(state: WebState, listener: Listener, model: str, created
             if reply.finish_reason == "error":
                 yield f"data: {json.dumps(server_error_body(reply))}\n\n"
                 break
-            for index, call in enumerate(reply.tool_calls):
-                yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                             "function": {"name": call.name,
-                                                          "arguments": ""}}]})
-                yield chunk({"tool_calls": [{"index": index,
-                                             "function": {"arguments": call.arguments}}]})
-            if held and not reply.tool_calls:
+            for index, made in enumerate(reply.tool_calls):
+                rest = call.rest(made.arguments) if call and call.started and index == 0 else None
+                if rest is None:  # not streamed (a reply stored before we listened)
+                    yield chunk({"tool_calls": [{"index": index, "id": made.id,
+                                                 "type": "function",
+                                                 "function": {"name": made.name,
+                                                              "arguments": ""}}]})
+                    rest = made.arguments
+                if rest:
+                    yield chunk({"tool_calls": [{"index": index,
+                                                 "function": {"arguments": rest}}]})
+            if held and not reply.tool_calls and not (call and call.started):
                 yield chunk({"content": "".join(held)})
-            elif not shown and not reply.tool_calls and reply.text:
+            elif not shown and not held and not reply.tool_calls and reply.text:
                 # No tokens came: a refusal before the model, or a reply stored before we
                 # listened (a retried request). Its text is the whole answer.
                 yield chunk({"content": reply.text})

@@ -18,11 +18,11 @@ from assistant.envelope import (
     ConversationKey,
     GenerationOptions,
     Inbound,
+    ToolCall,
     ToolSpec,
 )
 from assistant.errors import InvalidParameter
 from assistant.prompts import PromptLibrary
-from assistant.tools import call_text
 
 # Accepted and without effect on the reply: bookkeeping for OpenAI's own platform.
 IGNORED = frozenset({"store", "metadata", "service_tier", "user", "safety_identifier",
@@ -206,13 +206,12 @@ def json_schema(body: CompletionRequest) -> dict[str, Any] | None:
     return fmt.json_schema.schema_
 
 
-def history_messages(body: CompletionRequest, prompts: PromptLibrary
-                     ) -> tuple[list[ChatMessage], str]:
-    """The messages as the model reads them, and the last one's text (the turn's input).
+def history_messages(body: CompletionRequest) -> tuple[list[ChatMessage], ChatMessage]:
+    """The messages as the model reads them, and the last one apart (the turn's input).
 
-    Assistant tool calls become the JSON the model writes for a call; tool results become
-    user messages (prompts/tool_result.toml), since not every chat template has a tool role.
-    """
+    Assistant messages keep their tool calls and ``tool`` messages the name of the function
+    they answer: the worker shows them in the chat template's own tool format, or as text
+    (assistant/tools.py, ``for_template``)."""
     call_names: dict[str, str] = {}
     converted: list[ChatMessage] = []
     for index, message in enumerate(body.messages):
@@ -223,21 +222,19 @@ def history_messages(body: CompletionRequest, prompts: PromptLibrary
         elif message.role == "user":
             converted.append(ChatMessage(role="user", text=text))
         elif message.role == "assistant":
-            calls = [call_text(c.function.name, c.function.arguments)
-                     for c in message.tool_calls or []]
-            for call in message.tool_calls or []:
-                call_names[call.id] = call.function.name
-            converted.append(ChatMessage(role="assistant",
-                                         text="\n".join([text, *calls]).strip()))
+            calls = tuple(ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+                          for c in message.tool_calls or [])
+            for call in calls:
+                call_names[call.id] = call.name
+            converted.append(ChatMessage(role="assistant", text=text, tool_calls=calls))
         else:
             name = call_names.get(message.tool_call_id or "") or message.name or "call"
-            converted.append(ChatMessage(role="user", text=prompts.render(
-                "tool_result", tool=name, result=text)))
+            converted.append(ChatMessage(role="tool", text=text, tool_name=name))
     if body.messages[-1].role not in ("user", "tool"):
         raise InvalidParameter("the last message must be the user's or a tool's result.",
                                param=f"messages[{len(body.messages) - 1}].role")
     last = converted.pop()
-    return converted, last.text
+    return converted, last
 
 
 def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars: int,
@@ -249,8 +246,8 @@ def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars:
     if schema is not None and tools and choice != "none":
         raise InvalidParameter("response_format and tools cannot be used together here.",
                                param="response_format")
-    history, text = history_messages(body, prompts)
-    text = text.strip()
+    history, last = history_messages(body)
+    text = last.text.strip()
     if not text:
         raise InvalidParameter("the last message is empty.",
                                param=f"messages[{len(body.messages) - 1}].content")
@@ -268,6 +265,7 @@ def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars:
         user_id=(body.user or "openai-client")[:200],
         text=text,
         history=tuple(history),
+        tool_name=last.tool_name,
         options=GenerationOptions(
             max_tokens=max_tokens,
             temperature=body.temperature,

@@ -15,6 +15,7 @@ also the fast path: a request that fits by bytes is never tokenized.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from worker.llama import (
     chat_formatter,
     count_message_tokens,
     template_tokens,
+    tool_format,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class PromptCounter:
         self.model_path = model_path
         self._vocab: Any = None
         self._formatter: Any = None
+        self._tool_format: str | None = None
         self._control = ControlTokenText(())
         self._failed = False
         self._lock = threading.Lock()
@@ -60,6 +63,8 @@ class PromptCounter:
                     vocab = Llama(model_path=str(self.model_path), vocab_only=True,
                                   verbose=False)
                     self._formatter = chat_formatter(vocab)
+                    if self._formatter is not None:
+                        self._tool_format = tool_format(vocab)
                     self._control = control_token_text(vocab)
                     self._vocab = vocab
                 except (ValueError, RuntimeError, OSError):
@@ -67,6 +72,18 @@ class PromptCounter:
                     log.warning("could not load the model's vocabulary; sizing by bytes",
                                 exc_info=True)
             return self._vocab
+
+    @property
+    def known(self) -> bool:
+        """Whether the model's tokenizer and template are at hand (else: bytes bound)."""
+        return self._tokenizer() is not None
+
+    @property
+    def tool_format(self) -> str | None:
+        """The chat template's own tool format, as the worker renders tools (None: none, or
+        unknown when not ``known``)."""
+        self._tokenizer()
+        return self._tool_format
 
     @property
     def n_vocab(self) -> int | None:
@@ -77,7 +94,12 @@ class PromptCounter:
     def upper_bound(messages: Sequence[ChatMessage]) -> int:
         """Never fewer than the tokens these messages take (bytes bound, see the module)."""
         return GENERATION_PROMPT_TOKENS + sum(
-            len(m.text.encode()) + 1 + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+            len(m.text.encode()) + 1 + TEMPLATE_TOKENS_PER_MESSAGE
+            + sum(len(c.name) + len(c.arguments.encode()) + 2 for c in m.tool_calls)
+            # A template's own tool format: each tool's JSON (indented), the lines around it.
+            + sum(len(json.dumps(t.model_dump(), indent=4).encode()) * 2 + 16
+                  for t in m.tools) + (256 if m.tools else 0)
+            for m in messages)
 
     def count(self, messages: Sequence[ChatMessage]) -> int:
         """The tokens as the worker counts them, or the bytes bound without a tokenizer."""

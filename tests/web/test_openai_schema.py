@@ -73,17 +73,45 @@ def test_logprobs_false_and_bookkeeping_fields_are_accepted(prompts: PromptLibra
                parallel_tool_calls=True, user="someone")
 
 
-def test_tool_turns_become_text_the_model_reads(prompts: PromptLibrary) -> None:
-    inbound = inbound_of(prompts, tools=[WEATHER], messages=[
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'}])
+TOOL_HISTORY = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'}]
+
+
+def test_tool_turns_keep_their_structure_in_the_envelope(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, tools=[WEATHER], messages=TOOL_HISTORY)
     assert [m.role for m in inbound.history] == ["user", "assistant"]
-    assert json.loads(inbound.history[1].text) == {"name": "get_weather",
-                                                   "arguments": {"city": "Paris"}}
-    assert "get_weather" in inbound.text and '{"celsius": 21}' in inbound.text
+    assert [(c.id, c.name, c.arguments) for c in inbound.history[1].tool_calls] == [
+        ("call_1", "get_weather", '{"city": "Paris"}')]
+    assert inbound.text == '{"celsius": 21}' and inbound.tool_name == "get_weather"
+
+
+def test_tool_turns_become_text_for_a_template_without_tools(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, tools=[WEATHER], messages=TOOL_HISTORY)
+    messages = stateless_messages([inbound], prompts, TurnConfig())
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert json.loads(messages[2].text) == {"name": "get_weather",
+                                            "arguments": {"city": "Paris"}}
+    assert not messages[2].tool_calls and not messages[0].tools
+    assert "get_weather" in messages[3].text and '{"celsius": 21}' in messages[3].text
+    assert "get_weather" in messages[0].text  # described in the system prompt
+
+
+def test_tool_turns_stay_structured_for_a_template_with_tools(prompts: PromptLibrary) -> None:
+    inbound = inbound_of(prompts, tools=[WEATHER], messages=TOOL_HISTORY)
+    messages = stateless_messages([inbound], prompts, TurnConfig(), "llama3.1")
+    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
+    assert [t.name for t in messages[0].tools] == ["get_weather"]
+    assert "get_weather" not in messages[0].text  # the template renders the tools
+    assert messages[2].tool_calls[0].name == "get_weather"
+    assert messages[3].text == '{"celsius": 21}'
+    # tool_choice "none": no tools offered, the history's calls still rendered as calls.
+    none = inbound_of(prompts, tools=[WEATHER], tool_choice="none", messages=TOOL_HISTORY)
+    shown = stateless_messages([none], prompts, TurnConfig(), "llama3.1")
+    assert not shown[0].tools and shown[2].tool_calls
 
 
 def test_tool_instructions_join_the_system_prompt(prompts: PromptLibrary) -> None:

@@ -15,9 +15,12 @@ from assistant.envelope import (
     Reply,
     ToolCall,
     ToolSpec,
+    reply_id_for,
 )
 from assistant.stream import StreamEvent
+from assistant.tools import call_id
 from integrations.web.openai_api import stream_chunks
+from integrations.web.openai_stream import CallStream
 
 CONVERSATION = ConversationKey(platform="openai", channel="c1")
 TOOL = ToolSpec(name="get_weather", parameters={"type": "object"})
@@ -39,8 +42,8 @@ class FakeListener:
 
 
 def run(pieces: list[str], reply: Reply, options: GenerationOptions) -> list[Any]:
-    inbound = Inbound(dedupe_id="d", conversation=CONVERSATION, user_id="u", text="hi",
-                      history=(), options=options)
+    inbound = Inbound(message_id="m1", dedupe_id="d", conversation=CONVERSATION, user_id="u",
+                      text="hi", history=(), options=options)
     # WebState.end_stream closes the listener (and gives a message up whose client left).
     state = SimpleNamespace(settings=SimpleNamespace(reply_timeout=5),
                             end_stream=lambda listener, client_gone: listener.__aexit__())
@@ -55,27 +58,78 @@ def run(pieces: list[str], reply: Reply, options: GenerationOptions) -> list[Any
     return [json.loads(line[6:]) for line in lines[:-1]]
 
 
+REPLY_ID = reply_id_for(["m1"])
+CALL_ID = call_id(REPLY_ID)
+
+
 def reply(**fields: Any) -> Reply:
-    return Reply(message_id="r1", conversation=CONVERSATION, in_reply_to=("m1",), **fields)
+    return Reply(message_id=REPLY_ID, conversation=CONVERSATION, in_reply_to=("m1",), **fields)
 
 
 def deltas(chunks: list[Any]) -> list[Any]:
     return [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
 
 
-def test_a_call_is_hidden_then_sent_as_tool_call_deltas() -> None:
-    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Oslo"}')
-    chunks = run(['{"name": "get_', 'weather", "arguments": {"city": "Oslo"}}'],
-                 reply(text="", tool_calls=(call,), finish_reason="tool_calls"),
+def call_deltas(chunks: list[Any]) -> list[Any]:
+    return [d["tool_calls"][0] for d in deltas(chunks) if d.get("tool_calls")]
+
+
+def test_a_call_streams_its_id_and_name_then_its_arguments_as_written() -> None:
+    # Tokens as the model writes them: the call's own "}" comes in one piece with the
+    # arguments' last one.
+    pieces = ['{', '"name', '":"get_', 'weather",', ' "arguments"', ': ', '{"ci', 'ty": "O',
+              'slo\\\\"', ', "days": [1, {"a": "}"}]', '}}', ' ']
+    text = "".join(pieces)
+    arguments = text[text.index(': {') + 2:text.rindex('}')]
+    call = ToolCall(id=CALL_ID, name="get_weather", arguments=arguments)
+    chunks = run(pieces, reply(text="", tool_calls=(call,), finish_reason="tool_calls"),
                  GenerationOptions(tools=(TOOL,)))
-    sent = deltas(chunks)
-    assert not any(d.get("content") for d in sent)
-    assert sent[1] == {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                       "function": {"name": "get_weather", "arguments": ""}}]}
-    assert sent[2] == {"tool_calls": [{"index": 0,
-                                       "function": {"arguments": '{"city": "Oslo"}'}}]}
+    sent = call_deltas(chunks)
+    assert not any(d.get("content") for d in deltas(chunks))
+    assert sent[0] == {"index": 0, "id": CALL_ID, "type": "function",
+                       "function": {"name": "get_weather", "arguments": ""}}
+    fragments = [d["function"]["arguments"] for d in sent[1:]]
+    assert all(d == {"index": 0, "function": {"arguments": f}} for d, f in
+               zip(sent[1:], fragments, strict=True))
+    # Piece by piece as written (not one chunk at the end), and they join to the call's
+    # arguments, nothing of the call's own closing brace or what follows.
+    assert len(fragments) >= 4 and "".join(fragments) == arguments
+    assert json.loads("".join(fragments)) == {"city": 'Oslo\\', "days": [1, {"a": "}"}]}
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and "usage" in chunks[-1]
+
+
+def test_a_forced_call_in_llama3_format_streams_the_same_way() -> None:
+    pieces = ['{"name": "get_weather", "param', 'eters": {"unit":', ' "celsius"}', '}']
+    call = ToolCall(id=CALL_ID, name="get_weather", arguments='{"unit": "celsius"}')
+    chunks = run(pieces, reply(text="", tool_calls=(call,), finish_reason="tool_calls"),
+                 GenerationOptions(tools=(TOOL,), tool_choice="required"))
+    sent = call_deltas(chunks)
+    assert sent[0]["id"] == CALL_ID and sent[0]["function"]["name"] == "get_weather"
+    assert "".join(d["function"]["arguments"] for d in sent[1:]) == call.arguments
+    assert len(sent) == 3  # the head, then one fragment per piece that held arguments
+
+
+def test_a_call_stored_before_the_stream_listened_comes_whole() -> None:
+    call = ToolCall(id=CALL_ID, name="get_weather", arguments='{"city": "Oslo"}')
+    chunks = run([], reply(text="", tool_calls=(call,), finish_reason="tool_calls"),
+                 GenerationOptions(tools=(TOOL,)))
+    assert call_deltas(chunks) == [
+        {"index": 0, "id": CALL_ID, "type": "function",
+         "function": {"name": "get_weather", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"city": "Oslo"}'}}]
+
+
+def test_call_stream_waits_for_the_whole_name() -> None:
+    stream = CallStream("call_x")
+    assert stream.feed('{"name": "get_wea') == []
+    assert stream.feed('ther", "arguments":') == []  # the value may still be preceded by spaces
+    head, first = stream.feed(' {"a"')
+    assert head["function"] == {"name": "get_weather", "arguments": ""}
+    assert first["function"]["arguments"] == '{"a"'
+    assert stream.feed(': 1}}')[0]["function"]["arguments"] == ": 1}"
+    assert stream.complete and stream.feed(" ") == [] and stream.rest('{"a": 1}') == ""
+    assert stream.rest('{"b": 1}') is None
 
 
 def test_text_with_auto_tools_flows_once_it_is_not_a_call() -> None:
