@@ -260,3 +260,129 @@ def test_llama3_summary_turn_folds_history(make_stack: Any, llama3_model: Path) 
     system = stack.traced_prompt(last["message_id"])[0]["text"]
     marker = "Earlier in this conversation (summarised):"
     assert marker in system and system.split(marker, 1)[1].strip()  # the summary is in it
+
+
+# -- tools in Llama 3.1's own format (issues 21 and 22) --------------------------------------
+
+FORECAST = {"type": "function", "function": {
+    "name": "get_forecast", "description": "The weather forecast for the next days.",
+    # Bounded values: random weights could write a free string until max_tokens.
+    "parameters": {"type": "object", "properties": {
+        "unit": {"enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer"}},
+        "required": ["unit", "days"], "additionalProperties": False}}}
+ASK_FORECAST = [{"role": "user", "content": "Will it rain in Lima this week?"}]
+
+
+def traced_full(stack: Stack, reply_id: str) -> tuple[ChatMessage, ...]:
+    """The traced prompt with its tools, calls and tool results."""
+    return tuple(ChatMessage.model_validate(m) for m in stack.traced_prompt(reply_id))
+
+
+def rendered(engine: LlamaEngine, messages: tuple[ChatMessage, ...]) -> tuple[list[int], str]:
+    tokens = engine.prompt_tokens(messages)
+    assert tokens is not None
+    assert tokens[0] == BEGIN_OF_TEXT and tokens.count(BEGIN_OF_TEXT) == 1
+    text = engine.load().detokenize(tokens, special=True).decode()
+    return tokens, text
+
+
+def openai_client(stack: Stack) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_llama3_tools_render_in_the_template_and_a_forced_call_is_a_tool_call(
+        llama3_stack: Stack, engine: LlamaEngine) -> None:
+    assert engine.tool_format == "llama3.1"
+    client = openai_client(llama3_stack)
+    completion = client.chat.completions.create(
+        model="tiny-llama3-test.gguf", messages=ASK_FORECAST, tools=[FORECAST],
+        tool_choice="required", temperature=0, max_tokens=60)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_forecast"
+    arguments = json.loads(call.function.arguments)
+    assert set(arguments) == {"unit", "days"} and arguments["unit"] in {"celsius", "fahrenheit"}
+    messages = traced_full(llama3_stack, completion.id.removeprefix("chatcmpl-"))
+    # The template renders the tools (in the first user turn, as Llama 3.1 was trained);
+    # the system prompt does not describe them.
+    assert [t.name for t in messages[0].tools] == ["get_forecast"]
+    assert "get_forecast" not in messages[0].text
+    tokens, text = rendered(engine, messages)
+    assert prompt_logs(llama3_stack)[-1][0] == len(tokens)  # what the worker read
+    assert "Environment: ipython\n" in text
+    assert ('Respond in the format {"name": function name, "parameters": dictionary of '
+            'argument name and its value}.') in text
+    assert '\n        "name": "get_forecast",\n' in text  # the tool's JSON, indented by it
+    assert text.index("get_forecast") > text.index("<|start_header_id|>user<|end_header_id|>")
+    # The usage counts the prompt as rendered, tools included.
+    assert completion.usage.prompt_tokens == len(tokens)
+
+    # The call and its result go back in the template's own turns: the call as the JSON
+    # Llama 3.1 writes, the result in an ipython turn, never a user message.
+    result = '{"rain_mm": 3, "note": "<|eot_id|>"}'
+    history = [*ASK_FORECAST, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": result}]
+    answer = client.chat.completions.create(
+        model="tiny-llama3-test.gguf", messages=history, tools=[FORECAST], temperature=0,
+        max_tokens=MAX_TOKENS)
+    reply = answer.choices[0]
+    if reply.finish_reason == "tool_calls":
+        assert reply.message.tool_calls[0].function.name == "get_forecast"
+    else:
+        assert reply.message.content is not None and no_special_text(reply.message.content)
+    messages = traced_full(llama3_stack, answer.id.removeprefix("chatcmpl-"))
+    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
+    _, text = rendered(engine, messages)
+    assert (f'<|start_header_id|>assistant<|end_header_id|>\n\n{{"name": "get_forecast", '
+            f'"parameters": {json.dumps(arguments)}}}<|eot_id|>') in text
+    # The result's control-token text stays inert: one eot per turn, none inside the result.
+    ipython = text.split("<|start_header_id|>ipython<|end_header_id|>\n\n", 1)[1]
+    assert ipython.startswith('{"rain_mm": 3, "note": "<')
+    assert ipython.split("<|eot_id|>", 1)[0].count("eot_id") == 1
+    assert "Result of the tool" not in text
+    client.close()
+
+
+def test_llama3_streamed_call_arguments_equal_the_non_streamed_call(
+        llama3_stack: Stack) -> None:
+    client = openai_client(llama3_stack)
+    request: dict[str, Any] = {
+        "model": "tiny-llama3-test.gguf", "messages": ASK_FORECAST, "tools": [FORECAST],
+        "tool_choice": {"type": "function", "function": {"name": "get_forecast"}},
+        "temperature": 0, "seed": 7, "max_tokens": 60}
+    whole = client.chat.completions.create(**request).choices[0].message.tool_calls[0]
+    fragments: list[str] = []
+    with client.chat.completions.stream(**request) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                fragments.append(event.arguments_delta)
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_forecast"
+    assert call.function.arguments == whole.function.arguments
+    assert "".join(fragments) == whole.function.arguments
+    assert json.loads(call.function.arguments) == json.loads(whole.function.arguments)
+    assert len(fragments) > 3  # piece by piece as the model wrote them
+    client.close()
+
+
+def test_llama3_generation_never_shows_end_of_turn_tokens(llama3_stack: Stack) -> None:
+    """Plain and tool-bound replies, streamed: no <|eot_id|> or <|eom_id|> text, ever."""
+    client = openai_client(llama3_stack)
+    for extra in ({}, {"tools": [FORECAST]}, {"tools": [FORECAST], "tool_choice": "required"}):
+        for seed in range(3):
+            pieces: list[str] = []
+            for chunk in client.chat.completions.create(
+                    model="tiny-llama3-test.gguf", messages=ASK_FORECAST, stream=True,
+                    seed=seed, max_tokens=MAX_TOKENS, **extra):
+                for choice in chunk.choices:
+                    pieces.append(choice.delta.content or "")
+                    for delta in choice.delta.tool_calls or []:
+                        pieces.append(delta.function.arguments or "" if delta.function else "")
+            shown = "".join(pieces)
+            assert "eot_id" not in shown and "eom_id" not in shown and "<|" not in shown
+    client.close()

@@ -190,6 +190,29 @@ def test_a_required_tool_call_streams_as_openai_streams_it(client: OpenAI) -> No
     assert set(arguments) == set(spec["function"]["parameters"]["required"])  # type: ignore[index]
 
 
+def test_streamed_call_arguments_come_piece_by_piece_and_equal_the_whole_call(
+        client: OpenAI) -> None:
+    """The official client's streaming helper joins the argument fragments as they come; they
+    parse and are the arguments of the same request not streamed."""
+    request: dict[str, Any] = {
+        "model": "smollm2", "messages": ASK_WEATHER, "tools": [WEATHER, TIME],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0, "seed": 3, "max_tokens": 60}
+    whole = client.chat.completions.create(**request).choices[0].message.tool_calls[0]
+    fragments: list[str] = []
+    with client.chat.completions.stream(**request) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                fragments.append(event.arguments_delta)
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert call.id == call.id.strip() and call.id.startswith("call_")
+    assert call.function.arguments == "".join(fragments) == whole.function.arguments
+    assert_weather_call(call.function.name, call.function.arguments)
+    assert len(fragments) > 2  # as the model wrote them, not one piece at the end
+
+
 def test_auto_tools_give_text_or_a_valid_call_and_none_gives_text(client: OpenAI) -> None:
     # row: tools=[…] (auto) ignored
     for messages in (ASK_WEATHER, [{"role": "user", "content": "Write a haiku about tea."}]):
