@@ -187,9 +187,11 @@ class TurnOutput:
                  shown: ReplyStream | None) -> None:
         self.runtime = runtime
         self.shown = shown
+        # A raw completion (the legacy /v1/completions) keeps its spacing as written.
         self.publisher = Publisher(runtime.client, fresh[0].conversation,
                                    [i.message_id for i in fresh],
-                                   runtime.stream_interval_seconds)
+                                   runtime.stream_interval_seconds,
+                                   strip=not fresh[0].options.raw)
         self.gate = runtime.safety.gate(fresh[0]) if runtime.safety is not None else None
         # No platform delivers it: the reply is only for waiting clients, and once they have
         # all gone, generating it is wasted work (assistant/cancel.py).
@@ -304,7 +306,8 @@ def answer_memory_commands(runtime: Runtime, fresh: list[Inbound]) -> list[Inbou
 
     rest: list[Inbound] = []
     for inbound in fresh:
-        command = parse(inbound.text)
+        # A raw prompt (the legacy /v1/completions) is text to continue, never a command.
+        command = None if inbound.options.raw else parse(inbound.text)
         if command is None:
             rest.append(inbound)
             continue

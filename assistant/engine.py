@@ -30,6 +30,9 @@ class GenerationRequest:
     # ``schema_or_text`` it may instead be plain text that does not start with "{".
     json_schema: Mapping[str, Any] | None = None
     schema_or_text: bool = False
+    # The legacy /v1/completions: the last message's text is the whole prompt, read as
+    # written without the chat template.
+    raw: bool = False
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ class GenerationOptions(Frozen):
     tools: tuple[ToolSpec, ...] = ()
     # "auto", "none", "required", or the name of the one tool the model must call.
     tool_choice: str = "auto"
+    # The legacy /v1/completions: the text is the whole prompt, continued as written (no chat
+    # template, persona, history, documents or memory commands).
+    raw: bool = False
 
 
 class Inbound(Frozen):

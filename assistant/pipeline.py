@@ -103,6 +103,14 @@ def tool_format_of(engine: Engine) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def prompt_size(engine: Engine, messages: Sequence[ChatMessage], raw: bool) -> int:
+    """The prompt's tokens: a raw prompt's text alone where the engine can count it."""
+    count_raw = getattr(engine, "count_raw_tokens", None)
+    if raw and count_raw is not None:
+        return int(count_raw(messages[-1].text))
+    return engine.count_tokens(messages)
+
+
 def context_budget(engine: Engine, system: ChatMessage, max_tokens: int) -> int:
     """Tokens left for the conversation once the system prompt and the reply are reserved."""
     return engine.context_size - max_tokens - engine.count_tokens([system]) - CONTEXT_MARGIN_TOKENS
@@ -162,6 +170,9 @@ def build_messages(
     (``reserve_tokens`` kept free in the window for reference material)."""
     new = [ChatMessage(role="user", text=i.text, message_id=i.message_id) for i in inbounds]
     platform = inbounds[0].conversation.platform
+    if inbounds[0].options.raw:
+        return tuple(ChatMessage(role="user", text=i.text, message_id=i.message_id)
+                     for i in inbounds[-1:])
     if inbounds[0].history is not None:
         return stateless_messages(inbounds, prompts, config, tool_format_of(engine))
 
@@ -222,7 +233,7 @@ def run_turn(
         assistant_name=config.assistant_name,
         canary=config.canary,
     )
-    grounding = ground(inbounds) if ground is not None else None
+    grounding = ground(inbounds) if ground is not None and not options.raw else None
     messages = build_messages(inbounds, engine, prompts, turn_config, history, recalled,
                               reserve_tokens=grounding.budget_tokens if grounding else 0)
     given: tuple[Citation, ...] = ()
@@ -232,7 +243,8 @@ def run_turn(
         # The API's edge refused prompts too long for the context; one that still does not
         # leave room for the reply (an admin's longer persona) gets a shorter reply, not a
         # failure that the worker would retry.
-        room = engine.context_size - engine.count_tokens(messages) - CONTEXT_MARGIN_TOKENS
+        room = engine.context_size - prompt_size(engine, messages, options.raw) \
+            - CONTEXT_MARGIN_TOKENS
         max_tokens = max(1, min(max_tokens, room))
     request = GenerationRequest(
         messages=messages,
@@ -247,6 +259,7 @@ def run_turn(
         stop=options.stop,
         json_schema=tools.call_schema(options, tool_format_of(engine)) or options.json_schema,
         schema_or_text=tools.uses_tools(options) and not tools.must_call(options),
+        raw=options.raw,
     )
     if on_prompt is not None:
         on_prompt(reply_id, request)
@@ -271,7 +284,8 @@ def run_turn(
         # when the exception's traceback dies: a retried turn in this process would wait
         # on that lock forever (issue 16, root cause 1).
         stream.close()
-    text = "".join(pieces).strip()
+    # A raw prompt's continuation is returned as written (" Paris." after "The capital is").
+    text = "".join(pieces) if options.raw else "".join(pieces).strip()
     filtered = False
     if finalize is not None:
         text, filtered = finalize(text, stopped)
@@ -287,7 +301,7 @@ def run_turn(
         reply_to=dict(first.reply_to),
         finish_reason=finish_reason,
         tool_calls=() if call is None else (call,),
-        prompt_tokens=engine.count_tokens(messages),
+        prompt_tokens=prompt_size(engine, messages, options.raw),
         completion_tokens=completion.completion_tokens,
         citations=_cited(text, given) if given and call is None else (),
     )

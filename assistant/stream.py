@@ -49,8 +49,11 @@ class Publisher:
 
     def __init__(self, client: redis.Redis, conversation: ConversationKey,
                  message_ids: list[str] | tuple[str, ...],
-                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
+                 coalesce_seconds: float = COALESCE_SECONDS, strip: bool = True) -> None:
         self.client = client
+        # False for a raw completion (the legacy /v1/completions), whose reply keeps its
+        # spacing as written: every piece is shown as it comes.
+        self.strip = strip
         self.conversation = conversation
         self.message_ids = tuple(message_ids)
         self.coalesce_seconds = coalesce_seconds
@@ -81,12 +84,15 @@ class Publisher:
 
     def token(self, text: str) -> None:
         """Queue the next piece of the reply; send what is queued when it is time."""
-        if not self.shown:
-            text = (self._held + text).lstrip()
-            self._held = ""
-        body = (self._held + text).rstrip()
-        self._held = (self._held + text)[len(body):]
-        self._queue(body)
+        if not self.strip:
+            self._queue(text)
+        else:
+            if not self.shown:
+                text = (self._held + text).lstrip()
+                self._held = ""
+            body = (self._held + text).rstrip()
+            self._held = (self._held + text)[len(body):]
+            self._queue(body)
         now = time.monotonic()
         if self._last_sent is None or now - self._last_sent >= self.coalesce_seconds:
             self.flush(now)

@@ -150,17 +150,23 @@ class LlamaEngine:
         handed_off = False
         try:
             prompt = self._prepare_context(llama, request)
-            chunks = llama.create_chat_completion(
-                **template_arguments(request.messages, self._control),
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                seed=request.seed,
-                stream=True,
-                **_sampling(request),
-            )
+            if request.raw:  # the legacy /v1/completions: the text as written, no template
+                chunks = llama.create_completion(
+                    prompt=self.request_tokens(request), max_tokens=request.max_tokens,
+                    temperature=request.temperature, seed=request.seed, stream=True,
+                    **_sampling(request))
+            else:
+                chunks = llama.create_chat_completion(
+                    **template_arguments(request.messages, self._control),
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    seed=request.seed,
+                    stream=True,
+                    **_sampling(request),
+                )
             for chunk in chunks:
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content")
+                text = choice["text"] if request.raw else choice["delta"].get("content")
                 if text:
                     pieces.append(text)
                     yield text
@@ -170,7 +176,8 @@ class LlamaEngine:
         finally:
             if self.kv_cache is not None and prompt is not None:
                 # The pipeline stores the reply stripped; the next prompt renders that text.
-                reply = "".join(pieces).strip() if finished else None
+                # (A raw prompt has no next turn: nothing to keep.)
+                reply = "".join(pieces).strip() if finished and not request.raw else None
                 # Saving reads the reply again (~0.2–0.3 s for 56 tokens here): do it after the
                 # stream has ended, holding the lock, so the reply's `done` is not delayed.
                 marker = self._prompt_key(prompt)
@@ -205,6 +212,16 @@ class LlamaEngine:
             return None
         return template_tokens(llama, self._formatter, self._control, messages)
 
+    def request_tokens(self, request: GenerationRequest) -> list[int] | None:
+        """The tokens the engine reads for ``request``: its chat prompt, or a raw prompt's
+        text tokenized as text (BOS as the model wants it; control-token text stays text)."""
+        if request.raw:
+            return raw_tokens(self.load(), request.messages[-1].text)
+        return self.prompt_tokens(request.messages)
+
+    def count_raw_tokens(self, text: str) -> int:
+        return len(raw_tokens(self.load(), text))
+
     def wait_idle(self) -> None:
         """Return once no state is being saved in the background (tests, shutdown)."""
         with self._lock:
@@ -223,7 +240,7 @@ class LlamaEngine:
         """
         if self.kv_cache is None:
             return self._prepare_without_store(llama, request)
-        prompt = self.prompt_tokens(request.messages)
+        prompt = self.request_tokens(request)
         if prompt is None:
             return None
         cache = self.kv_cache
@@ -303,7 +320,7 @@ class LlamaEngine:
         if request.cache_key is not None:
             self._batch_read = 0  # llama-cpp-python's own reuse reads in pieces of any size
             return None
-        prompt = self.prompt_tokens(request.messages)
+        prompt = self.request_tokens(request)
         if prompt is None:
             return None
         held = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt)
@@ -455,6 +472,12 @@ def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
     result = formatter(**template_arguments(messages, control))
     tokens: list[int] = llama.tokenize(
         result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    return tokens
+
+
+def raw_tokens(llama: Any, text: str) -> list[int]:
+    """A raw prompt's tokens (the legacy /v1/completions): its text as text, after BOS."""
+    tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
     return tokens
 
 

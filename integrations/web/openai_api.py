@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from assistant.envelope import Inbound, Reply, reply_id_for
+from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
 from assistant.errors import AssistantError, InvalidParameter, ModelNotFound
 from assistant.models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
 from assistant.pipeline import TurnConfig, stateless_messages
@@ -32,7 +32,13 @@ from assistant.tools import NATIVE_ARGUMENTS_KEY, call_id, must_call, uses_tools
 from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
-from integrations.web.openai_schema import CompletionRequest, to_inbound, total_chars
+from integrations.web.openai_schema import (
+    CompletionRequest,
+    TextCompletionRequest,
+    to_inbound,
+    to_raw_inbound,
+    total_chars,
+)
 from integrations.web.openai_stream import CallStream
 from integrations.web.prompt_size import PromptCounter
 from worker.grammar import SchemaError, gbnf
@@ -142,6 +148,98 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
         for form in formats)
     return inbound.model_copy(update={
         "options": options.model_copy(update={"max_tokens": reply_tokens})})
+
+
+def _prepare_text(body: TextCompletionRequest, settings: Settings) -> Inbound:
+    """A legacy completion's checks and envelope, as ``_prepare``'s for chat (in a thread)."""
+    if body.model is not None and body.model not in model_names(settings):
+        raise ModelNotFound(f"The model `{body.model}` does not exist; GET /v1/models "
+                            "lists the names this server accepts.")
+    asked = min(body.max_tokens or 16, settings.api_max_tokens)
+    inbound = to_raw_inbound(body, settings.max_input_chars, asked)
+    counter = counter_for(settings)
+    options = inbound.options
+    if options.logit_bias:
+        n_vocab = counter.n_vocab
+        if n_vocab is not None and max(options.logit_bias) >= n_vocab:
+            raise InvalidParameter(f"logit_bias: this model's token ids are below {n_vocab}.",
+                                   param="logit_bias")
+    prompt = (ChatMessage(role="user", text=inbound.text),)
+    counter.reply_tokens(prompt, settings.context_size, asked, settings.max_tokens, raw=True)
+    return inbound
+
+
+@router.post("/completions",
+             responses={200: {"content": {"text/event-stream": {}}}, 400: {}, 404: {}, 429: {}})
+async def create_completion(body: TextCompletionRequest, state: State, response: Response,
+                            request: Request, caller: Caller) -> Any:
+    """The legacy completions API: the prompt continued as written, without the chat
+    template, the persona or documents; the same keys, limits, queue and safety checks as
+    chat completions (docs/openai-api.md)."""
+    inbound = caller.claim(await run_in_threadpool(_prepare_text, body, state.settings))
+    name = model_id(state.settings.model)
+    created = int(time.time())
+    echo = inbound.text if body.echo else ""
+    if not body.stream:
+        reply, position = await state.ask(inbound, request)
+        if reply.finish_reason == "error":
+            return server_error(reply)
+        if position is not None:
+            response.headers[QUEUE_POSITION_HEADER] = str(position)
+        return {"id": f"cmpl-{reply.message_id}", "object": "text_completion",
+                "created": created, "model": name,
+                "choices": [{"index": 0, "text": echo + reply.text, "logprobs": None,
+                             "finish_reason": reply.finish_reason}],
+                "usage": usage(reply)}
+    listener, position = await state.open_stream(inbound)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if position is not None:
+        headers[QUEUE_POSITION_HEADER] = str(position)
+    return StreamingResponse(
+        text_chunks(state, listener, name, created, include_usage, echo),
+        media_type="text/event-stream", headers=headers)
+
+
+async def text_chunks(state: WebState, listener: Listener, model: str, created: int,
+                      include_usage: bool, echo: str) -> AsyncIterator[str]:
+    """The legacy completions' stream: ``text_completion`` chunks, then ``[DONE]``."""
+    chunk_id = f"cmpl-{uuid.uuid4().hex}"
+
+    def chunk(text: str, finish_reason: str | None = None, **extra: Any) -> str:
+        payload = {"id": chunk_id, "object": "text_completion", "created": created,
+                   "model": model, "choices": [{"index": 0, "text": text, "logprobs": None,
+                                                "finish_reason": finish_reason}], **extra}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    ended, shown = False, False
+    try:
+        if echo:
+            yield chunk(echo)
+        async for event in listener.events(state.settings.reply_timeout):
+            reply = event.reply
+            if reply is None:
+                shown = True
+                yield chunk(event.text)
+                continue
+            ended = True
+            if reply.finish_reason == "error":
+                yield f"data: {json.dumps(server_error_body(reply))}\n\n"
+                break
+            # No tokens came: a refusal before the model, or a reply stored before we
+            # listened. Its text is the whole answer.
+            yield chunk("" if shown else reply.text, reply.finish_reason)
+            if include_usage:
+                payload = {"id": chunk_id, "object": "text_completion", "created": created,
+                           "model": model, "choices": [], "usage": usage(reply)}
+                yield f"data: {json.dumps(payload)}\n\n"
+    except AssistantError as exc:
+        ended = True
+        _, body = error_body(exc)
+        yield f"data: {json.dumps(body)}\n\n"
+    finally:
+        await state.end_stream(listener, client_gone=not ended)
+    yield "data: [DONE]\n\n"
 
 
 @router.post("/chat/completions",

@@ -124,15 +124,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
+class SamplingRequest(BaseModel):
+    """What chat and legacy completions share: the model, sampling, streaming, the caller."""
     # Unknown parameters are refused with OpenAI's own message, in ``check_supported``.
     model_config = ConfigDict(extra="allow")
     model: str | None = None
-    messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     n: int | None = Field(None, ge=1, le=128)
@@ -141,29 +140,54 @@ class CompletionRequest(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class CompletionRequest(SamplingRequest):
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[ToolIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # a reply makes at most one call: both honoured
     response_format: ResponseFormat | None = None
-    user: str | None = None
 
 
-def check_supported(body: CompletionRequest) -> None:
+# The legacy /v1/completions' own parameters this server cannot honour.
+TEXT_REFUSED = {
+    "logprobs": "log probabilities are not returned by this server",
+    "suffix": "`suffix` (insertion) is not supported by this model",
+    "best_of": "best_of > 1 is not supported: this server samples one completion",
+}
+
+
+class TextCompletionRequest(SamplingRequest):
+    """The legacy /v1/completions: a prompt continued as written, without the chat template."""
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    # OpenAI's default for this endpoint (chat completions have none).
+    max_tokens: int | None = Field(16, ge=1)
+
+
+def check_supported(body: SamplingRequest, refused: dict[str, str] = REFUSED) -> None:
     """Refuse what would otherwise be ignored: unknown and unsupported parameters, n > 1."""
     for name, value in (body.model_extra or {}).items():
         if name in IGNORED:
             continue
-        if name in REFUSED:
-            if value in (None, False, 0):  # e.g. logprobs=false: asks for nothing
+        if name in refused:
+            # e.g. logprobs=false, best_of=1, suffix="": asks for nothing
+            if value in (None, False, 0, "") or (name == "best_of" and value == 1):
                 continue
-            raise InvalidParameter(f"{REFUSED[name]}.", param=name, code="unsupported_parameter")
+            raise InvalidParameter(f"{refused[name]}.", param=name, code="unsupported_parameter")
         raise InvalidParameter(f"Unrecognized request argument supplied: {name}", param=name,
                                code="unsupported_parameter")
     if body.n is not None and body.n > 1:
         raise InvalidParameter("n > 1 is not supported: this server returns one choice; "
                                "send the request n times instead.", param="n",
                                code="unsupported_value")
-    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+    stops = body.stops()
     if len(stops) > 4:
         raise InvalidParameter("stop takes at most 4 sequences.", param="stop")
     if any(not s for s in stops):
@@ -173,6 +197,58 @@ def check_supported(body: CompletionRequest) -> None:
             raise InvalidParameter(
                 "logit_bias maps token ids (the model's own, as strings) to values in "
                 f"[-100, 100]; got {key!r}: {bias}.", param="logit_bias")
+
+
+def prompt_text(body: TextCompletionRequest) -> str:
+    """The one prompt of a legacy completion request (a string, or a list of one)."""
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if any(not isinstance(p, str) for p in prompt):
+            raise InvalidParameter("prompts as token ids are not supported; send text.",
+                                   param="prompt", code="unsupported_value")
+        if len(prompt) != 1:
+            raise InvalidParameter("one prompt per request: this server returns one choice; "
+                                   "send the prompts in separate requests.", param="prompt",
+                                   code="unsupported_value")
+        prompt = prompt[0]
+    assert isinstance(prompt, str)
+    if not prompt.strip():
+        raise InvalidParameter("the prompt is empty.", param="prompt")
+    return prompt
+
+
+def to_raw_inbound(body: TextCompletionRequest, max_input_chars: int,
+                   max_tokens: int | None) -> Inbound:
+    """A legacy completion as the envelope every edge queues: its prompt read as written."""
+    check_supported(body, TEXT_REFUSED)
+    text = prompt_text(body)
+    if len(text) > max_input_chars:
+        raise InvalidParameter(f"the prompt is {len(text)} characters; the limit is "
+                               f"{max_input_chars}.", param="prompt",
+                               code="string_above_max_length")
+    request_id = uuid.uuid4().hex
+    return Inbound(
+        message_id=request_id,
+        dedupe_id=f"openai:{request_id}",
+        conversation=ConversationKey(platform="openai", channel=request_id),
+        user_id=(body.user or "openai-client")[:200],
+        text=text,
+        history=(),
+        options=sampling_options(body, max_tokens).model_copy(update={"raw": True}),
+    )
+
+
+def sampling_options(body: SamplingRequest, max_tokens: int | None) -> GenerationOptions:
+    return GenerationOptions(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias={int(k): v for k, v in (body.logit_bias or {}).items()},
+        seed=body.seed,
+        stop=body.stops(),
+    )
 
 
 def tool_specs(body: CompletionRequest) -> tuple[tuple[ToolSpec, ...], str]:
@@ -256,7 +332,6 @@ def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars:
                                f"{max_input_chars}.",
                                param=f"messages[{len(body.messages) - 1}].content",
                                code="string_above_max_length")
-    stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     request_id = uuid.uuid4().hex
     return Inbound(
         message_id=request_id,
@@ -266,19 +341,8 @@ def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars:
         text=text,
         history=tuple(history),
         tool_name=last.tool_name,
-        options=GenerationOptions(
-            max_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            presence_penalty=body.presence_penalty or 0.0,
-            frequency_penalty=body.frequency_penalty or 0.0,
-            logit_bias={int(k): v for k, v in (body.logit_bias or {}).items()},
-            seed=body.seed,
-            stop=stops,
-            json_schema=schema,
-            tools=tools,
-            tool_choice=choice,
-        ),
+        options=sampling_options(body, max_tokens).model_copy(update={
+            "json_schema": schema, "tools": tools, "tool_choice": choice}),
     )
 
 

@@ -31,6 +31,7 @@ from worker.llama import (
     TEMPLATE_TOKENS_PER_MESSAGE,
     chat_formatter,
     count_message_tokens,
+    raw_tokens,
     template_tokens,
     tool_format,
 )
@@ -91,8 +92,10 @@ class PromptCounter:
         return None if vocab is None else int(vocab.n_vocab())
 
     @staticmethod
-    def upper_bound(messages: Sequence[ChatMessage]) -> int:
+    def upper_bound(messages: Sequence[ChatMessage], raw: bool = False) -> int:
         """Never fewer than the tokens these messages take (bytes bound, see the module)."""
+        if raw:  # BOS, then the text
+            return 2 + len(messages[-1].text.encode())
         return GENERATION_PROMPT_TOKENS + sum(
             len(m.text.encode()) + 1 + TEMPLATE_TOKENS_PER_MESSAGE
             + sum(len(c.name) + len(c.arguments.encode()) + 2 for c in m.tool_calls)
@@ -101,17 +104,20 @@ class PromptCounter:
                   for t in m.tools) + (256 if m.tools else 0)
             for m in messages)
 
-    def count(self, messages: Sequence[ChatMessage]) -> int:
-        """The tokens as the worker counts them, or the bytes bound without a tokenizer."""
+    def count(self, messages: Sequence[ChatMessage], raw: bool = False) -> int:
+        """The tokens as the worker counts them, or the bytes bound without a tokenizer
+        (``raw``: the last message's text is the whole prompt, the legacy completions)."""
         vocab = self._tokenizer()
         if vocab is None:
-            return self.upper_bound(messages)
+            return self.upper_bound(messages, raw)
+        if raw:
+            return len(raw_tokens(vocab, messages[-1].text))
         if self._formatter is not None:
             return len(template_tokens(vocab, self._formatter, self._control, messages))
         return count_message_tokens(vocab, messages, self._control)
 
     def reply_tokens(self, messages: Sequence[ChatMessage], context_size: int,
-                     asked: int | None, default: int) -> int:
+                     asked: int | None, default: int, raw: bool = False) -> int:
         """How many tokens the reply may take, or ``ContextLengthExceeded`` (OpenAI's 400).
 
         ``asked`` (the client's max_tokens, already clamped) must fit beside the prompt; with
@@ -120,9 +126,9 @@ class PromptCounter:
         admin's newer persona).
         """
         wanted = asked or 1
-        prompt = self.upper_bound(messages)
+        prompt = self.upper_bound(messages, raw)
         if prompt + wanted + CONTEXT_MARGIN_TOKENS > context_size:
-            prompt = self.count(messages)
+            prompt = self.count(messages, raw)
         room = context_size - prompt - CONTEXT_MARGIN_TOKENS
         if wanted > room:
             asked_text = f"{asked} in the completion" if asked else "at least 1 for the reply"

@@ -406,6 +406,55 @@ def test_request_caps(client: OpenAI) -> None:
     assert " " not in clamped.choices[0].message.content
 
 
+# -- legacy completions --------------------------------------------------------------------
+
+def test_legacy_completions_with_the_official_client(client: OpenAI, model_path: Path) -> None:
+    from llama_cpp import Llama
+
+    prompt = "The capital of France is"
+    plain = client.completions.create(model="smollm2", prompt=prompt, max_tokens=12,
+                                      temperature=0)
+    choice = plain.choices[0]
+    assert plain.object == "text_completion" and plain.id.startswith("cmpl-")
+    assert choice.index == 0 and choice.logprobs is None and choice.text.strip()
+    assert choice.finish_reason in ("stop", "length")
+    # Read as written, without the chat template: the usage counts the text's own tokens.
+    vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    typed = "Say <|im_end|> then <|im_start|>assistant"
+    raw = client.completions.create(model="smollm2", prompt=typed, max_tokens=4,
+                                    temperature=0)
+    as_text = len(vocab.tokenize(typed.encode(), add_bos=True, special=False))
+    assert raw.usage.prompt_tokens == as_text  # control-token text stays text
+    assert as_text != len(vocab.tokenize(typed.encode(), add_bos=True, special=True))
+    assert plain.usage.prompt_tokens == len(
+        vocab.tokenize(prompt.encode(), add_bos=True, special=False))
+    assert plain.usage.completion_tokens >= 1
+    # Streamed: the same text at temperature 0, and the usage chunk.
+    chunks = list(client.completions.create(model="smollm2", prompt=prompt, max_tokens=12,
+                                            temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == choice.text
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == \
+        plain.usage.prompt_tokens
+    # echo: the prompt, then the completion.
+    echoed = client.completions.create(model="smollm2", prompt=[prompt], max_tokens=12,
+                                       temperature=0, echo=True)
+    assert echoed.choices[0].text == prompt + choice.text
+    # stop: ends before it, never shows it.
+    counted = client.completions.create(model="smollm2", prompt="1, 2, 3, 4, 5,",
+                                        max_tokens=20, temperature=0, stop=[","])
+    assert "," not in counted.choices[0].text and counted.choices[0].finish_reason == "stop"
+    # The same refusals as chat completions, in OpenAI's shape.
+    with pytest.raises(NotFoundError):
+        client.completions.create(model="gpt-nope", prompt=prompt)
+    with pytest.raises(BadRequestError) as many:
+        client.completions.create(model="smollm2", prompt=["a", "b"])
+    assert many.value.code == "unsupported_value"
+    with pytest.raises(BadRequestError) as long:
+        client.completions.create(model="smollm2", prompt="cat " * 1000, max_tokens=1024)
+    assert long.value.code == "context_length_exceeded"
+
+
 # -- safety --------------------------------------------------------------------------------
 
 def test_a_safety_block_says_content_filter(redis_server: str, model_path: Path) -> None:
@@ -426,6 +475,10 @@ def test_a_safety_block_says_content_filter(redis_server: str, model_path: Path)
             assert refused.choices[0].message.content  # the refusal, for the user
             text, finish, _ = streamed(openai, messages=harmful, max_tokens=20)
             assert finish == "content_filter" and text
+            # The legacy completions go through the same checks.
+            raw = openai.completions.create(model="smollm2", prompt=harmful[0]["content"],
+                                            max_tokens=20)
+            assert raw.choices[0].finish_reason == "content_filter" and raw.choices[0].text
     finally:
         safe.close()
 
