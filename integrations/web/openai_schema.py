@@ -201,18 +201,16 @@ def check_supported(body: SamplingRequest, refused: dict[str, str] = REFUSED) ->
 
 def prompt_text(body: TextCompletionRequest) -> str:
     """The one prompt of a legacy completion request (a string, or a list of one)."""
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if any(not isinstance(p, str) for p in prompt):
-            raise InvalidParameter("prompts as token ids are not supported; send text.",
-                                   param="prompt", code="unsupported_value")
-        if len(prompt) != 1:
-            raise InvalidParameter("one prompt per request: this server returns one choice; "
-                                   "send the prompts in separate requests.", param="prompt",
-                                   code="unsupported_value")
-        prompt = prompt[0]
-    assert isinstance(prompt, str)
-    if not prompt.strip():
+    given = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+    if any(not isinstance(p, str) for p in given):
+        raise InvalidParameter("prompts as token ids are not supported; send text.",
+                               param="prompt", code="unsupported_value")
+    if len(given) != 1:
+        raise InvalidParameter("one prompt per request: this server returns one choice; "
+                               "send the prompts in separate requests.", param="prompt",
+                               code="unsupported_value")
+    prompt = given[0]
+    if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidParameter("the prompt is empty.", param="prompt")
     return prompt
 
