@@ -386,3 +386,14 @@ def test_llama3_generation_never_shows_end_of_turn_tokens(llama3_stack: Stack) -
             shown = "".join(pieces)
             assert "eot_id" not in shown and "eom_id" not in shown and "<|" not in shown
     client.close()
+
+
+def test_llama3_doctor_names_the_template_family(llama3_model: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant import doctor
+    from assistant.settings import Settings
+
+    monkeypatch.setenv("ASSISTANT_MODEL", str(llama3_model))
+    check, path = doctor.check_model(Settings())
+    assert check.status == "ok" and path == llama3_model
+    assert "chat template: llama3.1" in check.detail

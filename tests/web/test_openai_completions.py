@@ -125,3 +125,33 @@ def test_a_raw_reply_streams_with_its_spacing() -> None:
         for piece in (" Paris", ".", "\n"):
             publisher.token(piece)
     assert kept.shown == " Paris.\n" and stripped.shown == "Paris."
+
+
+def test_clients_without_user_are_limited_per_key_on_both_routes(tmp_path: Path) -> None:
+    """Issue 21's last row: clients that send no ``user`` no longer share one identity and
+    one rate limit; each key has its own, on chat and legacy completions alike."""
+    import fakeredis
+    from fastapi.testclient import TestClient
+
+    from assistant.store import shared_store
+    from assistant.store.keys import ApiKeys
+    from tests.identity.conftest import build_app, identity_settings
+
+    settings = identity_settings(tmp_path)
+    keys = ApiKeys(shared_store(settings.sql_url))
+    tokens = [keys.create("test", owner, "test", rate_limit="1/minute")[0].token
+              for owner in ("alice", "bob")]
+    chat = ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    text = ("/v1/completions", {"prompt": "Once upon a time"})
+    with TestClient(build_app(settings, fakeredis.FakeServer())) as http:
+        for route, body in (chat, text):
+            statuses = []
+            for token in (*tokens, tokens[0]):  # neither body names a user
+                response = http.post(route, json=body,
+                                     headers={"Authorization": f"Bearer {token}"})
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    assert int(response.headers["retry-after"]) > 0
+            # Chat: queued once per key (nobody answers here: 504), alice's second is 429;
+            # then the legacy route counts against the same per-key limit: 429 for both.
+            assert statuses == ([504, 504, 429] if route == chat[0] else [429, 429, 429])
