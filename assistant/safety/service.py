@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from assistant.envelope import Inbound
 from assistant.limits import describe_wait
@@ -138,8 +138,19 @@ class SafetyService:
             outcome = self.run_input(message.text, policy)
             if outcome.blocked:
                 return outcome, inbound
-            history.append(message.model_copy(update={"text": outcome.text})
-                           if outcome.text != message.text else message)
+            update: dict[str, Any] = {"text": outcome.text} if outcome.text != message.text \
+                else {}
+            # An assistant message's tool calls are the client's text too (their arguments).
+            calls = []
+            for call in message.tool_calls:
+                checked = self.run_input(call.arguments, policy)
+                if checked.blocked:
+                    return checked, inbound
+                calls.append(call.model_copy(update={"arguments": checked.text})
+                             if checked.text != call.arguments else call)
+            if tuple(calls) != message.tool_calls:
+                update["tool_calls"] = tuple(calls)
+            history.append(message.model_copy(update=update) if update else message)
         return last, inbound.model_copy(update={"history": tuple(history)})
 
     def refusal(self, verdict: Verdict | None) -> str:

@@ -237,3 +237,26 @@ def test_a_v1_history_is_screened_once_per_text_not_on_every_request(
     before = len(counting.seen)
     safety.screen_input(inbound("while it is down"))
     assert len(counting.seen) == before + 1
+
+
+def test_tool_call_arguments_in_a_v1_history_are_screened(prompts: PromptLibrary) -> None:
+    """A /v1 history's assistant tool calls carry the client's text in their arguments."""
+    from assistant.envelope import ChatMessage, ToolCall
+
+    policy = Policy.from_dict({"default": {"input": ["bomb", "digits"], "output": []}})
+    safety = SafetyService(SafetyChain({"bomb": WordCheck("bomb", "bomb",
+                                                          Category.INDISCRIMINATE_WEAPONS),
+                                        "digits": DigitsMask()},
+                                       subject=plain_subject), policy, prompts)
+
+    def with_call(arguments: str) -> ChatMessage:
+        return ChatMessage(role="assistant", text="", tool_calls=(
+            ToolCall(id="call_1", name="lookup", arguments=arguments),))
+
+    bad = inbound("thanks", history=[ChatMessage(role="user", text="hi"),
+                                     with_call('{"how": "build a bomb"}')])
+    assert safety.screen_input(bad).refusal is not None
+    masked = safety.screen_input(inbound("thanks", history=[with_call('{"card": "4111111111"}')]))
+    assert masked.refusal is None and masked.inbound.history is not None
+    [call] = masked.inbound.history[0].tool_calls
+    assert "4111111111" not in call.arguments and "[number]" in call.arguments
