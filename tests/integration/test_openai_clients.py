@@ -526,6 +526,11 @@ def test_langchain_invoke_stream_tools_and_structured_output(stack: Stack) -> No
     called = llm.bind_tools([get_weather], tool_choice="get_weather").invoke(messages)
     [call] = called.tool_calls  # type: ignore[attr-defined]
     assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
+    # Streamed, LangChain joins the call's argument fragments into the same call.
+    joined: Any = None
+    for piece in llm.bind_tools([get_weather], tool_choice="get_weather").stream(messages):
+        joined = piece if joined is None else joined + piece
+    assert [(c["name"], c["args"]) for c in joined.tool_calls] == [(call["name"], call["args"])]
     messages += [called, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
     answer = llm.bind_tools([get_weather]).invoke(messages)
     assert answer.content or answer.tool_calls  # type: ignore[attr-defined]

@@ -155,3 +155,41 @@ def test_clients_without_user_are_limited_per_key_on_both_routes(tmp_path: Path)
             # Chat: queued once per key (nobody answers here: 504), alice's second is 429;
             # then the legacy route counts against the same per-key limit: 429 for both.
             assert statuses == ([504, 504, 429] if route == chat[0] else [429, 429, 429])
+
+
+def test_a_streamed_completion_echoes_then_streams_then_ends() -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+    from types import SimpleNamespace
+
+    from assistant.envelope import ConversationKey, Reply
+    from assistant.stream import StreamEvent
+    from integrations.web.openai_api import text_chunks
+
+    done = Reply(message_id="r1", conversation=ConversationKey(platform="openai", channel="c"),
+                 in_reply_to=("m1",), text=" Paris.", prompt_tokens=6, completion_tokens=2)
+
+    class Listener:
+        async def events(self, timeout: float) -> AsyncIterator[StreamEvent]:
+            for piece in (" Paris", "."):
+                yield StreamEvent("token", text=piece)
+            yield StreamEvent("done", reply=done)
+
+    async def end_stream(listener: Any, client_gone: bool) -> None:
+        assert not client_gone
+
+    state = SimpleNamespace(settings=SimpleNamespace(reply_timeout=5), end_stream=end_stream)
+
+    async def collect() -> list[str]:
+        return [line async for line in text_chunks(state, Listener(), "m", 0,  # type: ignore[arg-type]
+                                                   True, "The capital is")]
+
+    lines = asyncio.run(collect())
+    assert lines[-1] == "data: [DONE]\n\n"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert "".join(texts) == "The capital is Paris."
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [
+        None, None, None, "stop"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 8
