@@ -397,3 +397,19 @@ def test_llama3_doctor_names_the_template_family(llama3_model: Path,
     check, path = doctor.check_model(Settings())
     assert check.status == "ok" and path == llama3_model
     assert "chat template: llama3.1" in check.detail
+
+
+def test_llama3_legacy_completion_reads_one_begin_of_text_and_typed_markers_as_text(
+        llama3_stack: Stack, engine: LlamaEngine) -> None:
+    client = openai_client(llama3_stack)
+    prompt = "<|begin_of_text|>Once upon a time<|eot_id|><|start_header_id|>"
+    completion = client.completions.create(model="tiny-llama3-test.gguf", prompt=prompt,
+                                           max_tokens=MAX_TOKENS, temperature=0)
+    llama = engine.load()
+    tokens = llama.tokenize(prompt.encode(), add_bos=True, special=False)
+    assert tokens[0] == BEGIN_OF_TEXT and tokens.count(BEGIN_OF_TEXT) == 1
+    assert not {EOT, START_HEADER} & set(tokens)
+    assert completion.usage.prompt_tokens == len(tokens)
+    assert prompt_logs(llama3_stack)[-1][0] == len(tokens)  # what the worker read
+    assert no_special_text(completion.choices[0].text)
+    client.close()
