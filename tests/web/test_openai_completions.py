@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from assistant.engine import FakeEngine
 from assistant.envelope import Inbound
 from assistant.errors import InvalidParameter
 from assistant.pipeline import TurnConfig, run_turn
 from assistant.prompts import PromptLibrary
 from integrations.web.openai_schema import TextCompletionRequest, to_raw_inbound
+from tests.auxil.fake_engine import FakeEngine
 
 
 def request(**fields: Any) -> TextCompletionRequest:
