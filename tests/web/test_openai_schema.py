@@ -220,3 +220,19 @@ def test_too_long_for_the_context_is_refused(model_path: Any) -> None:
     near = [ChatMessage(role="user", text="The quick brown fox. " * 360)]
     left = counter.reply_tokens(near, 2048, None, 256)
     assert 0 < left < 256
+
+
+def test_the_edge_counts_tools_as_a_llama3_template_renders_them(
+        prompts: PromptLibrary, llama3_model: Any, model_path: Any) -> None:
+    """The edge sizes a tools request in the form the worker will render (the template's own
+    tool format on Llama 3.1), and the bytes bound still covers it."""
+    assert PromptCounter(model_path).tool_format is None  # SmolLM2's ChatML has none
+    counter = PromptCounter(llama3_model)
+    assert counter.tool_format == "llama3.1"
+    inbound = inbound_of(prompts, tools=[WEATHER], messages=TOOL_HISTORY)
+    native = stateless_messages([inbound], prompts, TurnConfig(), "llama3.1")
+    plain = stateless_messages([inbound.model_copy(update={"options": GenerationOptions()})],
+                               prompts, TurnConfig(), "llama3.1")
+    with_tools, without = counter.count(native), counter.count(plain)
+    assert with_tools > without + 50  # the tools' JSON and the template's lines about them
+    assert with_tools <= PromptCounter.upper_bound(native)
