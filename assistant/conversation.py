@@ -287,6 +287,10 @@ def after_turn(runtime: Runtime, fresh: list[Inbound], reply: Reply,
         completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
         conversation=first.conversation, inbounds=tuple(fresh), reply=reply,
         persona_version=persona_versions(runtime.prompts).get("system")))
+    if runtime.recall is not None:  # after delivery; never raises (docs/memory.md)
+        from assistant.recall.service import notice_after_turn
+
+        notice_after_turn(runtime.recall, runtime.engine, runtime.prompts, runtime.safety, fresh)
     if history is not None:
         try:
             summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,
