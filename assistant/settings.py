@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     # ("platform:workspace:channel" or "platform:channel"; a DM's channel too).
     longterm_auto: bool = Field(False, alias="ASSISTANT_LONGTERM_AUTO")
     longterm_off_channels: str = Field("", alias="ASSISTANT_LONGTERM_OFF_CHANNELS")
+    # The policy on admins reading memories: off, they see counts only; on, the admin panel
+    # shows one person's memories on request and audits every view.
+    longterm_admin_contents: bool = Field(False, alias="ASSISTANT_LONGTERM_ADMIN_CONTENTS")
 
     # Who may talk to the assistant (assistant/identity, docs/security.md). "auto": sign-in
     # when OIDC_ISSUER is set, else local mode (no sign-in), which runs only on the loopback

@@ -262,6 +262,12 @@ class Memories:
                 Memory.platform)).all()
         return {str(platform): int(n) for platform, n in rows}
 
+    def automatic_count(self) -> int:
+        """Memories the assistant noticed by itself (ASSISTANT_LONGTERM_AUTO)."""
+        with self.store.session() as session:
+            return int(session.scalar(select(func.count(Memory.id)).where(
+                Memory.automatic.is_(True))) or 0)
+
     def people_count(self) -> int:
         with self.store.session() as session:
             owners = select(Memory.platform, Memory.workspace, Memory.user_id).distinct()

@@ -62,6 +62,7 @@ def test_saves_the_persons_statements_with_their_source(recall: LongTermMemory) 
     assert row.automatic and row.private and row.source_message == told.message_id
     assert row.source_conversation == DM.redis_id and row.source_channel == "42"
     assert row.public()["automatic"] is True
+    assert recall.memories.automatic_count() == 2
     # A rerun of the same turn saves nothing again.
     assert recall.notice(told, yes) == []
     assert len(recall.listing(ME)) == 2
