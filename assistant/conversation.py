@@ -271,8 +271,9 @@ def generate(runtime: Runtime, fresh: list[Inbound]) -> None:
 def after_turn(runtime: Runtime, fresh: list[Inbound], reply: Reply,
                history: RedisConversationHistory | None, started: float,
                output: TurnOutput | None) -> None:
-    """Once the reply is delivered: tell the observers (archive, stats, metrics), then update
-    the conversation's running summary (a failure is tried again after the next turn).
+    """Once the reply is delivered: tell the observers (archive, stats, metrics), keep the
+    automatic long-term memories (when on), then update the conversation's running summary
+    (a failure is tried again after the next turn).
     ``output`` is None when no model ran (the reply a previous run kept was sent)."""
     first = fresh[0]
     first_token_at = output.first_token_at if output is not None else None
