@@ -13,12 +13,12 @@ import pytest
 
 from assistant import turns
 from assistant.conversation import Runtime, answer_pending
-from assistant.engine import FakeEngine
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import InputRejected
 from assistant.recall import LongTermMemory
 from assistant.recall.service import AUTOMATIC_MARK, RecallSettings, notice_after_turn
 from assistant.stream import stored_reply
+from tests.auxil.fake_engine import FakeEngine
 
 DM = ConversationKey(platform="telegram", channel="42", user="42")
 GROUP = ConversationKey(platform="slack", workspace="T1", channel="CSHARED")

@@ -17,13 +17,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from assistant.backend import load_backend
+from assistant.dispatch import Dispatcher
 from assistant.envelope import ConversationKey, Inbound
 from assistant.settings import Settings
 from assistant.store import connect_store
 from assistant.store.memories import Memories
 from assistant.stream import stored_reply
 from tests.auxil.stack import Stack
-from worker.dispatch import Dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +55,13 @@ def wait_for_reply(client: redis.Redis, inbound: Inbound, timeout: float = 300) 
     raise TimeoutError(f"no reply to {inbound.text!r}")
 
 
-def converse(stack: Stack, monkeypatch: pytest.MonkeyPatch,
-             messages: list[Inbound]) -> list[str]:
+def converse(stack: Stack, messages: list[Inbound]) -> list[str]:
     """Send each message and wait for its reply. The worker extracts after delivering a reply
     and holds the conversation until then: once the next message of the conversation is
     answered, the previous turn's extraction is over."""
     client = redis.Redis.from_url(stack.redis_url)
-    monkeypatch.setenv("REDIS_URL", stack.redis_url)  # worker.app builds its app at import
-    from worker.app import make_app
-
-    celery = make_app(Settings(_env_file=None, REDIS_URL=stack.redis_url))  # type: ignore[call-arg]
-    dispatcher = Dispatcher(client, celery)
+    settings = Settings(_env_file=None, REDIS_URL=stack.redis_url)  # type: ignore[call-arg]
+    dispatcher = Dispatcher(client, load_backend(settings, client))
     replies = []
     try:
         for inbound in messages:
@@ -79,21 +76,20 @@ def memories_of(stack: Stack) -> Memories:
     return Memories(connect_store(stack.env["DATABASE_URL"]))
 
 
-def test_off_saves_nothing(make_stack: Callable[..., Stack],
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_saves_nothing(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()  # ASSISTANT_LONGTERM_AUTO unset: off
     stack.start_worker("w1")
-    converse(stack, monkeypatch, [telegram_message(TOLD), telegram_message("ok, thanks")])
+    converse(stack, [telegram_message(TOLD), telegram_message("ok, thanks")])
     assert memories_of(stack).list([MINE]) == []
 
 
 def test_on_saves_only_what_the_person_stated_about_themselves(
-        make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
+        make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(ASSISTANT_LONGTERM_AUTO="true")
     stack.start_worker("w1")
     told = telegram_message(TOLD)
     in_group = telegram_message("I'm a pilot. I have three dogs.", GROUP)
-    replies = converse(stack, monkeypatch, [told, in_group, telegram_message("ok, thanks")])
+    replies = converse(stack, [told, in_group, telegram_message("ok, thanks")])
     kept = memories_of(stack).list([MINE])
     texts = {m.text for m in kept}
     assert texts <= ELIGIBLE, texts

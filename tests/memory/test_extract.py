@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from assistant.engine import FakeEngine
 from assistant.prompts import PromptLibrary
 from assistant.recall.extract import (
     MAX_FACTS_PER_MESSAGE,
@@ -21,6 +20,7 @@ from assistant.recall.extract import (
     rejection,
     sentences,
 )
+from tests.auxil.fake_engine import FakeEngine
 
 
 def always_fact(sentence: str) -> bool:
