@@ -273,8 +273,9 @@ def generate(runtime: Runtime, fresh: list[Inbound]) -> None:
 def after_turn(runtime: Runtime, fresh: list[Inbound], reply: Reply,
                history: RedisConversationHistory | None, started: float,
                output: TurnOutput | None) -> None:
-    """Once the reply is delivered: tell the observers (archive, stats, metrics), then update
-    the conversation's running summary (a failure is tried again after the next turn).
+    """Once the reply is delivered: tell the observers (archive, stats, metrics), keep the
+    automatic long-term memories (when on), then update the conversation's running summary
+    (a failure is tried again after the next turn).
     ``output`` is None when no model ran (the reply a previous run kept was sent)."""
     first = fresh[0]
     first_token_at = output.first_token_at if output is not None else None
@@ -289,6 +290,10 @@ def after_turn(runtime: Runtime, fresh: list[Inbound], reply: Reply,
         completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason,
         conversation=first.conversation, inbounds=tuple(fresh), reply=reply,
         persona_version=persona_versions(runtime.prompts).get("system")))
+    if runtime.recall is not None:  # after delivery; never raises (docs/memory.md)
+        from assistant.recall.service import notice_after_turn
+
+        notice_after_turn(runtime.recall, runtime.engine, runtime.prompts, runtime.safety, fresh)
     if history is not None:
         try:
             summarise_if_needed(runtime.engine, runtime.prompts, runtime.config, history,

@@ -197,6 +197,14 @@ class Settings(BaseSettings):
                                         le=2000)
     longterm_max_per_person: int = Field(2000, alias="ASSISTANT_LONGTERM_MAX_PER_PERSON",
                                          ge=1)
+    # Automatic extraction after a turn (off by default; docs/memory.md has its measured
+    # precision), and the conversations where memory is off although their platform has it
+    # ("platform:workspace:channel" or "platform:channel"; a DM's channel too).
+    longterm_auto: bool = Field(False, alias="ASSISTANT_LONGTERM_AUTO")
+    longterm_off_channels: str = Field("", alias="ASSISTANT_LONGTERM_OFF_CHANNELS")
+    # The policy on admins reading memories: off, they see counts only; on, the admin panel
+    # shows one person's memories on request and audits every view.
+    longterm_admin_contents: bool = Field(False, alias="ASSISTANT_LONGTERM_ADMIN_CONTENTS")
 
     # Who may talk to the assistant (assistant/identity, docs/security.md). "auto": sign-in
     # when OIDC_ISSUER is set, else local mode (no sign-in), which runs only on the loopback

@@ -22,6 +22,7 @@ from assistant.embedding import Embedder
 from assistant.envelope import ConversationKey, Inbound
 from assistant.errors import InputRejected
 from assistant.recall.commands import Command
+from assistant.recall.extract import Classifier, extract
 from assistant.recall.search import Index
 from assistant.recall.text import clean_fact, quoted
 from assistant.safety.checks.normalise import normalize
@@ -40,6 +41,10 @@ MAX_CACHED_INDEXES = 256
 # ``InputRejected`` when the chain blocks it.
 Screen = Callable[[str], str]
 TokenCounter = Callable[[str], int]
+# An automatic memory this close in meaning (cosine of the shared embedder's vectors) to one
+# the person has is not saved again: "I am a vegetarian" after "I'm vegetarian" (0.93), "I'm a
+# nurse" after "I work as a nurse" (0.88); "I like coffee" after "I like tea" (0.74) is saved.
+DUPLICATE_COSINE = 0.85
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,11 @@ class RecallSettings:
     max_items: int = 6
     max_per_person: int = 2000
     min_cosine: float = 0.2
+    # Automatic extraction after a turn (``LongTermMemory.notice``); off by default.
+    auto: bool = False
+    # Conversations where memory is off although their platform has it (same forms as
+    # ``group_channels``): nothing made, nothing recalled there.
+    off_channels: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Any) -> RecallSettings:
@@ -64,12 +74,22 @@ class RecallSettings:
             retention_days=settings.longterm_retention_days,
             prompt_tokens=settings.longterm_prompt_tokens,
             max_per_person=settings.longterm_max_per_person,
+            auto=settings.longterm_auto,
+            off_channels=_names(settings.longterm_off_channels, lower=False),
         )
 
 
 def _names(text: str, lower: bool = True) -> frozenset[str]:
     parts = (p.strip() for p in text.split(","))
     return frozenset((p.lower() if lower else p) for p in parts if p)
+
+
+def _channel_names(conversation: ConversationKey) -> set[str]:
+    """How an admin may name this conversation's channel in a setting."""
+    names = {f"{conversation.platform}:{conversation.workspace}:{conversation.channel}"}
+    if conversation.workspace == "default":
+        names.add(f"{conversation.platform}:{conversation.channel}")
+    return names
 
 
 def is_private(conversation: ConversationKey) -> bool:
@@ -103,15 +123,14 @@ class LongTermMemory:
         """Why memories are not made or recalled here (a ``REFUSAL_REASONS`` key), or None."""
         if conversation.platform not in self.settings.platforms:
             return "platform"
+        if _channel_names(conversation) & self.settings.off_channels:
+            return "channel"
         if not is_private(conversation) and not self._group_allowed(conversation):
             return "group"
         return None
 
     def _group_allowed(self, conversation: ConversationKey) -> bool:
-        names = {f"{conversation.platform}:{conversation.workspace}:{conversation.channel}"}
-        if conversation.workspace == "default":
-            names.add(f"{conversation.platform}:{conversation.channel}")
-        return bool(names & self.settings.group_channels)
+        return bool(_channel_names(conversation) & self.settings.group_channels)
 
     @staticmethod
     def _channel_filter(conversation: ConversationKey) -> tuple[str, str, str] | None:
@@ -142,6 +161,49 @@ class LongTermMemory:
             owner, text, self._vector(text), self.embedder.model_id,
             source_channel=conversation.channel, source_conversation=conversation.redis_id,
             source_message=inbound.message_id, private=is_private(conversation))
+
+    def notice(self, inbound: Inbound, classify: Classifier, screen: Screen | None = None
+               ) -> list[MemoryRow]:
+        """Automatic extraction (``RecallSettings.auto``), after the reply was delivered: the
+        sentences of the person's message that state a lasting fact about them
+        (``assistant.recall.extract``), each screened like a message (``screen``: the input
+        safety chain; a blocked one is dropped), cleaned, and saved unless the person has one
+        of the same meaning. ``inbound`` is the message as the worker screened it."""
+        if not self.settings.auto or inbound.history is not None:
+            return []
+        if self.refusal(inbound.conversation) is not None:
+            return []
+        owner = owner_of(inbound)
+        owners = self.memories.identities_of(*owner)
+        if self.memories.find_by_message(owners, inbound.message_id) is not None:
+            return []  # a rerun of the turn, or an explicit "remember" message
+        facts = extract(inbound.text, classify)
+        if not facts:
+            return []
+        index = self._index(owners, None)
+        known = [index.vectors] if index is not None else []
+        count = self.memories.count(owners)
+        conversation = inbound.conversation
+        saved: list[MemoryRow] = []
+        for fact in facts:
+            try:
+                text = clean_fact(screen(fact) if screen is not None else fact)
+            except InputRejected:
+                continue
+            vector = np.asarray(self.embedder.embed([text])[0], dtype=np.float32)
+            if any(len(v) and float(np.max(v @ vector)) >= DUPLICATE_COSINE for v in known):
+                continue
+            if count >= self.settings.max_per_person:
+                break
+            saved.append(self.memories.add(
+                owner, text, vector.tobytes(), self.embedder.model_id,
+                source_channel=conversation.channel,
+                source_conversation=conversation.redis_id,
+                source_message=inbound.message_id, private=is_private(conversation),
+                automatic=True))
+            known.append(vector[None, :])
+            count += 1
+        return saved
 
     def edit(self, owner: Identity, memory_id: int, text: str) -> MemoryRow | None:
         """Replace a memory's words (screened like a message first); None: not theirs."""
@@ -300,15 +362,21 @@ class LongTermMemory:
 
 REFUSAL_REASONS = {
     "platform": "long-term memory is turned off here by the admins",
+    "channel": "long-term memory is turned off in this conversation by the admins",
     "group": "I don't keep memories from group conversations; tell me in a private chat",
     "list_in_group": "your memories are private: ask me in a private chat",
 }
 
 
+# After a memory the assistant noticed by itself (not asked to keep) in ``/memory``'s list.
+AUTOMATIC_MARK = " (noticed)"
+
+
 def listing_prompt(rows: Sequence[MemoryRow]) -> tuple[str, dict[str, str]]:
     if not rows:
         return "memory_empty", {}
-    items = "\n".join(f"{n}. {row.text}" for n, row in enumerate(rows, start=1))
+    items = "\n".join(f"{n}. {row.text}" + (AUTOMATIC_MARK if row.automatic else "")
+                      for n, row in enumerate(rows, start=1))
     return "memory_list", {"items": items}
 
 
@@ -350,3 +418,40 @@ def answer_at_edge(settings: Any, prompts: Any, command: Command,
                       text="")
     name, variables = memory.run(command, inbound)
     return str(prompts.render(name, **variables))
+
+
+def safety_screen(safety: Any, inbound: Inbound) -> Screen | None:
+    """The input safety chain (``assistant.safety.service.SafetyService``) as a ``Screen``
+    for a sentence of ``inbound`` under its channel's policy: masked text, or
+    ``InputRejected`` when blocked. No strike and no moderation entry: the message itself was
+    screened and logged already; this only keeps a part of it out."""
+    if safety is None:
+        return None
+    policy = safety.policy_for(inbound)
+
+    def screen(text: str) -> str:
+        outcome = safety.run_input(text, policy)
+        if outcome.blocked:
+            raise InputRejected("blocked by the input checks")
+        return str(outcome.text)
+
+    return screen
+
+
+def notice_after_turn(recall: LongTermMemory, engine: Any, prompts: Any, safety: Any,
+                      inbounds: Sequence[Inbound]) -> int:
+    """The worker's hook after a turn's reply was delivered: automatic memories from each of
+    the person's new messages. Never raises (the turn is answered already); returns how many
+    memories it saved."""
+    if not recall.settings.auto:
+        return 0
+    from assistant.recall.extract import model_classifier
+
+    saved = 0
+    classify = model_classifier(engine, prompts)
+    for inbound in inbounds:
+        try:
+            saved += len(recall.notice(inbound, classify, safety_screen(safety, inbound)))
+        except Exception:
+            log.exception("automatic memory extraction failed; the turn is unaffected")
+    return saved

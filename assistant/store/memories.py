@@ -56,6 +56,8 @@ class Memory(Base):
     source_conversation: Mapped[str] = mapped_column(String(64), default="")
     source_message: Mapped[str] = mapped_column(String(256), default="")
     private: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Noticed by the assistant after a turn (ASSISTANT_LONGTERM_AUTO), not asked for.
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     embedding_model: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -89,12 +91,14 @@ class MemoryRow:
     embedding_model: str
     created_at: datetime
     updated_at: datetime
+    automatic: bool = False
 
     def public(self) -> dict[str, object]:
         """What the person sees and exports (no vector)."""
         return {"id": self.id, "text": self.text, "platform": self.platform,
                 "channel": self.source_channel, "conversation": self.source_conversation,
                 "message_id": self.source_message, "private": self.private,
+                "automatic": self.automatic,
                 "created_at": self.created_at.isoformat(),
                 "updated_at": self.updated_at.isoformat()}
 
@@ -112,7 +116,7 @@ def _row(memory: Memory) -> MemoryRow:
     return MemoryRow(memory.id, memory.platform, memory.workspace, memory.user_id, memory.text,
                      memory.source_channel, memory.source_conversation, memory.source_message,
                      memory.private, memory.embedding, memory.embedding_model,
-                     memory.created_at, memory.updated_at)
+                     memory.created_at, memory.updated_at, bool(memory.automatic))
 
 
 class Memories:
@@ -155,11 +159,12 @@ class Memories:
 
     def add(self, owner: Identity, text: str, embedding: bytes, embedding_model: str, *,
             source_channel: str = "", source_conversation: str = "", source_message: str = "",
-            private: bool = True) -> MemoryRow:
+            private: bool = True, automatic: bool = False) -> MemoryRow:
         now = utcnow()
         memory = Memory(platform=owner[0], workspace=owner[1], user_id=owner[2], text=text,
                         source_channel=source_channel, source_conversation=source_conversation,
-                        source_message=source_message, private=private, embedding=embedding,
+                        source_message=source_message, private=private, automatic=automatic,
+                        embedding=embedding,
                         embedding_model=embedding_model, created_at=now, updated_at=now)
         with self.store.session() as session:
             session.add(memory)
@@ -256,6 +261,12 @@ class Memories:
             rows = session.execute(select(Memory.platform, func.count(Memory.id)).group_by(
                 Memory.platform)).all()
         return {str(platform): int(n) for platform, n in rows}
+
+    def automatic_count(self) -> int:
+        """Memories the assistant noticed by itself (ASSISTANT_LONGTERM_AUTO)."""
+        with self.store.session() as session:
+            return int(session.scalar(select(func.count(Memory.id)).where(
+                Memory.automatic.is_(True))) or 0)
 
     def people_count(self) -> int:
         with self.store.session() as session:

@@ -37,6 +37,7 @@ class MemoryOut(BaseModel):
     text: str
     platform: str
     private: bool
+    automatic: bool = Field(description="Noticed by the assistant, not asked for")
     created_at: datetime
     updated_at: datetime
 
@@ -86,7 +87,7 @@ def _screen(state: WebState) -> Any:
 
 def _out(rows: list[MemoryRow]) -> list[MemoryOut]:
     return [MemoryOut(number=n, id=r.id, text=r.text, platform=r.platform, private=r.private,
-                      created_at=r.created_at, updated_at=r.updated_at)
+                      automatic=r.automatic, created_at=r.created_at, updated_at=r.updated_at)
             for n, r in enumerate(rows, start=1)]
 
 

@@ -82,3 +82,18 @@ def test_a_caller_sees_edits_exports_and_deletes_only_their_own(
     assert http.get("/api/memories", headers=ada).json() == []
     assert [m["text"] for m in http.get("/api/memories", headers=bob).json()] == [
         "I live in Oslo"]
+
+
+def test_automatic_memories_are_marked(web: tuple[TestClient, Settings]) -> None:
+    http, settings = web
+    ada, ada_id = key_for(settings, "ada")
+    remember(settings, ada_id, "I'm vegetarian")
+    memory = edge_memory(settings)
+    assert memory is not None
+    memory.memories.add(("web", "default", ada_id), "I play the cello.", b"\0" * 1536, "m",
+                        automatic=True)
+    listed = http.get("/api/memories", headers=ada).json()
+    assert [(m["text"], m["automatic"]) for m in listed] == [("I'm vegetarian", False),
+                                                            ("I play the cello.", True)]
+    exported = http.get("/api/memories/export", headers=ada).json()["memories"]
+    assert [m["automatic"] for m in exported] == [False, True]

@@ -14,6 +14,7 @@ from integrations.web.admin import (
     keys,
     knowledge,
     login,
+    memories,
     moderation,
     pages,
     people,
@@ -33,7 +34,8 @@ from integrations.web.deps import WebState
 log = logging.getLogger(__name__)
 
 ROUTERS = (login.router, pages.router, conversations.router, moderation.router, persona.router,
-           users.router, keys.router, people.router, knowledge.router)
+           users.router, keys.router, people.router, knowledge.router,
+           memories.router)
 
 
 def install(app: FastAPI, state: WebState) -> AdminContext:

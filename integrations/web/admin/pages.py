@@ -94,14 +94,16 @@ async def get_settings(request: Request, admin: Admin, session: Session) -> HTML
     shown = admin.web.settings.public_dict()
     rows = [(name, "" if value is None else str(value)) for name, value in sorted(shown.items())]
     return render(request, "settings.html", title="Settings", rows=rows,
-                  memories=await call(memory_counts, admin.web.settings.sql_url))
+                  memories=await call(memory_counts, admin.web.settings.sql_url),
+                  memory_contents=admin.web.settings.longterm_admin_contents)
 
 
 def memory_counts(sql_url: str) -> dict[str, Any]:
     """Long-term memories kept, per platform and people: counts, never contents
     (docs/memory.md)."""
     memories = Memories(shared_store(sql_url))
-    return {"by_platform": memories.counts(), "people": memories.people_count()}
+    return {"by_platform": memories.counts(), "people": memories.people_count(),
+            "automatic": memories.automatic_count()}
 
 
 @router.get("/audit")

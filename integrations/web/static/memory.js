@@ -64,7 +64,15 @@ function row(memory) {
   const text = document.createElement("span");
   text.className = "memory-text";
   text.textContent = memory.text;  // text, never HTML
-  item.append(text,
+  item.append(text);
+  if (memory.automatic) {  // noticed by the assistant, not asked for (ASSISTANT_LONGTERM_AUTO)
+    const mark = document.createElement("span");
+    mark.className = "memory-automatic";
+    mark.textContent = "noticed";
+    mark.title = "The assistant noticed this in a message; you did not ask it to remember.";
+    item.append(mark);
+  }
+  item.append(
     button("Edit", () => edit(item, memory), "memory-edit"),
     button("Delete", () => remove(memory), "memory-delete"));
   return item;
