@@ -1,0 +1,592 @@
+"""Continuous batching: one llama.cpp context per process serving several turns at once.
+
+``BatchingEngine`` offers what ``worker.llama.LlamaEngine`` offers the pipeline (``stream``,
+``count_tokens``, ``context_size``, ``wait_idle``), but its context has ``slots`` sequences
+(llama.cpp sequence ids 0..slots-1). One scheduler thread owns the context; each ``stream``
+call (one Celery thread per running turn) hands its request over and reads its pieces from its
+own queue. Every decode step puts into one ``llama_batch``:
+
+- one token for each turn that is writing its reply (logits for that token only), and
+- up to ``chunk`` prompt tokens of turns still reading their prompt, so a long prompt joins the
+  running batch in pieces and does not stall the others' tokens.
+
+Each slot samples with its own llama.cpp sampler chain, built like llama-cpp-python's
+``Llama._init_sampler`` (penalties, grammar, top-k 40, typical 1.0, top-p, min-p 0.05,
+temperature, ``dist(seed)``; greedy at temperature 0), so grammars (JSON replies, tools) and
+seeds are per turn. A finished or cancelled turn (the consumer closed its generator: a safety
+cut, a cancel) frees its slot (``llama_memory_seq_rm``) at the next step.
+
+With a KV state store (``worker.kvcache``), a turn's prompt starts from the longest saved
+beginning restored into its slot (``llama_state_seq_set_data`` with the slot's sequence id),
+and after the reply the slot re-reads the conversation's next-turn prefix and saves it (as
+``LlamaEngine`` does) before the slot is freed.
+
+Numerics (measured with SmolLM2-135M Q4_1, docs/scaling.md "Continuous batching"): with a
+KV cache per sequence (``kv_unified=False``, the default here) each sequence attends over its
+own cells only, and the replies of 8 turns decoded together equal, token for token, those of
+``LlamaEngine`` run cold one at a time (temperature 0, and 0.7 with a seed). With one unified
+KV buffer (``unified=True``) the attention runs over the cells of all sequences, masked, and
+7 of 8 replies differed: that mode is not used.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.engine import Completion, GenerationRequest, Stream
+from assistant.envelope import ChatMessage
+from assistant.errors import ModelError
+from worker.control_tokens import ControlTokenText, control_token_ids, control_token_text
+from worker.kvcache import KvCache, KvState, boundary_keys, common_prefix, find_longest, prefix_key
+from worker.llama import (
+    MIN_BATCH,
+    UBATCH,
+    chat_formatter,
+    count_message_tokens,
+    template_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens one slot adds to a decode step. The first chunk is a ubatch, as a cold run
+# reads it; later steps interleave the writers' tokens with further chunks.
+CHUNK = UBATCH
+IDLE_POLL_SECONDS = 0.5
+
+_DONE = object()  # a slot's queue: the reply ended (followed by nothing)
+
+
+class Cancelled(Exception):
+    """The engine was closed while a turn was waiting or running."""
+
+
+@dataclass
+class _Turn:
+    """One request in a slot: what it reads, what it has written, where the pieces go."""
+
+    request: GenerationRequest
+    prompt: list[int]
+    out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    slot: int = -1
+    sampler: Any = None
+    read: int = 0  # prompt tokens in the slot's KV cells
+    pending: int | None = None  # the sampled token not yet in the KV cells
+    written: int = 0  # tokens sampled
+    text_bytes: bytearray = field(default_factory=bytearray)
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    held: str = ""  # text held back: it may begin a stop string
+    pieces: list[str] = field(default_factory=list)
+    finish: str | None = None
+    # After the reply: the tokens to re-read and save for the next turn (KV store only).
+    keep_tokens: list[int] | None = None
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+
+class BatchingEngine:
+    """A GGUF chat model serving up to ``slots`` turns at once with continuous batching."""
+
+    def __init__(
+        self, model_path: Path, context_size: int, threads: int, threads_batch: int,
+        slots: int, on_load: Callable[[float], None] | None = None,
+        kv_cache: KvCache | None = None, chunk: int = CHUNK, unified: bool = False,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("a batching engine needs at least one slot")
+        self.model_path = model_path
+        self.name = model_path.stem
+        self.context_size = context_size  # per slot: what one turn's prompt and reply may use
+        self.threads = threads
+        self.threads_batch = threads_batch
+        self.slots = slots
+        self.unified = unified
+        self.chunk = max(chunk, MIN_BATCH)
+        self.kv_cache = kv_cache
+        self._on_load = on_load
+        self._load_lock = threading.Lock()
+        self._llama: Any = None  # tokenizer, chat template, model weights
+        self._ctx: Any = None  # our own context with ``slots`` sequences
+        self._mem: Any = None
+        self._batch: Any = None
+        self._n_batch = 0
+        self._formatter: Any = None
+        self._control = ControlTokenText(())
+        self._boundary_ids: frozenset[int] = frozenset()
+        self._inbox: queue.SimpleQueue[_Turn | None] = queue.SimpleQueue()
+        self._waiting: list[_Turn] = []
+        self._active: dict[int, _Turn] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = threading.Condition()
+        self.steps = 0  # decode steps run (bench, tests)
+        self.max_together = 0  # the most turns that shared one decode step (tests)
+        # Steps where a prompt's chunk was read together with other turns' reply tokens.
+        self.mixed_steps = 0
+
+    # -- loading -----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._ctx is not None
+
+    def load(self) -> Any:
+        with self._load_lock:
+            if self._ctx is None:
+                self._load()
+            return self._llama
+
+    def _load(self) -> None:
+        if not self.model_path.is_file():
+            raise ModelError(f"model file {self.model_path} not found; run `assistant model pull`")
+        import llama_cpp
+
+        started = time.perf_counter()
+        try:
+            # The Llama object gives the weights, the tokenizer and the chat template; its own
+            # context is kept tiny, the turns run in ours.
+            llama = llama_cpp.Llama(
+                model_path=str(self.model_path), n_ctx=64, n_batch=64, n_ubatch=64,
+                n_threads=self.threads, n_threads_batch=self.threads_batch,
+                use_mmap=True, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"could not load {self.model_path}: {exc}") from exc
+        # Llama's own context parameters (attention kernels, KV cell types, threads) as a cold
+        # run of LlamaEngine has them; only the size and the sequences differ.
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_ctx = self.context_size * self.slots
+        # A step holds every writer's token and up to a chunk of each reader's prompt.
+        self._n_batch = max(self.chunk * self.slots, UBATCH)
+        params.n_batch = self._n_batch
+        params.n_ubatch = UBATCH
+        params.n_seq_max = self.slots
+        params.kv_unified = self.unified
+        ctx = llama_cpp.llama_init_from_model(llama._model.model, params)
+        if not ctx:
+            raise ModelError(f"could not create a context of {self.slots} sequences "
+                             f"x {self.context_size} tokens for {self.model_path}")
+        self._llama = llama
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._formatter = chat_formatter(llama)
+        self._control = control_token_text(llama)
+        self._boundary_ids = frozenset(control_token_ids(llama))
+        self._vocab = llama._model.vocab
+        self._thread = threading.Thread(target=self._run, name="batching-engine", daemon=True)
+        self._thread.start()
+        seconds = time.perf_counter() - started
+        log.info("loaded %s with %d slots of %d tokens in %.2f s", self.model_path.name,
+                 self.slots, self.context_size, seconds)
+        if self._on_load is not None:
+            self._on_load(seconds)
+
+    def close(self) -> None:
+        """Stop the scheduler; turns still running end with ``Cancelled``."""
+        self._closed = True
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # -- the interface the pipeline uses -----------------------------------------------------
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        llama = self.load()
+        return count_message_tokens(llama, messages, self._control)
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        llama = self.load()
+        if self._formatter is None:
+            raise ModelError("the batching engine needs the GGUF's own chat template")
+        return template_tokens(llama, self._formatter, self._control, messages)
+
+    def stream(self, request: GenerationRequest) -> Stream:
+        prompt = self.prompt_tokens(request.messages)
+        if len(prompt) + 1 > self.context_size:
+            raise ModelError(f"the prompt has {len(prompt)} tokens; a slot holds "
+                             f"{self.context_size}")
+        turn = _Turn(request=request, prompt=prompt)
+        if self._closed:
+            raise Cancelled("the engine is closed")
+        with self._busy:
+            self._inbox.put(turn)
+        finished = False
+        try:
+            while True:
+                item = turn.out.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                turn.cancelled.set()  # the scheduler frees the slot at its next step
+        llama = self._llama
+        written = "".join(turn.pieces).encode()
+        count = len(llama.tokenize(written, add_bos=False, special=False)) if written else 0
+        return Completion("length" if turn.finish == "length" else "stop", count)
+
+    def wait_idle(self) -> None:
+        """Return once no turn is waiting, running or being saved (tests, shutdown)."""
+        with self._busy:
+            while self._thread is not None and (
+                    self._waiting or self._active or not self._inbox.empty()):
+                self._busy.wait(timeout=0.1)
+
+    # -- the scheduler ------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._take_new(block=not self._active and not self._waiting):
+                    break
+                self._admit()
+                if self._active:
+                    self._step()
+                with self._busy:
+                    self._busy.notify_all()
+        except BaseException as exc:  # the context is unusable: fail every turn, loudly
+            log.exception("the batching engine stopped")
+            self._fail_all(ModelError(f"the batching engine stopped: {exc}"))
+        else:
+            self._fail_all(Cancelled("the engine is closed"))
+
+    def _take_new(self, block: bool) -> bool:
+        """Move new requests to the waiting list; False once the engine is closed."""
+        try:
+            item = self._inbox.get(timeout=IDLE_POLL_SECONDS) if block else \
+                self._inbox.get_nowait()
+        except queue.Empty:
+            return not self._closed
+        while True:
+            if item is None:
+                return False
+            self._waiting.append(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _admit(self) -> None:
+        """Give waiting turns the free slots, first come first served."""
+        self._waiting = [t for t in self._waiting if not self._drop_if_cancelled(t)]
+        free = [s for s in range(self.slots) if s not in self._active]
+        while free and self._waiting:
+            turn = self._waiting.pop(0)
+            turn.slot = free.pop(0)
+            try:
+                turn.sampler = self._make_sampler(turn.request)
+                self._restore(turn)
+            except Exception as exc:
+                self._release(turn)
+                turn.out.put(exc if isinstance(exc, ModelError) else
+                             ModelError(f"could not start the turn: {exc}"))
+                continue
+            self._active[turn.slot] = turn
+
+    def _drop_if_cancelled(self, turn: _Turn) -> bool:
+        if turn.cancelled.is_set():
+            turn.out.put(_DONE)
+            return True
+        return False
+
+    def _step(self) -> None:
+        """One llama_decode for every active slot, then sample and hand out the tokens."""
+        import llama_cpp
+
+        for slot, turn in list(self._active.items()):
+            if turn.cancelled.is_set():
+                self._finish(turn, save=False)
+        batch = self._batch
+        n = 0
+        samples: list[tuple[_Turn, int]] = []  # (turn, index of its logits in the batch)
+        keeps: list[_Turn] = []
+        together = 0
+        for turn in self._active.values():
+            if turn.pending is not None:  # writing: its last token
+                self._put(batch, n, turn.pending, turn.read, turn.slot, True)
+                turn.read += 1
+                turn.pending = None
+                samples.append((turn, n))
+                n += 1
+                together += 1
+        writers = together
+        for turn in self._active.values():
+            source = turn.keep_tokens if turn.keep_tokens is not None else turn.prompt
+            if turn.read >= len(source):
+                continue
+            room = self._n_batch - n
+            if room < MIN_BATCH:
+                break
+            # A prompt's last piece holds at least MIN_BATCH tokens (llama.cpp reads smaller
+            # batches with other kernels), as a cold run reads it.
+            end = min(len(source), turn.read + min(self.chunk, room))
+            if 0 < len(source) - end < MIN_BATCH:
+                end = len(source) - MIN_BATCH if end - turn.read > MIN_BATCH else len(source)
+            for position in range(turn.read, end):
+                last = position == len(source) - 1 and turn.keep_tokens is None
+                self._put(batch, n, source[position], position, turn.slot, last)
+                if last:
+                    samples.append((turn, n))
+                n += 1
+            turn.read = end
+            together += 1
+            if turn.keep_tokens is not None and end == len(source):
+                keeps.append(turn)
+        if n == 0:
+            return
+        batch.n_tokens = n
+        self.max_together = max(self.max_together, together)
+        if writers and together > writers:
+            self.mixed_steps += 1
+        result = llama_cpp.llama_decode(self._ctx, batch)
+        self.steps += 1
+        if result != 0:
+            raise RuntimeError(f"llama_decode returned {result}")
+        for turn, index in samples:
+            token = int(llama_cpp.llama_sampler_sample(turn.sampler, self._ctx, index))
+            self._emit(turn, token)
+        for turn in keeps:
+            self._save(turn)
+
+    def _put(self, batch: Any, index: int, token: int, position: int, seq: int,
+             logits: bool) -> None:
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq
+        batch.logits[index] = logits
+
+    def _emit(self, turn: _Turn, token: int) -> None:
+        """Hand out the text of a sampled token, or end the turn."""
+        import llama_cpp
+
+        if turn.first_token_at is None:
+            turn.first_token_at = time.perf_counter()
+        if turn.cancelled.is_set():
+            self._finish(turn, save=False)
+            return
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._end(turn, "stop")
+            return
+        turn.written += 1
+        piece = self._llama._model.detokenize([token], special=False)
+        text = turn.decoder.decode(piece)
+        if text:
+            self._write(turn, text)
+            if turn.finish is not None:
+                return
+        if turn.written >= turn.request.max_tokens:
+            self._end(turn, "length")
+        elif turn.read + 1 >= self.context_size:
+            self._end(turn, "length")
+        else:
+            turn.pending = token
+
+    def _write(self, turn: _Turn, text: str) -> None:
+        """Give the consumer ``text``, holding back what may begin a stop string."""
+        stops = turn.request.stop
+        held = turn.held + text
+        if stops:
+            hits = [held.find(s) for s in stops if s and s in held]
+            if hits:
+                cut = min(hits)
+                if cut:
+                    self._give(turn, held[:cut])
+                turn.held = ""
+                self._end(turn, "stop")
+                return
+            keep = max((k for s in stops for k in range(1, len(s))
+                        if held.endswith(s[:k])), default=0)
+            ready, turn.held = held[: len(held) - keep], held[len(held) - keep:]
+        else:
+            ready = held
+        if ready:
+            self._give(turn, ready)
+
+    def _give(self, turn: _Turn, text: str) -> None:
+        turn.pieces.append(text)
+        turn.out.put(text)
+
+    def _end(self, turn: _Turn, reason: str) -> None:
+        """The reply is complete: tell the consumer now; save the slot's state if kept."""
+        tail = turn.decoder.decode(b"", final=True)
+        if tail or turn.held:
+            text, turn.held = turn.held + tail, ""
+            if text:
+                self._give(turn, text)
+        turn.finish = reason
+        turn.pending = None
+        turn.out.put(_DONE)
+        self._finish(turn, save=True)
+
+    def _finish(self, turn: _Turn, save: bool) -> None:
+        if turn.slot not in self._active:
+            turn.out.put(_DONE)
+            return
+        if save and self.kv_cache is not None:
+            follow = self._follow_tokens(turn)
+            if follow is not None:
+                # Keep the cells up to where prompt and follow agree and that were read in
+                # batches; re-read the rest (the reply as the next prompt holds it).
+                keep = min(common_prefix(turn.prompt, follow), len(turn.prompt),
+                           len(follow) - MIN_BATCH)
+                if keep > 0:
+                    self._truncate(turn.slot, keep)
+                    turn.keep_tokens = follow
+                    turn.read = keep
+                    return  # _step reads it, then _save frees the slot
+        if not save:
+            turn.out.put(_DONE)
+        del self._active[turn.slot]
+        self._release(turn)
+
+    def _release(self, turn: _Turn) -> None:
+        import llama_cpp
+
+        if turn.slot >= 0:
+            llama_cpp.llama_memory_seq_rm(self._mem, turn.slot, -1, -1)
+        if turn.sampler is not None:
+            llama_cpp.llama_sampler_free(turn.sampler)
+            turn.sampler = None
+
+    def _fail_all(self, error: BaseException) -> None:
+        for turn in [*self._waiting, *self._active.values()]:
+            turn.out.put(error)
+        self._waiting.clear()
+        self._active.clear()
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item.out.put(error)
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _make_sampler(self, request: GenerationRequest) -> Any:
+        """A sampler chain like ``Llama._init_sampler`` builds for ``create_chat_completion``
+        with this request's options."""
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        if request.logit_bias:
+            biases = [(int(t), float(b)) for t, b in request.logit_bias.items()]
+            array = (llama_cpp.llama_logit_bias * len(biases))()
+            for index, (token, bias) in enumerate(biases):
+                array[index].token = token
+                array[index].bias = bias
+            add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), array))
+        # The call exactly as llama-cpp-python makes it (``LlamaSampler.add_penalties``).
+        add(llama_cpp.llama_sampler_init_penalties(
+            n_vocab, 64, 1.0, request.frequency_penalty, request.presence_penalty))
+        if request.json_schema is not None:
+            from worker.grammar import gbnf
+
+            rules = gbnf(request.json_schema, request.schema_or_text)
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, rules.encode(), b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise ModelError("the JSON schema's grammar was refused")
+            add(grammar)
+        if request.temperature == 0.0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            top_p = 0.95 if request.top_p is None else request.top_p
+            add(llama_cpp.llama_sampler_init_top_k(40))
+            add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+            add(llama_cpp.llama_sampler_init_top_p(top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(0.05, 1))
+            add(llama_cpp.llama_sampler_init_temp(request.temperature))
+            add(llama_cpp.llama_sampler_init_dist(request.seed & 0xFFFFFFFF))
+        return chain
+
+    # -- KV state reuse ----------------------------------------------------------------------
+    def _truncate(self, slot: int, keep: int) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._mem, slot, max(keep, 0), -1)
+
+    def _boundaries(self, tokens: Sequence[int]) -> list[int]:
+        marks = self._boundary_ids
+        return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
+
+    def _restore(self, turn: _Turn) -> None:
+        """Put the longest saved beginning of the turn's prompt into its slot."""
+        import llama_cpp
+        import numpy as np
+
+        self._truncate(turn.slot, 0)
+        turn.read = 0
+        if self.kv_cache is None:
+            return
+        prompt = turn.prompt
+        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        keys = boundary_keys(prompt, positions)[::-1]
+        saved = find_longest(self.kv_cache, keys, prompt) if keys else None
+        if saved is None:
+            if keys:
+                self.kv_cache.stats.misses += 1
+            self.kv_cache.stats.tokens_read += len(prompt)
+            return
+        view = np.frombuffer(saved.data, dtype=np.uint8)
+        source = view.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        if int(llama_cpp.llama_state_seq_set_data(self._ctx, source, len(view), turn.slot)) == 0:
+            log.warning("could not restore a saved KV state into slot %d; reading cold",
+                        turn.slot)
+            self._truncate(turn.slot, 0)
+            return
+        self.kv_cache.stats.hits += 1
+        self.kv_cache.stats.tokens_reused += len(saved.tokens)
+        self.kv_cache.stats.tokens_read += len(prompt) - len(saved.tokens)
+        turn.read = len(saved.tokens)
+
+    def _follow_tokens(self, turn: _Turn) -> list[int] | None:
+        """The tokens every next prompt of this conversation starts with (worker/llama.py's
+        ``_next_turn_prefix``); None for one-off prompts or when it does not fit."""
+        if turn.request.cache_key is None and turn.request.json_schema is not None:
+            return None
+        reply = "".join(turn.pieces).strip()
+        answered = [*turn.request.messages, ChatMessage(role="assistant", text=reply)]
+        first = self.prompt_tokens([*answered, ChatMessage(role="user", text="a")])
+        second = self.prompt_tokens([*answered, ChatMessage(role="user", text="b")])
+        shared = first[: common_prefix(first, second)]
+        found = self._boundaries(shared)
+        if not found or found[-1] > self.context_size - 1:
+            return None
+        return shared[: found[-1]]
+
+    def _save(self, turn: _Turn) -> None:
+        """The slot holds the next turn's prefix: save it, then free the slot."""
+        import llama_cpp
+
+        assert self.kv_cache is not None and turn.keep_tokens is not None
+        try:
+            size = int(llama_cpp.llama_state_seq_get_size(self._ctx, turn.slot))
+            buffer = bytearray(size)
+            target = (ctypes.c_uint8 * size).from_buffer(buffer)
+            written = int(llama_cpp.llama_state_seq_get_data(self._ctx, target, size, turn.slot))
+            del target
+            if 0 < written <= size:
+                del buffer[written:]
+                tokens = tuple(turn.keep_tokens)
+                self.kv_cache.put(prefix_key(tokens), KvState(tokens=tokens, data=buffer))
+        except Exception:
+            log.warning("could not save the KV state of slot %d", turn.slot, exc_info=True)
+        finally:
+            del self._active[turn.slot]
+            self._release(turn)
