@@ -19,7 +19,11 @@ cut, a cancel) frees its slot (``llama_memory_seq_rm``) at the next step.
 With a KV state store (``worker.kvcache``), a turn's prompt starts from the longest saved
 beginning restored into its slot (``llama_state_seq_set_data`` with the slot's sequence id),
 and after the reply the slot re-reads the conversation's next-turn prefix and saves it (as
-``LlamaEngine`` does) before the slot is freed.
+``LlamaEngine`` does) before the slot is freed. A state saved from one slot restores into any
+other; states of ``LlamaEngine`` (one KV stream) and of engines with another number of slots
+are refused by llama.cpp, so they are kept under other keys (``_key``). Unlike
+``LlamaEngine``, the system prompt's and a long prompt's own states are not saved before the
+reply (left for later).
 
 Numerics (measured with SmolLM2-135M Q4_1, docs/scaling.md "Continuous batching"): with a
 KV cache per sequence (``kv_unified=False``, the default here) each sequence attends over its
@@ -57,8 +61,7 @@ from worker.llama import (
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens one slot adds to a decode step. The first chunk is a ubatch, as a cold run
-# reads it; later steps interleave the writers' tokens with further chunks.
+# Prompt tokens one slot reads in a step; between two chunks, every writing turn gets a token.
 CHUNK = UBATCH
 IDLE_POLL_SECONDS = 0.5
 
@@ -299,66 +302,80 @@ class BatchingEngine:
         return False
 
     def _step(self) -> None:
-        """One llama_decode for every active slot, then sample and hand out the tokens."""
-        import llama_cpp
+        """One step: a llama_decode of every writing turn's last token, then one of the
+        reading turns' next prompt chunks; sample and hand out the tokens.
 
-        for slot, turn in list(self._active.items()):
+        Readers and writers are never in one llama_decode: llama.cpp splits a batch of several
+        KV streams into ubatches with as many tokens of each sequence, so a prompt chunk next
+        to a writer's token would have its first tokens computed in a ubatch of two or three,
+        with other kernels than a cold run's (MIN_BATCH): measured, the next turn's reply
+        then differed from a cold run's."""
+        for turn in list(self._active.values()):
             if turn.cancelled.is_set():
                 self._finish(turn, save=False)
-        batch = self._batch
+        writers = [t for t in self._active.values() if t.pending is not None]
+        if writers:
+            for index, turn in enumerate(writers):
+                assert turn.pending is not None
+                self._put(index, turn.pending, turn.read, turn.slot, True)
+                turn.read += 1
+                turn.pending = None
+            self._decode(len(writers))
+            for index, turn in enumerate(writers):
+                self._sample(turn, index)
         n = 0
         samples: list[tuple[_Turn, int]] = []  # (turn, index of its logits in the batch)
         keeps: list[_Turn] = []
-        together = 0
-        for turn in self._active.values():
-            if turn.pending is not None:  # writing: its last token
-                self._put(batch, n, turn.pending, turn.read, turn.slot, True)
-                turn.read += 1
-                turn.pending = None
-                samples.append((turn, n))
-                n += 1
-                together += 1
-        writers = together
-        for turn in self._active.values():
+        readers = 0
+        for turn in list(self._active.values()):
             source = turn.keep_tokens if turn.keep_tokens is not None else turn.prompt
-            if turn.read >= len(source):
+            if turn.pending is not None or turn.read >= len(source):
                 continue
             room = self._n_batch - n
-            if room < MIN_BATCH:
+            if room < 2 * MIN_BATCH:
                 break
-            # A prompt's last piece holds at least MIN_BATCH tokens (llama.cpp reads smaller
+            # Every piece of a prompt holds at least MIN_BATCH tokens (llama.cpp reads smaller
             # batches with other kernels), as a cold run reads it.
-            end = min(len(source), turn.read + min(self.chunk, room))
+            end = min(len(source), turn.read + min(self.chunk, room - MIN_BATCH))
             if 0 < len(source) - end < MIN_BATCH:
                 end = len(source) - MIN_BATCH if end - turn.read > MIN_BATCH else len(source)
             for position in range(turn.read, end):
                 last = position == len(source) - 1 and turn.keep_tokens is None
-                self._put(batch, n, source[position], position, turn.slot, last)
+                self._put(n, source[position], position, turn.slot, last)
                 if last:
                     samples.append((turn, n))
                 n += 1
             turn.read = end
-            together += 1
+            readers += 1
             if turn.keep_tokens is not None and end == len(source):
                 keeps.append(turn)
-        if n == 0:
-            return
-        batch.n_tokens = n
-        self.max_together = max(self.max_together, together)
-        if writers and together > writers:
+        self.max_together = max(self.max_together, len(writers) + readers)
+        if writers and readers:
             self.mixed_steps += 1
-        result = llama_cpp.llama_decode(self._ctx, batch)
+        if n:
+            self._decode(n)
+            for turn, index in samples:
+                self._sample(turn, index)
+            for turn in keeps:
+                self._save(turn)
+
+    def _decode(self, n: int) -> None:
+        import llama_cpp
+
+        self._batch.n_tokens = n
+        result = llama_cpp.llama_decode(self._ctx, self._batch)
         self.steps += 1
         if result != 0:
             raise RuntimeError(f"llama_decode returned {result}")
-        for turn, index in samples:
-            token = int(llama_cpp.llama_sampler_sample(turn.sampler, self._ctx, index))
-            self._emit(turn, token)
-        for turn in keeps:
-            self._save(turn)
 
-    def _put(self, batch: Any, index: int, token: int, position: int, seq: int,
-             logits: bool) -> None:
+    def _sample(self, turn: _Turn, index: int) -> None:
+        import llama_cpp
+
+        token = int(llama_cpp.llama_sampler_sample(turn.sampler, self._ctx, index))
+        self._emit(turn, token)
+
+    def _put(self, index: int, token: int, position: int, seq: int, logits: bool) -> None:
+        batch = self._batch
         batch.token[index] = token
         batch.pos[index] = position
         batch.n_seq_id[index] = 1
@@ -521,6 +538,12 @@ class BatchingEngine:
 
         llama_cpp.llama_memory_seq_rm(self._mem, slot, max(keep, 0), -1)
 
+    def _key(self, key: str) -> str:
+        """A state's key in this engine's layout. llama.cpp's sequence state records how many
+        KV streams the context has (one per slot here, one for ``LlamaEngine``) and refuses a
+        state of another count, so states are shared only between engines of equal slots."""
+        return f"{key}:slots{self.slots}"
+
     def _boundaries(self, tokens: Sequence[int]) -> list[int]:
         marks = self._boundary_ids
         return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
@@ -536,7 +559,7 @@ class BatchingEngine:
             return
         prompt = turn.prompt
         positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
-        keys = boundary_keys(prompt, positions)[::-1]
+        keys = [self._key(k) for k in boundary_keys(prompt, positions)[::-1]]
         saved = find_longest(self.kv_cache, keys, prompt) if keys else None
         if saved is None:
             if keys:
@@ -584,7 +607,8 @@ class BatchingEngine:
             if 0 < written <= size:
                 del buffer[written:]
                 tokens = tuple(turn.keep_tokens)
-                self.kv_cache.put(prefix_key(tokens), KvState(tokens=tokens, data=buffer))
+                self.kv_cache.put(self._key(prefix_key(tokens)),
+                                  KvState(tokens=tokens, data=buffer))
         except Exception:
             log.warning("could not save the KV state of slot %d", turn.slot, exc_info=True)
         finally:
