@@ -25,12 +25,17 @@ are refused by llama.cpp, so they are kept under other keys (``_key``). Unlike
 ``LlamaEngine``, the system prompt's and a long prompt's own states are not saved before the
 reply (left for later).
 
-Numerics (measured with SmolLM2-135M Q4_1, docs/scaling.md "Continuous batching"): with a
-KV cache per sequence (``kv_unified=False``, the default here) each sequence attends over its
-own cells only, and the replies of 8 turns decoded together equal, token for token, those of
-``LlamaEngine`` run cold one at a time (temperature 0, and 0.7 with a seed). With one unified
-KV buffer (``unified=True``) the attention runs over the cells of all sequences, masked, and
-7 of 8 replies differed: that mode is not used.
+Numerics (measured with SmolLM2-135M Q4_1, 2 threads; docs/scaling.md "Continuous
+batching"): a turn alone in the engine gives exactly ``LlamaEngine``'s cold reply (8 of 8,
+temperature 0, 160 tokens), and a prompt read in chunks, or restored into any slot from a
+state saved from another, gives the same cells as a cold read: prompt chunks are decoded apart
+from the writers' tokens (``_step``), in pieces of at least MIN_BATCH tokens. Turns writing
+together are not bit-identical to a cold run: their tokens are computed in one ubatch of
+several rows, with other kernels than one row alone, and greedy replies drift apart after a
+while (8 together, 160 tokens: 5 of 8 identical, the others first differed after 90–130
+characters). With one unified KV buffer (``unified=True``) the attention also runs over the
+other sequences' (masked) cells, and more differed (7 of 8 at 80 tokens): not used. Hence
+``LlamaEngine`` stays the default path.
 """
 
 from __future__ import annotations

