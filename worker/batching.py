@@ -507,10 +507,8 @@ class BatchingEngine:
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         if request.logit_bias:
             biases = [(int(t), float(b)) for t, b in request.logit_bias.items()]
-            array = (llama_cpp.llama_logit_bias * len(biases))()
-            for index, (token, bias) in enumerate(biases):
-                array[index].token = token
-                array[index].bias = bias
+            array = (llama_cpp.llama_logit_bias * len(biases))(
+                *[llama_cpp.llama_logit_bias(token, bias) for token, bias in biases])
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), array))
         # The call exactly as llama-cpp-python makes it (``LlamaSampler.add_penalties``).
         add(llama_cpp.llama_sampler_init_penalties(

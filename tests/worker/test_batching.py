@@ -219,3 +219,12 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
 def test_slots_must_be_positive(model_path: Path) -> None:
     with pytest.raises(ValueError):
         BatchingEngine(model_path, context_size=2048, threads=1, threads_batch=1, slots=0)
+
+
+def test_a_logit_bias_as_llama_engine(cold: LlamaEngine, batching: BatchingEngine) -> None:
+    plain = request(QUESTIONS[2])
+    first = cold.load().tokenize(run(cold, plain)[0].encode(), add_bos=False, special=False)[0]
+    biased = request(QUESTIONS[2], logit_bias={first: -100.0})
+    text = run(batching, biased)[0]
+    assert text == run(cold, biased)[0]
+    assert text != run(cold, plain)[0]  # the bias did change the reply
