@@ -1,5 +1,8 @@
 """What the edges need from the workers, whatever runs them.
 
+Also the engine's text tools the web process needs to refuse a ``/v1`` request before it is
+queued: a prompt sizer and a JSON-schema check.
+
 The web server, the Slack and Telegram processes and the admin panel queue work and watch the
 workers through a ``Backend``; they import no ``worker`` module and no Celery. The worker
 package registers its implementation (``worker.backend:make_backend``, Celery over Redis)
@@ -9,13 +12,13 @@ under the ``assistant.backend`` entry point group, and each process loads it onc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 import redis
 
-from assistant.envelope import ConversationKey, Inbound
+from assistant.envelope import ChatMessage, ConversationKey, Inbound
 from assistant.errors import ConfigError
 from assistant.settings import Settings
 
@@ -63,6 +66,39 @@ class Backend(Protocol):
 
     def resize_pool(self, node: str, delta: int) -> bool:
         """Grow (+n) or shrink (-n) a node's pool; True when the node acknowledged."""
+        ...
+
+    def prompt_sizer(self) -> PromptSizer:
+        """Counts prompts as the workers' engine will (the served model's tokenizer)."""
+        ...
+
+    def check_json_schema(self, schema: dict[str, Any]) -> None:
+        """Raise ``SchemaUnsupported`` when the engine cannot constrain a reply to
+        ``schema`` (a keyword its grammar converter lacks, a bad ``$ref``)."""
+        ...
+
+
+class PromptSizer(Protocol):
+    """Counts a prompt as the engine will read it (``worker/prompt_size.py``), so that the
+    web process refuses a request that cannot fit before it is queued."""
+
+    @property
+    def known(self) -> bool:
+        """Whether the model's tokenizer and template are at hand (else: a bytes bound)."""
+        ...
+
+    @property
+    def tool_format(self) -> str | None:
+        """The chat template's own tool format (None: none, or unknown)."""
+        ...
+
+    @property
+    def n_vocab(self) -> int | None:
+        ...
+
+    def reply_tokens(self, messages: Sequence[ChatMessage], context_size: int,
+                     asked: int | None, default: int, raw: bool = False) -> int:
+        """The reply's token budget, or ``ContextLengthExceeded``."""
         ...
 
 

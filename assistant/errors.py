@@ -165,3 +165,7 @@ class Banned(Throttled):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(self.RETRY_AFTER_SECONDS, message or "You can't use this assistant.")
+
+
+class SchemaUnsupported(AssistantError, ValueError):
+    """The engine cannot constrain a reply to this JSON schema (``worker/grammar.py``)."""

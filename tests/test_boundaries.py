@@ -2,9 +2,8 @@
 
 - The core (``assistant/``) imports no platform SDK, no Celery, no web framework, no
   llama_cpp, no edge and no worker module, and has no import cycle of its own.
-- The edges (``integrations/``) import no Celery and no ``worker`` module except the engine's
-  text tools listed in ``EDGE_ENGINE_TOOLS``: they reach the workers through
-  ``assistant.backend`` (entry points), not imports.
+- The edges (``integrations/``) import no Celery and no ``worker`` module: they reach the
+  workers through ``assistant.backend`` (entry points), not imports.
 - The worker imports no platform: senders come through the ``assistant.senders`` entry points.
 - The Slack and Telegram HTTP routes do not import the web app's internals, nor it theirs
   (it mounts them by name, lazily, when they are configured).
@@ -20,15 +19,6 @@ import pytest
 FORBIDDEN = {"celery", "kombu", "llama_cpp", "slack_bolt", "slack_sdk", "telegram", "fastapi",
              "starlette", "uvicorn"}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# The web process counts a prompt's tokens and compiles a JSON schema's grammar exactly as
-# the engine will (so a request that cannot fit or parse gets its 400 before it is queued).
-# These modules are pure functions of the model file and the schema: no Celery, no queue.
-EDGE_ENGINE_TOOLS = {
-    "integrations/web/prompt_size.py": {"worker.control_tokens", "worker.llama"},
-    "integrations/web/openai_api.py": {"worker.grammar"},
-}
 
 
 def imported_names(path: Path) -> set[str]:
@@ -124,22 +114,15 @@ def test_the_core_has_no_import_cycle() -> None:
     assert import_cycles("assistant") == []
 
 
-def test_the_edges_import_no_celery_and_no_worker_module_but_the_engine_tools() -> None:
+def test_the_edges_import_no_celery_and_no_worker_module() -> None:
     offenders = {}
     for path in (ROOT / "integrations").rglob("*.py"):
         relative = str(path.relative_to(ROOT))
         names = imported_names(path)
         bad = {name for name in names if name.split(".")[0] in {"celery", "kombu", "worker"}}
-        bad -= EDGE_ENGINE_TOOLS.get(relative, set())
         if bad:
             offenders[relative] = sorted(bad)
     assert offenders == {}
-
-
-def test_the_engine_tools_list_is_exact() -> None:
-    """An entry that is no longer needed is taken off the list (it only ever shrinks)."""
-    for relative, allowed in EDGE_ENGINE_TOOLS.items():
-        assert allowed <= imported_names(ROOT / relative), relative
 
 
 def test_platform_routes_and_the_web_app_do_not_import_each_other() -> None:

@@ -20,6 +20,8 @@ from assistant.envelope import ConversationKey, Inbound
 from assistant.settings import Settings
 from worker.affinity import Router
 from worker.app import make_app
+from worker.grammar import gbnf
+from worker.prompt_size import PromptCounter, counter_for
 from worker.sweeper import is_stranded
 from worker.watchdog import stalled_pids
 
@@ -122,6 +124,12 @@ class CeleryBackend:
         if loaded:
             return str(loaded[0].get("model")), True
         return None, False
+
+    def prompt_sizer(self) -> PromptCounter:
+        return counter_for(self.settings.model, self.settings.models_dir)
+
+    def check_json_schema(self, schema: dict[str, Any]) -> None:
+        gbnf(schema)
 
     def resize_pool(self, node: str, delta: int) -> bool:
         control = self.celery_app.control

@@ -15,13 +15,15 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from assistant.errors import SchemaUnsupported
+
 # Plain text: anything whose first character is not "{" (nor blank, so a reply cannot start
 # a call after leading spaces). Rule names the schema converter never makes (it names rules
 # after properties, which cannot start with "zz-json" and be this long by chance).
 _TEXT_RULES = 'root ::= zz-json-reply | zz-plain-text\nzz-plain-text ::= [^{ \\t\\n] [^\\x00]*\n'
 
 
-class SchemaError(ValueError):
+class SchemaError(SchemaUnsupported):
     """The schema cannot be turned into a grammar (an unsupported keyword, a bad $ref)."""
 
 

@@ -453,7 +453,7 @@ class LlamaEngine:
 def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],
                          control: ControlTokenText | None = None) -> int:
     """Prompt tokens of ``messages`` by ``llama``'s tokenizer, chat template included. Also
-    what the web process counts with the vocabulary alone (integrations/web/prompt_size.py).
+    what the web process counts with the vocabulary alone (worker/prompt_size.py).
     With ``control``, text as the prompt holds it: control-token text broken up costs a few
     tokens more (worker/control_tokens.py)."""
     total = GENERATION_PROMPT_TOKENS
@@ -468,7 +468,7 @@ def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
                     messages: Sequence[ChatMessage]) -> list[int]:
     """The tokens ``create_chat_completion`` reads for ``messages`` with the GGUF's chat
     template (``formatter``, from ``chat_formatter``): what the engine reads, and what the web
-    edge counts exactly with the vocabulary alone (integrations/web/prompt_size.py)."""
+    edge counts exactly with the vocabulary alone (worker/prompt_size.py)."""
     result = formatter(**template_arguments(messages, control))
     tokens: list[int] = llama.tokenize(
         result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)

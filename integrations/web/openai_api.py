@@ -21,9 +21,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from assistant.backend import Backend
 from assistant.envelope import ChatMessage, Inbound, Reply, reply_id_for
-from assistant.errors import AssistantError, InvalidParameter, ModelNotFound
-from assistant.models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_path
+from assistant.errors import AssistantError, InvalidParameter, ModelNotFound, SchemaUnsupported
+from assistant.models import DEFAULT_MODEL, KNOWN_MODELS
 from assistant.pipeline import TurnConfig, stateless_messages
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
@@ -40,8 +41,6 @@ from integrations.web.openai_schema import (
     total_chars,
 )
 from integrations.web.openai_stream import CallStream
-from integrations.web.prompt_size import PromptCounter
-from worker.grammar import SchemaError, gbnf
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -78,19 +77,6 @@ def _prompts() -> PromptLibrary:
     return PromptLibrary.load()
 
 
-@lru_cache(maxsize=4)
-def _counter(model: str, models_dir: Path) -> PromptCounter:
-    try:
-        path: Path | None = resolve_model_path(model, models_dir)
-    except AssistantError:
-        path = None
-    return PromptCounter(path)
-
-
-def counter_for(settings: Settings) -> PromptCounter:
-    return _counter(settings.model, settings.models_dir)
-
-
 @router.get("/models")
 async def list_models(state: State) -> dict[str, Any]:
     """The model the workers serve, then its aliases (each accepted as ``model``)."""
@@ -105,7 +91,7 @@ async def retrieve_model(model: str, state: State) -> dict[str, Any]:
     return model_card(model)
 
 
-def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
+def _prepare(body: CompletionRequest, settings: Settings, backend: Backend) -> Inbound:
     """Check the request and build its envelope; raises OpenAI's 400s (runs in a thread:
     the model's tokenizer may load and count)."""
     if body.model is not None and body.model not in model_names(settings):
@@ -130,10 +116,10 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
                           *((t.parameters, "tools.function.parameters") for t in options.tools)):
         if schema is not None:
             try:
-                gbnf(schema)
-            except SchemaError as exc:
+                backend.check_json_schema(schema)
+            except SchemaUnsupported as exc:
                 raise InvalidParameter(str(exc), param=param) from exc
-    counter = counter_for(settings)
+    counter = backend.prompt_sizer()
     if options.logit_bias:
         n_vocab = counter.n_vocab
         if n_vocab is not None and max(options.logit_bias) >= n_vocab:
@@ -150,14 +136,15 @@ def _prepare(body: CompletionRequest, settings: Settings) -> Inbound:
         "options": options.model_copy(update={"max_tokens": reply_tokens})})
 
 
-def _prepare_text(body: TextCompletionRequest, settings: Settings) -> Inbound:
+def _prepare_text(body: TextCompletionRequest, settings: Settings,
+                  backend: Backend) -> Inbound:
     """A legacy completion's checks and envelope, as ``_prepare``'s for chat (in a thread)."""
     if body.model is not None and body.model not in model_names(settings):
         raise ModelNotFound(f"The model `{body.model}` does not exist; GET /v1/models "
                             "lists the names this server accepts.")
     asked = min(body.max_tokens or 16, settings.api_max_tokens)
     inbound = to_raw_inbound(body, settings.max_input_chars, asked)
-    counter = counter_for(settings)
+    counter = backend.prompt_sizer()
     options = inbound.options
     if options.logit_bias:
         n_vocab = counter.n_vocab
@@ -176,7 +163,8 @@ async def create_completion(body: TextCompletionRequest, state: State, response:
     """The legacy completions API: the prompt continued as written, without the chat
     template, the persona or documents; the same keys, limits, queue and safety checks as
     chat completions (docs/openai-api.md)."""
-    inbound = caller.claim(await run_in_threadpool(_prepare_text, body, state.settings))
+    inbound = caller.claim(await run_in_threadpool(_prepare_text, body, state.settings,
+                                                    state.backend))
     name = model_id(state.settings.model)
     created = int(time.time())
     echo = inbound.text if body.echo else ""
@@ -253,7 +241,8 @@ async def create_chat_completion(body: CompletionRequest, state: State,
     queue is reported in ``X-Queue-Position`` only, to keep OpenAI's response shapes.
     """
     # The key's owner, not the body's ``user``, is who asks (outside local mode).
-    inbound = caller.claim(await run_in_threadpool(_prepare, body, state.settings))
+    inbound = caller.claim(await run_in_threadpool(_prepare, body, state.settings,
+                                                    state.backend))
     name = model_id(state.settings.model)
     created = int(time.time())
     if not body.stream:

@@ -13,9 +13,9 @@ from assistant.pipeline import TurnConfig, run_turn, stateless_messages
 from assistant.prompts import PromptLibrary
 from assistant.tools import call_schema, parse_call
 from integrations.web.openai_schema import CompletionRequest, to_inbound
-from integrations.web.prompt_size import PromptCounter
 from tests.auxil.fake_engine import FakeEngine
 from worker.grammar import SchemaError, gbnf
+from worker.prompt_size import PromptCounter
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city.",

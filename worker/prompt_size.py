@@ -19,11 +19,13 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from assistant.envelope import ChatMessage
-from assistant.errors import ContextLengthExceeded
+from assistant.errors import AssistantError, ContextLengthExceeded
+from assistant.models import resolve_model_path
 from assistant.pipeline import CONTEXT_MARGIN_TOKENS
 from worker.control_tokens import ControlTokenText, control_token_text
 from worker.llama import (
@@ -138,3 +140,14 @@ class PromptCounter:
                 f"the messages, {asked_text}, {CONTEXT_MARGIN_TOKENS} kept for the server's "
                 "own instructions). Please reduce the length of the messages or completion.")
         return asked if asked else min(default, room)
+
+
+@lru_cache(maxsize=4)
+def counter_for(model: str, models_dir: Path) -> PromptCounter:
+    """The counter of the served model (``ASSISTANT_MODEL`` in ``ASSISTANT_MODELS_DIR``),
+    one per process; without the file here, prompts are sized by their bytes."""
+    try:
+        path: Path | None = resolve_model_path(model, models_dir)
+    except AssistantError:
+        path = None
+    return PromptCounter(path)
