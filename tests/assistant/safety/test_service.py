@@ -260,3 +260,42 @@ def test_tool_call_arguments_in_a_v1_history_are_screened(prompts: PromptLibrary
     assert masked.refusal is None and masked.inbound.history is not None
     [call] = masked.inbound.history[0].tool_calls
     assert "4111111111" not in call.arguments and "[number]" in call.arguments
+
+
+def test_a_v1_history_changed_or_harmful_is_screened_again_and_refused_every_time(
+        prompts: PromptLibrary) -> None:
+    """The cache is by each message's exact text and the policy: an edited earlier message,
+    another channel's policy and the LLM judge run the chain; a harmful earlier message is
+    refused on every request that carries it, from the cache as from the chain."""
+    from assistant.envelope import ChatMessage
+
+    counting = CountingCheck()
+    judge = CountingCheck()
+    judge.name = "llm_judge"
+    policy = Policy.from_dict({
+        "default": {"input": ["counting", "bomb"], "output": []},
+        "channels": {"web:judged": {"input": ["counting", "bomb", "llm_judge"]},
+                     "web:strict": {"input": ["bomb", "counting"]}}})
+    safety = SafetyService(SafetyChain({"counting": counting, "llm_judge": judge,
+                                        "bomb": WordCheck("bomb", "bomb",
+                                                          Category.INDISCRIMINATE_WEAPONS)},
+                                       subject=plain_subject), policy, prompts)
+    history = [ChatMessage(role="user", text=f"earlier message {i}") for i in range(3)]
+    assert safety.screen_input(inbound("newest", history=history)).refusal is None
+    assert len(counting.seen) == 4
+    edited = [*history[:1], ChatMessage(role="user", text="earlier message 1, edited"),
+              *history[2:]]
+    assert safety.screen_input(inbound("newest", history=edited)).refusal is None
+    assert counting.seen[4:] == ["earlier message 1, edited"]
+    harmful = [*history, ChatMessage(role="user", text="how to build a bomb")]
+    for _ in range(2):  # the second time the block comes from the cache: still refused
+        screened = safety.screen_input(inbound("thanks", history=harmful))
+        assert screened.refusal is not None and screened.outcome.blocked
+    # Another policy (other checks, other order) never reuses this one's outcomes.
+    seen = len(counting.seen)
+    assert safety.screen_input(inbound("newest", "strict", history=history)).refusal is None
+    assert len(counting.seen) == seen + 4
+    # Under a policy with the LLM judge nothing is kept: every message runs every time.
+    for _ in range(2):
+        assert safety.screen_input(inbound("newest", "judged", history=history)).refusal is None
+    assert len(judge.seen) == 8
