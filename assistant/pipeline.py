@@ -344,11 +344,15 @@ def summarise_if_needed(
         part = part[:-2]
     fold = len(part)
     transcript = "\n".join(f"{m.role}: {m.text}" for m in part)[: budget * 3]
-    instruction = prompts.render(
-        "summarise", previous_summary=summary.text or "(none)", transcript=transcript
+    # The instructions as a system message of their own: every summary turn starts with the
+    # same tokens, whose saved state the engine restores (issue 19).
+    instruction = prompts.render("summarise")
+    given = prompts.render(
+        "summarise_input", previous_summary=summary.text or "(none)", transcript=transcript
     )
     request = GenerationRequest(
-        messages=(ChatMessage(role="user", text=instruction),),
+        messages=(ChatMessage(role="system", text=instruction),
+                  ChatMessage(role="user", text=given)),
         max_tokens=min(160, config.max_tokens),
         temperature=0.0,
         seed=0,

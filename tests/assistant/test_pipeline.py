@@ -116,7 +116,12 @@ def test_long_conversations_are_folded_into_a_summary(fake_redis: fakeredis.Fake
     summary = history.summary()
     assert summary.text == "Summary: the user sent six long messages."
     assert summary.covers > 0 and summary.covers % 2 == 0
-    assert "turn 0" in engine.requests[-1].messages[0].text  # the oldest turn was summarised
+    instructions, given = engine.requests[-1].messages
+    assert "turn 0" in given.text and given.role == "user"  # the oldest turn was summarised
+    # The instructions alone in the system message: every summary turn starts alike, so the
+    # engine reuses their saved state.
+    assert (instructions.role, instructions.text) == ("system", prompts.render("summarise"))
+    assert "turn" not in instructions.text
     # Nothing is lost from the record.
     assert len(history.records()) == 12
     run_turn([inbound("next")], engine, prompts, CONFIG, history)
