@@ -56,6 +56,12 @@ UBATCH = 128
 # its tokens are new: a retry, an API client that edits the reply it got, or another question
 # after the same long document then starts from it. Fewer are read again quickly.
 KEEP_PROMPT_AFTER_TOKENS = 256
+# After a reply, its text is read again in chunks of this many tokens (the last one takes up
+# to MIN_BATCH - 1 more), and a request waiting for the engine takes it at the next chunk
+# boundary. Chunks of 4, 8, 16, 32 tokens give the same cells, byte for byte, as one batch
+# (measured, docs/scaling.md). At one thread 8 tokens take ~20 ms on a quiet host (~27 ms on
+# a busy one, where 16 took ~50 ms), for ~10 % more time in all than one batch.
+KEEP_CHUNK = 8
 
 
 class LlamaEngine:
@@ -84,6 +90,12 @@ class LlamaEngine:
         # Prompt tokens of the last generation: (reused from the context, total).
         self.last_prompt_tokens: tuple[int, int] = (0, 0)
         self.last_keep_seconds = 0.0  # how long saving the last conversation state took
+        # What the last save did: "reply" (the prompt and the reply, as the next prompt holds
+        # them), "prompt" (the prompt's own beginning only), "pre-empted" (a request took the
+        # engine; the prompt's own beginning was kept), "none".
+        self.last_keep = "none"
+        self._waiting = 0  # requests waiting for the engine: the state save gives way to them
+        self._waiting_lock = threading.Lock()
         self.last_source = "none"  # where the reused prompt prefix came from (bench, tests)
         # How many leading context tokens were read in batches of MIN_BATCH or more.
         self._batch_read = 0
@@ -146,7 +158,7 @@ class LlamaEngine:
         pieces: list[str] = []
         finished = False
         prompt: list[int] | None = None
-        self._lock.acquire()
+        self._acquire()
         handed_off = False
         try:
             prompt = self._prepare_context(llama, request)
@@ -179,7 +191,8 @@ class LlamaEngine:
                 # (A raw prompt has no next turn: nothing to keep.)
                 reply = "".join(pieces).strip() if finished and not request.raw else None
                 # Saving reads the reply again (~0.2–0.3 s for 56 tokens here): do it after the
-                # stream has ended, holding the lock, so the reply's `done` is not delayed.
+                # stream has ended, holding the lock, so the reply's `done` is not delayed; a
+                # request that wants the engine meanwhile takes it at the next chunk boundary.
                 marker = self._prompt_key(prompt)
                 keeper = threading.Thread(
                     target=self._keep_state_then_release,
@@ -223,9 +236,30 @@ class LlamaEngine:
         return len(raw_tokens(self.load(), text))
 
     def wait_idle(self) -> None:
-        """Return once no state is being saved in the background (tests, shutdown)."""
+        """Return once no state is being saved in the background (tests, shutdown). Unlike a
+        request, waiting here does not cut the save short."""
         with self._lock:
             pass
+
+    def _acquire(self) -> None:
+        """Take the engine for a request: a state save running in the background sees the
+        request waiting and stops at its next chunk boundary (``_read_unless_wanted``)."""
+        if self._lock.acquire(blocking=False):
+            return
+        started = time.perf_counter()
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        log.info("waited %.0f ms for the engine (a state save giving way)",
+                 (time.perf_counter() - started) * 1000)
+
+    def _wanted(self) -> bool:
+        """Is a request waiting for the engine?"""
+        return self._waiting > 0
 
     def _prepare_context(self, llama: Any, request: GenerationRequest) -> list[int] | None:
         """Put the longest known beginning of this prompt into the context, and keep the
@@ -341,8 +375,11 @@ class LlamaEngine:
                                  marker: str | None) -> None:
         try:
             started = time.perf_counter()
-            self._keep_state(llama, messages, prompt, reply)
+            self.last_keep = self._keep_state(llama, messages, prompt, reply)
             self.last_keep_seconds = time.perf_counter() - started
+            # One line per turn: what was saved, how long the engine was busy with it.
+            log.info("kept the state after a prompt of %d tokens: %s, %.0f ms", len(prompt),
+                     self.last_keep, self.last_keep_seconds * 1000)
         except Exception:  # a background thread: log, never lose the lock
             log.exception("could not keep the KV state of a prompt of %d tokens", len(prompt))
         finally:
@@ -351,40 +388,73 @@ class LlamaEngine:
             self._lock.release()
 
     def _keep_state(self, llama: Any, messages: Sequence[ChatMessage], prompt: list[int],
-                    reply: str | None) -> None:
+                    reply: str | None) -> str:
         """Save the state the next prompts will start with: the prompt followed by the reply
         (as the next prompt of the conversation holds it), or the prompt's own beginning when
-        no reply came.
+        no reply came or a request took the engine first; returns which (``last_keep``).
 
         Generated tokens were read one at a time, and llama.cpp computes cells of batches under
         four tokens with other kernels: kept as they are, the next turn would differ from a cold
-        run. So the context is cut back to the prompt and the reply is read again as one batch
-        — as the text the next prompt will hold (the stored reply, re-tokenised), not the
-        sampled tokens — up to the next message's boundary.
+        run. So the context is cut back to the prompt and the reply is read again in batches of
+        at least MIN_BATCH tokens — as the text the next prompt will hold (the stored reply,
+        re-tokenised), not the sampled tokens — up to the next message's boundary. That read
+        gives way to a waiting request at every chunk boundary: the prompt's own beginning
+        (whose cells are exact already) is kept instead, and the conversation's next turn reads
+        the reply with its new message.
         """
         assert self.kv_cache is not None
+        kept = "none"
         try:
             _truncate(llama, min(llama.n_tokens, len(prompt)))
-            own = self._own_boundary(prompt)
-            if reply is None and own is not None and own <= llama.n_tokens:
+            follow = self._next_turn_prefix(messages, reply) if reply is not None else None
+            keep = 0
+            if follow is not None:
+                keep = min(common_prefix(prompt, follow), llama.n_tokens,
+                           len(follow) - MIN_BATCH)
+            if follow is not None and keep > 0:
+                _truncate(llama, keep)
+                if self._read_unless_wanted(llama, follow[keep:]):
+                    self.kv_cache.put(prefix_key(follow), capture(llama))
+                    kept = "reply"
+                else:
+                    kept = "pre-empted" if self._keep_own(llama, prompt) else "none"
+            elif self._keep_own(llama, prompt):
                 # No reply to keep (cut, failed): a retry starts from the prompt's own state.
-                key = prefix_key(prompt[:own])
-                if key not in self.kv_cache:  # kept before generating when mostly new
-                    _truncate(llama, own)
-                    self.kv_cache.put(key, capture(llama))
-            if reply is not None:
-                follow = self._next_turn_prefix(messages, reply)
-                if follow is not None:
-                    keep = min(common_prefix(prompt, follow), llama.n_tokens,
-                               len(follow) - MIN_BATCH)
-                    if keep > 0:
-                        _truncate(llama, keep)
-                        llama.eval(follow[keep:])
-                        self.kv_cache.put(prefix_key(follow), capture(llama))
+                kept = "prompt"
             self._batch_read = llama.n_tokens
         except RuntimeError:
             log.warning("could not save the KV state of a prompt of %d tokens", len(prompt),
                         exc_info=True)
+        return kept
+
+    def _keep_own(self, llama: Any, prompt: list[int]) -> bool:
+        """Keep the state of the prompt's own beginning unless it is kept already (before
+        generating, when most of the prompt was new), cutting the context back to it. False
+        when there is nothing to keep."""
+        assert self.kv_cache is not None
+        own = self._own_boundary(prompt)
+        if own is None or own > llama.n_tokens:
+            return False
+        key = prefix_key(prompt[:own])
+        if key not in self.kv_cache:  # else the context keeps what it holds (a next turn's)
+            _truncate(llama, own)
+            self.kv_cache.put(key, capture(llama))
+        return True
+
+    def _read_unless_wanted(self, llama: Any, tokens: Sequence[int]) -> bool:
+        """Read ``tokens`` after what the context holds, in chunks of KEEP_CHUNK (none shorter
+        than MIN_BATCH); False, with part of them read, when a request wants the engine."""
+        done = 0
+        while done < len(tokens):
+            if self._wanted():
+                return False
+            end = done + KEEP_CHUNK
+            if len(tokens) - end < MIN_BATCH:
+                end = len(tokens)
+            llama.eval(list(tokens[done:end]))
+            self._batch_read = llama.n_tokens
+            done = end
+        return True
 
     def _boundaries(self, tokens: Sequence[int]) -> list[int]:
         """Where the chat template's messages begin and end: the positions of its control

@@ -215,13 +215,10 @@ def answer_conversation(self: Task, conversation_json: str) -> int:
         with log_context(conversation=conversation.redis_id):
             outcome = answer_pending(current, conversation)
         # The replies are delivered; the engine may still be saving the conversation's KV
-        # state in the background. Return only once it is done, so that this process counts
-        # as busy until then: Celery hands the next message to an idle process of the node
-        # instead of one that would make it wait, and affinity sees this process busy
-        # (worker/affinity.py).
-        wait_idle = getattr(current.engine, "wait_idle", None)
-        if wait_idle is not None:
-            wait_idle()
+        # state in the background. The task returns at once: the save gives way to the next
+        # request this process takes (worker/llama.py, ``_read_unless_wanted``), so a new
+        # conversation does not wait for another's save (issue 20), and another process
+        # taking this conversation's next turn waits for the save's marker instead.
     finally:
         guard.turn_finished()
     if outcome.busy_for is not None:

@@ -8,6 +8,8 @@ sharing one state directory (two pool processes of a node) continue each other's
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +17,8 @@ import pytest
 
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
-from worker.kvcache import KvStateCache, KvStateDirectory, common_prefix
-from worker.llama import LlamaEngine
+from worker.kvcache import KvStateCache, KvStateDirectory, capture, common_prefix
+from worker.llama import KEEP_CHUNK, MIN_BATCH, LlamaEngine, _truncate
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +135,82 @@ def test_engines_sharing_a_state_directory_continue_each_others_conversations(
         history.append(ChatMessage(role="assistant", text=reply.strip()))
     for engine in shared:
         engine.wait_idle()
+
+
+def test_a_reply_read_in_chunks_gives_the_cells_of_one_batch(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """What lets a state save give way to a waiting request at chunk boundaries: chunks of at
+    least MIN_BATCH tokens give llama.cpp's cells byte for byte as one batch does."""
+    _, cold = engines
+    llama = cold.load()
+    tokens = llama.tokenize(b"The keepers of the lighthouses of Norway lived on rocky islands "
+                            b"far out at sea, and in winter the boats could not reach them for "
+                            b"weeks; they kept the lamps burning through the long nights. " * 2,
+                            add_bos=False)
+    head, tail = tokens[:60], tokens[60:]
+
+    def cells(chunk: int) -> bytes:
+        _truncate(llama, 0)
+        llama.eval(head)
+        pieces = [tail[i:i + chunk] for i in range(0, len(tail), chunk)]
+        if len(pieces[-1]) < MIN_BATCH:
+            pieces[-2:] = [pieces[-2] + pieces[-1]]
+        for piece in pieces:
+            llama.eval(piece)
+        return bytes(capture(llama).data)
+
+    one_batch = cells(len(tail))
+    for chunk in (MIN_BATCH, KEEP_CHUNK):
+        assert cells(chunk) == one_batch, chunk
+    _truncate(llama, 0)
+
+
+def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_cold_runs(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """A new conversation arriving as another's reply ends takes the engine before that reply
+    is read again for its state (issue 20); the first conversation's next turn then restores
+    its prompt's state and reads the reply with its new message: every reply a cold run's."""
+    warm, cold = engines
+    warm.wait_idle()
+    history = [SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Norway.")]
+    first = GenerationRequest(messages=tuple(history), max_tokens=48, temperature=0.7,
+                              seed=31, cache_key="conv-f")
+    other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a bird.")),
+                              max_tokens=24, temperature=0.7, seed=32, cache_key="conv-g")
+    seen: list[str] = []
+    other_reply: list[str] = []
+
+    def wait_then_answer() -> None:
+        pieces = warm.stream(other)
+        head = next(pieces)
+        seen.append(warm.last_keep)  # what the save before this request did
+        other_reply.append(head + "".join(pieces))
+
+    stream = warm.stream(first)
+    pieces = [next(stream)]  # the engine is the first request's now
+    waiter = threading.Thread(target=wait_then_answer)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not warm._wanted():  # the other request waits for the engine
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    pieces.extend(stream)
+    waiter.join(120)
+    reply = "".join(pieces)
+    assert seen == ["pre-empted"]
+    assert reply == cold_reply(cold, first)
+    assert other_reply == [cold_reply(cold, other)]
+    first_prompt = warm.prompt_tokens(first.messages)
+    assert first_prompt is not None
+    history += [ChatMessage(role="assistant", text=reply.strip()),
+                ChatMessage(role="user", text="And in winter?")]
+    follow_up = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
+                                  seed=33, cache_key="conv-f")
+    assert "".join(warm.stream(follow_up)) == cold_reply(cold, follow_up)
+    reused, _ = warm.last_prompt_tokens
+    # The first prompt's own state, kept when the save gave way: all of it but its reply header.
+    assert warm.last_source == "saved"
+    assert len(first_prompt) - MIN_BATCH <= reused < len(first_prompt)
+    warm.wait_idle()
