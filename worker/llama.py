@@ -33,6 +33,7 @@ from assistant.errors import ModelError
 from worker.control_tokens import ControlTokenText, control_token_ids, control_token_text
 from worker.kvcache import (
     KvCache,
+    KvState,
     boundary_keys,
     capture,
     common_prefix,
@@ -96,6 +97,8 @@ class LlamaEngine:
         self.last_keep = "none"
         self._waiting = 0  # requests waiting for the engine: the state save gives way to them
         self._waiting_lock = threading.Lock()
+        # Held by the state keeper until its files are written (after it frees the engine).
+        self._writing = threading.Lock()
         self.last_source = "none"  # where the reused prompt prefix came from (bench, tests)
         # How many leading context tokens were read in batches of MIN_BATCH or more.
         self._batch_read = 0
@@ -240,6 +243,8 @@ class LlamaEngine:
         request, waiting here does not cut the save short."""
         with self._lock:
             pass
+        with self._writing:
+            pass
 
     def _acquire(self) -> None:
         """Take the engine for a request: a state save running in the background sees the
@@ -373,25 +378,41 @@ class LlamaEngine:
     def _keep_state_then_release(self, llama: Any, messages: Sequence[ChatMessage],
                                  prompt: list[int], reply: str | None,
                                  marker: str | None) -> None:
-        try:
-            started = time.perf_counter()
-            self.last_keep = self._keep_state(llama, messages, prompt, reply)
-            self.last_keep_seconds = time.perf_counter() - started
-            # One line per turn: what was saved, how long the engine was busy with it.
-            log.info("kept the state after a prompt of %d tokens: %s, %.0f ms", len(prompt),
-                     self.last_keep, self.last_keep_seconds * 1000)
-        except Exception:  # a background thread: log, never lose the lock
-            log.exception("could not keep the KV state of a prompt of %d tokens", len(prompt))
-        finally:
-            if self.kv_cache is not None and marker is not None:
-                self.kv_cache.clear_saving(marker)
-            self._lock.release()
+        """Read and copy the states to keep holding the engine, free it, then write them: a
+        write (tens of MB to tmpfs, up to ~0.2 s on a busy host) never holds up a request.
+        The marker stays until the files are there."""
+        assert self.kv_cache is not None
+        released = False
+        with self._writing:
+            try:
+                started = time.perf_counter()
+                writes: list[tuple[str, KvState]] = []
+                self.last_keep = self._keep_state(llama, messages, prompt, reply, writes)
+                engine_seconds = time.perf_counter() - started
+                self._lock.release()
+                released = True
+                for key, state in writes:
+                    self.kv_cache.put(key, state)
+                self.last_keep_seconds = time.perf_counter() - started
+                # One line per turn: what was kept, how long it held the engine, and in all.
+                log.info("kept the state after a prompt of %d tokens: %s, engine %.0f ms, "
+                         "%.0f ms in all", len(prompt), self.last_keep, engine_seconds * 1000,
+                         self.last_keep_seconds * 1000)
+            except Exception:  # a background thread: log, never lose the lock
+                log.exception("could not keep the KV state of a prompt of %d tokens",
+                              len(prompt))
+            finally:
+                if marker is not None:
+                    self.kv_cache.clear_saving(marker)
+                if not released:
+                    self._lock.release()
 
     def _keep_state(self, llama: Any, messages: Sequence[ChatMessage], prompt: list[int],
-                    reply: str | None) -> str:
+                    reply: str | None, writes: list[tuple[str, KvState]]) -> str:
         """Save the state the next prompts will start with: the prompt followed by the reply
         (as the next prompt of the conversation holds it), or the prompt's own beginning when
-        no reply came or a request took the engine first; returns which (``last_keep``).
+        no reply came or a request took the engine first; returns which (``last_keep``). The
+        states go to ``writes``, for the caller to store once the engine is free.
 
         Generated tokens were read one at a time, and llama.cpp computes cells of batches under
         four tokens with other kernels: kept as they are, the next turn would differ from a cold
@@ -414,11 +435,11 @@ class LlamaEngine:
             if follow is not None and keep > 0:
                 _truncate(llama, keep)
                 if self._read_unless_wanted(llama, follow[keep:]):
-                    self.kv_cache.put(prefix_key(follow), capture(llama))
+                    writes.append((prefix_key(follow), capture(llama)))
                     kept = "reply"
                 else:
-                    kept = "pre-empted" if self._keep_own(llama, prompt) else "none"
-            elif self._keep_own(llama, prompt):
+                    kept = "pre-empted" if self._keep_own(llama, prompt, writes) else "none"
+            elif self._keep_own(llama, prompt, writes):
                 # No reply to keep (cut, failed): a retry starts from the prompt's own state.
                 kept = "prompt"
             self._batch_read = llama.n_tokens
@@ -427,7 +448,8 @@ class LlamaEngine:
                         exc_info=True)
         return kept
 
-    def _keep_own(self, llama: Any, prompt: list[int]) -> bool:
+    def _keep_own(self, llama: Any, prompt: list[int],
+                  writes: list[tuple[str, KvState]]) -> bool:
         """Keep the state of the prompt's own beginning unless it is kept already (before
         generating, when most of the prompt was new), cutting the context back to it. False
         when there is nothing to keep."""
@@ -438,7 +460,7 @@ class LlamaEngine:
         key = prefix_key(prompt[:own])
         if key not in self.kv_cache:  # else the context keeps what it holds (a next turn's)
             _truncate(llama, own)
-            self.kv_cache.put(key, capture(llama))
+            writes.append((key, capture(llama)))
         return True
 
     def _read_unless_wanted(self, llama: Any, tokens: Sequence[int]) -> bool:

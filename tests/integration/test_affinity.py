@@ -72,6 +72,17 @@ def prompt_lines(stack: Stack, name: str, conversation: str) -> list[dict[str, A
     return lines
 
 
+def saves_pending(stack: Stack, name: str) -> int:
+    """Turns whose state save has not ended yet: the engine logs one line when it does."""
+    started = ended = 0
+    for line in stack.log(f"worker-{name}").splitlines():
+        if line.startswith("{"):
+            message = json.loads(line)["msg"]
+            started += message.startswith("prompt of")
+            ended += message.startswith("kept the state after")
+    return started - ended
+
+
 def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
     make_stack: Any, model_path: Path, tmp_path: Path,
 ) -> None:
@@ -90,6 +101,13 @@ def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
         # this turn goes to the other one. Celery picks among idle processes as it likes: try
         # a few other conversations until one runs on the holder.
         occupier = None
+        # The last turn's save has ended: an occupier arriving during it would cut it short,
+        # and this turn would read its previous reply again (tests/integration/test_kv_reuse.py
+        # tests that case); here each turn must find the whole previous turn saved.
+        deadline = time.monotonic() + 60
+        while saves_pending(stack, "w1"):
+            assert time.monotonic() < deadline, stack.log("worker-w1")[-3000:]
+            time.sleep(0.02)
         for _ in range(4 if holder else 0):
             other_id = uuid.uuid4().hex
             occupier = threading.Thread(target=chat, args=(stack.url, "Name a bird.", other_id))
