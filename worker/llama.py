@@ -440,7 +440,8 @@ class LlamaEngine:
                 else:
                     kept = "pre-empted" if self._keep_own(llama, prompt, writes) else "none"
             elif self._keep_own(llama, prompt, writes):
-                # No reply to keep (cut, failed): a retry starts from the prompt's own state.
+                # No reply to keep (cut, failed, or past the context): a retry or the next
+                # turn starts from the prompt's own state.
                 kept = "prompt"
             self._batch_read = llama.n_tokens
         except RuntimeError:
