@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import shutil
+import socket
 import stat
 import struct
 import tempfile
@@ -305,6 +306,22 @@ def refuse_foreign_directory(path: Path) -> None:
                               f"(mode {stat.S_IMODE(info.st_mode):o})")
 
 
+def saver_is_gone(marker: Path) -> bool:
+    """Whether the process named in a "being saved" marker has ended. Only a saver on this
+    host (same host name: a directory shared across containers names another pid space) is
+    checked; an unreadable or foreign marker is waited for, up to ``SAVE_WAIT_SECONDS``."""
+    try:
+        host, pid = marker.read_text().split()
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # gone meanwhile, empty, not ours to signal
+        return False
+    return False
+
+
 class KvStateDirectory:
     """Saved KV states as files in ``directory``, shared by every process that opens it.
 
@@ -410,9 +427,11 @@ class KvStateDirectory:
             self._path(key).unlink(missing_ok=True)
 
     def mark_saving(self, key: str) -> None:
-        """This process is about to save ``key``'s state: others' ``get`` wait for it."""
+        """This process is about to save ``key``'s state: others' ``get`` wait for it. The
+        marker names its writer (host and pid), so a reader on the same host does not wait
+        for a saver that died (a pool process killed mid-save)."""
         try:
-            self._saving_path(key).touch()
+            self._saving_path(key).write_text(f"{socket.gethostname()} {os.getpid()}")
         except OSError:
             log.warning("could not mark the KV state of %s as being saved", key, exc_info=True)
 
@@ -478,7 +497,7 @@ class KvStateDirectory:
                 age = time.time() - marker.stat().st_mtime
             except OSError:
                 return
-            if age > SAVE_WAIT_SECONDS:
+            if age > SAVE_WAIT_SECONDS or saver_is_gone(marker):
                 marker.unlink(missing_ok=True)
                 return
             time.sleep(0.01)

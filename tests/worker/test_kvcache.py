@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -241,3 +243,34 @@ def test_processes_putting_at_once_stay_within_the_budget(tmp_path: Path) -> Non
     kept = [key for key in (f"conv-{w}-{t}" for w in range(2) for t in range(12))
             if store.get(key) is not None]
     assert kept and store.stats.errors == 0
+
+
+def test_a_reader_does_not_wait_for_a_saver_that_died(tmp_path: Path) -> None:
+    """A pool process killed mid-save leaves its marker behind: a reader on the same host
+    sees that its writer is gone and reads at once (it used to wait SAVE_WAIT_SECONDS)."""
+    saver, reader = KvStateDirectory(tmp_path, 10_000), KvStateDirectory(tmp_path, 10_000)
+    saver.put("a", directory_state(2, 10, fill=1))
+    saver.mark_saving("a")
+    marker = next(tmp_path.glob("*.saving"))
+    assert marker.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # ended and reaped: its pid names no process now
+    marker.write_text(f"{socket.gethostname()} {dead.pid}")
+    started = time.monotonic()
+    got = reader.get("a")
+    assert got is not None and time.monotonic() - started < 1.0
+    assert not marker.exists()
+
+
+def test_a_saver_on_another_host_is_waited_for(tmp_path: Path) -> None:
+    """A directory shared across containers: another host's pid says nothing here."""
+    saver, reader = KvStateDirectory(tmp_path, 10_000), KvStateDirectory(tmp_path, 10_000)
+    saver.put("a", directory_state(2, 10, fill=1))
+    saver.mark_saving("a")
+    next(tmp_path.glob("*.saving")).write_text("another-host 1")
+    later = threading.Timer(0.3, lambda: saver.clear_saving("a"))
+    later.start()
+    started = time.monotonic()
+    assert reader.get("a") is not None
+    later.join()
+    assert 0.25 < time.monotonic() - started < 2
