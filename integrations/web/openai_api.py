@@ -110,7 +110,7 @@ def _prepare(body: CompletionRequest, settings: Settings, backend: Backend) -> I
     if asked is not None:
         asked = min(asked, settings.api_max_tokens)  # ASSISTANT_API_MAX_TOKENS
     prompts = _prompts()
-    inbound = to_inbound(body, prompts, settings.max_input_chars, asked)
+    inbound = to_inbound(body, settings.max_input_chars, asked)
     options = inbound.options
     for schema, param in ((options.json_schema, "response_format.json_schema.schema"),
                           *((t.parameters, "tools.function.parameters") for t in options.tools)):

@@ -22,7 +22,6 @@ from assistant.envelope import (
     ToolSpec,
 )
 from assistant.errors import InvalidParameter
-from assistant.prompts import PromptLibrary
 
 # Accepted and without effect on the reply: bookkeeping for OpenAI's own platform.
 IGNORED = frozenset({"store", "metadata", "service_tier", "user", "safety_identifier",
@@ -311,7 +310,7 @@ def history_messages(body: CompletionRequest) -> tuple[list[ChatMessage], ChatMe
     return converted, last
 
 
-def to_inbound(body: CompletionRequest, prompts: PromptLibrary, max_input_chars: int,
+def to_inbound(body: CompletionRequest, max_input_chars: int,
                max_tokens: int | None) -> Inbound:
     """The request as the one envelope every edge queues (stateless: it brings its history)."""
     check_supported(body)

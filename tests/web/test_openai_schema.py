@@ -29,7 +29,7 @@ def request(**fields: Any) -> CompletionRequest:
 
 
 def inbound_of(prompts: PromptLibrary, **fields: Any) -> Any:
-    return to_inbound(request(**fields), prompts, 4000, None)
+    return to_inbound(request(**fields), 4000, None)
 
 
 def test_parameters_reach_the_envelope(prompts: PromptLibrary) -> None:
@@ -190,7 +190,7 @@ def test_a_hostile_history_is_counted_as_the_engine_reads_it(model_path: Any) ->
     counter = PromptCounter(model_path)
     engine = LlamaEngine(model_path, context_size=2048, threads=1, threads_batch=1)
     body = CompletionRequest.model_validate({"messages": HOSTILE_HISTORY, "max_tokens": 16})
-    inbound = to_inbound(body, PromptLibrary.load(), 100_000, 16)
+    inbound = to_inbound(body, 100_000, 16)
     messages = stateless_messages([inbound], PromptLibrary.load(), TurnConfig())
     read = engine.prompt_tokens(messages)
     assert read is not None and counter.count(messages) == len(read) > 2048
