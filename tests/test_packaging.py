@@ -38,9 +38,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The dependencies, not the project: our site-packages holds the project only as an
     # editable link, whose .pth is not read from a directory named in another .pth file.
     (site / "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Without PYTHONPATH: a checkout on it would make pip see the project as installed
+    # already in the new environment and skip the wheel.
+    outside = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
                     "--no-deps", "--disable-pip-version-check", str(wheel)],
-                   check=True, cwd=base)
+                   check=True, cwd=base, env=outside)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "assistant/prompt_files/system.toml" in names
