@@ -181,12 +181,16 @@ async def create_completion(body: TextCompletionRequest, state: State, response:
                 "usage": usage(reply)}
     listener, position = await state.open_stream(inbound)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return event_stream(text_chunks(state, listener, name, created, include_usage, echo),
+                        position)
+
+
+def event_stream(chunks: AsyncIterator[str], position: int | None) -> StreamingResponse:
+    """Server-sent events, unbuffered, with the message's place in a busy queue."""
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if position is not None:
         headers[QUEUE_POSITION_HEADER] = str(position)
-    return StreamingResponse(
-        text_chunks(state, listener, name, created, include_usage, echo),
-        media_type="text/event-stream", headers=headers)
+    return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
 
 
 async def text_chunks(state: WebState, listener: Listener, model: str, created: int,
@@ -263,14 +267,8 @@ async def create_chat_completion(body: CompletionRequest, state: State,
         }
     listener, position = await state.open_stream(inbound)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    if position is not None:
-        headers[QUEUE_POSITION_HEADER] = str(position)
-    return StreamingResponse(
-        stream_chunks(state, listener, name, created, include_usage, inbound),
-        media_type="text/event-stream",
-        headers=headers,
-    )
+    return event_stream(stream_chunks(state, listener, name, created, include_usage, inbound),
+                        position)
 
 
 def message(reply: Reply) -> dict[str, Any]:
