@@ -419,7 +419,8 @@ def engine_ceiling(model_path: Path, context_size: int, threads: int, system_pro
         messages += [ChatMessage(role="user", text=user), ChatMessage(role="assistant", text=reply)]
     last = [*messages, ChatMessage(role="user", text=transcript[-1][0])]
     prompt = engine.prompt_tokens(last) or []
-    kept = engine._next_turn_prefix(messages[:-1], messages[-1].text) if len(transcript) > 1 else []
+    kept = (engine._next_turn_prefix(messages[:-1], messages[-1].text) or []
+            if len(transcript) > 1 else [])
     shared = common_prefix(prompt, kept)
     cold: list[float] = []
     new: list[float] = []

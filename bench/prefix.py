@@ -23,9 +23,19 @@ and threads):
    asks for the difference to stay under 0.1 s (the worker used to finish saving the previous
    conversation's state first).
 
+4. **interleaved /v1** (pipeline only, ``--interleaved-turns``): ``--interleaved-conversations``
+   OpenAI-style clients in round robin on one node of two processes sharing the host's state
+   directory; the last turn's TTFT against the same requests read cold (one word of the system
+   prompt changed, so no saved beginning matches).
+5. **engine ceiling**: llama.cpp alone, in this process, on phase 1's first next turn: the whole
+   prompt read against only the tokens a saved state leaves, plus one token each
+   (``bench.conversation.engine_ceiling``); ``*_of_ceiling`` is the pipeline's speed-up as a
+   share of the ceiling's (1.0: nothing lost beyond what llama.cpp itself must read).
+
 Keys merged into ``bench/results.json``: ``v1_next_turn_speedup``,
-``v1_back_after_other_speedup``, ``prefix_hit_rate`` and details under ``prefix``, with the
-anchor's figures beside them.
+``v1_back_after_other_speedup``, ``prefix_hit_rate``, ``v1_interleaved_speedup_turn20``,
+``v1_engine_ceiling_speedup`` and details under ``prefix``, with the anchor's figures beside
+them.
 """
 
 from __future__ import annotations
@@ -45,7 +55,15 @@ from typing import Any
 import httpx
 
 from bench import system
-from bench.conversation import ROOT, PipelineTarget, ServerTarget, Turn, log, stream_completion
+from bench.conversation import (
+    ROOT,
+    PipelineTarget,
+    ServerTarget,
+    Turn,
+    engine_ceiling,
+    log,
+    stream_completion,
+)
 from bench.load import merge_into
 
 SYSTEM = "You are Assistant, a friendly helper for a small harbour town. Answer briefly."
@@ -78,7 +96,10 @@ def ask(client: httpx.Client, messages: list[dict[str, str]], question: str,
 
 
 def v1_rounds(client: httpx.Client, repeats: int, history_tokens: int,
-              max_tokens: int) -> list[dict[str, float]]:
+              max_tokens: int, first_next_turn: list[dict[str, str]] | None = None
+              ) -> list[dict[str, float]]:
+    """``first_next_turn``, if given, receives the first round's next-turn request (its
+    messages, the reply it got last) for the engine ceiling."""
     rounds = []
     for index in range(repeats):
         a, b = history(f"Anna{index}", history_tokens), history(f"Bert{index}", history_tokens)
@@ -86,6 +107,8 @@ def v1_rounds(client: httpx.Client, repeats: int, history_tokens: int,
         log(f"  round {index}: A cold {cold.ttft_ms:.0f} ms")
         next_turn = ask(client, a, "And the windiest?", max_tokens)
         log(f"  round {index}: A next turn {next_turn.ttft_ms:.0f} ms")
+        if index == 0 and first_next_turn is not None:
+            first_next_turn.extend(a)
         other = ask(client, b, "Which day was the busiest?", max_tokens)
         log(f"  round {index}: B cold {other.ttft_ms:.0f} ms")
         back = ask(client, a, "Tell me more about that day.", max_tokens)
@@ -132,6 +155,44 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
                 r["back_after_other_ms"] for r in rounds),
             "next_turn_speedup": round(statistics.median(next_ratios), 1),
             "back_after_other_speedup": round(statistics.median(back_ratios), 1)}
+
+
+def as_transcript(messages: list[dict[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """A /v1 history (system, then user/assistant pairs) as ``engine_ceiling`` takes it."""
+    turns = messages[1:]
+    return messages[0]["content"], [(turns[i]["content"], turns[i + 1]["content"])
+                                     for i in range(0, len(turns) - 1, 2)]
+
+
+def interleaved_v1(client: httpx.Client, conversations: int, turns: int,
+                   max_tokens: int) -> dict[str, Any]:
+    """``conversations`` OpenAI-style clients (each sends its whole history) in round robin
+    for ``turns`` turns; then each one's last request again with one word of its system
+    prompt changed, so that no saved beginning matches: the same length, read cold."""
+    histories = [[{"role": "system", "content": SYSTEM}] for _ in range(conversations)]
+    last: list[Turn] = []
+    for turn in range(1, turns + 1):
+        for n, messages in enumerate(histories):
+            question = (f"Guest {n}, day {turn}: tell me about the "
+                        f"{PLACES[(n + turn) % len(PLACES)]}.")
+            result = ask(client, messages, question, max_tokens)
+            if turn == turns:
+                last.append(result)
+        log(f"  interleaved /v1 turn {turn}: p50 TTFT "
+            f"{statistics.median(t.ttft_ms for t in last) if last else 0:.0f} ms"
+            if turn == turns else f"  interleaved /v1 turn {turn} done")
+    colds = []
+    for n, messages in enumerate(histories):
+        changed = [{"role": "system", "content": SYSTEM.replace("Answer", f"Cold {n}. Answer")},
+                   *messages[1:-1]]
+        colds.append(stream_completion(client, changed, max_tokens))
+    warm_ms = statistics.median(t.ttft_ms for t in last)
+    cold_ms = statistics.median(t.ttft_ms for t in colds)
+    return {"turn": turns, "conversations": conversations,
+            "last_turn_ttft_ms": [round(t.ttft_ms, 1) for t in last],
+            "cold_ttft_ms": [round(t.ttft_ms, 1) for t in colds],
+            "last_turn_ttft_ms_p50": round(warm_ms, 1), "cold_ttft_ms_p50": round(cold_ms, 1),
+            "speedup": round(cold_ms / warm_ms, 1) if warm_ms > 0 else 0.0}
 
 
 PROMPT_LINE = re.compile(r"prompt of (\d+) tokens: (\d+) reused \((\w+)\)")
@@ -213,6 +274,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-v1", action="store_true", help="skip the /v1 rounds")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--interleaved-conversations", type=int, default=8)
+    parser.add_argument("--interleaved-turns", type=int, default=20,
+                        help="turns of the /v1 round robin on one node of two processes "
+                             "(0: skip it)")
+    parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--quiet-wait", type=float, default=0.0)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "bench" / "logs")
@@ -250,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     states = log_dir / "states"
     pipeline = PipelineTarget(model_path, log_dir / "v1", 1, {
         **env, "ASSISTANT_KV_CACHE_MB": "1024", "ASSISTANT_KV_CACHE_DIR": str(states)}).start()
+    first_next_turn: list[dict[str, str]] = []
     try:
         assert pipeline.client is not None
         stream_completion(pipeline.client, [{"role": "user", "content": "Hi"}], 1)  # load
@@ -258,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             window = system.CpuWindow()
             window.start()
             ours = summary(v1_rounds(pipeline.client, args.repeats, args.history_tokens,
-                                     args.max_tokens))
+                                     args.max_tokens, first_next_turn))
             ours["cpu"] = window.stop()
             ours["reuse"] = reuse_from_logs(pipeline)
             ours["worker_side"] = summary(worker_rounds(pipeline, args.repeats))
@@ -309,12 +376,52 @@ def main(argv: list[str] | None = None) -> int:
             target.close()
     details["mixed"] = mixed
 
+    interleaved: dict[str, Any] = {}
+    if args.interleaved_turns > 0:
+        log("phase interleaved /v1 (one node of two processes)")
+        # Two pool processes: processes x threads <= cores, as `assistant worker --processes
+        # 2` plans it.
+        shared = str(max(1, min(args.threads, (os.cpu_count() or 1) // 2)))
+        target = PipelineTarget(model_path, log_dir / "interleaved", 1, {
+            **env, "ASSISTANT_THREADS": shared, "ASSISTANT_THREADS_BATCH": shared,
+            "ASSISTANT_KV_CACHE_MB": "1024",
+            "ASSISTANT_KV_CACHE_DIR": str(log_dir / "interleaved-states")},
+            concurrency=2).start()
+        try:
+            assert target.client is not None
+            for _ in range(2):  # both processes load the model
+                stream_completion(target.client, [{"role": "user", "content": "Hi"}], 1)
+            interleaved = interleaved_v1(target.client, args.interleaved_conversations,
+                                         args.interleaved_turns, args.max_tokens)
+            interleaved["threads_per_process"] = int(shared)
+            interleaved["reuse"] = reuse_from_logs(target)
+        finally:
+            target.close()
+    details["interleaved_v1"] = interleaved
+
+    if first_next_turn and not args.skip_ceiling:
+        log("phase engine_ceiling (llama.cpp alone, the /v1 next turn)")
+        system_prompt, transcript = as_transcript(first_next_turn)
+        ceiling = engine_ceiling(model_path, args.context_size, args.threads, system_prompt,
+                                 transcript)
+        details["engine_ceiling"] = ceiling
+        if ours:
+            # How close the pipeline comes to llama.cpp reading just the new tokens: 1.0
+            # would be no cost beyond the engine's own reading.
+            for name in ("next_turn", "back_after_other"):
+                ours[f"{name}_of_ceiling"] = round(
+                    ours[f"{name}_speedup"] / ceiling["speedup"], 2)
+
     results: dict[str, Any] = {"prefix": details}
     if ours:
         results["v1_next_turn_speedup"] = ours["next_turn_speedup"]
         results["v1_back_after_other_speedup"] = ours["back_after_other_speedup"]
     if mixed:
         results["prefix_hit_rate"] = mixed["reuse"]["hit_rate"]
+    if interleaved:
+        results["v1_interleaved_speedup_turn20"] = interleaved["speedup"]
+    if "engine_ceiling" in details:
+        results["v1_engine_ceiling_speedup"] = details["engine_ceiling"]["speedup"]
     if anchor:
         details["anchor"] = {"v1_next_turn_speedup": anchor["next_turn_speedup"],
                              "v1_back_after_other_speedup": anchor["back_after_other_speedup"]}
@@ -323,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"pipeline": {k: v for k, v in ours.items() if k != "cpu"},
                       "after_reply": details.get("after_reply"),
                       "anchor": {k: v for k, v in anchor.items() if k != "cpu"},
-                      "mixed": mixed}, indent=2, default=str))
+                      "mixed": mixed, "interleaved_v1": interleaved,
+                      "engine_ceiling": details.get("engine_ceiling")}, indent=2, default=str))
     print(f"\nmerged into {args.output}")
     return 0
 

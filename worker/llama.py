@@ -93,9 +93,12 @@ class LlamaEngine:
         self.last_keep_seconds = 0.0  # how long saving the last conversation state took
         # What the last save did: "reply" (the prompt and the reply, as the next prompt holds
         # them), "prompt" (the prompt's own beginning only), "pre-empted" (a request took the
-        # engine; the prompt's own beginning was kept), "none".
+        # engine; the prompt's own beginning was kept), "handed on" (the request that took the
+        # engine continues what the context holds: it was left to that request), "none".
         self.last_keep = "none"
-        self._waiting = 0  # requests waiting for the engine: the state save gives way to them
+        # Requests waiting for the engine (the state save gives way to them), by the prompt
+        # tokens each will read (None: not known before it has the engine).
+        self._waiting: list[Sequence[int] | None] = []
         self._waiting_lock = threading.Lock()
         # Held by the state keeper until its files are written (after it frees the engine).
         self._writing = threading.Lock()
@@ -161,10 +164,14 @@ class LlamaEngine:
         pieces: list[str] = []
         finished = False
         prompt: list[int] | None = None
-        self._acquire()
+        # With a state store the prompt is tokenized before the engine is free (llama.cpp's
+        # tokenizer does not touch the context): a state save under way sees what the request
+        # will read, and leaves its context to a request that continues it.
+        tokens = self.request_tokens(request) if self.kv_cache is not None else None
+        self._acquire(tokens)
         handed_off = False
         try:
-            prompt = self._prepare_context(llama, request)
+            prompt = self._prepare_context(llama, request, tokens)
             if request.raw:  # the legacy /v1/completions: the text as written, no template
                 chunks = llama.create_completion(
                     prompt=self.request_tokens(request), max_tokens=request.max_tokens,
@@ -246,27 +253,36 @@ class LlamaEngine:
         with self._writing:
             pass
 
-    def _acquire(self) -> None:
-        """Take the engine for a request: a state save running in the background sees the
-        request waiting and stops at its next chunk boundary (``_read_unless_wanted``)."""
+    def _acquire(self, tokens: Sequence[int] | None = None) -> None:
+        """Take the engine for a request that will read ``tokens``: a state save running in
+        the background sees the request waiting and stops at its next chunk boundary
+        (``_read_unless_wanted``)."""
         if self._lock.acquire(blocking=False):
             return
         started = time.perf_counter()
         with self._waiting_lock:
-            self._waiting += 1
+            self._waiting.append(tokens)
         try:
             self._lock.acquire()
         finally:
             with self._waiting_lock:
-                self._waiting -= 1
+                self._waiting.remove(tokens)
         log.info("waited %.0f ms for the engine (a state save giving way)",
                  (time.perf_counter() - started) * 1000)
 
     def _wanted(self) -> bool:
         """Is a request waiting for the engine?"""
-        return self._waiting > 0
+        return bool(self._waiting)
 
-    def _prepare_context(self, llama: Any, request: GenerationRequest) -> list[int] | None:
+    def _wanted_after(self, held: Sequence[int]) -> bool:
+        """Does a waiting request's prompt start with the ``held`` tokens (and go on)?"""
+        with self._waiting_lock:
+            return any(tokens is not None and len(tokens) > len(held)
+                       and common_prefix(tokens, held) == len(held)
+                       for tokens in self._waiting)
+
+    def _prepare_context(self, llama: Any, request: GenerationRequest,
+                         prompt: list[int] | None = None) -> list[int] | None:
         """Put the longest known beginning of this prompt into the context, and keep the
         states new prompts will start with; returns the prompt's tokens (None when the store is
         off or the template unknown).
@@ -279,7 +295,8 @@ class LlamaEngine:
         """
         if self.kv_cache is None:
             return self._prepare_without_store(llama, request)
-        prompt = self.request_tokens(request)
+        if prompt is None:
+            prompt = self.request_tokens(request)
         if prompt is None:
             return None
         cache = self.kv_cache
@@ -419,9 +436,11 @@ class LlamaEngine:
         run. So the context is cut back to the prompt and the reply is read again in batches of
         at least MIN_BATCH tokens — as the text the next prompt will hold (the stored reply,
         re-tokenised), not the sampled tokens — up to the next message's boundary. That read
-        gives way to a waiting request at every chunk boundary: the prompt's own beginning
-        (whose cells are exact already) is kept instead, and the conversation's next turn reads
-        the reply with its new message.
+        gives way to a waiting request at every chunk boundary. When that request continues
+        what the context holds (this conversation's next turn, sent as the reply ended), the
+        context is left to it: it reads only the rest of the reply and its new message.
+        Otherwise the prompt's own beginning (whose cells are exact already) is kept instead,
+        and the conversation's next turn reads the reply with its new message.
         """
         assert self.kv_cache is not None
         kept = "none"
@@ -437,6 +456,11 @@ class LlamaEngine:
                 if self._read_unless_wanted(llama, follow[keep:]):
                     writes.append((prefix_key(follow), capture(llama)))
                     kept = "reply"
+                elif self._wanted_after(llama.input_ids[: llama.n_tokens].tolist()):
+                    # The waiting request is this conversation's next turn (a client that
+                    # answers at once): it reuses what was read of the reply so far and
+                    # reads only the rest, and keeps its own states after its reply.
+                    kept = "handed on"
                 else:
                     kept = "pre-empted" if self._keep_own(llama, prompt, writes) else "none"
             elif self._keep_own(llama, prompt, writes):

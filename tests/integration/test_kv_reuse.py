@@ -166,6 +166,66 @@ def test_a_reply_read_in_chunks_gives_the_cells_of_one_batch(
     _truncate(llama, 0)
 
 
+def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """A client that sends its next turn the moment the reply ends (an API client, a bench)
+    finds the save still reading the reply: the save gives way, and what it read of the reply
+    stays in the context for that turn, which reads only the rest. Its reply is a cold run's."""
+    warm, cold = engines
+    warm.wait_idle()
+    history = [SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Iceland.")]
+    first = GenerationRequest(messages=tuple(history), max_tokens=48, temperature=0.7,
+                              seed=41, cache_key="conv-h")
+    expected = cold_reply(cold, first)  # the same seed: the reply the warm engine will give
+    follow_up = GenerationRequest(
+        messages=(*history, ChatMessage(role="assistant", text=expected.strip()),
+                  ChatMessage(role="user", text="And the fishing boats?")),
+        max_tokens=32, temperature=0.7, seed=42, cache_key="conv-h")
+    first_prompt = warm.prompt_tokens(first.messages)
+    assert first_prompt is not None
+    seen: list[str] = []
+    follow_reply: list[str] = []
+    checks = {"count": 0}
+    real_wanted = warm._wanted
+
+    def wanted_after_two_chunks() -> bool:
+        # The save reads two chunks of the reply before it notices the waiting turn, as when
+        # the turn arrives mid-save.
+        checks["count"] += 1
+        return checks["count"] > 2 and real_wanted()
+
+    def wait_then_answer() -> None:
+        pieces = warm.stream(follow_up)
+        head = next(pieces)
+        seen.append(warm.last_keep)
+        follow_reply.append(head + "".join(pieces))
+
+    stream = warm.stream(first)
+    pieces = [next(stream)]  # the engine is the first turn's now
+    waiter = threading.Thread(target=wait_then_answer)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not warm._wanted():  # the next turn waits for the engine
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    warm._wanted = wanted_after_two_chunks  # type: ignore[method-assign]
+    try:
+        pieces.extend(stream)
+        waiter.join(120)
+    finally:
+        del warm._wanted
+    assert "".join(pieces) == expected
+    assert seen == ["handed on"]
+    assert follow_reply == [cold_reply(cold, follow_up)]
+    reused, total = warm.last_prompt_tokens
+    # Reused from the context: the first prompt and the two chunks of the reply the save read
+    # (a save that gave way to another conversation keeps only the prompt: reused < prompt).
+    assert warm.last_source == "context"
+    assert len(first_prompt) + 2 * KEEP_CHUNK - MIN_BATCH <= reused <= total - MIN_BATCH
+    warm.wait_idle()
+
+
 def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_cold_runs(
     engines: tuple[LlamaEngine, LlamaEngine],
 ) -> None:
