@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -31,51 +30,16 @@ import pytest
 import redis
 
 from tests.auxil import netns
-from tests.auxil.stack import ROOT, Stack, redis_binary
+from tests.auxil.hosts import HostStack
+from tests.auxil.stack import ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 LOG_DIR = ROOT / "test-artifacts" / "logs" / "multihost"
-REDIS_PORT = 6379
 MULTI_TURN = 6  # conversations of TURNS sequential turns each
 TURNS = 5
 SINGLE_TURN = 10  # one-message conversations, one a second
 TOTAL = MULTI_TURN * TURNS + SINGLE_TURN  # 40 messages
-
-
-class HostStack(Stack):
-    """A ``Stack`` whose Redis and workers run on lab hosts (network namespaces)."""
-
-    def start_redis(self, host: netns.Host) -> None:
-        # Protected mode off: the server is reachable only inside this test's private /24.
-        self.start_process("redis", host.command(
-            redis_binary(), "--bind", host.address, "--port", str(REDIS_PORT),
-            "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-            "--protected-mode", "no"))
-        client = redis.Redis(host=host.address, port=REDIS_PORT, socket_timeout=2,
-                             socket_connect_timeout=2)
-        deadline = time.monotonic() + 15
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.RedisError:
-                    if time.monotonic() > deadline or self.processes["redis"].poll() is not None:
-                        raise RuntimeError(f"redis did not start:\n{self.log('redis')}") from None
-                    time.sleep(0.1)
-        finally:
-            client.close()
-
-    def start_worker_on(self, host: netns.Host) -> None:
-        """The same worker command as ``Stack.start_worker``, run inside the host's namespace."""
-        name = host.name
-        command = host.command(
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
-            "--pool=prefork", "--concurrency=1", f"--hostname={name}@{host.namespace}",
-            "--without-gossip", "--without-mingle")
-        self.workers[name] = self._spawn(f"worker-{name}", command)
-        self.wait_for_worker(name)
 
 
 @dataclass
@@ -153,7 +117,7 @@ def hosts(lab: netns.Lab, model_path: Path) -> Iterator[tuple[netns.Lab, HostSta
     lab.add_host("w1")
     lab.add_host("w2")
     stack = HostStack(
-        f"redis://{redis_host.address}:{REDIS_PORT}/0", model_path, LOG_DIR,
+        f"redis://{redis_host.address}:{HostStack.REDIS_PORT}/0", model_path, LOG_DIR,
         ASSISTANT_MAX_TOKENS="24", ASSISTANT_VISIBILITY_TIMEOUT="10",
         ASSISTANT_REPLY_TIMEOUT="75", ASSISTANT_TRACE_PROMPTS="false",
         ASSISTANT_WORKER_METRICS_PORT="0", ASSISTANT_THREADS="1")
