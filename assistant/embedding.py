@@ -11,7 +11,8 @@ vectors a trained head or a stored vector was made with. Why this model and not 
 we measured: docs/safety.md, "Choosing the embedding model".
 
 Nothing happens at import: the model loads on the first ``embed`` (about 0.2 s), once per
-embedder, behind a lock. No thread is started (one onnxruntime intra-op thread is the calling
+embedder, behind a lock; the first load on a host also writes the int8-MatMul form of the
+model to ``$ASSISTANT_DATA_DIR/embedding-cache/`` (``int8_model``; about 0.2 s). No thread is started (one onnxruntime intra-op thread is the calling
 thread; texts are tokenised one by one), so a worker node can load it before its pool forks
 and the pool processes share the pages.
 """
@@ -19,6 +20,9 @@ and the pool processes share the pages.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,6 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 # Texts whose vectors an embedder keeps (a few chat turns' worth; each 1.5 KB).
@@ -66,12 +72,18 @@ class PackagedFile:
         return located
 
     def verified(self) -> Path:
+        self.read_verified()
+        return self.locate()
+
+    def read_verified(self) -> bytes:
+        """The file's bytes, refused unless they have the expected SHA-256."""
         path = self.locate()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != self.sha256:
             raise ModelError(f"{path} has SHA-256 {digest}, expected {self.sha256}: another "
                              f"version of {self.distribution} than the one this code knows")
-        return path
+        return data
 
 
 # The vectors of the int8-MatMul run (``int8_matmuls``); the weight-only run was
@@ -124,7 +136,6 @@ class OnnxEmbedder:
             import onnxruntime
             from tokenizers import Tokenizer
 
-            model = _path(self._model_file)
             tokenizer = Tokenizer.from_file(str(_path(self._tokenizer_file)))
             tokenizer.enable_truncation(max_length=self.max_tokens)
             # The shipped tokenizer.json pads every text to 128 pieces; padding is done here,
@@ -134,9 +145,8 @@ class OnnxEmbedder:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             self._tokenizer = tokenizer
-            source: str | bytes = str(model)
-            if self.int8:
-                source = int8_matmuls(model.read_bytes())
+            source = (int8_model(self._model_file) if self.int8
+                      else str(_path(self._model_file)))
             self._session = onnxruntime.InferenceSession(
                 source, options, providers=["CPUExecutionProvider"])
 
@@ -182,6 +192,44 @@ class OnnxEmbedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         vectors: Vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return vectors
+
+
+# Bump when ``int8_matmuls`` changes what it writes: the cached files are named by it.
+INT8_REWRITE_VERSION = 1
+
+
+def int8_cache_dir() -> Path:
+    """``$ASSISTANT_DATA_DIR/embedding-cache`` (``.data`` by default, like the safety cache)."""
+    return Path(os.environ.get("ASSISTANT_DATA_DIR", ".data")) / "embedding-cache"
+
+
+def int8_model(file: PackagedFile | Path, cache: Path | None = None) -> str | bytes:
+    """The int8-MatMul model of ``file`` for onnxruntime: the path of a cached copy, written
+    on first use (named by the source's SHA-256 and the rewrite's version; written to a
+    temporary name, then renamed, so processes starting together need no lock), or, where
+    the cache cannot be written, the model's bytes (onnxruntime then keeps ~20 MB more)."""
+    data = file.read_verified() if isinstance(file, PackagedFile) else file.read_bytes()
+    digest = hashlib.sha256(data)
+    digest.update(f"int8_matmuls {INT8_REWRITE_VERSION}".encode())
+    folder = cache or int8_cache_dir()
+    target = folder / f"{Path(file.path if isinstance(file, PackagedFile) else file).stem}-" \
+        f"int8-{digest.hexdigest()[:16]}.onnx"
+    if target.is_file():
+        return str(target)
+    rewritten = int8_matmuls(data)
+    del data
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.",
+                                         delete=False) as staging:
+            staging.write(rewritten)
+        os.chmod(staging.name, 0o644)
+        os.replace(staging.name, target)
+    except OSError as exc:
+        log.warning("cannot cache the int8 embedding model in %s (%s); keeping it in memory",
+                    folder, exc)
+        return rewritten
+    return str(target)
 
 
 def _path(file: PackagedFile | Path) -> Path:
@@ -249,10 +297,12 @@ def _put_varint(value: int) -> bytes:
 
 
 # (field number, wire type, value: int for varints, bytes otherwise, raw bytes of the field)
-_Field = tuple[int, int, Any, bytes]
+_Field = tuple[int, int, Any, memoryview]
 
 
-def _fields(data: bytes) -> list[_Field]:
+def _fields(data: bytes | memoryview) -> list[_Field]:
+    """The fields of one protobuf message; values and raw bytes are views of ``data``."""
+    data = memoryview(data)
     fields = []
     at = 0
     while at < len(data):
@@ -274,7 +324,7 @@ def _fields(data: bytes) -> list[_Field]:
     return fields
 
 
-def _len_field(number: int, payload: bytes) -> bytes:
+def _len_field(number: int, payload: bytes | memoryview) -> bytes:
     return _put_varint(number << 3 | 2) + _put_varint(len(payload)) + payload
 
 
@@ -283,26 +333,26 @@ class _Node:
     op: str
     inputs: list[str]
     outputs: list[str]
-    raw: bytes  # the NodeProto as read (kept when the node is not rewritten)
-    attributes: list[bytes]
+    raw: memoryview  # the NodeProto as read (kept when the node is not rewritten)
+    attributes: list[memoryview]
 
 
-def _read_node(raw: bytes) -> _Node:
+def _read_node(raw: memoryview) -> _Node:
     node = _Node("", [], [], raw, [])
     for number, _kind, value, _ in _fields(raw):
         if number == 1:
-            node.inputs.append(value.decode())
+            node.inputs.append(bytes(value).decode())
         elif number == 2:
-            node.outputs.append(value.decode())
+            node.outputs.append(bytes(value).decode())
         elif number == 4:
-            node.op = value.decode()
+            node.op = bytes(value).decode()
         elif number == 5:
             node.attributes.append(value)
     return node
 
 
 def _node(op: str, inputs: Sequence[str], outputs: Sequence[str],
-          attributes: Sequence[bytes] = ()) -> bytes:
+          attributes: Sequence[bytes | memoryview] = ()) -> bytes:
     parts = [_len_field(1, name.encode()) for name in inputs]
     parts += [_len_field(2, name.encode()) for name in outputs]
     parts.append(_len_field(3, f"int8_{outputs[0]}".encode()))
@@ -316,11 +366,11 @@ _TO_FLOAT = _len_field(1, b"to") + _put_varint(3 << 3) + _put_varint(1) + \
     _put_varint(20 << 3) + _put_varint(2)
 
 
-def _tensor_dims(raw: bytes) -> tuple[str, list[int]]:
+def _tensor_dims(raw: memoryview) -> tuple[str, list[int]]:
     name, dims = "", []
     for number, kind, value, _ in _fields(raw):
         if number == 8:
-            name = value.decode()
+            name = bytes(value).decode()
         elif number == 1 and kind == 0:
             dims.append(value)
         elif number == 1 and kind == 2:  # packed
@@ -331,8 +381,8 @@ def _tensor_dims(raw: bytes) -> tuple[str, list[int]]:
     return name, dims
 
 
-def _value_name(raw: bytes) -> str:
-    return next((v.decode() for n, _k, v, _ in _fields(raw) if n == 1), "")
+def _value_name(raw: memoryview) -> str:
+    return next((bytes(v).decode() for n, _k, v, _ in _fields(raw) if n == 1), "")
 
 
 def int8_matmuls(model: bytes) -> bytes:
@@ -374,7 +424,7 @@ def int8_matmuls(model: bytes) -> bytes:
         return model
     dropped = {id(part) for _, _, cast, mul in weights.values() for part in (cast, mul)}
     quantised: set[str] = set()
-    out_nodes: list[bytes] = []
+    out_nodes: list[bytes | memoryview] = []
     for n in nodes:
         if id(n) in dropped:
             continue
@@ -405,16 +455,22 @@ def int8_matmuls(model: bytes) -> bytes:
         else:
             out_nodes.append(n.raw)
     gone = {name for n in nodes if id(n) in dropped for name in n.outputs}
-    rebuilt: list[bytes] = []
+    # Reassembled from views of ``model``: the weights (23 MB) are copied once, into the
+    # result, so the process's heap does not keep copies of them.
+    rebuilt: list[bytes | memoryview] = []
     nodes_written = False
     for number, _kind, value, raw in graph:
         if number == 1:
             if not nodes_written:
-                rebuilt += [_len_field(1, node) for node in out_nodes]
+                for node in out_nodes:
+                    rebuilt += [_put_varint(1 << 3 | 2) + _put_varint(len(node)), node]
                 nodes_written = True
         elif number == 13 and _value_name(value) in gone:
             continue  # the type of a float weight that no longer exists
         else:
             rebuilt.append(raw)
-    top[graph_at] = (7, 2, b"", _len_field(7, b"".join(rebuilt)))
-    return b"".join(f[3] for f in top)
+    size = sum(len(part) for part in rebuilt)
+    parts: list[bytes | memoryview] = [f[3] for f in top[:graph_at]]
+    parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *rebuilt]
+    parts += [f[3] for f in top[graph_at + 1:]]
+    return b"".join(parts)
