@@ -7,6 +7,11 @@ evaluation set (``tests/data/safety_eval.jsonl``) gives harmless look-alikes, an
 public development lines labelled ``lookalike``, reported apart. The chain is
 the default policy's, as a worker runs it; time is per message, the whole chain. Memory: the
 private memory a fresh process gains by building and warming the safety chain.
+
+``head_curve``: the semantic head alone (no rules, no injection patterns) at several block
+thresholds, each line scored as the check scores it (every view, plus the tail of a long
+one; fewer than 4 words never refused): the curve the ``block`` threshold is read from
+(docs/safety.md, "Measured").
 """
 
 from __future__ import annotations
@@ -58,6 +63,41 @@ def _rate(results: list[Result]) -> float | None:
     return round(sum(r.blocked for r in results) / len(results), 4) if results else None
 
 
+CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def head_curve(files: list[Path]) -> dict[str, Any]:
+    """Refused (safe lines) or caught (unsafe lines) per source at each threshold, the head
+    alone; plus ``ordinary``, ``harmful`` and per harmful category."""
+    from assistant.safety.checks.harmful import MIN_WORDS_TO_BLOCK, shared_semantic, \
+        texts_to_score
+    from assistant.safety.checks.normalise import make_subject
+
+    semantic = shared_semantic()
+    groups: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for path in files:
+        name = "project-eval" if path == LOOKALIKES else path.stem
+        for line in load_lines(path):
+            if path == LOOKALIKES and line.unsafe:
+                continue
+            subject = make_subject(line.text, "input")
+            score = semantic.score(texts_to_score(subject))[0]
+            short = len(subject.normalized.split()) < MIN_WORDS_TO_BLOCK
+            entry = (score if not short else 0.0, line.unsafe)
+            groups[name].append(entry)
+            if line.unsafe:
+                groups["harmful"].append(entry)
+                groups[f"category:{line.category}"].append(entry)
+            elif line.category == LOOKALIKE:
+                pass
+            elif path != LOOKALIKES:
+                groups["ordinary"].append(entry)
+    return {f"{threshold:g}": {name: round(sum(s >= threshold for s, _ in entries)
+                                           / len(entries), 4)
+                               for name, entries in sorted(groups.items())}
+            for threshold in CURVE_THRESHOLDS}
+
+
 def measure(sets: Path) -> dict[str, Any]:
     runner = chain_runner()
     per_source: dict[str, Any] = {}
@@ -95,6 +135,7 @@ def measure(sets: Path) -> dict[str, Any]:
         "n_public_lookalikes": len(public_lookalikes),
         "p50_ms": latency["p50"], "p95_ms": latency["p95"],
         "memory_mb": memory_mb(),
+        "head_curve": head_curve([*files, LOOKALIKES]),
     }
     checks = {
         "ordinary_refused": figures["ordinary_refused"] <= TARGETS["ordinary_refused_max"],
