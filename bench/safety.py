@@ -69,8 +69,11 @@ CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 def head_curve(files: list[Path]) -> dict[str, Any]:
     """Refused (safe lines) or caught (unsafe lines) per source at each threshold, the head
     alone; plus ``ordinary``, ``harmful`` and per harmful category."""
-    from assistant.safety.checks.harmful import MIN_WORDS_TO_BLOCK, shared_semantic, \
-        texts_to_score
+    from assistant.safety.checks.harmful import (
+        MIN_WORDS_TO_BLOCK,
+        shared_semantic,
+        texts_to_score,
+    )
     from assistant.safety.checks.normalise import make_subject
 
     semantic = shared_semantic()
