@@ -11,7 +11,7 @@ import click
 
 from assistant.errors import AssistantError
 from assistant.knowledge import knowledge_embedder
-from assistant.knowledge.ingest import Limits, ingest, read_file
+from assistant.knowledge.ingest import Limits, ingest, read_file, reembed_collection
 from assistant.knowledge.parse import FORMATS
 from assistant.knowledge.store import KnowledgeBase
 from assistant.settings import Settings
@@ -74,6 +74,26 @@ def kb_add(paths: tuple[Path, ...], collection: str, places: tuple[str, ...]) ->
         raise click.ClickException(str(exc)) from exc
     if failed:
         raise click.ClickException(f"{failed} file(s) not indexed")
+
+
+@kb_group.command("reembed")
+@click.option("--collection", "-c", default=None,
+              help="Only this collection (also when it was embedded with this model).")
+def kb_reembed(collection: str | None) -> None:
+    """Embed the chunks of every collection made with another embedding model again (after an
+    upgrade changed the model: until then those collections are not searched)."""
+    kb, _ = _kb()
+    embedder = knowledge_embedder()
+    names = ([collection] if collection is not None else
+             [c.name for c in kb.collections() if c.embedding_model != embedder.model_id])
+    if not names:
+        click.echo(f"every collection is embedded with {embedder.model_id}")
+    for name in names:
+        try:
+            count = reembed_collection(kb, embedder, name)
+        except AssistantError as exc:
+            raise click.ClickException(f"{name}: {exc}") from exc
+        click.echo(f"embedded {name} again: {count} chunk(s), {embedder.model_id}")
 
 
 @kb_group.command("list")

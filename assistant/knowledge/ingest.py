@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.embedding import Embedder
-from assistant.errors import DocumentRejected
+from assistant.errors import DocumentRejected, InputRejected
 from assistant.knowledge.chunk import ChunkSize, chunk_blocks
 from assistant.knowledge.parse import format_of, parse
 from assistant.knowledge.store import DocumentInfo, KnowledgeBase
@@ -133,3 +133,22 @@ def ingest(kb: KnowledgeBase, embedder: Embedder, collection: str, source: str, 
     """Queue and index a file in this process (the CLI; the panel queues it for a worker)."""
     document_id = queue_document(kb, embedder.model_id, collection, source, data, limits)
     return index_document(kb, embedder, document_id, data, limits)
+
+
+def reembed_collection(kb: KnowledgeBase, embedder: Embedder, name: str) -> int:
+    """Embed every chunk of collection ``name`` again with ``embedder`` (after the embedding
+    model changed: vectors of two models cannot be compared, so until then the collection is
+    not searched); returns how many chunks. The texts are the stored chunks': no file is parsed
+    again."""
+    collection = kb.collection(name)
+    if collection is None:
+        raise InputRejected(f"no collection named {name!r}")
+    generation, rows = kb.chunk_texts(collection.id)
+    texts = [embedding_text(title, section, text) for _, title, section, text in rows]
+    parts = [embedder.embed(texts[start:start + EMBED_BATCH])
+             for start in range(0, len(texts), EMBED_BATCH)]
+    vectors = (np.concatenate(parts) if parts
+               else np.zeros((0, 0), dtype=np.float32))
+    kb.replace_vectors(collection.id, generation, [r[0] for r in rows], vectors,
+                       embedder.model_id)
+    return len(rows)

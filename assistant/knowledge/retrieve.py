@@ -67,8 +67,8 @@ class Retriever:
         """Those made with this embedder: vectors of another model cannot be compared."""
         usable = [c for c in collections if c.embedding_model == self.embedder.model_id]
         for skipped in set(c.name for c in collections) - set(c.name for c in usable):
-            log.warning("collection %r was indexed with another embedding model: re-index it",
-                        skipped)
+            log.warning("collection %r was indexed with another embedding model, so it is "
+                        "not searched: `assistant kb reembed` embeds it again", skipped)
         return usable
 
     def search(self, query: str, collections: Sequence[CollectionInfo],

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -99,7 +100,8 @@ class KnowledgeBase:
                 session.flush()
             elif found.embedding_model != embedding_model:
                 raise InputRejected(f"collection {name!r} was indexed with "
-                                    f"{found.embedding_model}, not {embedding_model}: re-index it")
+                                    f"{found.embedding_model}, not {embedding_model}: "
+                                    "`assistant kb reembed` embeds it again")
             return CollectionInfo(found.id, found.name, found.description,
                                   found.embedding_model, found.generation)
 
@@ -279,6 +281,46 @@ class KnowledgeBase:
             if document_id is not None:
                 query = query.where(ChunkRow.document_id == document_id)
             return int(session.scalar(query) or 0)
+
+    def chunk_texts(self, collection_id: int) -> tuple[int, list[tuple[int, str, str, str]]]:
+        """The collection's generation and every chunk's (id, title, section, text), to embed
+        them again with another model (``replace_vectors``)."""
+        with self.store.session() as session:
+            generation = session.scalar(sa.select(Collection.generation)
+                                        .where(Collection.id == collection_id))
+            if generation is None:
+                raise InputRejected(f"collection {collection_id} does not exist")
+            rows = session.execute(sa.select(ChunkRow.id, ChunkRow.title, ChunkRow.section,
+                                             ChunkRow.text)
+                                   .where(ChunkRow.collection_id == collection_id)
+                                   .order_by(ChunkRow.id)).all()
+        return int(generation), [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def replace_vectors(self, collection_id: int, generation: int, ids: Sequence[int],
+                        vectors: npt.NDArray[np.float32], embedding_model: str) -> None:
+        """Every chunk's vector and the collection's embedding model, in one transaction, so no
+        search mixes two models' vectors; refused when the collection changed since
+        ``generation`` was read (a document added or deleted meanwhile: run it again)."""
+        if len(ids) != len(vectors):
+            raise ValueError("one vector per chunk")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self.store.session() as session:
+            changed = cast(sa.CursorResult[Any], session.execute(
+                sa.update(Collection)
+                .where(Collection.id == collection_id, Collection.generation == generation)
+                .values(generation=generation + 1, embedding_model=embedding_model)))
+            if changed.rowcount != 1:
+                raise InputRejected("the collection changed while its chunks were embedded "
+                                    "again: run it again")
+            for chunk_id, vector in zip(ids, vectors, strict=True):
+                session.execute(sa.update(ChunkRow).where(ChunkRow.id == chunk_id)
+                                .values(embedding=vector.tobytes()))
+            session.flush()
+            if self.dialect == "postgresql":
+                documents = session.scalars(sa.select(Document.id).where(
+                    Document.collection_id == collection_id)).all()
+                for document_id in documents:
+                    write_pgvector(session, document_id)
 
     def vectors(self, collection_id: int) -> tuple[npt.NDArray[np.int64],
                                                    npt.NDArray[np.float32]]:

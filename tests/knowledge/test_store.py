@@ -4,12 +4,23 @@ what runs on PostgreSQL here (and ``has_pgvector`` must say so)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 import pytest
 import sqlalchemy as sa
 
 from assistant.embedding import OnnxEmbedder
 from assistant.errors import DocumentRejected, InputRejected
-from assistant.knowledge.ingest import Limits, index_document, ingest, queue_document
+from assistant.knowledge.ingest import (
+    Limits,
+    embedding_text,
+    index_document,
+    ingest,
+    queue_document,
+    reembed_collection,
+)
 from assistant.knowledge.keyword import keyword_search
 from assistant.knowledge.retrieve import Retriever, fuse
 from assistant.knowledge.scope import places_of
@@ -159,3 +170,61 @@ def test_reciprocal_rank_fusion() -> None:
     fused = fuse([[1, 2, 3], [3, 1, 4]])
     assert [item for item, _ in fused][:2] == [1, 3]
     assert dict(fused)[1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+class RenamedEmbedder:
+    """The real model under another name: a collection "made with another model"."""
+
+    def __init__(self, inner: OnnxEmbedder, model_id: str) -> None:
+        self.inner = inner
+        self.model_id = model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return self.inner.embed(texts)
+
+
+def test_a_collection_of_another_embedding_model_is_embedded_again(
+        kb: KnowledgeBase, embedder: OnnxEmbedder) -> None:
+    """After an upgrade that changes the embedding model, a collection made with the old one
+    is not searched (its vectors cannot be compared) and refuses new documents; `reembed`
+    embeds its stored chunks with the new model, and then it is searched and grows again."""
+    old = RenamedEmbedder(embedder, "an-older-model")
+    ingest(kb, old, "it", "vpn.md", VPN)  # type: ignore[arg-type]
+    retriever = Retriever(kb, embedder)
+    assert retriever.search("How do I connect to the VPN?", kb.collections(), k=3) == []
+    with pytest.raises(InputRejected, match="reembed"):
+        ingest(kb, embedder, "it", "expenses.md", EXPENSES)
+    before = kb.collection("it")
+    assert before is not None
+    assert reembed_collection(kb, embedder, "it") == 2
+    after = kb.collection("it")
+    assert after is not None and after.embedding_model == embedder.model_id
+    assert after.generation > before.generation  # processes' cached vectors reload
+    hits = retriever.search("How do I connect to the VPN?", kb.collections(), k=3)
+    assert hits and hits[0].chunk.section == "VPN policy › Access"
+    _, vectors = kb.vectors(after.id)
+    expected = embedder.embed([embedding_text("VPN policy", "VPN policy › Access",
+                                              hits[0].chunk.text)])
+    assert float(np.max(vectors @ expected[0])) > 0.999  # the stored vector is the new model's
+    assert ingest(kb, embedder, "it", "expenses.md", EXPENSES).status == "ready"
+    with pytest.raises(InputRejected, match="no collection"):
+        reembed_collection(kb, embedder, "missing")
+
+
+def test_a_reembed_racing_a_change_is_refused_and_changes_nothing(
+        kb: KnowledgeBase, embedder: OnnxEmbedder) -> None:
+    """Vectors are written only if no document came or went while the chunks were embedded:
+    a stale generation writes nothing, and the collection keeps its model."""
+    old = RenamedEmbedder(embedder, "an-older-model")
+    ingest(kb, old, "it", "vpn.md", VPN)  # type: ignore[arg-type]
+    collection = kb.collection("it")
+    assert collection is not None
+    generation, rows = kb.chunk_texts(collection.id)
+    ids, before = kb.vectors(collection.id)
+    with pytest.raises(InputRejected, match="changed"):
+        kb.replace_vectors(collection.id, generation - 1, [r[0] for r in rows],
+                           np.zeros_like(before), embedder.model_id)
+    _, unchanged = kb.vectors(collection.id)
+    assert np.array_equal(unchanged, before)
+    still = kb.collection("it")
+    assert still is not None and still.embedding_model == "an-older-model"
