@@ -23,10 +23,13 @@ COPY assistant ./assistant
 COPY integrations ./integrations
 COPY worker ./worker
 COPY prompts ./prompts
+# /data: what processes write for themselves (the safety and embedding caches; SQLite when no
+# DATABASE_URL): /app belongs to root. compose.yaml mounts a volume there.
 RUN pip install --no-cache-dir --no-deps . \
- && useradd --create-home --uid 1000 assistant
+ && useradd --create-home --uid 1000 assistant \
+ && mkdir -p /data && chown assistant:assistant /data
 USER assistant
-ENV ASSISTANT_MODELS_DIR=/models ASSISTANT_HOST=0.0.0.0
+ENV ASSISTANT_MODELS_DIR=/models ASSISTANT_HOST=0.0.0.0 ASSISTANT_DATA_DIR=/data
 EXPOSE 8000
 # The worker self-tests its engine at start and exits 3 if it cannot decode on this host.
 CMD ["assistant", "web"]

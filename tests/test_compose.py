@@ -113,3 +113,15 @@ def test_compose_turns_sign_in_on() -> None:
     settings = Settings(ASSISTANT_HOST="0.0.0.0", ASSISTANT_AUTH=auth.group(1))  # type: ignore[call-arg]
     assert exposure_problem(settings) is None
     assert exposure_problem(Settings(ASSISTANT_HOST="0.0.0.0")) is not None  # type: ignore[call-arg]
+
+
+def test_the_image_writes_its_caches_to_a_volume_its_user_owns() -> None:
+    """The first process on a host writes the safety and embedding caches under
+    ASSISTANT_DATA_DIR; /app is root's, so the image points it at /data (owned by its user)
+    and compose mounts one volume there for the web and the workers."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ASSISTANT_DATA_DIR=/data" in dockerfile
+    assert "chown assistant:assistant /data" in dockerfile
+    for service in ("web", "worker"):
+        assert "assistant-data:/data" in COMPOSE["services"][service]["volumes"], service
+    assert "assistant-data" in COMPOSE["volumes"]
