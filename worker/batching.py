@@ -43,6 +43,7 @@ other sequences' (masked) cells, and more differed (7 of 8 at 80 tokens): not us
 from __future__ import annotations
 
 import codecs
+import contextvars
 import ctypes
 import logging
 import os
@@ -103,6 +104,9 @@ class _Turn:
     # After the reply: the tokens to re-read and save for the next turn (KV store only).
     keep_tokens: list[int] | None = None
     submitted: float = field(default_factory=time.perf_counter)
+    # The caller's context (its log ids: conversation, message), for lines the scheduler
+    # writes about this turn.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     first_token_at: float | None = None
 
 
@@ -599,9 +603,9 @@ class BatchingEngine:
         try:
             self._restore_longest(turn)
         finally:
-            log.info("prompt of %d tokens: %d reused (%s) in process %d, slot %d",
-                     len(turn.prompt), turn.read, "saved" if turn.read else "none",
-                     os.getpid(), turn.slot)
+            turn.context.run(log.info, "prompt of %d tokens: %d reused (%s) in process %d, "
+                             "slot %d", len(turn.prompt), turn.read,
+                             "saved" if turn.read else "none", os.getpid(), turn.slot)
 
     def _restore_longest(self, turn: _Turn) -> None:
         import llama_cpp
