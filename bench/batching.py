@@ -232,6 +232,38 @@ def pipeline_run(path: Path, slots: int, count: int, max_tokens: int, threads: i
         valkey.stop()
 
 
+def one_stream_tok_s(url: str, max_tokens: int, tokenize: Any) -> float:
+    """Decode rate of one request alone: its tokens after the first ÷ the time they took."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0)) as client:
+        first, last, text = v1_stream(client, poem_messages(0), max_tokens, time.perf_counter())
+    return round(max(len(tokenize(text)) - 1, 1) / max(last - first, 1e-6), 1)
+
+
+def anchor_run(path: Path, count: int, max_tokens: int, threads: int, tokenize: Any,
+               log_dir: Path) -> dict[str, Any] | None:
+    """llama.cpp's ``llama-server -np count`` on the same requests (bench/llama_server.py);
+    None when it is not built (scripts/llama-server.sh)."""
+    from bench import llama_server
+
+    if llama_server.binary() is None:
+        log("llama-server is not built (scripts/llama-server.sh): no anchor in this run")
+        return None
+    with llama_server.running(path, count, 2048, threads, log_dir / "llama-server.log") as url:
+        log(f"llama-server -np {count}: warm-up")
+        pipeline_single_ttft_ms(url, 8, repeats=1)
+        single = pipeline_single_ttft_ms(url, max_tokens)
+        stream = one_stream_tok_s(url, max_tokens, tokenize)
+        log(f"llama-server -np {count}: {count} together")
+        result = pipeline_burst(url, count, max_tokens, tokenize)
+    result.pop("texts")
+    result["single_ttft_ms"] = single
+    result["one_stream_tok_s"] = stream
+    result["decode_gain"] = round(result["aggregate_tok_s"] / stream, 3)
+    return result
+
+
 def pipeline_main(args: argparse.Namespace, path: Path) -> None:
     """Slots ``--count`` against one slot (today's engine), both through the whole pipeline
     (/v1 streaming → web → Redis → Celery worker), in one run."""
@@ -263,6 +295,9 @@ def pipeline_main(args: argparse.Namespace, path: Path) -> None:
         })
         log(f"round {number + 1}: {json.dumps(rounds[-1])}")
 
+    anchor = anchor_run(path, args.count, args.max_tokens, args.threads, tokenize,
+                        log_dir / "llama-server")
+
     def median(key: str) -> float:
         return round(float(statistics.median(float(r[key]) for r in rounds)), 3)
 
@@ -281,16 +316,23 @@ def pipeline_main(args: argparse.Namespace, path: Path) -> None:
         "decode_gain": median("decode_gain"),
         "single_ttft_ms": {"slots_1": median_single(1),
                            f"slots_{args.count}": median_single(args.count)},
+        "llama_server": anchor,
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "note": "2-core machine shared with other sessions (busy): ratios within a round only; "
-                "no llama-server anchor in this run",
+        "note": "2-core machine shared with other sessions (busy): ratios within a round only",
     }
-    print(json.dumps(result, indent=2))
-    merge_into(args.output, {
+    keys: dict[str, Any] = {
         "batching_pipeline": result,
         "concurrent8_decode_gain": result["decode_gain"],
         "single_ttft_ms": result["single_ttft_ms"],
-    })
+    }
+    if anchor is not None:
+        # The last round's N slots against the anchor run right after it.
+        batched = rounds[-1][f"slots_{args.count}"]
+        result["worst_ttft_vs_llama_server"] = round(
+            batched["worst_ttft_s"] / anchor["worst_ttft_s"], 3)
+        keys["concurrent8_worst_ttft_vs_llama_server"] = result["worst_ttft_vs_llama_server"]
+    print(json.dumps(result, indent=2))
+    merge_into(args.output, keys)
 
 
 def main() -> None:

@@ -110,6 +110,13 @@ def preload(sender: object = None, **_: object) -> None:
     shows it worked.) First of all, the engine's self-test (``check_engine``).
     """
     check_engine(str(getattr(sender, "hostname", None) or socket.gethostname()))
+    pool = str(getattr(sender, "pool_cls", "thread"))
+    if settings.batch_slots > 1 and "thread" not in pool.lower():
+        # `celery worker --pool=prefork` overrides worker/app.py's thread pool: every process
+        # would hold an engine of N slots and answer one turn at a time.
+        print(f"ASSISTANT_BATCH_SLOTS={settings.batch_slots} wants Celery's thread pool "
+              f"(--pool=threads --concurrency={settings.batch_slots}); this node runs {pool}",
+              file=sys.stderr, flush=True)
     import llama_cpp  # noqa: F401  (the library and its ctypes bindings)
 
     if settings.safety_enabled:
