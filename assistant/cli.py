@@ -192,10 +192,14 @@ def plan_worker(cores: int, processes: int, threads: int,
 def worker_command(settings: Settings, plan: WorkerPlan | None = None,
                    queues: str | None = None) -> list[str]:
     plan = plan or WorkerPlan(settings.worker_concurrency, None, settings.threads)
-    pool = (f"--autoscale={plan.processes},{plan.min_processes}"
-            if plan.min_processes is not None else f"--concurrency={plan.processes}")
+    pool = ["--pool=prefork", f"--autoscale={plan.processes},{plan.min_processes}"
+            if plan.min_processes is not None else f"--concurrency={plan.processes}"]
+    if settings.batch_slots > 1:
+        # One process, its turns on Celery's threads feeding one batching engine (worker/app.py,
+        # ``batching_pool``).
+        pool = ["--pool=threads", f"--concurrency={settings.batch_slots}"]
     command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
-               "--pool=prefork", pool, "--hostname=assistant@%h"]
+               *pool, "--hostname=assistant@%h"]
     if queues:
         command += ["--queues", queues]
     return command

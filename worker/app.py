@@ -62,7 +62,9 @@ def make_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_default_queue=TURNS_QUEUE,
         task_routes={INDEX_TASK: {"queue": KNOWLEDGE_QUEUE}},
-        worker_concurrency=settings.worker_concurrency,
+        # One turn per process (prefork), or, with ASSISTANT_BATCH_SLOTS > 1, that many
+        # turns at once in one process feeding its batching engine (``batching_pool``).
+        **batching_pool(settings),
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         # A queue per worker node ("<node>.dq2") for conversation-affine routing (affinity.py).
@@ -78,6 +80,22 @@ def make_app(settings: Settings) -> Celery:
                     settings.visibility_timeout,
                     settings.turn_time_limit + RETRY_COUNTDOWN_MAX_SECONDS)
     return app
+
+
+def batching_pool(settings: Settings) -> dict[str, Any]:
+    """Celery's pool for the engine: prefork with ``ASSISTANT_WORKER_CONCURRENCY`` processes,
+    or with N > 1 batch slots Celery's thread pool with N threads in one process.
+
+    Why threads and not threads inside a prefork child: a prefork child runs one task at a
+    time (its parent hands it the next only after the last returned), so several turns in one
+    child would need the task to return before its turn ends, acknowledging the message early:
+    a killed process would then lose it. With the thread pool each turn is a task of its own,
+    acknowledged after it ran (``task_acks_late``), and all of them feed the process' one
+    ``BatchingEngine`` (worker/tasks.py, ``runtime``). docs/scaling.md, "Continuous batching".
+    """
+    if settings.batch_slots > 1:
+        return {"worker_pool": "threads", "worker_concurrency": settings.batch_slots}
+    return {"worker_concurrency": settings.worker_concurrency}
 
 
 def use_assistant_logging(loglevel: int | str | None = None, **_: Any) -> None:

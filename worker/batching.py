@@ -29,7 +29,9 @@ Numerics (measured with SmolLM2-135M Q4_1, 2 threads; docs/scaling.md "Continuou
 batching"): a turn alone in the engine gives exactly ``LlamaEngine``'s cold reply (8 of 8,
 temperature 0, 160 tokens), and a prompt read in chunks, or restored into any slot from a
 state saved from another, gives the same cells as a cold read: prompt chunks are decoded apart
-from the writers' tokens (``_step``), in pieces of at least MIN_BATCH tokens. Turns writing
+from the writers' tokens (``_step``), in pieces of at least MIN_BATCH tokens; a state saved
+while other slots read and wrote holds the same cells, byte for byte, as one saved from a turn
+run alone (tests/worker/test_batching.py). Turns writing
 together are not bit-identical to a cold run: their tokens are computed in one ubatch of
 several rows, with other kernels than one row alone, and greedy replies drift apart after a
 while (8 together, 160 tokens: 5 of 8 identical, the others first differed after 90–130
@@ -41,8 +43,10 @@ other sequences' (masked) cells, and more differed (7 of 8 at 80 tokens): not us
 from __future__ import annotations
 
 import codecs
+import contextvars
 import ctypes
 import logging
+import os
 import queue
 import threading
 import time
@@ -61,7 +65,9 @@ from worker.llama import (
     UBATCH,
     chat_formatter,
     count_message_tokens,
+    raw_tokens,
     template_tokens,
+    tool_format,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,9 @@ class _Turn:
     # After the reply: the tokens to re-read and save for the next turn (KV store only).
     keep_tokens: list[int] | None = None
     submitted: float = field(default_factory=time.perf_counter)
+    # The caller's context (its log ids: conversation, message), for lines the scheduler
+    # writes about this turn.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     first_token_at: float | None = None
 
 
@@ -128,6 +137,7 @@ class BatchingEngine:
         self._batch: Any = None
         self._n_batch = 0
         self._formatter: Any = None
+        self._tool_format: str | None = None
         self._control = ControlTokenText(())
         self._boundary_ids: frozenset[int] = frozenset()
         self._inbox: queue.SimpleQueue[_Turn | None] = queue.SimpleQueue()
@@ -136,6 +146,11 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = threading.Condition()
+        # Saved states are written to the store by this thread, not the scheduler's: a write
+        # (tens of MB) would hold up every slot's next token.
+        self._writes: queue.SimpleQueue[tuple[str, KvState] | None] = queue.SimpleQueue()
+        self._writes_pending = 0
+        self._writer: threading.Thread | None = None
         self.steps = 0  # decode steps run (bench, tests)
         self.max_together = 0  # the most turns that shared one decode step (tests)
         # Steps where a prompt's chunk was read together with other turns' reply tokens.
@@ -186,11 +201,17 @@ class BatchingEngine:
         self._mem = llama_cpp.llama_get_memory(ctx)
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._formatter = chat_formatter(llama)
+        if self._formatter is not None:
+            self._tool_format = tool_format(llama)
         self._control = control_token_text(llama)
         self._boundary_ids = frozenset(control_token_ids(llama))
         self._vocab = llama._model.vocab
         self._thread = threading.Thread(target=self._run, name="batching-engine", daemon=True)
         self._thread.start()
+        if self.kv_cache is not None:
+            self._writer = threading.Thread(target=self._write_states, name="kv-writer",
+                                            daemon=True)
+            self._writer.start()
         seconds = time.perf_counter() - started
         log.info("loaded %s with %d slots of %d tokens in %.2f s", self.model_path.name,
                  self.slots, self.context_size, seconds)
@@ -203,11 +224,32 @@ class BatchingEngine:
         self._inbox.put(None)
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join(timeout=30)
 
     # -- the interface the pipeline uses -----------------------------------------------------
+    @property
+    def tool_format(self) -> str | None:
+        """The chat template's own tool format ("llama3.1"), or None (loads the model)."""
+        self.load()
+        return self._tool_format
+
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         llama = self.load()
+        if messages and messages[0].tools and self._formatter is not None:
+            return len(template_tokens(llama, self._formatter, self._control, messages))
         return count_message_tokens(llama, messages, self._control)
+
+    def count_raw_tokens(self, text: str) -> int:
+        return len(raw_tokens(self.load(), text))
+
+    def request_tokens(self, request: GenerationRequest) -> list[int]:
+        """The tokens the engine reads for ``request``: its chat prompt, or a raw prompt's
+        text (the legacy /v1/completions) as ``LlamaEngine`` reads it."""
+        if request.raw:
+            return raw_tokens(self.load(), request.messages[-1].text)
+        return self.prompt_tokens(request.messages)
 
     def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
         llama = self.load()
@@ -216,7 +258,7 @@ class BatchingEngine:
         return template_tokens(llama, self._formatter, self._control, messages)
 
     def stream(self, request: GenerationRequest) -> Stream:
-        prompt = self.prompt_tokens(request.messages)
+        prompt = self.request_tokens(request)
         if len(prompt) + 1 > self.context_size:
             raise ModelError(f"the prompt has {len(prompt)} tokens; a slot holds "
                              f"{self.context_size}")
@@ -247,7 +289,8 @@ class BatchingEngine:
         """Return once no turn is waiting, running or being saved (tests, shutdown)."""
         with self._busy:
             while self._thread is not None and (
-                    self._waiting or self._active or not self._inbox.empty()):
+                    self._waiting or self._active or not self._inbox.empty()
+                    or self._writes_pending):
                 self._busy.wait(timeout=0.1)
 
     # -- the scheduler ------------------------------------------------------------------------
@@ -553,13 +596,22 @@ class BatchingEngine:
 
     def _restore(self, turn: _Turn) -> None:
         """Put the longest saved beginning of the turn's prompt into its slot."""
-        import llama_cpp
-        import numpy as np
-
         self._truncate(turn.slot, 0)
         turn.read = 0
         if self.kv_cache is None:
             return
+        try:
+            self._restore_longest(turn)
+        finally:
+            turn.context.run(log.info, "prompt of %d tokens: %d reused (%s) in process %d, "
+                             "slot %d", len(turn.prompt), turn.read,
+                             "saved" if turn.read else "none", os.getpid(), turn.slot)
+
+    def _restore_longest(self, turn: _Turn) -> None:
+        import llama_cpp
+        import numpy as np
+
+        assert self.kv_cache is not None
         prompt = turn.prompt
         positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
         keys = [self._key(k) for k in boundary_keys(prompt, positions)[::-1]]
@@ -584,7 +636,8 @@ class BatchingEngine:
     def _follow_tokens(self, turn: _Turn) -> list[int] | None:
         """The tokens every next prompt of this conversation starts with (worker/llama.py's
         ``_next_turn_prefix``); None for one-off prompts or when it does not fit."""
-        if turn.request.cache_key is None and turn.request.json_schema is not None:
+        if turn.request.raw or (turn.request.cache_key is None
+                                and turn.request.json_schema is not None):
             return None
         reply = "".join(turn.pieces).strip()
         answered = [*turn.request.messages, ChatMessage(role="assistant", text=reply)]
@@ -610,10 +663,27 @@ class BatchingEngine:
             if 0 < written <= size:
                 del buffer[written:]
                 tokens = tuple(turn.keep_tokens)
-                self.kv_cache.put(self._key(prefix_key(tokens)),
-                                  KvState(tokens=tokens, data=buffer))
+                with self._busy:
+                    self._writes_pending += 1
+                self._writes.put((self._key(prefix_key(tokens)),
+                                  KvState(tokens=tokens, data=buffer)))
         except Exception:
             log.warning("could not save the KV state of slot %d", turn.slot, exc_info=True)
         finally:
             del self._active[turn.slot]
             self._release(turn)
+
+    def _write_states(self) -> None:
+        """The writer thread: store saved states in the order they were copied out."""
+        assert self.kv_cache is not None
+        while (item := self._writes.get()) is not None:
+            key, state = item
+            try:
+                self.kv_cache.put(key, state)
+            except Exception:
+                log.warning("could not store a KV state of %d tokens", len(state.tokens),
+                            exc_info=True)
+            finally:
+                with self._busy:
+                    self._writes_pending -= 1
+                    self._busy.notify_all()

@@ -104,8 +104,9 @@ class Recovery:
         self.sweeper = sweep
         self.stall_seconds = stall_seconds
         self.kill = kill
-        # pid → (its reported last progress, when we first saw it that stale)
-        self._stale: dict[int, tuple[float, float]] = {}
+        # a turn's progress field → (its reported last progress, when we first saw it that
+        # stale); a process may run several turns (watchdog.turn_field)
+        self._stale: dict[bytes, tuple[float, float]] = {}
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -149,17 +150,17 @@ class Recovery:
         now = time.time() if now is None else now
         entries: dict[bytes, bytes] = self.client.hgetall(  # type: ignore[assignment]
             watchdog.progress_key(self.node))
-        killed = []
+        killed: list[int] = []
         stale_now = {}
-        for raw_pid, raw_last in entries.items():
-            pid, last = int(raw_pid), float(raw_last)
+        for field, raw_last in entries.items():
+            pid, last = watchdog.pid_of(field), float(raw_last)
             if pid not in pids or now - last <= self.stall_seconds:
                 continue
-            seen_last, since = self._stale.get(pid, (last, now))
+            seen_last, since = self._stale.get(field, (last, now))
             if seen_last != last:
                 since = now
-            stale_now[pid] = (last, since)
-            if now - since >= STALE_CONFIRM_SECONDS:
+            stale_now[field] = (last, since)
+            if now - since >= STALE_CONFIRM_SECONDS and pid not in killed:
                 log.error("pool process %d made no progress for %.0f s (limit %.0f s): "
                           "killed; its message runs again", pid, now - last,
                           self.stall_seconds)
@@ -168,7 +169,7 @@ class Recovery:
                 except ProcessLookupError:
                     pass
                 killed.append(pid)
-                stale_now.pop(pid)
+                stale_now.pop(field)
         self._stale = stale_now
         return killed
 

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from functools import lru_cache
 
@@ -30,6 +31,7 @@ from assistant.redis_client import connect
 from assistant.store import connect_store
 from assistant.store.recorder import archive_observer
 from worker.app import RETRY_COUNTDOWN_MAX_SECONDS, app, settings
+from worker.batching import BatchingEngine
 from worker.knowledge import index_document  # noqa: F401  (registers the knowledge task)
 from worker.kvcache import make_cache
 from worker.llama import LlamaEngine
@@ -108,6 +110,13 @@ def preload(sender: object = None, **_: object) -> None:
     shows it worked.) First of all, the engine's self-test (``check_engine``).
     """
     check_engine(str(getattr(sender, "hostname", None) or socket.gethostname()))
+    pool = str(getattr(sender, "pool_cls", "thread"))
+    if settings.batch_slots > 1 and "thread" not in pool.lower():
+        # `celery worker --pool=prefork` overrides worker/app.py's thread pool: every process
+        # would hold an engine of N slots and answer one turn at a time.
+        print(f"ASSISTANT_BATCH_SLOTS={settings.batch_slots} wants Celery's thread pool "
+              f"(--pool=threads --concurrency={settings.batch_slots}); this node runs {pool}",
+              file=sys.stderr, flush=True)
     import llama_cpp  # noqa: F401  (the library and its ctypes bindings)
 
     if settings.safety_enabled:
@@ -134,15 +143,32 @@ def preload(sender: object = None, **_: object) -> None:
     gc.freeze()
 
 
-@lru_cache(maxsize=1)
+# With the thread pool (ASSISTANT_BATCH_SLOTS > 1) several turns start at once: one builds
+# what the process keeps (its Redis client, watchdog, runtime and engine), the others wait for
+# it; lru_cache alone would let each build its own (and load the model twice).
+_build_lock = threading.RLock()
+
+
 def runtime_client() -> redis.Redis:
+    with _build_lock:
+        return _runtime_client()
+
+
+@lru_cache(maxsize=1)
+def _runtime_client() -> redis.Redis:
     assert settings.redis_url is not None
     return connect(settings.redis_url, master_name=settings.redis_sentinel_master)
 
 
-@lru_cache(maxsize=1)
 def watchdog() -> Watchdog:
-    """This pool process' watchdog (built after the fork, on its first task)."""
+    """This pool process' watchdog (built after the fork, on its first task); it watches
+    each running turn (several at once with the thread pool)."""
+    with _build_lock:
+        return _watchdog()
+
+
+@lru_cache(maxsize=1)
+def _watchdog() -> Watchdog:
     assert settings.redis_url is not None
     url = settings.redis_url
     return Watchdog(lambda: connect(url, master_name=settings.redis_sentinel_master,
@@ -151,22 +177,33 @@ def watchdog() -> Watchdog:
                     stall_seconds=settings.stall_seconds)
 
 
-@lru_cache(maxsize=1)
+def build_engine() -> Engine:
+    """This process' engine: one turn at a time (``LlamaEngine``), or ASSISTANT_BATCH_SLOTS
+    turns at once in one context (``BatchingEngine``, fed by Celery's threads)."""
+    if settings.engine == "stub":  # load tests: the plumbing without a model
+        return StubEngine(context_size=settings.context_size)
+    model_path = resolve_model_path(settings.model, settings.models_dir)
+    kv_cache = make_cache(settings)  # the host's shared state directory (or None)
+    if settings.batch_slots > 1:
+        return BatchingEngine(model_path, context_size=settings.context_size,
+                              threads=settings.threads, threads_batch=settings.n_threads_batch,
+                              slots=settings.batch_slots, on_load=model_loaded,
+                              kv_cache=kv_cache)
+    return LlamaEngine(model_path, context_size=settings.context_size, threads=settings.threads,
+                       threads_batch=settings.n_threads_batch, on_load=model_loaded,
+                       kv_cache=kv_cache)
+
+
 def runtime() -> Runtime:
     """Built on the first task in each worker process (``worker_process_init`` must be fast)."""
+    with _build_lock:
+        return _build_runtime()
+
+
+@lru_cache(maxsize=1)
+def _build_runtime() -> Runtime:
     assert settings.redis_url is not None
-    engine: Engine
-    if settings.engine == "stub":  # load tests: the plumbing without a model
-        engine = StubEngine(context_size=settings.context_size)
-    else:
-        engine = LlamaEngine(
-            resolve_model_path(settings.model, settings.models_dir),
-            context_size=settings.context_size,
-            threads=settings.threads,
-            threads_batch=settings.n_threads_batch,
-            on_load=model_loaded,
-            kv_cache=make_cache(settings),  # the host's shared state directory (or None)
-        )
+    engine = build_engine()
     client = runtime_client()
     # The archive, users, persona versions and the moderation log.
     store = connect_store(settings.sql_url, upgrade=not _migrated_before_fork)

@@ -13,6 +13,14 @@ process keeps a ``Watchdog``:
 - past that stall the thread kills its own process (SIGKILL). Celery's main process forks a
   replacement, and the message, not acknowledged (``task_reject_on_worker_lost``), runs again.
 
+Turns are watched one by one: with ASSISTANT_BATCH_SLOTS > 1 a process runs several at once,
+one per Celery thread (worker/app.py, ``batching_pool``). Each reports under its own field,
+``<pid>:<thread id>`` (``turn_field``; readers take the pid before the colon, ``pid_of``), and
+any one of them stalled recycles the process: they share one engine, which is what stalls.
+With the thread pool there is no parent to fork a replacement: the node exits, its process
+manager starts it again, and its unacknowledged messages come back after the visibility
+timeout (docs/scaling.md, "Continuous batching").
+
 It decides before it talks to Redis, and talks with a short socket timeout, so a Redis that
 hangs cannot keep it from recycling the process. Celery's hard ``time_limit``
 (``ASSISTANT_TURN_TIME_LIMIT``) stays as the backstop for a process whose threads cannot run.
@@ -40,25 +48,38 @@ REDIS_TIMEOUT_SECONDS = 2.0
 progress_key = keys.worker_progress
 
 
+def turn_field(pid: int, turn: int) -> str:
+    """A running turn's field in the progress hash (and in affinity's busy set): its process
+    and its thread, since one process may run several turns at once."""
+    return f"{pid}:{turn}"
+
+
+def pid_of(field: bytes | str) -> int:
+    """The process of a progress (or busy) entry: ``<pid>:<turn>``, or a bare ``<pid>``."""
+    text = field.decode() if isinstance(field, bytes) else field
+    return int(text.split(":", 1)[0])
+
+
 def stalled_pids(client: redis.Redis, node: str, stall_seconds: float,
                  now: float | None = None) -> list[int]:
-    """The pool processes of ``node`` whose running turn made no progress for too long."""
+    """The pool processes of ``node`` with a running turn that made no progress for too long."""
     now = time.time() if now is None else now
     entries: dict[bytes, bytes] = client.hgetall(progress_key(node))  # type: ignore[assignment]
-    return sorted(int(pid) for pid, last in entries.items()
-                  if now - float(last) > stall_seconds)
+    return sorted({pid_of(field) for field, last in entries.items()
+                   if now - float(last) > stall_seconds})
 
 
 def prune(client: redis.Redis, node: str, live_pids: frozenset[int]) -> None:
     """Forget entries of pool processes that are gone (killed, recycled)."""
     entries: list[bytes] = client.hkeys(progress_key(node))  # type: ignore[assignment]
-    gone = [pid for pid in entries if int(pid) not in live_pids]
+    gone = [field for field in entries if pid_of(field) not in live_pids]
     if gone:
         client.hdel(progress_key(node), *gone)
 
 
 class Watchdog:
-    """One per pool process (built lazily in it, after the fork)."""
+    """One per pool process (built lazily in it, after the fork); watches each of its running
+    turns, told apart by the thread that runs it."""
 
     def __init__(self, connect_client: Callable[[], redis.Redis], stall_seconds: float,
                  check_every: float = CHECK_EVERY_SECONDS,
@@ -68,57 +89,75 @@ class Watchdog:
         self.check_every = check_every
         self.kill = kill or (lambda: os.kill(os.getpid(), signal.SIGKILL))
         self.node: str | None = None
-        self.busy = False
-        self.last_progress = time.monotonic()
+        self._turns: dict[int, float] = {}  # thread id of a running turn → its last progress
+        self._reported: set[int] = set()  # turns with a field in Redis now
+        self._guard = threading.Lock()
         self.background = background  # False: the caller calls ``check`` (tests)
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
 
+    @property
+    def busy(self) -> bool:
+        return bool(self._turns)
+
     def turn_started(self, node: str) -> None:
+        """The calling thread starts a turn."""
         self.node = node
-        self.last_progress = time.monotonic()
-        self.busy = True
-        if self._thread is None and self.background:
-            self._thread = threading.Thread(target=self._run, name="turn-watchdog",
-                                            daemon=True)
-            self._thread.start()
+        with self._guard:
+            self._turns[threading.get_ident()] = time.monotonic()
+            if self._thread is None and self.background:
+                self._thread = threading.Thread(target=self._run, name="turn-watchdog",
+                                                daemon=True)
+                self._thread.start()
         self._wake.set()  # report the new turn at once
 
     def progress(self) -> None:
-        self.last_progress = time.monotonic()
+        """The calling thread's turn progressed (no I/O: called per generated piece)."""
+        turn = threading.get_ident()
+        if turn in self._turns:
+            self._turns[turn] = time.monotonic()
 
     def turn_finished(self) -> None:
-        self.busy = False
+        with self._guard:
+            self._turns.pop(threading.get_ident(), None)
         self._wake.set()
 
     def check(self) -> None:
-        """One look: kill the process past the stall, else report (or clear) its progress."""
-        if self.busy:
-            idle = time.monotonic() - self.last_progress
+        """One look: kill the process when a turn is past the stall, else report each running
+        turn's progress (and clear the fields of finished ones)."""
+        now = time.monotonic()
+        with self._guard:
+            running = dict(self._turns)
+        for last in running.values():
+            idle = now - last
             if idle > self.stall_seconds:
                 log.error("turn made no progress for %.0f s (limit %g s): recycling this "
-                          "worker process; its message runs again", idle, self.stall_seconds)
+                          "worker process; its message(s) run again", idle,
+                          self.stall_seconds)
                 self.kill()
                 return
-            self._report(time.time() - idle)
-        else:
-            self._report(None)
+        wall = time.time()
+        self._report({turn: wall - (now - last) for turn, last in running.items()})
 
-    def _report(self, last: float | None) -> None:
+    def _report(self, running: dict[int, float]) -> None:
         if self.node is None:
             return
+        pid = os.getpid()
+        finished = self._reported - running.keys()
         try:
             if self._client is None:
                 self._client = self.connect_client()
-            key, pid = progress_key(self.node), str(os.getpid())
-            if last is None:
-                self._client.hdel(key, pid)
-            else:
-                with self._client.pipeline(transaction=False) as pipe:
-                    pipe.hset(key, pid, f"{last:.3f}")
+            key = progress_key(self.node)
+            with self._client.pipeline(transaction=False) as pipe:
+                if finished:
+                    pipe.hdel(key, *(turn_field(pid, turn) for turn in finished))
+                if running:
+                    pipe.hset(key, mapping={turn_field(pid, turn): f"{last:.3f}"
+                                            for turn, last in running.items()})
                     pipe.expire(key, max(60, int(self.stall_seconds * 4)))
-                    pipe.execute()
+                pipe.execute()
+            self._reported = set(running)
         except redis.RedisError:
             log.debug("could not report turn progress", exc_info=True)
 

@@ -125,6 +125,20 @@ def test_worker_command_carries_the_plan() -> None:
     assert "--autoscale=4,1" in worker_command(settings, WorkerPlan(4, 1, 1))
 
 
+def test_batch_slots_run_one_process_on_a_thread_pool() -> None:
+    """ASSISTANT_BATCH_SLOTS=N > 1: one process, Celery's thread pool of N (worker/app.py)."""
+    from assistant.cli import WorkerPlan, worker_command
+    from worker.app import batching_pool
+
+    batched = Settings(ASSISTANT_BATCH_SLOTS="8")
+    command = worker_command(batched, WorkerPlan(2, None, 1))
+    assert "--pool=threads" in command and "--concurrency=8" in command
+    assert "--pool=prefork" not in command and "--concurrency=2" not in command
+    assert batching_pool(batched) == {"worker_pool": "threads", "worker_concurrency": 8}
+    assert batching_pool(Settings()) == {"worker_concurrency": 1}
+    assert "--pool=prefork" in worker_command(Settings(), WorkerPlan(2, None, 1))
+
+
 def test_worker_refuses_a_bad_autoscale() -> None:
     result = CliRunner().invoke(main, ["worker", "--autoscale", "1,4"])
     assert result.exit_code != 0 and "MIN <= MAX" in result.output

@@ -98,9 +98,10 @@ class Stack:
         return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, name: str = "w1", concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "w1", concurrency: int = 1,
+                     pool: str = "prefork") -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-                   "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
+                   "--loglevel=INFO", f"--pool={pool}", f"--concurrency={concurrency}",
                    f"--hostname={name}@test", "--without-gossip", "--without-mingle"]
         process = self._spawn(f"worker-{name}", command)
         self.workers[name] = process

@@ -4,6 +4,7 @@ free pool process), and dead nodes' queues."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -138,7 +139,9 @@ def test_the_task_signals_record_busy_and_where_a_conversation_was_answered(
                            request=SimpleNamespace(hostname="w1@h"))
     args = [CONVERSATION.model_dump_json()]
     receivers.task_prerun(sender=task, args=args)
-    assert fake_redis.zrange(affinity.busy_key("w1@h"), 0, -1) == [str(os.getpid()).encode()]
+    # One entry per running turn: its process and its thread (a process may run several).
+    assert fake_redis.zrange(affinity.busy_key("w1@h"), 0, -1) == [
+        f"{os.getpid()}:{threading.get_ident()}".encode()]
     receivers.task_postrun(sender=task, args=args, retval=0, state="SUCCESS")
     assert fake_redis.zcard(affinity.busy_key("w1@h")) == 0
     assert fake_redis.get(affinity.affinity_key(CONVERSATION.redis_id)) is None
@@ -228,3 +231,33 @@ def test_the_pool_size_is_read_from_celerys_pool() -> None:
     assert pool_size(pool) == PoolSize(3, frozenset({11, 12, 13}))
     assert pool_size(SimpleNamespace(num_processes=2, info={})) == PoolSize(2, None)
     assert pool_size(object()) == PoolSize(1, None)
+
+
+def test_capacity_counts_turns_not_processes(fake_redis: fakeredis.FakeRedis) -> None:
+    """A node with 4 batch slots is one process on Celery's thread pool: its heartbeat records
+    4, each running turn has its own busy entry (process and thread), and the node takes
+    another conversation's turn until 4 run."""
+    router = Router(fake_redis)
+    alive(fake_redis, "w1@h", processes=4, pids=frozenset({500}))
+    turn_finished(fake_redis, "w1@h", "500:1", CONVERSATION.redis_id)
+    for thread in range(1, 4):
+        turn_started(fake_redis, "w1@h", f"500:{thread}")
+        assert router.node_for(CONVERSATION) == "w1@h"
+    turn_started(fake_redis, "w1@h", "500:4")
+    assert router.node_for(CONVERSATION) is None  # four turns in one process: full
+    turn_finished(fake_redis, "w1@h", "500:2", None)
+    assert router.node_for(CONVERSATION) == "w1@h"
+    # The process is gone (killed): the next heartbeat frees all its turns' places at once.
+    alive(fake_redis, "w1@h", processes=4, pids=frozenset({501}))
+    assert fake_redis.zcard("assistant:worker:w1@h:busy") == 0
+
+
+def test_the_thread_pools_size_is_its_threads(fake_redis: fakeredis.FakeRedis) -> None:
+    from celery.concurrency.thread import TaskPool
+
+    pool = TaskPool(limit=4)
+    try:
+        size = pool_size(pool)
+        assert size.processes == 4 and size.pids == frozenset({os.getpid()})
+    finally:
+        pool.on_stop()

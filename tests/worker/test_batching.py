@@ -8,6 +8,7 @@ slot and are saved from it, and a restored prompt replies exactly as a cold run.
 from __future__ import annotations
 
 import json
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from assistant.engine import Completion, GenerationRequest
 from assistant.envelope import ChatMessage
 from worker.batching import BatchingEngine
-from worker.kvcache import KvStateCache
+from worker.kvcache import KvState, KvStateCache
 from worker.llama import LlamaEngine
 
 SYSTEM = ChatMessage(role="system", text="You are a helpful assistant.")
@@ -216,6 +217,72 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
             other.close()
     finally:
         engine.close()
+
+
+def cells(state: KvState) -> bytes:
+    """A saved slot state's cells without where they were kept: llama.cpp's sequence state is
+    (magic, sequence id, stream count, a cell count per stream with the stream's cells after
+    its own) and each cell's metadata (position, sequence count, sequence id) names the slot's
+    sequence; that is all that differs between slots."""
+    data = bytes(state.data)
+    slot, streams = struct.unpack_from("<II", data, 4)
+    body = bytearray(data[12 + 4 * slot: len(data) - 4 * (streams - 1 - slot)])
+    assert struct.unpack_from("<I", body, 0)[0] == len(state.tokens)
+    for cell in range(len(state.tokens)):
+        position, count, sequence = struct.unpack_from("<iII", body, 4 + 12 * cell)
+        assert position == cell and count == 1 and sequence == slot
+        struct.pack_into("<I", body, 4 + 12 * cell + 8, 0)
+    return bytes(body)
+
+
+def test_states_saved_while_other_slots_read_and_write_are_a_cold_runs(
+        model_path: Path) -> None:
+    """Issue 20's open question: four conversations answered together, each one's state saved
+    from its slot while the others were reading their prompts, writing or saving (their
+    prompts 1-3 tokens apart in length, their replies ending in the same steps). The cells are
+    byte for byte those saved from the same conversation run alone, and each next turn
+    restored from them replies as a cold run."""
+    questions = ["Name a colour.", "Name a colour, please.", "Name two colours.",
+                 "Name a dark colour, please."]
+    together_store = KvStateCache(500 * 2**20)
+    alone_store = KvStateCache(500 * 2**20)
+    engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                            slots=4, kv_cache=together_store)
+    alone = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                           slots=4, kv_cache=alone_store)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    try:
+        firsts = [request(q, max_tokens=24, cache_key=f"c{i}") for i, q in
+                  enumerate(questions)]
+        lengths = sorted(len(engine.prompt_tokens(r.messages)) for r in firsts)
+        assert any(0 < b - a < 4 for a, b in zip(lengths, lengths[1:], strict=False)), lengths
+        replies = together(engine, firsts)
+        engine.wait_idle()
+        assert engine.max_together >= 4  # they shared steps
+        # The same conversations one at a time in another engine: where a reply came out the
+        # same (most do at 24 tokens), the state saved for its next turn has the same key.
+        for first in firsts:
+            run(alone, first)
+            alone.wait_idle()
+        shared = [key for key in together_store._states if key in alone_store]
+        assert shared, "no reply came out the same together and alone"
+        for key in shared:
+            assert cells(together_store._states[key]) == cells(alone_store._states[key]), key
+        # Each next turn, restored from what was saved together, replies as a cold run (a
+        # fresh context reading the whole prompt).
+        seconds = [GenerationRequest(
+            messages=(*first.messages, ChatMessage(role="assistant", text=reply.strip()),
+                      ChatMessage(role="user", text="Why that one?")),
+            max_tokens=40, temperature=0.0, seed=1, cache_key=first.cache_key)
+            for first, reply in zip(firsts, replies, strict=True)]
+        hits = together_store.stats.hits
+        for second in seconds:
+            cold.load().reset()
+            assert run(engine, second)[0] == run(cold, second)[0]
+        assert together_store.stats.hits == hits + len(seconds)
+    finally:
+        engine.close()
+        alone.close()
 
 
 def test_slots_must_be_positive(model_path: Path) -> None:

@@ -7,6 +7,7 @@ embedded Valkey; the watchdog's clock is short.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -273,3 +274,39 @@ def test_recovery_restarts_the_node_when_its_consumer_is_stuck(client: redis.Red
         assert restarted.wait(10)
     finally:
         recovery.stop()
+
+
+def test_turns_of_one_process_are_watched_one_by_one(client: redis.Redis) -> None:
+    """ASSISTANT_BATCH_SLOTS > 1: one process runs a turn per Celery thread. Each reports its
+    own progress; one that stalls recycles the process even while the others progress."""
+    killed: list[bool] = []
+    guard = watchdog.Watchdog(lambda: client, stall_seconds=0.3, check_every=60,
+                              kill=lambda: killed.append(True), background=False)
+    key = watchdog.progress_key("w1@test")
+    started = threading.Barrier(3)
+    finish = threading.Event()
+
+    def turn(progressing: bool) -> None:
+        guard.turn_started("w1@test")
+        started.wait()
+        while not finish.wait(0.05):
+            if progressing:
+                guard.progress()
+        guard.turn_finished()
+
+    threads = [threading.Thread(target=turn, args=(p,)) for p in (True, False)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    guard.check()
+    fields = sorted(client.hkeys(key))
+    assert len(fields) == 2 and {watchdog.pid_of(f) for f in fields} == {os.getpid()}
+    time.sleep(0.5)
+    assert watchdog.stalled_pids(client, "w1@test", 0.3) == [os.getpid()]
+    guard.check()
+    assert killed == [True]  # the stalled one, though the other one progressed
+    finish.set()
+    for thread in threads:
+        thread.join()
+    guard.check()
+    assert client.hlen(key) == 0  # both finished: their fields are gone
