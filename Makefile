@@ -1,6 +1,7 @@
 # make run   — set everything up, then start the whole assistant
 # make test  — set everything up, then run the whole test suite
-# make bench — measure speed into bench/results.json
+# make bench — measure speed into bench/results.json (the first run builds llama.cpp's own
+#              server, the batching bench's anchor: ~7 minutes on 2 cores)
 
 PYTHON ?= python3
 VENV := .venv
@@ -78,6 +79,8 @@ bench: model
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.scaling
+	scripts/llama-server.sh $(BIN)/python $(LLAMA_CPP_VERSION) requirements.lock >/dev/null
+	$(BIN)/python -m bench.batching --pipeline
 
 # The llama-cpp-python build before/after LLAMA_CMAKE_ARGS: two source builds with pip's cache
 # off (~15 minutes on 2 cores), then decode and prompt speed of each (bench/build.py).
