@@ -64,7 +64,7 @@ from worker.llama import (
     MIN_BATCH,
     UBATCH,
     chat_formatter,
-    count_message_tokens,
+    engine_count,
     raw_tokens,
     template_tokens,
     tool_format,
@@ -236,10 +236,7 @@ class BatchingEngine:
         return self._tool_format
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        llama = self.load()
-        if messages and messages[0].tools and self._formatter is not None:
-            return len(template_tokens(llama, self._formatter, self._control, messages))
-        return count_message_tokens(llama, messages, self._control)
+        return engine_count(self.load(), self._formatter, self._control, messages)
 
     def count_raw_tokens(self, text: str) -> int:
         return len(raw_tokens(self.load(), text))

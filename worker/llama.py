@@ -152,11 +152,7 @@ class LlamaEngine:
         return self._tool_format
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        llama = self.load()
-        if messages and messages[0].tools and self._formatter is not None:
-            # Tools the template renders: counted as rendered, not approximated.
-            return len(template_tokens(llama, self._formatter, self._control, messages))
-        return count_message_tokens(llama, messages, self._control)
+        return engine_count(self.load(), self._formatter, self._control, messages)
 
     def stream(self, request: GenerationRequest) -> Stream:
         llama = self.load()
@@ -174,7 +170,8 @@ class LlamaEngine:
             prompt = self._prepare_context(llama, request, tokens)
             if request.raw:  # the legacy /v1/completions: the text as written, no template
                 chunks = llama.create_completion(
-                    prompt=self.request_tokens(request), max_tokens=request.max_tokens,
+                    prompt=tokens if tokens is not None else self.request_tokens(request),
+                    max_tokens=request.max_tokens,
                     temperature=request.temperature, seed=request.seed, stream=True,
                     **_sampling(request))
             else:
@@ -579,6 +576,15 @@ def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],
         total += len(llama.tokenize(text.encode(), add_bos=False, special=False))
         total += TEMPLATE_TOKENS_PER_MESSAGE
     return total
+
+
+def engine_count(llama: Any, formatter: Any, control: ControlTokenText,
+                 messages: Sequence[ChatMessage]) -> int:
+    """An engine's ``count_tokens``: the per-message count, or, with tools the template
+    renders, the tokens as rendered (not approximated)."""
+    if messages and messages[0].tools and formatter is not None:
+        return len(template_tokens(llama, formatter, control, messages))
+    return count_message_tokens(llama, messages, control)
 
 
 def template_tokens(llama: Any, formatter: Any, control: ControlTokenText,
