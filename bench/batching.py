@@ -26,6 +26,7 @@ from typing import Any
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
 from assistant.models import resolve_model_path
+from bench.conversation import stream_completion
 from bench.load import merge_into
 from worker.batching import BatchingEngine
 from worker.llama import LlamaEngine
@@ -121,27 +122,8 @@ def v1_stream(client: Any, messages: list[dict[str, str]], max_tokens: int,
               started: float) -> tuple[float, float, str]:
     """A streamed ``/v1/chat/completions`` at temperature 0: (first content chunk, end) in
     seconds after ``started``, and the reply."""
-    first: float | None = None
-    pieces: list[str] = []
-    body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
-            "temperature": 0, "seed": 0}
-    with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            response.read()
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:  # e.g. the web's reply timeout: not a figure to keep
-                raise RuntimeError(f"the stream failed: {chunk['error']}")
-            choices = chunk.get("choices") or [{}]
-            text = choices[0].get("delta", {}).get("content")
-            if text:
-                first = first or time.perf_counter()
-                pieces.append(text)
-    ended = time.perf_counter()
-    return (first or ended) - started, ended - started, "".join(pieces)
+    turn = stream_completion(client, messages, max_tokens, started)
+    return turn.ttft_ms / 1e3, turn.total_ms / 1e3, turn.reply
 
 
 def pipeline_burst(url: str, count: int, max_tokens: int, tokenize: Any) -> dict[str, Any]:

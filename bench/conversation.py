@@ -263,9 +263,11 @@ class ServerTarget(Target):
 
 
 def stream_completion(client: httpx.Client, messages: list[dict[str, str]],
-                      max_tokens: int) -> Turn:
-    """A streamed ``/v1/chat/completions`` at temperature 0; TTFT is the first content chunk."""
-    started = time.perf_counter()
+                      max_tokens: int, started: float | None = None) -> Turn:
+    """A streamed ``/v1/chat/completions`` at temperature 0; TTFT is the first content chunk,
+    counted from ``started`` (``time.perf_counter()``; default: the request). An error chunk
+    (e.g. the web's reply timeout) raises: it is not a figure to keep."""
+    started = time.perf_counter() if started is None else started
     first: float | None = None
     pieces: list[str] = []
     body = {"messages": messages, "stream": True, "max_tokens": max_tokens,
@@ -277,7 +279,10 @@ def stream_completion(client: httpx.Client, messages: list[dict[str, str]],
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"the stream failed: {chunk['error']}")
+            choices = chunk.get("choices") or [{}]
             text = choices[0].get("delta", {}).get("content")
             if text:
                 first = first or time.perf_counter()
