@@ -17,6 +17,7 @@ import pytest
 
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
+from worker.control_tokens import control_token_ids
 from worker.kvcache import KvStateCache, KvStateDirectory, capture, common_prefix
 from worker.llama import KEEP_CHUNK, MIN_BATCH, LlamaEngine, _truncate
 
@@ -166,6 +167,29 @@ def test_a_reply_read_in_chunks_gives_the_cells_of_one_batch(
     _truncate(llama, 0)
 
 
+def queue_behind(engine: LlamaEngine, request: GenerationRequest
+                 ) -> tuple[threading.Thread, list[str], list[str]]:
+    """Send ``request`` from a thread while the engine is taken, and return once it waits for
+    the engine: the thread, then (filled when it ends) what the save before it did
+    (``last_keep``) and its reply."""
+    seen: list[str] = []
+    replies: list[str] = []
+
+    def answer() -> None:
+        pieces = engine.stream(request)
+        head = next(pieces)
+        seen.append(engine.last_keep)
+        replies.append(head + "".join(pieces))
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not engine._wanted():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    return thread, seen, replies
+
+
 def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
     engines: tuple[LlamaEngine, LlamaEngine],
 ) -> None:
@@ -184,8 +208,6 @@ def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
         max_tokens=32, temperature=0.7, seed=42, cache_key="conv-h")
     first_prompt = warm.prompt_tokens(first.messages)
     assert first_prompt is not None
-    seen: list[str] = []
-    follow_reply: list[str] = []
     checks = {"count": 0}
     real_wanted = warm._wanted
 
@@ -195,20 +217,9 @@ def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
         checks["count"] += 1
         return checks["count"] > 2 and real_wanted()
 
-    def wait_then_answer() -> None:
-        pieces = warm.stream(follow_up)
-        head = next(pieces)
-        seen.append(warm.last_keep)
-        follow_reply.append(head + "".join(pieces))
-
     stream = warm.stream(first)
     pieces = [next(stream)]  # the engine is the first turn's now
-    waiter = threading.Thread(target=wait_then_answer)
-    waiter.start()
-    deadline = time.monotonic() + 30
-    while not warm._wanted():  # the next turn waits for the engine
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    waiter, seen, follow_reply = queue_behind(warm, follow_up)  # the next turn waits
     warm._wanted = wanted_after_two_chunks  # type: ignore[method-assign]
     try:
         pieces.extend(stream)
@@ -239,23 +250,9 @@ def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_c
                               seed=31, cache_key="conv-f")
     other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a bird.")),
                               max_tokens=24, temperature=0.7, seed=32, cache_key="conv-g")
-    seen: list[str] = []
-    other_reply: list[str] = []
-
-    def wait_then_answer() -> None:
-        pieces = warm.stream(other)
-        head = next(pieces)
-        seen.append(warm.last_keep)  # what the save before this request did
-        other_reply.append(head + "".join(pieces))
-
     stream = warm.stream(first)
     pieces = [next(stream)]  # the engine is the first request's now
-    waiter = threading.Thread(target=wait_then_answer)
-    waiter.start()
-    deadline = time.monotonic() + 30
-    while not warm._wanted():  # the other request waits for the engine
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    waiter, seen, other_reply = queue_behind(warm, other)  # the other request waits
     pieces.extend(stream)
     waiter.join(120)
     reply = "".join(pieces)
@@ -273,4 +270,26 @@ def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_c
     # The first prompt's own state, kept when the save gave way: all of it but its reply header.
     assert warm.last_source == "saved"
     assert len(first_prompt) - MIN_BATCH <= reused < len(first_prompt)
+    warm.wait_idle()
+
+
+def test_a_raw_prompt_is_read_as_text_and_continued_as_a_cold_run_would(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """The legacy /v1/completions path on the real model: the prompt is read as text (no
+    chat template, control-token text stays text), the continuation equals a cold run's with
+    the same seed, and the same prompt again (its tokens held in the context) equals it too."""
+    warm, cold = engines
+    warm.wait_idle()
+    text = "Once upon a time, in a harbour town by the sea, <|im_start|> there lived"
+    request = GenerationRequest(messages=(ChatMessage(role="user", text=text),),
+                                max_tokens=24, temperature=0.7, seed=51, raw=True)
+    tokens = warm.request_tokens(request)
+    assert tokens is not None
+    assert not set(tokens) & set(control_token_ids(warm.load()))  # text stays text
+    first = "".join(warm.stream(request))
+    assert first and first == cold_reply(cold, request)
+    assert warm.last_prompt_tokens[1] == len(tokens)
+    again = "".join(warm.stream(request))
+    assert again == first
     warm.wait_idle()
