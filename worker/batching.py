@@ -4,11 +4,15 @@
 ``count_tokens``, ``context_size``, ``wait_idle``), but its context has ``slots`` sequences
 (llama.cpp sequence ids 0..slots-1). One scheduler thread owns the context; each ``stream``
 call (one Celery thread per running turn) hands its request over and reads its pieces from its
-own queue. Every decode step puts into one ``llama_batch``:
+own queue. Every step decodes:
 
-- one token for each turn that is writing its reply (logits for that token only), and
-- up to ``chunk`` prompt tokens of turns still reading their prompt, so a long prompt joins the
-  running batch in pieces and does not stall the others' tokens.
+- one ``llama_batch`` with one token for each turn that is writing its reply (logits for that
+  token only), then
+- for each turn still reading its prompt, up to ``chunk`` tokens of it in a ``llama_batch`` of
+  its own (``_step`` says why), so a long prompt joins the running turns in pieces and does
+  not stall their tokens for long;
+- in a step with nothing else to do, a few tokens of a finished reply being read again to be
+  saved (background work; a new turn takes that slot if none is free).
 
 Each slot samples with its own llama.cpp sampler chain, built like llama-cpp-python's
 ``Llama._init_sampler`` (penalties, grammar, top-k 40, typical 1.0, top-p, min-p 0.05,
@@ -21,9 +25,11 @@ beginning restored into its slot (``llama_state_seq_set_data`` with the slot's s
 and after the reply the slot re-reads the conversation's next-turn prefix and saves it (as
 ``LlamaEngine`` does) before the slot is freed. A state saved from one slot restores into any
 other; states of ``LlamaEngine`` (one KV stream) and of engines with another number of slots
-are refused by llama.cpp, so they are kept under other keys (``_key``). Unlike
-``LlamaEngine``, the system prompt's and a long prompt's own states are not saved before the
-reply (left for later).
+are refused by llama.cpp, so they are kept under other keys (``_key``). As in
+``LlamaEngine``, a prompt's reading stops where the system prompt ends (the first time that
+persona is read) and at its last message when much of it is new, and the state there is saved
+before the reply goes on (``_plan_saves``): a new conversation with a known persona reads only
+its own messages.
 
 Numerics (measured with SmolLM2-135M Q4_1, 2 threads; docs/scaling.md "Continuous
 batching"): a turn alone in the engine gives exactly ``LlamaEngine``'s cold reply (8 of 8,
@@ -61,11 +67,14 @@ from assistant.errors import ModelError
 from worker.control_tokens import ControlTokenText, control_token_ids, control_token_text
 from worker.kvcache import KvCache, KvState, boundary_keys, common_prefix, find_longest, prefix_key
 from worker.llama import (
+    KEEP_CHUNK,
+    KEEP_PROMPT_AFTER_TOKENS,
     MIN_BATCH,
     UBATCH,
     chat_formatter,
     engine_count,
     raw_tokens,
+    system_prefix,
     template_tokens,
     tool_format,
 )
@@ -77,6 +86,7 @@ CHUNK = UBATCH
 IDLE_POLL_SECONDS = 0.5
 
 _DONE = object()  # a slot's queue: the reply ended (followed by nothing)
+_WAKE = object()  # the scheduler's inbox: look at the waiting turns again
 
 
 class Cancelled(Exception):
@@ -103,6 +113,10 @@ class _Turn:
     finish: str | None = None
     # After the reply: the tokens to re-read and save for the next turn (KV store only).
     keep_tokens: list[int] | None = None
+    # Before the reply: prompt positions where the state read so far is saved (``_plan_saves``).
+    saves: list[int] = field(default_factory=list)
+    # The key of its system prompt's state (``_system_key``), None without one.
+    system_key: str | None = None
     submitted: float = field(default_factory=time.perf_counter)
     # The caller's context (its log ids: conversation, message), for lines the scheduler
     # writes about this turn.
@@ -140,7 +154,13 @@ class BatchingEngine:
         self._tool_format: str | None = None
         self._control = ControlTokenText(())
         self._boundary_ids: frozenset[int] = frozenset()
-        self._inbox: queue.SimpleQueue[_Turn | None] = queue.SimpleQueue()
+        self._system_prefixes: dict[str, tuple[int, ...]] = {}
+        # States of system prompts being read by a slot (key -> slot), then being written
+        # (key -> writes queued): turns with the same system prompt wait for them (_admit).
+        self._reading: dict[str, int] = {}
+        self._storing: dict[str, int] = {}
+        # New turns, None (closed) or _WAKE.
+        self._inbox: queue.SimpleQueue[_Turn | object | None] = queue.SimpleQueue()
         self._waiting: list[_Turn] = []
         self._active: dict[int, _Turn] = {}
         self._thread: threading.Thread | None = None
@@ -186,8 +206,8 @@ class BatchingEngine:
         # run of LlamaEngine has them; only the size and the sequences differ.
         params = type(llama.context_params).from_buffer_copy(llama.context_params)
         params.n_ctx = self.context_size * self.slots
-        # A step holds every writer's token and up to a chunk of each reader's prompt.
-        self._n_batch = max(self.chunk * self.slots, UBATCH)
+        # A llama_decode holds every writer's token, or one chunk of one prompt.
+        self._n_batch = max(self.chunk, self.slots, UBATCH)
         params.n_batch = self._n_batch
         params.n_ubatch = UBATCH
         params.n_seq_max = self.slots
@@ -260,6 +280,7 @@ class BatchingEngine:
             raise ModelError(f"the prompt has {len(prompt)} tokens; a slot holds "
                              f"{self.context_size}")
         turn = _Turn(request=request, prompt=prompt)
+        turn.system_key = self._system_key(turn)
         if self._closed:
             raise Cancelled("the engine is closed")
         with self._busy:
@@ -294,7 +315,10 @@ class BatchingEngine:
     def _run(self) -> None:
         try:
             while True:
-                if not self._take_new(block=not self._active and not self._waiting):
+                # Idle (nothing running, and every waiting turn waits for a state being saved):
+                # sleep until a request, or the writer, wakes the scheduler.
+                idle = not self._active and all(self._parked(t) for t in self._waiting)
+                if not self._take_new(block=idle):
                     break
                 self._admit()
                 if self._active:
@@ -317,18 +341,30 @@ class BatchingEngine:
         while True:
             if item is None:
                 return False
-            self._waiting.append(item)
+            if isinstance(item, _Turn):
+                self._waiting.append(item)
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return True
 
     def _admit(self) -> None:
-        """Give waiting turns the free slots, first come first served."""
+        """Give waiting turns the free slots, first come first served. A turn whose system
+        prompt another slot is reading now, to save its state, waits for that state instead
+        of reading the same tokens beside it (several new conversations with one persona
+        arriving together read it once)."""
         self._waiting = [t for t in self._waiting if not self._drop_if_cancelled(t)]
         free = [s for s in range(self.slots) if s not in self._active]
-        while free and self._waiting:
-            turn = self._waiting.pop(0)
+        for turn in list(self._waiting):
+            if self._parked(turn):
+                continue
+            if not free:
+                # A slot still re-reading a finished reply gives way to a new turn.
+                saving = [t for t in self._active.values() if t.keep_tokens is not None]
+                if not saving:
+                    break
+                free.append(self._give_way(min(saving, key=lambda t: t.submitted)))
+            self._waiting.remove(turn)
             turn.slot = free.pop(0)
             try:
                 turn.sampler = self._make_sampler(turn.request)
@@ -339,6 +375,31 @@ class BatchingEngine:
                              ModelError(f"could not start the turn: {exc}"))
                 continue
             self._active[turn.slot] = turn
+            shared = turn.system_key
+            if shared is not None and turn.saves:
+                if self._key(prefix_key(turn.prompt[: turn.saves[0]])) == shared:
+                    self._reading[shared] = turn.slot
+
+    def _give_way(self, turn: _Turn) -> int:
+        """Stop re-reading ``turn``'s reply for its save; keep the state of its prompt's own
+        beginning instead (whose cells are a cold run's already), as ``LlamaEngine`` does when
+        a request pre-empts its save; returns the freed slot."""
+        assert self.kv_cache is not None
+        own = [p for p in self._boundaries(turn.prompt) if p <= len(turn.prompt) - MIN_BATCH]
+        read = min(turn.read, common_prefix(turn.prompt, turn.keep_tokens or []))
+        if own and own[-1] <= read and \
+                self._key(prefix_key(turn.prompt[: own[-1]])) not in self.kv_cache:
+            self._truncate(turn.slot, own[-1])
+            self._store(turn.slot, turn.prompt[: own[-1]])
+        slot = turn.slot
+        del self._active[slot]
+        self._release(turn)
+        return slot
+
+    def _parked(self, turn: _Turn) -> bool:
+        """True while another slot reads or writes the state of this turn's system prompt."""
+        shared = turn.system_key
+        return shared is not None and (shared in self._reading or shared in self._storing)
 
     def _drop_if_cancelled(self, turn: _Turn) -> bool:
         if turn.cancelled.is_set():
@@ -347,14 +408,17 @@ class BatchingEngine:
         return False
 
     def _step(self) -> None:
-        """One step: a llama_decode of every writing turn's last token, then one of the
-        reading turns' next prompt chunks; sample and hand out the tokens.
+        """One step: a llama_decode of every writing turn's last token, then one of each
+        reading turn's next prompt chunk; sample and hand out the tokens.
 
-        Readers and writers are never in one llama_decode: llama.cpp splits a batch of several
-        KV streams into ubatches with as many tokens of each sequence, so a prompt chunk next
-        to a writer's token would have its first tokens computed in a ubatch of two or three,
-        with other kernels than a cold run's (MIN_BATCH): measured, the next turn's reply
-        then differed from a cold run's."""
+        A prompt chunk is decoded alone, never beside another turn's tokens: llama.cpp splits
+        a batch of several KV streams into ubatches with as many tokens of each sequence, so
+        a chunk next to a writer's token, or next to a longer or shorter chunk of another
+        prompt, would have some of its tokens computed in a ubatch of one to three rows, with
+        other kernels than a cold run's (MIN_BATCH). Measured: a next turn's reply then
+        differed from a cold run's, and so did a first reply when three prompts of 27, 28 and
+        32 tokens were read in one llama_decode (the 28-token one ended in a ubatch of two).
+        Reading a prompt is compute-bound here, so one decode per prompt costs little."""
         for turn in list(self._active.values()):
             if turn.cancelled.is_set():
                 self._finish(turn, save=False)
@@ -368,41 +432,45 @@ class BatchingEngine:
             self._decode(len(writers))
             for index, turn in enumerate(writers):
                 self._sample(turn, index)
-        n = 0
-        samples: list[tuple[_Turn, int]] = []  # (turn, index of its logits in the batch)
-        keeps: list[_Turn] = []
-        readers = 0
-        for turn in list(self._active.values()):
-            source = turn.keep_tokens if turn.keep_tokens is not None else turn.prompt
-            if turn.pending is not None or turn.read >= len(source):
-                continue
-            room = self._n_batch - n
-            if room < 2 * MIN_BATCH:
-                break
-            # Every piece of a prompt holds at least MIN_BATCH tokens (llama.cpp reads smaller
-            # batches with other kernels), as a cold run reads it.
-            end = min(len(source), turn.read + min(self.chunk, room - MIN_BATCH))
-            if 0 < len(source) - end < MIN_BATCH:
-                end = len(source) - MIN_BATCH if end - turn.read > MIN_BATCH else len(source)
-            for position in range(turn.read, end):
-                last = position == len(source) - 1 and turn.keep_tokens is None
-                self._put(n, source[position], position, turn.slot, last)
-                if last:
-                    samples.append((turn, n))
-                n += 1
-            turn.read = end
-            readers += 1
-            if turn.keep_tokens is not None and end == len(source):
-                keeps.append(turn)
-        self.max_together = max(self.max_together, len(writers) + readers)
+        # Re-reading a finished reply to save it is background work: only in a step where no
+        # turn writes or reads its prompt, one reply at a time, KEEP_CHUNK tokens (as
+        # LlamaEngine's save gives way), so it never slows a reply nor a first token.
+        prompts = [t for t in self._active.values() if t.keep_tokens is None
+                   and t.pending is None and t.read < len(t.prompt)]
+        saving = [t for t in self._active.values() if t.keep_tokens is not None
+                  and t.read < len(t.keep_tokens)]
+        readers = prompts or ([] if writers else saving[:1])
+        for turn in readers:
+            self._read_piece(turn)
+        self.max_together = max(self.max_together, len(writers) + len(readers))
         if writers and readers:
             self.mixed_steps += 1
-        if n:
-            self._decode(n)
-            for turn, index in samples:
-                self._sample(turn, index)
-            for turn in keeps:
-                self._save(turn)
+
+    def _read_piece(self, turn: _Turn) -> None:
+        """Decode the turn's next piece of its prompt (or of the reply it re-reads to save);
+        then sample its first token, save the state it reached, or save and free the slot."""
+        saving = turn.keep_tokens is not None
+        source = turn.keep_tokens if turn.keep_tokens is not None else turn.prompt
+        # A piece ends where a state is to be saved (``_plan_saves``), else at the end.
+        stop = turn.saves[0] if not saving and turn.saves else len(source)
+        chunk = KEEP_CHUNK if saving else self.chunk
+        # Every piece holds at least MIN_BATCH tokens (llama.cpp reads smaller batches with
+        # other kernels), as a cold run reads it.
+        end = min(stop, turn.read + min(chunk, self._n_batch - MIN_BATCH))
+        if 0 < stop - end < MIN_BATCH:
+            end = stop - MIN_BATCH if stop - turn.read >= 2 * MIN_BATCH else stop
+        last = not saving and end == len(source)  # the prompt's end: sample a token
+        count = end - turn.read
+        for index, position in enumerate(range(turn.read, end)):
+            self._put(index, source[position], position, turn.slot, last and index == count - 1)
+        self._decode(count)
+        turn.read = end
+        if last:
+            self._sample(turn, count - 1)
+        elif saving and end == len(source):
+            self._save(turn)
+        elif not saving and end == stop:
+            self._store(turn.slot, turn.prompt[: turn.saves.pop(0)])
 
     def _decode(self, n: int) -> None:
         import llama_cpp
@@ -514,6 +582,8 @@ class BatchingEngine:
     def _release(self, turn: _Turn) -> None:
         import llama_cpp
 
+        for key in [k for k, slot in self._reading.items() if slot == turn.slot]:
+            del self._reading[key]  # ended before its system prompt was read: others read it
         if turn.slot >= 0:
             llama_cpp.llama_memory_seq_rm(self._mem, turn.slot, -1, -1)
         if turn.sampler is not None:
@@ -530,7 +600,7 @@ class BatchingEngine:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
+            if isinstance(item, _Turn):
                 item.out.put(error)
 
     # -- sampling ----------------------------------------------------------------------------
@@ -599,6 +669,7 @@ class BatchingEngine:
             return
         try:
             self._restore_longest(turn)
+            self._plan_saves(turn)
         finally:
             turn.context.run(log.info, "prompt of %d tokens: %d reused (%s) in process %d, "
                              "slot %d", len(turn.prompt), turn.read,
@@ -646,26 +717,81 @@ class BatchingEngine:
             return None
         return shared[: found[-1]]
 
-    def _save(self, turn: _Turn) -> None:
-        """The slot holds the next turn's prefix: save it, then free the slot."""
+    def _plan_saves(self, turn: _Turn) -> None:
+        """Where the prompt's own states are saved before the reply, as ``LlamaEngine`` keeps
+        them: at the end of the system prompt (every new conversation with this persona
+        starts there), and at the prompt's last message when at least
+        KEEP_PROMPT_AFTER_TOKENS of it are new (a retry, or an API client's next request
+        after a long document). Positions already saved, or leaving fewer than MIN_BATCH
+        tokens between two reads, are left out."""
+        if self.kv_cache is None:
+            return
+        prompt = turn.prompt
+        last = len(prompt) - MIN_BATCH
+        wanted = []
+        system_end = self._system_end(turn)
+        if system_end is not None and turn.read < system_end:
+            wanted.append(system_end)
+        own = [p for p in self._boundaries(prompt) if p <= last]
+        if own and own[-1] - turn.read >= KEEP_PROMPT_AFTER_TOKENS:
+            wanted.append(own[-1])
+        for position in sorted(set(wanted)):
+            if self._key(prefix_key(prompt[:position])) in self.kv_cache:
+                continue
+            if not turn.saves and position - turn.read < MIN_BATCH:
+                # Read the last few restored tokens again: a piece holds MIN_BATCH or more.
+                turn.read = position - MIN_BATCH
+                self._truncate(turn.slot, turn.read)
+            if position - (turn.saves[-1] if turn.saves else turn.read) >= MIN_BATCH:
+                turn.saves.append(position)
+
+    def _system_end(self, turn: _Turn) -> int | None:
+        """Where the turn's system prompt ends in its prompt (its state is saved there), or
+        None without one or when too little of the prompt follows it."""
+        if turn.request.raw:
+            return None
+        system = system_prefix(self._system_prefixes, self.prompt_tokens, turn.request.messages)
+        if tuple(turn.prompt[: len(system)]) != system:
+            return None
+        found = self._boundaries(system)
+        return found[-1] if found and found[-1] <= len(turn.prompt) - MIN_BATCH else None
+
+    def _system_key(self, turn: _Turn) -> str | None:
+        """The key of the turn's system prompt state (None without a KV store or one)."""
+        if self.kv_cache is None:
+            return None
+        end = self._system_end(turn)
+        return self._key(prefix_key(turn.prompt[:end])) if end is not None else None
+
+    def _store(self, slot: int, tokens: Sequence[int]) -> None:
+        """Copy the slot's state (its cells hold ``tokens``) and hand it to the writer."""
         import llama_cpp
 
-        assert self.kv_cache is not None and turn.keep_tokens is not None
+        assert self.kv_cache is not None
         try:
-            size = int(llama_cpp.llama_state_seq_get_size(self._ctx, turn.slot))
+            size = int(llama_cpp.llama_state_seq_get_size(self._ctx, slot))
             buffer = bytearray(size)
             target = (ctypes.c_uint8 * size).from_buffer(buffer)
-            written = int(llama_cpp.llama_state_seq_get_data(self._ctx, target, size, turn.slot))
+            written = int(llama_cpp.llama_state_seq_get_data(self._ctx, target, size, slot))
             del target
             if 0 < written <= size:
                 del buffer[written:]
-                tokens = tuple(turn.keep_tokens)
+                kept = tuple(tokens)
+                key = self._key(prefix_key(kept))
                 with self._busy:
                     self._writes_pending += 1
-                self._writes.put((self._key(prefix_key(tokens)),
-                                  KvState(tokens=tokens, data=buffer)))
+                    if self._reading.get(key) == slot:
+                        del self._reading[key]
+                        self._storing[key] = self._storing.get(key, 0) + 1
+                self._writes.put((key, KvState(tokens=kept, data=buffer)))
         except Exception:
-            log.warning("could not save the KV state of slot %d", turn.slot, exc_info=True)
+            log.warning("could not save the KV state of slot %d", slot, exc_info=True)
+
+    def _save(self, turn: _Turn) -> None:
+        """The slot holds the next turn's prefix: save it, then free the slot."""
+        assert turn.keep_tokens is not None
+        try:
+            self._store(turn.slot, turn.keep_tokens)
         finally:
             del self._active[turn.slot]
             self._release(turn)
@@ -683,4 +809,9 @@ class BatchingEngine:
             finally:
                 with self._busy:
                     self._writes_pending -= 1
+                    if key in self._storing:
+                        self._storing[key] -= 1
+                        if not self._storing[key]:
+                            del self._storing[key]
                     self._busy.notify_all()
+                self._inbox.put(_WAKE)  # turns waiting for this state may start now

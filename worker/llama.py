@@ -548,20 +548,29 @@ class LlamaEngine:
 
     def _system_prefix(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
         """The tokens every prompt starting with this system message begins with."""
-        if not messages or messages[0].role != "system":
-            return ()
-        system = messages[0]
-        cached = self._system_prefixes.get(system.text)
-        if cached is not None:
-            return cached
-        # Two prompts that differ only after the system message share exactly its prefix.
-        first = self.prompt_tokens([system, ChatMessage(role="user", text="a")]) or []
-        second = self.prompt_tokens([system, ChatMessage(role="user", text="b")]) or []
-        prefix = tuple(first[: common_prefix(first, second)])
-        if len(self._system_prefixes) > 64:
-            self._system_prefixes.clear()
-        self._system_prefixes[system.text] = prefix
-        return prefix
+        return system_prefix(self._system_prefixes, self.prompt_tokens, messages)
+
+
+def system_prefix(cache: dict[str, tuple[int, ...]],
+                  prompt_tokens: Callable[[Sequence[ChatMessage]], list[int] | None],
+                  messages: Sequence[ChatMessage]) -> tuple[int, ...]:
+    """The tokens every prompt starting with ``messages``' system message begins with (none
+    without one), through the engine's ``prompt_tokens``; ``cache`` keeps them by the
+    system message's text."""
+    if not messages or messages[0].role != "system":
+        return ()
+    system = messages[0]
+    cached = cache.get(system.text)
+    if cached is not None:
+        return cached
+    # Two prompts that differ only after the system message share exactly its prefix.
+    first = prompt_tokens([system, ChatMessage(role="user", text="a")]) or []
+    second = prompt_tokens([system, ChatMessage(role="user", text="b")]) or []
+    prefix = tuple(first[: common_prefix(first, second)])
+    if len(cache) > 64:
+        cache.clear()
+    cache[system.text] = prefix
+    return prefix
 
 
 def count_message_tokens(llama: Any, messages: Sequence[ChatMessage],

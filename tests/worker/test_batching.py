@@ -188,7 +188,8 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
                   enumerate(QUESTIONS[:3])]
         replies = [run(engine, first)[0] for first in firsts]
         engine.wait_idle()
-        assert store.stats.hits == 0 and len(store) >= 3
+        # The first read the system prompt and kept its state; the others started from it.
+        assert store.stats.hits == 2 and len(store) >= 4
         # Their next turns start from those states, restored into whichever slot is free, and
         # reply exactly as a cold run of the whole prompt (one at a time: together, the
         # writers' shared ubatches would blur what this checks).
@@ -199,7 +200,7 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
             for first, reply in zip(firsts, replies, strict=True)]
         expected = [run(cold, r)[0] for r in seconds]
         assert [run(engine, r)[0] for r in seconds] == expected
-        assert store.stats.hits == 3
+        assert store.stats.hits == 5
         # llama.cpp refuses a state of a context with another number of KV streams: what
         # LlamaEngine saved (one stream) is not looked up, and the reply is still a cold run's.
         shared = KvStateCache(500 * 2**20)
@@ -215,6 +216,41 @@ def test_saved_states_restore_into_a_slot_and_are_saved_from_it(model_path: Path
             assert shared.stats.hits == 0 and shared.stats.misses == misses + 1
         finally:
             other.close()
+    finally:
+        engine.close()
+
+
+def test_the_system_prompt_and_a_long_prompt_are_saved_before_the_reply(
+        model_path: Path) -> None:
+    """As LlamaEngine keeps them: the first conversation with a persona stops reading where
+    the system prompt ends and saves that state, so the next new conversation reads only its
+    own message; a prompt with many new tokens also keeps its state up to its last message
+    (a retry reads only the reply's header). Both replies are a cold run's."""
+    store = KvStateCache(500 * 2**20)
+    engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                            slots=2, kv_cache=store)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    try:
+        first, second = request(QUESTIONS[0]), request(QUESTIONS[1])
+        run(engine, first)
+        engine.wait_idle()
+        system = engine._boundaries(engine.prompt_tokens((SYSTEM, first.messages[1])))
+        persona = [k for k in store._states if len(store._states[k].tokens) <= system[1]]
+        assert len(persona) == 1 and store.stats.hits == 0
+        reused = store.stats.tokens_reused
+        assert run(engine, second)[0] == run(cold, second)[0]
+        assert store.stats.hits == 1
+        assert store.stats.tokens_reused - reused == len(store._states[persona[0]].tokens) > 4
+        # A long question (over KEEP_PROMPT_AFTER_TOKENS new tokens), then the same again.
+        long = request("Summarise this: " + "The quick brown fox jumps over the lazy dog. "
+                       * 40, max_tokens=8)
+        prompt = engine.prompt_tokens(long.messages)
+        assert len(prompt) > 300
+        answer = run(engine, long)[0]
+        engine.wait_idle()
+        reused = store.stats.tokens_reused
+        assert run(engine, long)[0] == answer == run(cold, long)[0]
+        assert store.stats.tokens_reused - reused == len(prompt) - 4
     finally:
         engine.close()
 
