@@ -175,6 +175,7 @@ class BatchingEngine:
         self.max_together = 0  # the most turns that shared one decode step (tests)
         # Steps where a prompt's chunk was read together with other turns' reply tokens.
         self.mixed_steps = 0
+        self.gave_way = 0  # saves stopped so that a new turn could have their slot (tests)
 
     # -- loading -----------------------------------------------------------------------------
     @property
@@ -394,6 +395,7 @@ class BatchingEngine:
         slot = turn.slot
         del self._active[slot]
         self._release(turn)
+        self.gave_way += 1
         return slot
 
     def _parked(self, turn: _Turn) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from assistant.engine import Completion, GenerationRequest
 from assistant.envelope import ChatMessage
 from worker.batching import BatchingEngine
-from worker.kvcache import KvState, KvStateCache
+from worker.kvcache import KvState, KvStateCache, prefix_key
 from worker.llama import LlamaEngine
 
 SYSTEM = ChatMessage(role="system", text="You are a helpful assistant.")
@@ -251,6 +251,54 @@ def test_the_system_prompt_and_a_long_prompt_are_saved_before_the_reply(
         reused = store.stats.tokens_reused
         assert run(engine, long)[0] == answer == run(cold, long)[0]
         assert store.stats.tokens_reused - reused == len(prompt) - 4
+    finally:
+        engine.close()
+
+
+def test_new_conversations_with_one_new_persona_read_it_once(model_path: Path) -> None:
+    """Four new conversations with the same system prompt, never seen, arrive together: one
+    reads the system prompt and saves its state, the other three wait for it and restore it
+    (llama-server would read it four times). Every reply starts as a cold run's."""
+    store = KvStateCache(500 * 2**20)
+    engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                            slots=4, kv_cache=store)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    persona = ChatMessage(role="system", text="You are a patient teacher of geography who "
+                          "answers in two sentences and names one fact a pupil can check.")
+    requests = [GenerationRequest(messages=(persona, ChatMessage(role="user", text=q)),
+                                  max_tokens=24, temperature=0.0, seed=1)
+                for q in QUESTIONS[:4]]
+    try:
+        expected = [run(cold, r)[0] for r in requests]
+        replies = together(engine, requests)
+        engine.wait_idle()
+        assert store.stats.hits == 3
+        system = engine._boundaries(engine.prompt_tokens(requests[0].messages))[1]
+        assert store.stats.tokens_reused == 3 * system
+        assert agree(replies, expected)
+    finally:
+        engine.close()
+
+
+def test_a_save_gives_its_slot_to_a_new_turn(model_path: Path) -> None:
+    """One slot, re-reading a finished reply to save it: a new turn arriving then takes the
+    slot at once; the first turn's prompt state is kept instead (as LlamaEngine keeps it
+    when a request pre-empts its save), and the new turn replies as a cold run."""
+    store = KvStateCache(500 * 2**20)
+    engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                            slots=1, kv_cache=store)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    try:
+        first = request(QUESTIONS[0], max_tokens=120, cache_key="c1")
+        second = request(QUESTIONS[2], max_tokens=20, cache_key="c2")
+        expected = run(cold, second)[0]
+        run(engine, first)  # a long reply: its save re-reads ~15 chunks
+        assert run(engine, second)[0] == expected
+        engine.wait_idle()
+        assert engine.gave_way == 1
+        prompt = engine.prompt_tokens(first.messages)
+        own = [p for p in engine._boundaries(prompt) if p <= len(prompt) - 4][-1]
+        assert engine._key(prefix_key(prompt[:own])) in store
     finally:
         engine.close()
 
