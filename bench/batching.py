@@ -300,7 +300,7 @@ def pipeline_main(args: argparse.Namespace, path: Path) -> None:
                            f"slots_{args.count}": median_single(args.count)},
         "llama_server": anchor,
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "note": "2-core machine shared with other sessions (busy): ratios within a round only",
+        "note": "one 2-core machine, the load client beside the stack: ratios within a round only",
     }
     keys: dict[str, Any] = {
         "batching_pipeline": result,
