@@ -258,7 +258,7 @@ def test_the_system_prompt_and_a_long_prompt_are_saved_before_the_reply(
 def test_new_conversations_with_one_new_persona_read_it_once(model_path: Path) -> None:
     """Four new conversations with the same system prompt, never seen, arrive together: one
     reads the system prompt and saves its state, the other three wait for it and restore it
-    (llama-server would read it four times). Every reply starts as a cold run's."""
+    instead of reading it beside it. Every reply starts as a cold run's."""
     store = KvStateCache(500 * 2**20)
     engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
                             slots=4, kv_cache=store)
