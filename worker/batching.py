@@ -766,26 +766,31 @@ class BatchingEngine:
         return self._key(prefix_key(turn.prompt[:end])) if end is not None else None
 
     def _store(self, slot: int, tokens: Sequence[int]) -> None:
-        """Copy the slot's state (its cells hold ``tokens``) and hand it to the writer."""
+        """Copy the slot's state (its cells hold ``tokens``) and hand it to the writer. Turns
+        waiting for this state (a system prompt's) wait for the write; if the copy fails,
+        they stop waiting and read it themselves."""
         import llama_cpp
 
         assert self.kv_cache is not None
+        kept = tuple(tokens)
+        key = self._key(prefix_key(kept))
+        awaited = self._reading.get(key) == slot
+        if awaited:
+            del self._reading[key]
         try:
             size = int(llama_cpp.llama_state_seq_get_size(self._ctx, slot))
             buffer = bytearray(size)
             target = (ctypes.c_uint8 * size).from_buffer(buffer)
             written = int(llama_cpp.llama_state_seq_get_data(self._ctx, target, size, slot))
             del target
-            if 0 < written <= size:
-                del buffer[written:]
-                kept = tuple(tokens)
-                key = self._key(prefix_key(kept))
-                with self._busy:
-                    self._writes_pending += 1
-                    if self._reading.get(key) == slot:
-                        del self._reading[key]
-                        self._storing[key] = self._storing.get(key, 0) + 1
-                self._writes.put((key, KvState(tokens=kept, data=buffer)))
+            if not 0 < written <= size:
+                raise RuntimeError(f"llama_state_seq_get_data wrote {written} of {size} bytes")
+            del buffer[written:]
+            with self._busy:
+                self._writes_pending += 1
+                if awaited:
+                    self._storing[key] = self._storing.get(key, 0) + 1
+            self._writes.put((key, KvState(tokens=kept, data=buffer)))
         except Exception:
             log.warning("could not save the KV state of slot %d", slot, exc_info=True)
 

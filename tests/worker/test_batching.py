@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,6 +277,65 @@ def test_new_conversations_with_one_new_persona_read_it_once(model_path: Path) -
         system = engine._boundaries(engine.prompt_tokens(requests[0].messages))[1]
         assert store.stats.tokens_reused == 3 * system
         assert agree(replies, expected)
+    finally:
+        engine.close()
+
+
+def test_turns_waiting_for_a_persona_read_it_themselves_if_its_save_fails(
+        model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slot reading a new system prompt cannot copy its state out (llama.cpp fails): the
+    turns waiting for that state stop waiting and read the prompt themselves at once, not
+    after the first turn's whole reply; every turn is answered, as a cold run starts."""
+    import llama_cpp
+
+    store = KvStateCache(500 * 2**20)
+    engine = BatchingEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                            slots=3, kv_cache=store)
+    cold = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2)
+    persona = ChatMessage(role="system", text="You answer questions about the weather in "
+                          "one short sentence, " * 12)
+    requests = [GenerationRequest(messages=(persona, ChatMessage(role="user", text=q)),
+                                  max_tokens=120 if i == 0 else 16, temperature=0.0, seed=1)
+                for i, q in enumerate(QUESTIONS[:3])]
+    real = llama_cpp.llama_state_seq_get_size
+    failed: list[int] = []
+
+    def once_broken(ctx: object, seq: int) -> int:
+        if not failed:
+            failed.append(seq)
+            raise RuntimeError("state copy failed (test)")
+        return int(real(ctx, seq))
+
+    try:
+        expected = [run(cold, r)[0] for r in requests]
+        monkeypatch.setattr(llama_cpp, "llama_state_seq_get_size", once_broken)
+        replies: list[str] = [""] * 3
+        firsts = [0.0] * 3
+        ends = [0.0] * 3
+
+        def one(index: int) -> None:
+            pieces = []
+            for piece in engine.stream(requests[index]):
+                firsts[index] = firsts[index] or time.monotonic()
+                pieces.append(piece)
+            ends[index] = time.monotonic()
+            replies[index] = "".join(pieces)
+
+        first = threading.Thread(target=one, args=(0,))
+        first.start()
+        while not engine._reading:  # the first turn reads the persona; the others then wait
+            time.sleep(0.001)
+        others = [threading.Thread(target=one, args=(i,)) for i in (1, 2)]
+        for thread in others:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(timeout=600)
+        engine.wait_idle()
+        assert failed and all(replies) and expected[0] != ""
+        assert agree(replies, expected)
+        # They did not wait for the first turn's reply (120 tokens) to end.
+        assert max(firsts[1:]) < ends[0]
+        assert not engine._reading and not engine._storing
     finally:
         engine.close()
 
