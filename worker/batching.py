@@ -115,7 +115,8 @@ class _Turn:
     keep_tokens: list[int] | None = None
     # Before the reply: prompt positions where the state read so far is saved (``_plan_saves``).
     saves: list[int] = field(default_factory=list)
-    # The key of its system prompt's state (``_system_key``), None without one.
+    # Where its system prompt ends and that state's key (``_system_end``; KV store only).
+    system_end: int | None = None
     system_key: str | None = None
     submitted: float = field(default_factory=time.perf_counter)
     # The caller's context (its log ids: conversation, message), for lines the scheduler
@@ -281,7 +282,10 @@ class BatchingEngine:
             raise ModelError(f"the prompt has {len(prompt)} tokens; a slot holds "
                              f"{self.context_size}")
         turn = _Turn(request=request, prompt=prompt)
-        turn.system_key = self._system_key(turn)
+        if self.kv_cache is not None:
+            turn.system_end = self._system_end(turn)
+            if turn.system_end is not None:
+                turn.system_key = self._key(prefix_key(prompt[: turn.system_end]))
         if self._closed:
             raise Cancelled("the engine is closed")
         with self._busy:
@@ -376,17 +380,15 @@ class BatchingEngine:
                              ModelError(f"could not start the turn: {exc}"))
                 continue
             self._active[turn.slot] = turn
-            shared = turn.system_key
-            if shared is not None and turn.saves:
-                if self._key(prefix_key(turn.prompt[: turn.saves[0]])) == shared:
-                    self._reading[shared] = turn.slot
+            if turn.system_key is not None and turn.saves[:1] == [turn.system_end]:
+                self._reading[turn.system_key] = turn.slot
 
     def _give_way(self, turn: _Turn) -> int:
         """Stop re-reading ``turn``'s reply for its save; keep the state of its prompt's own
         beginning instead (whose cells are a cold run's already), as ``LlamaEngine`` does when
         a request pre-empts its save; returns the freed slot."""
         assert self.kv_cache is not None
-        own = [p for p in self._boundaries(turn.prompt) if p <= len(turn.prompt) - MIN_BATCH]
+        own = self._readable_boundaries(turn.prompt)
         read = min(turn.read, common_prefix(turn.prompt, turn.keep_tokens or []))
         if own and own[-1] <= read and \
                 self._key(prefix_key(turn.prompt[: own[-1]])) not in self.kv_cache:
@@ -663,6 +665,11 @@ class BatchingEngine:
         marks = self._boundary_ids
         return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
 
+    def _readable_boundaries(self, prompt: Sequence[int]) -> list[int]:
+        """The prompt's boundaries that leave at least MIN_BATCH tokens to read after them:
+        where a saved state may be restored, or the prompt's own state saved."""
+        return [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+
     def _restore(self, turn: _Turn) -> None:
         """Put the longest saved beginning of the turn's prompt into its slot."""
         self._truncate(turn.slot, 0)
@@ -683,7 +690,7 @@ class BatchingEngine:
 
         assert self.kv_cache is not None
         prompt = turn.prompt
-        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        positions = self._readable_boundaries(prompt)
         keys = [self._key(k) for k in boundary_keys(prompt, positions)[::-1]]
         saved = find_longest(self.kv_cache, keys, prompt) if keys else None
         if saved is None:
@@ -729,12 +736,10 @@ class BatchingEngine:
         if self.kv_cache is None:
             return
         prompt = turn.prompt
-        last = len(prompt) - MIN_BATCH
         wanted = []
-        system_end = self._system_end(turn)
-        if system_end is not None and turn.read < system_end:
-            wanted.append(system_end)
-        own = [p for p in self._boundaries(prompt) if p <= last]
+        if turn.system_end is not None and turn.read < turn.system_end:
+            wanted.append(turn.system_end)
+        own = self._readable_boundaries(prompt)
         if own and own[-1] - turn.read >= KEEP_PROMPT_AFTER_TOKENS:
             wanted.append(own[-1])
         for position in sorted(set(wanted)):
@@ -757,13 +762,6 @@ class BatchingEngine:
             return None
         found = self._boundaries(system)
         return found[-1] if found and found[-1] <= len(turn.prompt) - MIN_BATCH else None
-
-    def _system_key(self, turn: _Turn) -> str | None:
-        """The key of the turn's system prompt state (None without a KV store or one)."""
-        if self.kv_cache is None:
-            return None
-        end = self._system_end(turn)
-        return self._key(prefix_key(turn.prompt[:end])) if end is not None else None
 
     def _store(self, slot: int, tokens: Sequence[int]) -> None:
         """Copy the slot's state (its cells hold ``tokens``) and hand it to the writer. Turns
