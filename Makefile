@@ -1,7 +1,7 @@
 # make run   — set everything up, then start the whole assistant
 # make test  — set everything up, then run the whole test suite
 # make bench — measure speed into bench/results.json (the first run builds llama.cpp's own
-#              server, the batching bench's anchor: ~7 minutes on 2 cores)
+#              server, the batching bench's anchor: 7–10 minutes on 2 cores)
 
 PYTHON ?= python3
 VENV := .venv
