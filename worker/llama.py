@@ -18,12 +18,13 @@ cold run would give (docs/scaling.md, "Long conversations").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,14 @@ UBATCH = 128
 # after the same long document then starts from it. Fewer are read again quickly.
 KEEP_PROMPT_AFTER_TOKENS = 256
 # After a reply, its text is read again in chunks of this many tokens (the last one takes up
-# to MIN_BATCH - 1 more), and a request waiting for the engine takes it at the next chunk
-# boundary. Chunks of 4, 8, 16, 32 tokens give the same cells, byte for byte, as one batch
-# (measured, docs/scaling.md). At one thread 8 tokens take ~20 ms on a quiet host (~27 ms on
-# a busy one, where 16 took ~50 ms), for ~10 % more time in all than one batch.
+# to MIN_BATCH - 1 more); a request waiting for the engine stops the chunk being read, and the
+# chunks read before it stay (a next turn sent at once continues from them). Chunks of 4, 8,
+# 16, 32 tokens give the same cells, byte for byte, as one batch (measured, docs/scaling.md).
+# At one thread 8 tokens take ~20 ms on a quiet host (~27 ms on a busy one, where 16 took ~50
+# ms), for ~10 % more time in all than one batch.
 KEEP_CHUNK = 8
+# What llama_decode returns when its abort callback stopped it (llama.h).
+DECODE_ABORTED = 2
 
 
 class LlamaEngine:
@@ -433,11 +437,11 @@ class LlamaEngine:
         run. So the context is cut back to the prompt and the reply is read again in batches of
         at least MIN_BATCH tokens — as the text the next prompt will hold (the stored reply,
         re-tokenised), not the sampled tokens — up to the next message's boundary. That read
-        gives way to a waiting request at every chunk boundary. When that request continues
-        what the context holds (this conversation's next turn, sent as the reply ended), the
-        context is left to it: it reads only the rest of the reply and its new message.
-        Otherwise the prompt's own beginning (whose cells are exact already) is kept instead,
-        and the conversation's next turn reads the reply with its new message.
+        stops as soon as a request waits for the engine (``_read_unless_wanted``). When that
+        request continues what the context holds (this conversation's next turn, sent as the
+        reply ended), the context is left to it: it reads only the rest of the reply and its
+        new message. Otherwise the prompt's own beginning (whose cells are exact already) is
+        kept instead, and the conversation's next turn reads the reply with its new message.
         """
         assert self.kv_cache is not None
         kept = "none"
@@ -487,17 +491,29 @@ class LlamaEngine:
 
     def _read_unless_wanted(self, llama: Any, tokens: Sequence[int]) -> bool:
         """Read ``tokens`` after what the context holds, in chunks of KEEP_CHUNK (none shorter
-        than MIN_BATCH); False, with part of them read, when a request wants the engine."""
+        than MIN_BATCH); False, with part of them read, when a request wants the engine.
+
+        A request that starts waiting during a chunk stops it at once (llama.cpp's abort
+        callback, checked between the graph's nodes: ~1 ms instead of up to a whole chunk,
+        30–45 ms at 2,000 tokens of context here). llama.cpp drops the aborted chunk's cells
+        and llama-cpp-python does not count its tokens, so the context holds the chunks read
+        before it, as if the read had stopped at that chunk's start."""
         done = 0
-        while done < len(tokens):
-            if self._wanted():
-                return False
-            end = done + KEEP_CHUNK
-            if len(tokens) - end < MIN_BATCH:
-                end = len(tokens)
-            llama.eval(list(tokens[done:end]))
-            self._batch_read = llama.n_tokens
-            done = end
+        with _aborted_when(llama, self._wanted):
+            while done < len(tokens):
+                if self._wanted():
+                    return False
+                end = done + KEEP_CHUNK
+                if len(tokens) - end < MIN_BATCH:
+                    end = len(tokens)
+                try:
+                    llama.eval(list(tokens[done:end]))
+                except RuntimeError as exc:
+                    if str(exc).endswith(f"returned {DECODE_ABORTED}"):
+                        return False
+                    raise
+                self._batch_read = llama.n_tokens
+                done = end
         return True
 
     def _boundaries(self, tokens: Sequence[int]) -> list[int]:
@@ -611,6 +627,26 @@ def raw_tokens(llama: Any, text: str) -> list[int]:
     """A raw prompt's tokens (the legacy /v1/completions): its text as text, after BOS."""
     tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
     return tokens
+
+
+@contextlib.contextmanager
+def _aborted_when(llama: Any, wanted: Callable[[], bool]) -> Iterator[None]:
+    """While inside, llama.cpp stops a decode as soon as ``wanted()`` is true (the decode
+    returns DECODE_ABORTED); the callback is removed on the way out, so replies are never
+    cut by it. It runs on llama.cpp's compute thread, once per graph node (~600 a decode
+    here, no measurable cost), and only reads a list."""
+    import llama_cpp
+
+    def stop(_data: Any) -> bool:
+        return wanted()
+
+    check = llama_cpp.ggml_abort_callback(stop)  # referenced until the callback is removed
+    context = llama._ctx.ctx
+    llama_cpp.llama_set_abort_callback(context, check, None)
+    try:
+        yield
+    finally:
+        llama_cpp.llama_set_abort_callback(context, llama_cpp.ggml_abort_callback(), None)
 
 
 def _truncate(llama: Any, keep: int) -> None:

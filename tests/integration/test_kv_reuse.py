@@ -19,7 +19,14 @@ from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
 from worker.control_tokens import control_token_ids
 from worker.kvcache import KvStateCache, KvStateDirectory, capture, common_prefix
-from worker.llama import KEEP_CHUNK, MIN_BATCH, LlamaEngine, _truncate
+from worker.llama import (
+    DECODE_ABORTED,
+    KEEP_CHUNK,
+    MIN_BATCH,
+    LlamaEngine,
+    _aborted_when,
+    _truncate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -208,24 +215,31 @@ def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
         max_tokens=32, temperature=0.7, seed=42, cache_key="conv-h")
     first_prompt = warm.prompt_tokens(first.messages)
     assert first_prompt is not None
-    checks = {"count": 0}
-    real_wanted = warm._wanted
+    llama = warm.load()
+    real_eval = llama.eval
+    arrived: dict[str, tuple[threading.Thread, list[str], list[str]]] = {}
+    keeper_reads = {"count": 0}
 
-    def wanted_after_two_chunks() -> bool:
-        # The save reads two chunks of the reply before it notices the waiting turn, as when
-        # the turn arrives mid-save.
-        checks["count"] += 1
-        return checks["count"] > 2 and real_wanted()
+    def eval_then_send_the_next_turn(tokens: list[int]) -> None:
+        real_eval(tokens)
+        if threading.current_thread().name != "kv-keep":
+            return
+        keeper_reads["count"] += 1
+        if keeper_reads["count"] == 2:
+            # The save has read two chunks of the reply when the next turn arrives.
+            arrived["next"] = queue_behind(warm, follow_up)
 
-    stream = warm.stream(first)
-    pieces = [next(stream)]  # the engine is the first turn's now
-    waiter, seen, follow_reply = queue_behind(warm, follow_up)  # the next turn waits
-    warm._wanted = wanted_after_two_chunks  # type: ignore[method-assign]
+    llama.eval = eval_then_send_the_next_turn  # type: ignore[method-assign]
     try:
-        pieces.extend(stream)
+        pieces = list(warm.stream(first))
+        deadline = time.monotonic() + 60
+        while "next" not in arrived:
+            assert time.monotonic() < deadline, "the save never read two chunks"
+            time.sleep(0.005)
+        waiter, seen, follow_reply = arrived["next"]
         waiter.join(120)
     finally:
-        del warm._wanted
+        del llama.eval
     assert "".join(pieces) == expected
     assert seen == ["handed on"]
     assert follow_reply == [cold_reply(cold, follow_up)]
@@ -270,6 +284,100 @@ def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_c
     # The first prompt's own state, kept when the save gave way: all of it but its reply header.
     assert warm.last_source == "saved"
     assert len(first_prompt) - MIN_BATCH <= reused < len(first_prompt)
+    warm.wait_idle()
+
+
+def test_an_aborted_read_leaves_the_context_as_before_it(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """What lets a save give way within a chunk: a decode stopped by the abort callback fails
+    with DECODE_ABORTED, its tokens are not counted and its cells are dropped, so reading goes
+    on as if it had never started (the same cells as an uninterrupted read); outside
+    ``_aborted_when`` nothing is aborted."""
+    _, cold = engines
+    llama = cold.load()
+    tokens = llama.tokenize(b"The keepers of the lighthouses of Norway lived on rocky islands "
+                            b"far out at sea, and in winter the boats could not reach them. " * 12,
+                            add_bos=False)
+    head, tail = tokens[:40], tokens[40:]
+    _truncate(llama, 0)
+    llama.eval(head)
+    llama.eval(tail)
+    uninterrupted = bytes(capture(llama).data)
+
+    _truncate(llama, 0)
+    llama.eval(head)
+    stop = threading.Event()
+    timer = threading.Timer(0.005, stop.set)  # the tail takes far longer than 5 ms to read
+    timer.start()
+    with _aborted_when(llama, stop.is_set), pytest.raises(RuntimeError) as aborted:
+        llama.eval(tail)
+    timer.join()
+    assert str(aborted.value).endswith(f"returned {DECODE_ABORTED}")
+    assert llama.n_tokens == len(head)
+    llama.eval(tail)  # the callback is gone: stop is still set, and nothing is aborted
+    assert bytes(capture(llama).data) == uninterrupted
+    _truncate(llama, 0)
+
+
+def test_a_request_arriving_during_a_chunk_stops_it_and_replies_stay_cold_runs(
+    engines: tuple[LlamaEngine, LlamaEngine], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that starts waiting while the save reads a chunk of the reply does not wait
+    for that chunk to end (~30–45 ms at 2,000 tokens here): the chunk is aborted, the save
+    keeps the prompt's own state, and both replies are cold runs'. Chunks are made longer
+    than the reply so the request can only arrive inside one."""
+    import worker.llama as engine_module
+
+    monkeypatch.setattr(engine_module, "KEEP_CHUNK", 4096)
+    warm, cold = engines
+    warm.wait_idle()
+    first = GenerationRequest(
+        messages=(SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Chile.")),
+        max_tokens=64, temperature=0.7, seed=51, cache_key="conv-i")
+    other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a fish.")),
+                              max_tokens=16, temperature=0.7, seed=52, cache_key="conv-j")
+    llama = warm.load()
+    real_eval = llama.eval
+    outcome: dict[str, object] = {}
+
+    def eval_with_a_request_arriving(tokens: list[int]) -> None:
+        if threading.current_thread().name != "kv-keep" or "sent" in outcome:
+            real_eval(tokens)
+            return
+        outcome["sent"] = True
+
+        def send_soon() -> None:
+            time.sleep(0.005)  # inside the chunk: it reads ~60 tokens, tens of ms
+            outcome["queued"] = queue_behind(warm, other)
+
+        sender = threading.Thread(target=send_soon)
+        sender.start()
+        started = time.perf_counter()
+        try:
+            real_eval(tokens)
+        except RuntimeError as exc:
+            outcome["aborted"] = str(exc)
+            raise
+        finally:
+            outcome["chunk_ms"] = (time.perf_counter() - started) * 1000
+            sender.join()
+
+    llama.eval = eval_with_a_request_arriving  # type: ignore[method-assign]
+    try:
+        reply = "".join(warm.stream(first))
+        deadline = time.monotonic() + 60
+        while "queued" not in outcome:
+            assert time.monotonic() < deadline, "the save never read the reply"
+            time.sleep(0.005)
+        waiter, seen, other_reply = outcome["queued"]  # type: ignore[misc]
+        waiter.join(120)
+    finally:
+        del llama.eval
+    assert outcome.get("aborted", "").endswith(f"returned {DECODE_ABORTED}"), outcome
+    assert seen == ["pre-empted"]
+    assert reply == cold_reply(cold, first)
+    assert other_reply == [cold_reply(cold, other)]
     warm.wait_idle()
 
 
