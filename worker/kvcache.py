@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
+import json
 import logging
 import mmap
 import os
@@ -63,6 +64,22 @@ class KvState:
     def nbytes(self) -> int:
         return len(self.data) + 8 * len(self.tokens)
 
+
+@dataclass(frozen=True)
+class PendingSave:
+    """A state a save had to leave unfinished (a request took the engine): ``tokens`` read
+    after the state saved under ``base`` (a beginning of them), kept under ``key``. Any idle
+    engine of the host may finish it (``LlamaEngine.finish_pending``)."""
+
+    key: str
+    base: str
+    tokens: tuple[int, ...]
+
+
+# Unfinished saves kept at most (the oldest go first), and for at most this long: a
+# conversation's next turn comes within minutes or its save is of little use.
+MAX_PENDING = 32
+PENDING_SECONDS = 600.0
 
 KEY_PREFIX = "prefix:"
 
@@ -135,6 +152,8 @@ class KvCache(Protocol):
     def mark_saving(self, key: str) -> None: ...
     def clear_saving(self, key: str) -> None: ...
     def wait_saved(self, key: str) -> None: ...
+    def defer(self, job: PendingSave) -> None: ...
+    def claim_pending(self) -> PendingSave | None: ...
 
 
 def find_longest(cache: KvCache, keys: Sequence[str],
@@ -165,6 +184,8 @@ class KvStateCache:
     _used: dict[str, float] = field(default_factory=dict)  # key -> last use (monotonic)
     _bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Unfinished saves by key, oldest first, with when each was deferred (monotonic).
+    _pending: OrderedDict[str, tuple[float, PendingSave]] = field(default_factory=OrderedDict)
 
     @property
     def bytes_used(self) -> int:
@@ -225,6 +246,23 @@ class KvStateCache:
     def wait_saved(self, key: str) -> None:
         """Nothing to wait for (see ``mark_saving``)."""
 
+    def defer(self, job: PendingSave) -> None:
+        """Keep ``job`` for an idle engine to finish (the oldest dropped past MAX_PENDING)."""
+        with self._lock:
+            self._pending.pop(job.key, None)
+            self._pending[job.key] = (time.monotonic(), job)
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+
+    def claim_pending(self) -> PendingSave | None:
+        """Take the oldest unfinished save still worth finishing (None: none)."""
+        with self._lock:
+            while self._pending:
+                _, (since, job) = self._pending.popitem(last=False)
+                if time.monotonic() - since <= PENDING_SECONDS and job.key not in self._states:
+                    return job
+            return None
+
 
 # -- states shared by processes: one file each ----------------------------------------------
 # A file: header, key (UTF-8), token ids (int32 little-endian), KV bytes. The header's CRC
@@ -236,6 +274,7 @@ MAGIC = b"ASKVST02"
 HEADER = struct.Struct("<8sIIQI")  # magic, key bytes, token count, KV bytes, CRC32
 SUFFIX = ".kv"
 SAVING_SUFFIX = ".saving"
+PENDING_SUFFIX = ".pending"
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 # Another process saving a state (a reply just went out): wait this long at
@@ -442,6 +481,57 @@ class KvStateDirectory:
     def wait_saved(self, key: str) -> None:
         """Return once no process is saving ``key`` (at most ``SAVE_WAIT_SECONDS``)."""
         self._wait_for_saver(self._path(key))
+
+    def defer(self, job: PendingSave) -> None:
+        """Leave ``job`` in the directory for an idle engine of any process to finish: a
+        small JSON file (the keys and the token ids), written whole by rename. Past
+        MAX_PENDING the oldest are dropped."""
+        record = json.dumps({"key": job.key, "base": job.base, "tokens": list(job.tokens)})
+        path = self._path(job.key).with_suffix(PENDING_SUFFIX)
+        try:
+            with self._locked():  # a put's clean-up removes temp files outside the lock
+                fd, temp = tempfile.mkstemp(dir=self.directory, prefix=TEMP_PREFIX)
+                with os.fdopen(fd, "w") as file:
+                    file.write(record)
+                os.replace(temp, path)
+                for _, old in self._pending_files()[:-MAX_PENDING]:
+                    old.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not leave an unfinished KV state save in %s", self.directory,
+                        exc_info=True)
+
+    def claim_pending(self) -> PendingSave | None:
+        """Take the oldest unfinished save still worth finishing (None: none). Taking is a
+        rename to a name of this process, so two processes never take the same one."""
+        now = time.time()
+        for modified, path in self._pending_files():
+            claimed = path.with_name(f"{path.name}.{os.getpid()}")
+            try:
+                os.rename(path, claimed)
+            except OSError:  # another process took it first
+                continue
+            try:
+                record = json.loads(claimed.read_text())
+                job = PendingSave(key=str(record["key"]), base=str(record["base"]),
+                                  tokens=tuple(int(t) for t in record["tokens"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("dropped a damaged unfinished KV state save %s", path)
+                continue
+            finally:
+                claimed.unlink(missing_ok=True)
+            if now - modified <= PENDING_SECONDS and job.key not in self:
+                return job
+        return None
+
+    def _pending_files(self) -> list[tuple[float, Path]]:
+        """(mtime, path) of the unfinished saves, oldest first."""
+        found = []
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(PENDING_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        found.append((entry.stat().st_mtime, Path(entry.path)))
+        return sorted(found)
 
     # -- files ---------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:

@@ -35,6 +35,7 @@ from worker.control_tokens import ControlTokenText, control_token_ids, control_t
 from worker.kvcache import (
     KvCache,
     KvState,
+    PendingSave,
     boundary_keys,
     capture,
     common_prefix,
@@ -65,6 +66,10 @@ KEEP_PROMPT_AFTER_TOKENS = 256
 # At one thread 8 tokens take ~20 ms on a quiet host (~27 ms on a busy one, where 16 took ~50
 # ms), for ~10 % more time in all than one batch.
 KEEP_CHUNK = 8
+# How often a worker's engine looks for saves a request cut short (kvcache.PendingSave), to
+# finish them while idle: a tenth of a second is well within the gap between two turns of one
+# conversation, and a look is one directory listing.
+FINISH_EVERY_SECONDS = 0.1
 # What llama_decode returns when its abort callback stopped it (llama.h).
 DECODE_ABORTED = 2
 
@@ -76,6 +81,7 @@ class LlamaEngine:
         self, model_path: Path, context_size: int, threads: int, threads_batch: int,
         on_load: Callable[[float], None] | None = None,
         kv_cache: KvCache | None = None,
+        finish_every: float | None = None,
     ) -> None:
         self.model_path = model_path
         self.name = model_path.stem
@@ -86,6 +92,9 @@ class LlamaEngine:
         self._lock = threading.Lock()
         self._on_load = on_load  # told the load time in seconds (worker metrics)
         self.kv_cache = kv_cache  # worker.kvcache.make_cache; None: no state reuse
+        # Seconds between looks for saves a request cut short, which this engine finishes
+        # when idle (``finish_pending``); None: only when called.
+        self._finish_every = finish_every
         self._formatter: Any = None  # the GGUF's chat template, to know the prompt's tokens
         self._tool_format: str | None = None  # its own tool format (assistant/tools.py)
         # The vocabulary's control tokens, kept out of message text (worker/control_tokens.py).
@@ -145,6 +154,9 @@ class LlamaEngine:
             self._control = control_token_text(self._llama)
             self._boundary_ids = frozenset(control_token_ids(self._llama))
             log.info("loaded %s in %.2f s", self.model_path.name, seconds)
+            if self.kv_cache is not None and self._finish_every is not None:
+                threading.Thread(target=self._finish_pending_loop, args=(self._finish_every,),
+                                 name="kv-finish", daemon=True).start()
             if self._on_load is not None:
                 self._on_load(seconds)
         return self._llama
@@ -405,12 +417,16 @@ class LlamaEngine:
             try:
                 started = time.perf_counter()
                 writes: list[tuple[str, KvState]] = []
-                self.last_keep = self._keep_state(llama, messages, prompt, reply, writes)
+                unfinished: list[PendingSave] = []
+                self.last_keep = self._keep_state(llama, messages, prompt, reply, writes,
+                                                  unfinished)
                 engine_seconds = time.perf_counter() - started
                 self._lock.release()
                 released = True
                 for key, state in writes:
                     self.kv_cache.put(key, state)
+                for job in unfinished:  # after the state it starts from is there
+                    self.kv_cache.defer(job)
                 self.last_keep_seconds = time.perf_counter() - started
                 # One line per turn: what was kept, how long it held the engine, and in all.
                 log.info("kept the state after a prompt of %d tokens: %s, engine %.0f ms, "
@@ -426,7 +442,8 @@ class LlamaEngine:
                     self._lock.release()
 
     def _keep_state(self, llama: Any, messages: Sequence[ChatMessage], prompt: list[int],
-                    reply: str | None, writes: list[tuple[str, KvState]]) -> str:
+                    reply: str | None, writes: list[tuple[str, KvState]],
+                    unfinished: list[PendingSave]) -> str:
         """Save the state the next prompts will start with: the prompt followed by the reply
         (as the next prompt of the conversation holds it), or the prompt's own beginning when
         no reply came or a request took the engine first; returns which (``last_keep``). The
@@ -441,7 +458,9 @@ class LlamaEngine:
         request continues what the context holds (this conversation's next turn, sent as the
         reply ended), the context is left to it: it reads only the rest of the reply and its
         new message. Otherwise the prompt's own beginning (whose cells are exact already) is
-        kept instead, and the conversation's next turn reads the reply with its new message.
+        kept instead, and the rest of the save goes to ``unfinished``: an idle engine of the
+        host finishes it (``finish_pending``) before the conversation's next turn, or that turn
+        reads the reply with its new message.
         """
         assert self.kv_cache is not None
         kept = "none"
@@ -462,8 +481,13 @@ class LlamaEngine:
                     # answers at once): it reuses what was read of the reply so far and
                     # reads only the rest, and keeps its own states after its reply.
                     kept = "handed on"
-                else:
-                    kept = "pre-empted" if self._keep_own(llama, prompt, writes) else "none"
+                elif self._keep_own(llama, prompt, writes):
+                    kept = "pre-empted"
+                    own = self._own_boundary(prompt)
+                    assert own is not None  # _keep_own found it
+                    unfinished.append(PendingSave(key=prefix_key(follow),
+                                                  base=prefix_key(prompt[:own]),
+                                                  tokens=tuple(follow)))
             elif self._keep_own(llama, prompt, writes):
                 # No reply to keep (cut, failed, or past the context): a retry or the next
                 # turn starts from the prompt's own state.
@@ -473,6 +497,69 @@ class LlamaEngine:
             log.warning("could not save the KV state of a prompt of %d tokens", len(prompt),
                         exc_info=True)
         return kept
+
+    def finish_pending(self) -> bool:
+        """Finish one save a request cut short (``PendingSave``, left by any process of the
+        host) if this engine is idle: restore the state it starts from, read the rest as a
+        save does (giving way at once to a request) and keep the result. True when one was
+        finished. With several pool processes, an idle one finishes what a busy one had to
+        leave; with one, it is done between turns."""
+        cache = self.kv_cache
+        llama = self._llama
+        if cache is None or llama is None or self._wanted() or self._lock.locked():
+            return False
+        if not self._writing.acquire(blocking=False):
+            return False
+        try:
+            job = cache.claim_pending()
+            if job is None:
+                return False
+            base = cache.get(job.base)
+            start = len(base.tokens) if base is not None else 0
+            if base is None or job.tokens[:start] != base.tokens or \
+                    len(job.tokens) - start < MIN_BATCH:
+                return False  # its beginning was evicted meanwhile: nothing to finish from
+            if not self._lock.acquire(blocking=False):
+                cache.defer(job)  # a request came first
+                return False
+            try:
+                started = time.perf_counter()
+                try:
+                    restore(llama, base)
+                except RuntimeError:
+                    log.warning("could not restore a saved KV state to finish a save",
+                                exc_info=True)
+                    _truncate(llama, 0)
+                    self._batch_read = 0
+                    return False
+                self._batch_read = start
+                if not self._read_unless_wanted(llama, job.tokens[start:]):
+                    # A request came. Unless it continues what was read (the conversation's
+                    # next turn, which then reads only the rest), finish it later.
+                    if not self._wanted_after(llama.input_ids[: llama.n_tokens].tolist()):
+                        cache.defer(job)
+                    return False
+                state = capture(llama)
+                engine_seconds = time.perf_counter() - started
+            finally:
+                self._lock.release()
+            cache.put(job.key, state)
+            log.info("finished the state of a prompt of %d tokens a request had cut short: "
+                     "%d tokens read, engine %.0f ms", len(job.tokens), len(job.tokens) - start,
+                     engine_seconds * 1000)
+            return True
+        finally:
+            self._writing.release()
+
+    def _finish_pending_loop(self, every: float) -> None:
+        """The kv-finish thread: every ``every`` seconds, finish what there is to finish."""
+        while True:
+            time.sleep(every)
+            try:
+                while self.finish_pending():
+                    pass
+            except Exception:  # a background thread: log, keep looking
+                log.exception("could not finish a KV state save a request had cut short")
 
     def _keep_own(self, llama: Any, prompt: list[int],
                   writes: list[tuple[str, KvState]]) -> bool:

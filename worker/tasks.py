@@ -34,7 +34,7 @@ from worker.app import RETRY_COUNTDOWN_MAX_SECONDS, app, settings
 from worker.batching import BatchingEngine
 from worker.knowledge import index_document  # noqa: F401  (registers the knowledge task)
 from worker.kvcache import make_cache
-from worker.llama import LlamaEngine
+from worker.llama import FINISH_EVERY_SECONDS, LlamaEngine
 from worker.metrics import enabled as metrics_enabled
 from worker.metrics import observe_model_load, turn_observers
 from worker.safety import build_safety
@@ -191,7 +191,7 @@ def build_engine() -> Engine:
                               kv_cache=kv_cache)
     return LlamaEngine(model_path, context_size=settings.context_size, threads=settings.threads,
                        threads_batch=settings.n_threads_batch, on_load=model_loaded,
-                       kv_cache=kv_cache)
+                       kv_cache=kv_cache, finish_every=FINISH_EVERY_SECONDS)
 
 
 def runtime() -> Runtime:

@@ -18,7 +18,13 @@ import pytest
 from assistant.engine import GenerationRequest
 from assistant.envelope import ChatMessage
 from worker.control_tokens import control_token_ids
-from worker.kvcache import KvStateCache, KvStateDirectory, capture, common_prefix
+from worker.kvcache import (
+    KvStateCache,
+    KvStateDirectory,
+    capture,
+    common_prefix,
+    prefix_key,
+)
 from worker.llama import (
     DECODE_ABORTED,
     KEEP_CHUNK,
@@ -379,6 +385,92 @@ def test_a_request_arriving_during_a_chunk_stops_it_and_replies_stay_cold_runs(
     assert reply == cold_reply(cold, first)
     assert other_reply == [cold_reply(cold, other)]
     warm.wait_idle()
+
+
+def cut_short(engine: LlamaEngine, first: GenerationRequest, other: GenerationRequest
+              ) -> str:
+    """Answer ``first``, with ``other`` arriving as its reply ends, so that the save of
+    ``first``'s reply is cut short (``pre-empted``); returns ``first``'s reply."""
+    stream = engine.stream(first)
+    pieces = [next(stream)]  # the engine is the first request's now
+    waiter, seen, _ = queue_behind(engine, other)
+    pieces.extend(stream)
+    waiter.join(120)
+    engine.wait_idle()
+    assert seen == ["pre-empted"]
+    return "".join(pieces)
+
+
+def test_a_save_cut_short_is_finished_when_the_engine_is_idle(
+    engines: tuple[LlamaEngine, LlamaEngine],
+) -> None:
+    """The save another conversation's request cut short is left as unfinished; the idle
+    engine finishes it, so that conversation's next turn restores its prompt and reply and
+    reads only its new message (it used to read the reply again). Its reply is a cold run's."""
+    warm, cold = engines
+    warm.wait_idle()
+    history = [SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Denmark.")]
+    first = GenerationRequest(messages=tuple(history), max_tokens=48, temperature=0.7,
+                              seed=61, cache_key="conv-k")
+    other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a tree.")),
+                              max_tokens=16, temperature=0.7, seed=62, cache_key="conv-l")
+    reply = cut_short(warm, first, other)
+    first_prompt = warm.prompt_tokens(first.messages)
+    assert first_prompt is not None
+    follow = warm._next_turn_prefix(first.messages, reply.strip())
+    assert follow is not None and prefix_key(follow) not in warm.kv_cache  # type: ignore[operator]
+    assert warm.finish_pending()
+    while warm.finish_pending():  # earlier tests' saves cut short, if any
+        pass
+    assert prefix_key(follow) in warm.kv_cache  # type: ignore[operator]
+    # A one-off request in between: the state must come from the store, not the context.
+    one_off = GenerationRequest(messages=(ChatMessage(role="user", text="Say hello."),),
+                                max_tokens=8, temperature=0.0, seed=63, cache_key="conv-m")
+    "".join(warm.stream(one_off))
+    warm.wait_idle()
+    history += [ChatMessage(role="assistant", text=reply.strip()),
+                ChatMessage(role="user", text="And in summer?")]
+    follow_up = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
+                                  seed=64, cache_key="conv-k")
+    assert "".join(warm.stream(follow_up)) == cold_reply(cold, follow_up)
+    reused, total = warm.last_prompt_tokens
+    assert warm.last_source == "saved"
+    assert reused > len(first_prompt) and total - reused < 20, (reused, total)
+    warm.wait_idle()
+
+
+def test_an_idle_engine_sharing_the_directory_finishes_what_another_left(
+    engines: tuple[LlamaEngine, LlamaEngine], model_path: Path, tmp_path: Path,
+) -> None:
+    """Two pool processes of a node: while one answers, the other (idle, its kv-finish thread
+    looking every 20 ms) finishes the save the first had to cut short."""
+    _, cold = engines
+    busy = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                       kv_cache=KvStateDirectory(tmp_path, 128 << 20))
+    idle = LlamaEngine(model_path, context_size=2048, threads=2, threads_batch=2,
+                       kv_cache=KvStateDirectory(tmp_path, 128 << 20), finish_every=0.02)
+    idle.load()
+    history = [SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Wales.")]
+    first = GenerationRequest(messages=tuple(history), max_tokens=48, temperature=0.7,
+                              seed=71, cache_key="conv-n")
+    other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a hill.")),
+                              max_tokens=16, temperature=0.7, seed=72, cache_key="conv-o")
+    reply = cut_short(busy, first, other)
+    follow = busy._next_turn_prefix(first.messages, reply.strip())
+    assert follow is not None
+    deadline = time.monotonic() + 60
+    while prefix_key(follow) not in busy.kv_cache:  # type: ignore[operator]
+        assert time.monotonic() < deadline, "the idle engine never finished the save"
+        time.sleep(0.02)
+    assert list(tmp_path.glob("*.pending*")) == []
+    history += [ChatMessage(role="assistant", text=reply.strip()),
+                ChatMessage(role="user", text="And the castles?")]
+    follow_up = GenerationRequest(messages=tuple(history), max_tokens=32, temperature=0.7,
+                                  seed=73, cache_key="conv-n")
+    assert "".join(busy.stream(follow_up)) == cold_reply(cold, follow_up)
+    assert busy.last_source == "saved" and busy.last_prompt_tokens[0] == len(follow)
+    busy.wait_idle()
+    idle.wait_idle()
 
 
 def test_a_raw_prompt_is_read_as_text_and_continued_as_a_cold_run_would(

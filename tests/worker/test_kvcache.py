@@ -15,9 +15,11 @@ import pytest
 
 from assistant.settings import Settings
 from worker.kvcache import (
+    MAX_PENDING,
     KvState,
     KvStateCache,
     KvStateDirectory,
+    PendingSave,
     common_prefix,
     fingerprint,
     make_cache,
@@ -274,3 +276,65 @@ def test_a_saver_on_another_host_is_waited_for(tmp_path: Path) -> None:
     assert reader.get("a") is not None
     later.join()
     assert 0.25 < time.monotonic() - started < 2
+
+
+# -- saves a request cut short, left for an idle engine ----------------------------------------
+def job(name: str, tokens: int = 6) -> PendingSave:
+    return PendingSave(key=f"reply-{name}", base=f"prompt-{name}", tokens=tuple(range(tokens)))
+
+
+@pytest.mark.parametrize("kind", ["ram", "directory"])
+def test_unfinished_saves_are_taken_oldest_first_once_each(kind: str, tmp_path: Path) -> None:
+    """In round robin the conversation asked again soonest is the one cut short first."""
+    store = KvStateCache(10_000) if kind == "ram" else KvStateDirectory(tmp_path, 10_000)
+    for name in "abc":
+        store.defer(job(name))
+        time.sleep(0.01)  # distinct modification times
+    assert [store.claim_pending() for _ in range(4)] == [job("a"), job("b"), job("c"), None]
+
+
+@pytest.mark.parametrize("kind", ["ram", "directory"])
+def test_an_unfinished_save_whose_state_is_there_already_is_dropped(kind: str,
+                                                                      tmp_path: Path) -> None:
+    """The conversation's next turn, or another process, kept that state meanwhile."""
+    store = KvStateCache(10_000) if kind == "ram" else KvStateDirectory(tmp_path, 10_000)
+    store.defer(job("a"))
+    store.put("reply-a", state(6, 100))
+    assert store.claim_pending() is None
+
+
+@pytest.mark.parametrize("kind", ["ram", "directory"])
+def test_unfinished_saves_are_bounded_and_expire(kind: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.kvcache as kvcache
+
+    store = KvStateCache(10_000) if kind == "ram" else KvStateDirectory(tmp_path, 10_000)
+    start = time.time() - 100
+    for index in range(MAX_PENDING + 3):
+        store.defer(job(str(index)))
+        if kind == "directory":  # distinct modification times, in order
+            os.utime(store._path(f"reply-{index}").with_suffix(".pending"),
+                     (start + index, start + index))
+    first = store.claim_pending()
+    assert first is not None and first.key == "reply-3"  # the three oldest were dropped
+    monkeypatch.setattr(kvcache, "PENDING_SECONDS", -1.0)  # everything left is too old
+    assert store.claim_pending() is None
+
+
+def test_another_process_takes_an_unfinished_save_and_no_two_take_the_same(
+        tmp_path: Path) -> None:
+    """Pool processes share the directory: whichever is idle takes a save another left."""
+    KvStateDirectory(tmp_path, 10_000).defer(job("a", tokens=3000))
+    first, second = KvStateDirectory(tmp_path, 10_000), KvStateDirectory(tmp_path, 10_000)
+    assert first.claim_pending() == job("a", tokens=3000)
+    assert second.claim_pending() is None
+    assert list(tmp_path.glob("*.pending*")) == []
+
+
+def test_a_damaged_unfinished_save_is_dropped(tmp_path: Path) -> None:
+    store = KvStateDirectory(tmp_path, 10_000)
+    store.defer(job("a"))
+    path = next(tmp_path.glob("*.pending"))
+    path.write_text('{"key": "reply-a", "tokens": [1, 2')
+    assert store.claim_pending() is None
+    assert list(tmp_path.glob("*.pending*")) == []
