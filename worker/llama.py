@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,11 @@ KEEP_CHUNK = 8
 # finish them while idle: a tenth of a second is well within the gap between two turns of one
 # conversation, and a look is one directory listing.
 FINISH_EVERY_SECONDS = 0.1
+# A save of a reply gives the engine to a waiting request at once, unless what it has left to
+# read is at most this share of what that request will read: a cold read of 2,000 tokens
+# (5–10 s here) then waits up to ~0.15 s (38 reply tokens and the copy) instead of leaving
+# the conversation's next turn to read its reply again; a short request never waits for it.
+SAVE_SHARE = 0.05
 # What llama_decode returns when its abort callback stopped it (llama.h).
 DECODE_ABORTED = 2
 
@@ -111,7 +117,7 @@ class LlamaEngine:
         self.last_keep = "none"
         # Requests waiting for the engine (the state save gives way to them), by the prompt
         # tokens each will read (None: not known before it has the engine).
-        self._waiting: list[Sequence[int] | None] = []
+        self._waiting: list[_Waiting] = []
         self._waiting_lock = threading.Lock()
         # Held by the state keeper until its files are written (after it frees the engine).
         self._writing = threading.Lock()
@@ -268,31 +274,55 @@ class LlamaEngine:
 
     def _acquire(self, tokens: Sequence[int] | None = None) -> None:
         """Take the engine for a request that will read ``tokens``: a state save running in
-        the background sees the request waiting and stops at its next chunk boundary
-        (``_read_unless_wanted``)."""
+        the background sees the request waiting and stops (``_read_unless_wanted``), unless
+        what it has left is small beside what the request will read (``SAVE_SHARE``)."""
         if self._lock.acquire(blocking=False):
             return
         started = time.perf_counter()
+        waiting = _Waiting(tokens, self._reads(tokens))
         with self._waiting_lock:
-            self._waiting.append(tokens)
+            self._waiting.append(waiting)
         try:
             self._lock.acquire()
         finally:
             with self._waiting_lock:
-                self._waiting.remove(tokens)
-        log.info("waited %.0f ms for the engine (a state save giving way)",
+                self._waiting.remove(waiting)
+        log.info("waited %.0f ms for the engine (a state save giving way or ending)",
                  (time.perf_counter() - started) * 1000)
 
-    def _wanted(self) -> bool:
-        """Is a request waiting for the engine?"""
-        return bool(self._waiting)
+    def _reads(self, tokens: Sequence[int] | None) -> int | None:
+        """About how many tokens a request for ``tokens`` will read: all but the longest
+        beginning the context holds or the store has (None: unknown). Only an estimate: the
+        context may change meanwhile."""
+        llama = self._llama
+        if tokens is None or llama is None:
+            return None
+        held = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
+        saved = 0
+        if self.kv_cache is not None:
+            positions = [p for p in self._boundaries(tokens) if p > held]
+            for position, key in zip(positions[::-1], boundary_keys(tokens, positions)[::-1],
+                                     strict=True):
+                if key in self.kv_cache:
+                    saved = position
+                    break
+        return len(tokens) - max(held, saved)
+
+    def _wanted(self, left: int | None = None) -> bool:
+        """Should a save with ``left`` tokens still to read give the engine to a waiting
+        request? Yes when one waits (``left`` None), unless every waiting request will read
+        more than ``left / SAVE_SHARE`` tokens."""
+        waiting = self._waiting
+        if left is None:
+            return bool(waiting)
+        return any(w.reads is None or left > SAVE_SHARE * w.reads for w in list(waiting))
 
     def _wanted_after(self, held: Sequence[int]) -> bool:
         """Does a waiting request's prompt start with the ``held`` tokens (and go on)?"""
         with self._waiting_lock:
-            return any(tokens is not None and len(tokens) > len(held)
-                       and common_prefix(tokens, held) == len(held)
-                       for tokens in self._waiting)
+            return any(w.tokens is not None and len(w.tokens) > len(held)
+                       and common_prefix(w.tokens, held) == len(held)
+                       for w in self._waiting)
 
     def _prepare_context(self, llama: Any, request: GenerationRequest,
                          prompt: list[int] | None = None) -> list[int] | None:
@@ -584,11 +614,15 @@ class LlamaEngine:
         callback, checked between the graph's nodes: ~1 ms instead of up to a whole chunk,
         30–45 ms at 2,000 tokens of context here). llama.cpp drops the aborted chunk's cells
         and llama-cpp-python does not count its tokens, so the context holds the chunks read
-        before it, as if the read had stopped at that chunk's start."""
+        before it, as if the read had stopped at that chunk's start.
+
+        A request that will read more than 1 / SAVE_SHARE times what is left does not stop it
+        (``_wanted``): a long prompt read cold then starts a few per cent later, and this
+        conversation's next turn does not read its reply again."""
         done = 0
-        with _aborted_when(llama, self._wanted):
+        with _aborted_when(llama, lambda: self._wanted(len(tokens) - done)):
             while done < len(tokens):
-                if self._wanted():
+                if self._wanted(len(tokens) - done):
                     return False
                 end = done + KEEP_CHUNK
                 if len(tokens) - end < MIN_BATCH:
@@ -734,6 +768,15 @@ def _aborted_when(llama: Any, wanted: Callable[[], bool]) -> Iterator[None]:
         yield
     finally:
         llama_cpp.llama_set_abort_callback(context, llama_cpp.ggml_abort_callback(), None)
+
+
+@dataclass(frozen=True, eq=False)
+class _Waiting:
+    """A request waiting for the engine: the tokens it will read (None: not known before it
+    has the engine) and about how many of them are new (``LlamaEngine._reads``)."""
+
+    tokens: Sequence[int] | None
+    reads: int | None
 
 
 def _truncate(llama: Any, keep: int) -> None:

@@ -387,6 +387,37 @@ def test_a_request_arriving_during_a_chunk_stops_it_and_replies_stay_cold_runs(
     warm.wait_idle()
 
 
+def test_a_request_with_much_more_to_read_lets_the_save_end_first(
+    engines: tuple[LlamaEngine, LlamaEngine], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A save gives way only when what it has left is more than SAVE_SHARE of what the
+    waiting request will read: a long prompt read cold waits for the rest of the save (a few
+    per cent of its own time) and the first conversation keeps its reply's state. (SAVE_SHARE
+    is raised here so that a prompt of a few hundred tokens is long enough.)"""
+    import worker.llama as engine_module
+
+    monkeypatch.setattr(engine_module, "SAVE_SHARE", 1.0)
+    warm, cold = engines
+    warm.wait_idle()
+    first = GenerationRequest(
+        messages=(SYSTEM, ChatMessage(role="user", text="Tell me about harbours in Spain.")),
+        max_tokens=32, temperature=0.7, seed=81, cache_key="conv-p")
+    long_text = " ".join(f"Harbour {n} has {n + 3} boats and a red lighthouse." for n in range(30))
+    other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text=long_text)),
+                              max_tokens=8, temperature=0.7, seed=82, cache_key="conv-q")
+    stream = warm.stream(first)
+    pieces = [next(stream)]
+    waiter, seen, other_reply = queue_behind(warm, other)
+    reads = warm._waiting[0].reads
+    assert reads is not None and reads > 250, reads  # the long message, read cold
+    pieces.extend(stream)
+    waiter.join(120)
+    warm.wait_idle()
+    assert seen == ["reply"]  # the save ran to its end
+    assert "".join(pieces) == cold_reply(cold, first)
+    assert other_reply == [cold_reply(cold, other)]
+
+
 def cut_short(engine: LlamaEngine, first: GenerationRequest, other: GenerationRequest
               ) -> str:
     """Answer ``first``, with ``other`` arriving as its reply ends, so that the save of
