@@ -52,12 +52,15 @@ def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
     (20 tokens: 102 s against 1.6 s at a load average of 17), and a reply timeout to match.
     Safety is off: its classifier blocked "Give me a JSON object with the name and age of a
     cat." (S4, p=0.77), and these tests are about the API's shapes
-    (tests/assistant/safety/test_service.py covers content_filter)."""
+    (tests/assistant/safety/test_service.py covers content_filter). Pieces go out every 10 ms
+    rather than 100: a tool call's arguments (~8 tokens) took one or two 100-ms batches on a
+    faster machine of this kind, and the streaming tests are about pieces coming as the model
+    writes them."""
     from tests.conftest import _new_stack
 
     own = _new_stack(redis_server, model_path, "openai-clients", ASSISTANT_THREADS="1",
                      ASSISTANT_THREADS_BATCH="1", ASSISTANT_REPLY_TIMEOUT="300",
-                     ASSISTANT_SAFETY="false")
+                     ASSISTANT_SAFETY="false", ASSISTANT_STREAM_INTERVAL_MS="10")
     try:
         own.start_worker("w1")
         own.start_web()
