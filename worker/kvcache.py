@@ -17,6 +17,9 @@ does not already hold. Two stores, within a byte budget; past it the states that
   directory on tmpfs, shared by every pool process of a node (and every node of a host), so a
   state is found whichever process reads the next prompt that starts with it.
 - ``KvStateCache``: in this process' RAM (tests, and the fallback when no directory is usable).
+
+A save that a request cut short leaves a ``PendingSave`` in the store (the directory: a small
+JSON file), which an idle engine of the host finishes (``LlamaEngine.finish_pending``).
 """
 
 from __future__ import annotations
@@ -524,13 +527,17 @@ class KvStateDirectory:
         return None
 
     def _pending_files(self) -> list[tuple[float, Path]]:
-        """(mtime, path) of the unfinished saves, oldest first."""
+        """(mtime, path) of the unfinished saves, oldest first (none when the directory
+        cannot be read: the engine's kv-finish thread looks ten times a second)."""
         found = []
-        with os.scandir(self.directory) as entries:
-            for entry in entries:
-                if entry.name.endswith(PENDING_SUFFIX):
-                    with contextlib.suppress(FileNotFoundError):
-                        found.append((entry.stat().st_mtime, Path(entry.path)))
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(PENDING_SUFFIX):
+                        with contextlib.suppress(FileNotFoundError):
+                            found.append((entry.stat().st_mtime, Path(entry.path)))
+        except OSError:
+            return []
         return sorted(found)
 
     # -- files ---------------------------------------------------------------------------------

@@ -338,3 +338,13 @@ def test_a_damaged_unfinished_save_is_dropped(tmp_path: Path) -> None:
     path.write_text('{"key": "reply-a", "tokens": [1, 2')
     assert store.claim_pending() is None
     assert list(tmp_path.glob("*.pending*")) == []
+
+
+def test_no_unfinished_saves_when_the_directory_is_gone(tmp_path: Path) -> None:
+    """A tmpfs cleaned under a running worker: its kv-finish thread finds nothing, quietly."""
+    store = KvStateDirectory(tmp_path / "states", 10_000)
+    store.defer(job("a"))
+    for path in (tmp_path / "states").iterdir():
+        path.unlink()
+    (tmp_path / "states").rmdir()
+    assert store.claim_pending() is None
