@@ -257,6 +257,20 @@ def test_the_next_turn_sent_as_the_reply_ends_continues_the_save_it_cut_short(
     warm.wait_idle()
 
 
+def cut_short(engine: LlamaEngine, first: GenerationRequest, other: GenerationRequest
+              ) -> tuple[str, str]:
+    """Answer ``first``, with ``other`` arriving as its reply ends, so that the save of
+    ``first``'s reply is cut short (``pre-empted``); returns both replies."""
+    stream = engine.stream(first)
+    pieces = [next(stream)]  # the engine is the first request's now
+    waiter, seen, other_reply = queue_behind(engine, other)
+    pieces.extend(stream)
+    waiter.join(120)
+    engine.wait_idle()
+    assert seen == ["pre-empted"]
+    return "".join(pieces), other_reply[0]
+
+
 def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_cold_runs(
     engines: tuple[LlamaEngine, LlamaEngine],
 ) -> None:
@@ -270,15 +284,9 @@ def test_a_request_waiting_for_the_engine_cuts_the_save_short_and_replies_stay_c
                               seed=31, cache_key="conv-f")
     other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a bird.")),
                               max_tokens=24, temperature=0.7, seed=32, cache_key="conv-g")
-    stream = warm.stream(first)
-    pieces = [next(stream)]  # the engine is the first request's now
-    waiter, seen, other_reply = queue_behind(warm, other)  # the other request waits
-    pieces.extend(stream)
-    waiter.join(120)
-    reply = "".join(pieces)
-    assert seen == ["pre-empted"]
+    reply, other_reply = cut_short(warm, first, other)  # the other request waits
     assert reply == cold_reply(cold, first)
-    assert other_reply == [cold_reply(cold, other)]
+    assert other_reply == cold_reply(cold, other)
     first_prompt = warm.prompt_tokens(first.messages)
     assert first_prompt is not None
     history += [ChatMessage(role="assistant", text=reply.strip()),
@@ -418,20 +426,6 @@ def test_a_request_with_much_more_to_read_lets_the_save_end_first(
     assert other_reply == [cold_reply(cold, other)]
 
 
-def cut_short(engine: LlamaEngine, first: GenerationRequest, other: GenerationRequest
-              ) -> str:
-    """Answer ``first``, with ``other`` arriving as its reply ends, so that the save of
-    ``first``'s reply is cut short (``pre-empted``); returns ``first``'s reply."""
-    stream = engine.stream(first)
-    pieces = [next(stream)]  # the engine is the first request's now
-    waiter, seen, _ = queue_behind(engine, other)
-    pieces.extend(stream)
-    waiter.join(120)
-    engine.wait_idle()
-    assert seen == ["pre-empted"]
-    return "".join(pieces)
-
-
 def test_a_save_cut_short_is_finished_when_the_engine_is_idle(
     engines: tuple[LlamaEngine, LlamaEngine],
 ) -> None:
@@ -445,7 +439,7 @@ def test_a_save_cut_short_is_finished_when_the_engine_is_idle(
                               seed=61, cache_key="conv-k")
     other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a tree.")),
                               max_tokens=16, temperature=0.7, seed=62, cache_key="conv-l")
-    reply = cut_short(warm, first, other)
+    reply, _ = cut_short(warm, first, other)
     first_prompt = warm.prompt_tokens(first.messages)
     assert first_prompt is not None
     follow = warm._next_turn_prefix(first.messages, reply.strip())
@@ -486,7 +480,7 @@ def test_an_idle_engine_sharing_the_directory_finishes_what_another_left(
                               seed=71, cache_key="conv-n")
     other = GenerationRequest(messages=(SYSTEM, ChatMessage(role="user", text="Name a hill.")),
                               max_tokens=16, temperature=0.7, seed=72, cache_key="conv-o")
-    reply = cut_short(busy, first, other)
+    reply, _ = cut_short(busy, first, other)
     follow = busy._next_turn_prefix(first.messages, reply.strip())
     assert follow is not None
     deadline = time.monotonic() + 60
