@@ -4,7 +4,8 @@
 reads ``SETS/train/*.jsonl`` (written by ``sources``) and the manifest beside them, embeds
 every line with the default embedder (``assistant.embedding``), fits the head with
 scikit-learn (fixed seeds: the same sets give the same numbers) and writes its arrays and
-``meta.json`` to FOLDER (default ``assistant/safety/data/semantic``) and the manifest to
+``meta.json`` to FOLDER (default ``assistant/safety/data/semantic/frozen``: the check averages
+this head with the tuned encoder's, ``tune``) and the manifest to
 ``assistant/safety/data/sources.json``. It prints the head's cross-validated figures on the
 training lines; the development sets are measured with ``assistant safety eval``.
 """
@@ -139,7 +140,6 @@ class Ensemble:
 
 
 def fit(vectors: np.ndarray[Any, Any], lines: Sequence[Line]) -> tuple[Ensemble, Any]:
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
     if len(HIDDEN) != 1:
@@ -155,11 +155,18 @@ def fit(vectors: np.ndarray[Any, Any], lines: Sequence[Line]) -> tuple[Ensemble,
                                 random_state=seed)
         network.fit(vectors[index], unsafe[index])
         networks.append(network)
-    detector = Ensemble(tuple(networks))
+    return Ensemble(tuple(networks)), fit_categoriser(vectors, lines)
+
+
+def fit_categoriser(vectors: np.ndarray[Any, Any], lines: Sequence[Line]) -> Any:
+    """A multinomial logistic regression: which category a harmful line is (S1–S14,
+    injection), fitted on the harmful lines that carry one."""
+    from sklearn.linear_model import LogisticRegression
+
     with_category = [i for i, line in enumerate(lines) if line.category in _CATEGORIES]
     categoriser = LogisticRegression(C=4.0, max_iter=2000, random_state=SEED)
     categoriser.fit(vectors[with_category], [lines[i].category for i in with_category])
-    return detector, categoriser
+    return categoriser
 
 
 def to_head(detector: Ensemble, categoriser: Any, model_id: str, meta: dict[str, Any]) -> Head:
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         "hidden_layers": list(HIDDEN), "alpha": ALPHA, "seeds": list(SEEDS),
     }
     head = to_head(detector, categoriser, embedder.model_id, meta)
-    out = args.out or default_dir()
+    out = args.out or default_dir() / "frozen"  # the tuned check averages with it (tune.py)
     head.save(out)
     (default_dir().parent / "sources.json").write_text(manifest_text, encoding="utf-8")
     print(f"wrote the head to {out} ({len(lines)} training lines)")
