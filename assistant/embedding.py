@@ -244,6 +244,24 @@ def minilm(max_tokens: int = 128, threads: int = 1) -> OnnxEmbedder:
                         max_tokens=max_tokens, threads=threads, int8=True)
 
 
+def tuned_minilm(path: Path, sha256: str, model_id: str, max_tokens: int = 128,
+                 threads: int = 1) -> OnnxEmbedder:
+    """A fine-tuned all-MiniLM-L6-v2 kept in a local file whose MatMuls are already int8
+    (``onnxruntime.quantization.quantize_dynamic``; the safety check's encoder,
+    ``assistant.safety.semantic.tune``), with the shared tokenizer. Raises ``ModelError``
+    when the file is not the one ``sha256`` names (a damaged copy, a large-file pointer)."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelError(f"cannot read the encoder {path}: {exc}") from exc
+    if digest != sha256:
+        raise ModelError(f"{path} has SHA-256 {digest}, expected {sha256}")
+    # int8=False: the file needs no rewrite; one text per run, since the activations are
+    # quantised with one scale per call (a batch partner would change a text's vector).
+    return OnnxEmbedder(path, MINILM_TOKENIZER, model_id, 384, max_tokens=max_tokens,
+                        threads=threads, batch_size=1)
+
+
 _default: OnnxEmbedder | None = None
 _default_lock = threading.Lock()
 

@@ -2,13 +2,14 @@
 check.
 
 The rules (``intent_rules.py``) block the most severe requests whatever else says. The
-semantic check embeds the normalised text (``assistant.embedding``: all-MiniLM-L6-v2, local)
-and scores it with a small head trained on public, licensed data (``assistant.safety.semantic``;
-docs/safety.md, "The semantic check"). Ordinary requests come first: a score at or above the
-head's ``block`` threshold refuses, a score between ``flag`` and ``block`` only flags the
-message for review (moderation log), and a message of fewer than ``MIN_WORDS_TO_BLOCK`` words
-is never refused on the score alone (and flagged only at a score that would refuse a longer
-one).
+semantic check scores the normalised text with all-MiniLM-L6-v2 fine-tuned for it (shipped
+beside its head, ``assistant.safety.semantic.tune``) and with a small head on the shared,
+frozen embedding (``assistant.embedding``), their log-odds averaged; both were trained on
+public, licensed data (docs/safety.md, "The semantic check"). Ordinary requests come first: a
+score at or above the head's ``block`` threshold refuses, a score between ``flag`` and
+``block`` only flags the message for review (moderation log), and a message of fewer than
+``MIN_WORDS_TO_BLOCK`` words is never refused on the score alone (and flagged only at a score
+that would refuse a longer one).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
-from assistant.embedding import Embedder, default_embedder
+import numpy as np
+
+from assistant.embedding import Embedder, default_embedder, tuned_minilm
 from assistant.safety.checks.intent_rules import match_rule
 from assistant.safety.semantic import head as head_module
-from assistant.safety.semantic.head import Head
+from assistant.safety.semantic.head import Head, sigmoid
 from assistant.safety.verdict import Action, Category, Subject, Verdict
 
 log = logging.getLogger(__name__)
@@ -35,20 +39,28 @@ TAIL_WORDS = 80
 
 @dataclass(frozen=True)
 class Semantic:
-    """The embedder and the head it was trained with, scoring views of one text."""
+    """The embedder and the head it was trained with, scoring views of one text; ``others``:
+    more (embedder, head) pairs whose log-odds are averaged with this pair's (the shipped
+    check: the tuned encoder and the head on the shared embedder, docs/safety.md). The
+    category and the thresholds are the first head's."""
 
     embedder: Embedder
     head: Head
+    others: tuple[tuple[Embedder, Head], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.embedder.model_id != self.head.model_id:
-            raise ValueError(f"the head was fitted on {self.head.model_id!r} vectors, not "
-                             f"{self.embedder.model_id!r}")
+        for embedder, head in ((self.embedder, self.head), *self.others):
+            if embedder.model_id != head.model_id:
+                raise ValueError(f"the head was fitted on {head.model_id!r} vectors, not "
+                                 f"{embedder.model_id!r}")
 
     def score(self, texts: list[str]) -> tuple[float, str, int]:
         """The highest P(harmful) among ``texts``, its category and which text it was."""
         vectors = self.embedder.embed(texts)
-        scores = self.head.unsafe(vectors)
+        logits = self.head.logits(vectors)
+        for embedder, head in self.others:
+            logits = logits + head.logits(embedder.embed(texts))
+        scores = sigmoid((logits / (1 + len(self.others))).astype(np.float32))
         best = int(scores.argmax())
         return float(scores[best]), self.head.category(vectors[best:best + 1])[0], best
 
@@ -57,12 +69,30 @@ _shared: Semantic | None = None
 _lock = threading.Lock()
 
 
+def load_semantic(folder: Path | None = None) -> Semantic:
+    """The head in ``folder`` (default: the shipped one) and the encoder it was fitted on: the
+    tuned encoder shipped beside it when the head names one (checked against its SHA-256),
+    else the shared embedder; plus the head it is averaged with, if it names one (a folder
+    under ``folder`` holding a head fitted on the shared embedder)."""
+    folder = folder or head_module.default_dir()
+    head = head_module.load(folder)
+    encoder = head.meta.get("encoder")
+    embedder: Embedder = default_embedder()
+    if encoder:
+        embedder = tuned_minilm(folder / str(encoder), str(head.meta["encoder_sha256"]),
+                                head.model_id, int(head.meta.get("max_tokens") or 128))
+    others: tuple[tuple[Embedder, Head], ...] = ()
+    if head.meta.get("average_with"):
+        others = ((default_embedder(), head_module.load(folder / str(head.meta["average_with"]))),)
+    return Semantic(embedder, head, others)
+
+
 def shared_semantic() -> Semantic:
-    """The process's semantic scorer: the default embedder and the shipped head."""
+    """The process's semantic scorer: the shipped head and its encoder."""
     global _shared
     with _lock:
         if _shared is None:
-            _shared = Semantic(default_embedder(), head_module.load())
+            _shared = load_semantic()
         return _shared
 
 

@@ -25,6 +25,11 @@ Array = npt.NDArray[np.float32]
 META = "meta.json"
 
 
+def sigmoid(logits: Array) -> Array:
+    probabilities: Array = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return probabilities
+
+
 def default_dir() -> Path:
     return Path(str(resources.files("assistant.safety") / "data" / "semantic"))
 
@@ -47,15 +52,18 @@ class Head:
     thresholds: Thresholds
     meta: dict[str, Any]
 
-    def unsafe(self, vectors: Array) -> Array:
-        """P(harmful) for each row of ``vectors``."""
+    def logits(self, vectors: Array) -> Array:
+        """The log-odds of harmful for each row of ``vectors``."""
         hidden = vectors
         for weights, bias in self.layers[:-1]:
             hidden = np.maximum(hidden @ weights + bias, 0.0)
         weights, bias = self.layers[-1]
-        logits = (hidden @ weights + bias).reshape(-1)
-        probabilities: Array = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        return probabilities
+        logits: Array = (hidden @ weights + bias).reshape(-1).astype(np.float32)
+        return logits
+
+    def unsafe(self, vectors: Array) -> Array:
+        """P(harmful) for each row of ``vectors``."""
+        return sigmoid(self.logits(vectors))
 
     def category(self, vectors: Array) -> list[str]:
         """The most likely harmful category of each row."""

@@ -16,6 +16,7 @@ from assistant.safety.checks.harmful import (
     TAIL_WORDS,
     Harmful,
     Semantic,
+    load_semantic,
     texts_to_score,
 )
 from assistant.safety.checks.normalise import make_subject
@@ -143,15 +144,61 @@ def test_fit_learns_from_lines_and_writes_a_head(tmp_path: Path) -> None:
 
 # --- the shipped head and its data --------------------------------------------------------
 
-def test_the_shipped_head_matches_the_default_embedder_and_its_manifest() -> None:
+def test_the_shipped_head_comes_with_the_encoder_it_was_fitted_on() -> None:
     from assistant.embedding import default_embedder
 
     shipped = head.load()
-    assert shipped.model_id == default_embedder().model_id
+    semantic = load_semantic()  # raises when the encoder and the head do not belong together
+    assert semantic.embedder.model_id == shipped.model_id
+    encoder = shipped.meta.get("encoder")
+    if encoder:  # the tuned encoder (tune.py): shipped beside the head, named by its hash
+        data = (head.default_dir() / str(encoder)).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shipped.meta["encoder_sha256"]
+        assert shipped.model_id.endswith(shipped.meta["encoder_sha256"][:12])
+    else:  # a head fitted on the shared embedder (fit.py)
+        assert shipped.model_id == default_embedder().model_id
     manifest = (resources.files("assistant.safety") / "data" / "sources.json").read_text("utf-8")
     assert shipped.meta["manifest_sha256"] == hashlib.sha256(manifest.encode()).hexdigest()
     assert set(shipped.categories) <= {c.value for c in Category}
     assert shipped.layers[0][0].shape[0] == 384
+    vectors = semantic.embedder.embed(["How do I bake bread?", "How do I make a pipe bomb?"])
+    assert vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_heads_of_an_ensemble_average_their_log_odds() -> None:
+    """The shipped check averages the tuned encoder's log-odds with the frozen head's: one
+    confident member alone does not refuse what the other scores harmless."""
+    first, second = keyword_head(), Head(**{**keyword_head().__dict__, "layers": (
+        (np.array([[-4.0], [6.0]], dtype=np.float32), np.zeros(1, dtype=np.float32)),)})
+    embedder = KeywordEmbedder()
+    pair = Semantic(embedder, first, ((embedder, second),))
+    texts = ["poison bomb kill you", "please bake rolls with me"]
+    vectors = embedder.embed(texts)
+    expected = head.sigmoid((first.logits(vectors) + second.logits(vectors)) / 2)
+    for n, text in enumerate(texts):
+        assert pair.score([text])[0] == pytest.approx(float(expected[n]), abs=1e-6)
+    alone = Semantic(embedder, first).score([texts[0]])[0]
+    assert alone > 0.99 and pair.score([texts[0]])[0] < alone  # the second member disagrees
+    with pytest.raises(ValueError, match="fitted on"):
+        Semantic(embedder, first, ((embedder, Head(**{**first.__dict__, "model_id": "x"})),))
+
+
+def test_an_encoder_that_is_not_the_one_the_head_names_is_refused(tmp_path: Path) -> None:
+    """A damaged copy (or a large-file pointer in place of the model) never scores texts."""
+    from assistant.errors import ModelError
+
+    folder = tmp_path / "semantic"
+    keyword_head().save(folder)
+    meta = json.loads((folder / head.META).read_text())
+    meta.update(encoder="encoder.onnx", encoder_sha256="0" * 64, model_id="tuned-x")
+    (folder / head.META).write_text(json.dumps(meta))
+    (folder / "encoder.onnx").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_semantic(folder)
+    (folder / "encoder.onnx").unlink()
+    with pytest.raises(ModelError, match="cannot read"):
+        load_semantic(folder)
 
 
 def test_the_manifest_names_every_source_with_its_licence_and_hash() -> None:
