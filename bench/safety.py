@@ -63,7 +63,7 @@ def _rate(results: list[Result]) -> float | None:
     return round(sum(r.blocked for r in results) / len(results), 4) if results else None
 
 
-CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+CURVE_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def head_curve(files: list[Path]) -> dict[str, Any]:
