@@ -66,6 +66,9 @@ class Semantic:
 
 
 _shared: Semantic | None = None
+# Why the shipped scorer could not be built: kept, so a broken install (a damaged or missing
+# encoder) costs each message one raise, not another read and hash of a 22 MB file.
+_failed: Exception | None = None
 _lock = threading.Lock()
 
 
@@ -89,10 +92,16 @@ def load_semantic(folder: Path | None = None) -> Semantic:
 
 def shared_semantic() -> Semantic:
     """The process's semantic scorer: the shipped head and its encoder."""
-    global _shared
+    global _shared, _failed
     with _lock:
+        if _failed is not None:
+            raise _failed
         if _shared is None:
-            _shared = load_semantic()
+            try:
+                _shared = load_semantic()
+            except Exception as exc:
+                _failed = exc
+                raise
         return _shared
 
 

