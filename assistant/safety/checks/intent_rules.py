@@ -282,8 +282,12 @@ RULES: tuple[tuple[Category, str, re.Pattern[str]], ...] = tuple(
          r"(?:\s+[\w'-]+){0,3}?\s*(?:kill myself|end my (?:own )?life|commit suicide|"
          r"take my (?:own )?life|hang myself|cut myself|slit my wrists?|overdose|od on|"
          r"starve myself|hurt myself|harm myself|poison myself|suicide method)"),
+        # The keyword is looked for first (a zero-width look-ahead at the same place, so the
+        # same matches): the rest of the line is scanned for a way out only where one starts,
+        # not at every word (that made this one rule 60% of the output gate's time).
         (Category.SELF_HARM, "suicide or self-harm method",
-         r"\b(?!.*\b(?:stop\w*|quit\w*|resist\w*|cop(?:e|ing)|alternatives?|recover\w*|"
+         r"\b(?=(?:instructions|tips|ways|methods|guide|how)\b)"
+         r"(?!.*\b(?:stop\w*|quit\w*|resist\w*|cop(?:e|ing)|alternatives?|recover\w*|"
          r"help\w*|support\w*|prevent\w*|urges?|therap\w+)\b)(?:instructions|tips|ways|"
          r"methods|guide|how)\b.{0,20}\b(?:for|to|on)\s+(?:self-?harm\w*|cutting myself|"
          r"hurting myself|harming myself)\b"),

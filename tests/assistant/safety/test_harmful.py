@@ -111,3 +111,34 @@ def test_a_few_words_are_never_refused_on_the_score_alone(text: str) -> None:
     still block short harmful requests."""
     verdict = Harmful().inspect(make_subject(text, "input"))
     assert verdict.action in (Action.ALLOW, Action.FLAG)
+
+
+def test_the_self_harm_how_to_rule_matches_as_its_slower_form_did() -> None:
+    """The rule looks for its keyword before scanning the line for a way out (a look-ahead at
+    the same place): the same matches as the form that scanned the line at every word, on our
+    own lines, the training lines and a long line with and without a way out."""
+    import json
+    import re
+    from pathlib import Path
+
+    from assistant.safety.checks.intent_rules import RULES
+
+    slow = re.compile(
+        r"\b(?!.*\b(?:stop\w*|quit\w*|resist\w*|cop(?:e|ing)|alternatives?|recover\w*|"
+        r"help\w*|support\w*|prevent\w*|urges?|therap\w+)\b)(?:instructions|tips|ways|"
+        r"methods|guide|how)\b.{0,20}\b(?:for|to|on)\s+(?:self-?harm\w*|cutting myself|"
+        r"hurting myself|harming myself)\b")
+    fast = next(p for _, _, p in RULES if p.pattern.startswith(r"\b(?=(?:instructions|tips"))
+    root = Path(__file__).parents[3]
+    texts = [json.loads(line)["text"] for name in ("tests/data/safety_eval.jsonl",
+                                                   "assistant/safety/data/train.jsonl")
+             for line in (root / name).read_text().splitlines() if line.strip()]
+    texts += ["the ways to self-harm", "tips on cutting myself", "ways to stop self-harm",
+              "how to self harm, help", "guide for hurting myself\nthen therapy",
+              "quiet words " * 200 + "tips for harming myself",
+              "tips for harming myself " + "quiet words " * 200 + "coping"]
+    for text in texts:
+        for view in (text, make_subject(text, "input").normalized):
+            found, expected = fast.search(view), slow.search(view)
+            assert (found and found.span()) == (expected and expected.span()), view
+    assert sum(bool(slow.search(t)) for t in texts) >= 3  # the comparison saw matches too
