@@ -568,6 +568,9 @@ class LlamaEngine:
                     # next turn, which then reads only the rest), finish it later.
                     if not self._wanted_after(llama.input_ids[: llama.n_tokens].tolist()):
                         cache.defer(job)
+                        log.info("gave way while finishing the state of a prompt of %d tokens "
+                                 "a request had cut short, in process %d", len(job.tokens),
+                                 os.getpid())
                     return False
                 state = capture(llama)
                 engine_seconds = time.perf_counter() - started
@@ -575,8 +578,8 @@ class LlamaEngine:
                 self._lock.release()
             cache.put(job.key, state)
             log.info("finished the state of a prompt of %d tokens a request had cut short: "
-                     "%d tokens read, engine %.0f ms", len(job.tokens), len(job.tokens) - start,
-                     engine_seconds * 1000)
+                     "%d tokens read, engine %.0f ms, in process %d", len(job.tokens),
+                     len(job.tokens) - start, engine_seconds * 1000, os.getpid())
             return True
         finally:
             self._writing.release()

@@ -62,12 +62,16 @@ def test_every_turn_of_a_conversation_goes_to_the_same_worker(make_stack: Any) -
 def prompt_lines(stack: Stack, name: str, conversation: str | None = None,
                  ) -> list[dict[str, Any]]:
     """The engine's per-turn lines (JSON logs), in order, of one conversation or of all: reuse
-    and process."""
+    and process. With no conversation named, also an idle engine's work on another process'
+    cut-short save (it reads that conversation into its context): conversation None."""
     lines = []
     for line in stack.log(f"worker-{name}").splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
-            if entry["msg"].startswith("prompt of") and conversation in (
+            if conversation is None and "state of a prompt" in entry["msg"] and \
+                    "had cut short" in entry["msg"]:
+                lines.append({"pid": int(entry["msg"].split()[-1]), "conversation": None})
+            elif entry["msg"].startswith("prompt of") and conversation in (
                     None, entry.get("conversation")):
                 words = entry["msg"].split()  # prompt of N tokens: R reused (source) in process P
                 lines.append({"total": int(words[2]), "reused": int(words[4]),
@@ -77,7 +81,7 @@ def prompt_lines(stack: Stack, name: str, conversation: str | None = None,
 
 
 def last_before(lines: list[dict[str, Any]], turn: dict[str, Any]) -> dict[str, Any] | None:
-    """What the process that answered `turn` answered just before it, if anything."""
+    """What the process that answered `turn` read just before it, if anything."""
     earlier = [line for line in lines[:lines.index(turn)] if line["pid"] == turn["pid"]]
     return earlier[-1] if earlier else None
 
@@ -143,9 +147,10 @@ def test_a_node_of_two_processes_reuses_a_conversations_state_in_either_one(
     every = prompt_lines(stack, "w1")
     for turn in turns[1:]:
         # Only the new message is read, whoever answered the last turn: a process whose last turn
-        # was this conversation's still holds it in its context; one that answered another
-        # conversation since (an occupier may end before this turn is picked up, and leave its
-        # process idle) restores what was saved.
+        # was this conversation's still holds it in its context; one that has read another
+        # conversation since (an occupier may end before this turn is picked up, or the idle
+        # process finishes an occupier's save the next occupier cut short) restores what was
+        # saved.
         assert turn["total"] - turn["reused"] < 40, turns
         before = last_before(every, turn)
         expected = ("context" if before is not None and before["conversation"] == conversation
