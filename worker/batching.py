@@ -83,6 +83,11 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens one slot reads in a step; between two chunks, every writing turn gets a token.
 CHUNK = UBATCH
+# A new system prompt's state is also saved every this many tokens (block-wise prefix caching,
+# as vLLM's automatic prefix caching and llama.cpp's server cache do): system prompts that
+# share their beginning (one persona, different API clients' instructions after it) then
+# read only where they differ.
+SYSTEM_BLOCK = 32
 IDLE_POLL_SECONDS = 0.5
 
 _DONE = object()  # a slot's queue: the reply ended (followed by nothing)
@@ -380,7 +385,7 @@ class BatchingEngine:
                              ModelError(f"could not start the turn: {exc}"))
                 continue
             self._active[turn.slot] = turn
-            if turn.system_key is not None and turn.saves[:1] == [turn.system_end]:
+            if turn.system_key is not None and turn.system_end in turn.saves:
                 self._reading[turn.system_key] = turn.slot
 
     def _give_way(self, turn: _Turn) -> int:
@@ -665,6 +670,14 @@ class BatchingEngine:
         marks = self._boundary_ids
         return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
 
+    def _system_blocks(self, turn: _Turn) -> list[int]:
+        """Positions inside the turn's system prompt where block states are kept (every
+        SYSTEM_BLOCK tokens, at least MIN_BATCH before its end)."""
+        end = turn.system_end
+        if end is None:
+            return []
+        return list(range(SYSTEM_BLOCK, end - MIN_BATCH + 1, SYSTEM_BLOCK))
+
     def _readable_boundaries(self, prompt: Sequence[int]) -> list[int]:
         """The prompt's boundaries that leave at least MIN_BATCH tokens to read after them:
         where a saved state may be restored, or the prompt's own state saved."""
@@ -690,7 +703,7 @@ class BatchingEngine:
 
         assert self.kv_cache is not None
         prompt = turn.prompt
-        positions = self._readable_boundaries(prompt)
+        positions = sorted({*self._readable_boundaries(prompt), *self._system_blocks(turn)})
         keys = [self._key(k) for k in boundary_keys(prompt, positions)[::-1]]
         saved = find_longest(self.kv_cache, keys, prompt) if keys else None
         if saved is None:
@@ -739,6 +752,7 @@ class BatchingEngine:
         wanted = []
         if turn.system_end is not None and turn.read < turn.system_end:
             wanted.append(turn.system_end)
+            wanted += [p for p in self._system_blocks(turn) if p > turn.read]
         own = self._readable_boundaries(prompt)
         if own and own[-1] - turn.read >= KEEP_PROMPT_AFTER_TOKENS:
             wanted.append(own[-1])
