@@ -444,9 +444,9 @@ def test_a_logit_bias_as_llama_engine(cold: LlamaEngine, batching: BatchingEngin
 
 
 def test_system_prompts_sharing_a_persona_read_only_where_they_differ(model_path: Path) -> None:
-    """A new system prompt's state is kept every SYSTEM_BLOCK tokens too: another system prompt
-    that starts with the same persona (an API client's own instructions after it) restores the
-    longest shared block and reads from there, and replies exactly as a cold run."""
+    """A new system prompt's state is kept after SYSTEM_BLOCK, 2 x, 4 x ... tokens too: another
+    system prompt that starts with the same persona (an API client's own instructions after it)
+    restores the longest shared block and reads from there, and replies exactly as a cold run."""
     from worker.batching import SYSTEM_BLOCK
 
     persona = ("You are Aria, the company's assistant. Answer briefly and kindly, in plain "
@@ -472,6 +472,7 @@ def test_system_prompts_sharing_a_persona_read_only_where_they_differ(model_path
         reused = store.stats.tokens_reused
         assert run(engine, second)[0] == run(cold, second)[0]
         restored = store.stats.tokens_reused - reused
-        assert restored == persona_tokens // SYSTEM_BLOCK * SYSTEM_BLOCK, restored
+        blocks = [SYSTEM_BLOCK << k for k in range(8)]
+        assert restored == max(b for b in blocks if b <= persona_tokens), restored
     finally:
         engine.close()
