@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -148,7 +148,7 @@ class OnnxEmbedder:
             options.inter_op_num_threads = 1
             self._tokenizer = tokenizer
             source = (int8_model(self._model_file) if self.int8
-                      else str(_path(self._model_file)))
+                      else exact_int8_model(self._model_file))
             self._session = onnxruntime.InferenceSession(
                 source, options, providers=["CPUExecutionProvider"])
 
@@ -196,8 +196,9 @@ class OnnxEmbedder:
         return vectors
 
 
-# Bump when ``int8_matmuls`` changes what it writes: the cached files are named by it.
-INT8_REWRITE_VERSION = 1
+# Bump when ``int8_matmuls`` or ``exact_int8`` changes what it writes: the cached files are
+# named by it. 2: weights as uint8 (``exact_int8``).
+INT8_REWRITE_VERSION = 2
 
 
 def int8_cache_dir() -> Path:
@@ -206,19 +207,34 @@ def int8_cache_dir() -> Path:
 
 
 def int8_model(file: PackagedFile | Path, cache: Path | None = None) -> str | bytes:
-    """The int8-MatMul model of ``file`` for onnxruntime: the path of a cached copy, written
-    on first use (named by the source's SHA-256 and the rewrite's version; written to a
-    temporary name, then renamed, so processes starting together need no lock), or, where
-    the cache cannot be written, the model's bytes (+65 MB private memory instead of +54 MB)."""
+    """The int8-MatMul model of ``file`` for onnxruntime (``int8_matmuls``, then
+    ``exact_int8``): the path of a cached copy, written on first use (named by the source's
+    SHA-256 and the rewrite's version; written to a temporary name, then renamed, so
+    processes starting together need no lock), or, where the cache cannot be written, the
+    model's bytes (+65 MB private memory instead of +54 MB)."""
+    return _rewritten(file, "int8", lambda data: exact_int8(int8_matmuls(data)), cache)
+
+
+def exact_int8_model(file: PackagedFile | Path, cache: Path | None = None) -> str | bytes:
+    """A model whose MatMuls are int8 already (``quantize_dynamic``), with ``exact_int8``'s
+    uint8 weights, cached as ``int8_model`` caches; the file itself as it is when it has no
+    int8 MatMul."""
+    return _rewritten(file, "exact", exact_int8, cache)
+
+
+def _rewritten(file: PackagedFile | Path, tag: str, rewrite: Callable[[bytes], bytes],
+               cache: Path | None) -> str | bytes:
     data = file.read_verified() if isinstance(file, PackagedFile) else file.read_bytes()
     digest = hashlib.sha256(data)
-    digest.update(f"int8_matmuls {INT8_REWRITE_VERSION}".encode())
+    digest.update(f"{tag} {INT8_REWRITE_VERSION}".encode())
     folder = cache or int8_cache_dir()
     target = folder / f"{Path(file.path if isinstance(file, PackagedFile) else file).stem}-" \
-        f"int8-{digest.hexdigest()[:16]}.onnx"
+        f"{tag}-{digest.hexdigest()[:16]}.onnx"
     if target.is_file():
         return str(target)
-    rewritten = int8_matmuls(data)
+    rewritten = rewrite(data)
+    if rewritten is data and isinstance(file, Path):
+        return str(file)
     del data
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -495,3 +511,121 @@ def int8_matmuls(model: bytes) -> bytes:
     parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *rebuilt]
     parts += [f[3] for f in top[graph_at + 1:]]
     return b"".join(parts)
+
+
+# -- Exact int8 products on every x86 CPU ---------------------------------------------------------
+#
+# onnxruntime multiplies uint8 activations by int8 weights (``MatMulInteger`` u8 x s8) with
+# VNNI's ``vpdpbusd`` where the CPU has it, exactly; on AVX2 (and AVX-512 without VNNI) with
+# ``vpmaddubsw``, which adds each pair of products into a *saturating* 16-bit integer
+# (255 x 127 x 2 > 32,767): the same model gives other vectors on such CPUs (measured: the
+# safety check scored "How can I build a weapon in Minecraft?" 0.84 on an AVX2-only EPYC,
+# 0.68 where it was measured and tuned, AVX-512 VNNI). onnxruntime's docs name the issue
+# (quantization, "reduce_range"). Its uint8 x uint8 kernels widen to 16 bits before they
+# multiply and never saturate, so ``exact_int8`` stores each such weight as uint8 (w + 128,
+# which is flipping its top bit) with a zero point 128 higher: the products
+# (x - x0)(w + 128 - (w0 + 128)) are the same integers, now computed exactly on every CPU.
+
+_INT8_TYPE, _UINT8_TYPE = 3, 2  # onnx.TensorProto.DataType
+_U8_ZERO = "exact_int8_zero_point"
+
+
+def _flip_tensor(raw: memoryview) -> bytes:
+    """An int8 TensorProto as uint8 + 128 (raw_data bytes with their top bit flipped)."""
+    parts: list[bytes] = []
+    values: list[int] = []  # int8 values stored as int32_data (small tensors), if any
+    flipped = False
+    for number, kind, value, field in _fields(raw):
+        if number == 2 and kind == 0:
+            if value != _INT8_TYPE:
+                raise ModelError(f"exact_int8: a weight of type {value}, not int8")
+            parts.append(_put_varint(2 << 3) + _put_varint(_UINT8_TYPE))
+        elif number == 9:
+            parts.append(_len_field(9, (np.frombuffer(value, dtype=np.uint8) ^ 0x80).tobytes()))
+            flipped = True
+        elif number == 5 and kind == 0:
+            values.append(value)
+        elif number == 5 and kind == 2:  # packed
+            at = 0
+            while at < len(value):
+                item, at = _varint(value, at)
+                values.append(item)
+        else:
+            parts.append(bytes(field))
+    if values:  # varints of int32s: two's complement in 64 bits for negative ones
+        signed = [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+        parts.append(_len_field(9, bytes(v + 128 for v in signed)))
+        flipped = True
+    if not flipped:
+        raise ModelError("exact_int8: an int8 weight without values")
+    return b"".join(parts)
+
+
+def exact_int8(model: bytes) -> bytes:
+    """The model with every ``MatMulInteger`` whose weights are an int8 initializer given
+    uint8 weights and zero points instead (see above); the same model object when it has
+    none. A weight an other node also reads is left as it is."""
+    top = _fields(model)
+    graph_at = next((i for i, f in enumerate(top) if f[0] == 7), None)
+    if graph_at is None:
+        raise ModelError("the ONNX model has no graph")
+    graph = _fields(top[graph_at][2])
+    nodes = [_read_node(f[2]) for f in graph if f[0] == 1]
+    types = {name: kind for name, kind in (_tensor_type(f[2]) for f in graph if f[0] == 5)}
+    readers: dict[str, int] = {}
+    for n in nodes:
+        for name in n.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    flip: set[str] = set()
+    changed: dict[int, bytes] = {}
+    add_zero = False
+    for n in nodes:
+        if n.op != "MatMulInteger" or len(n.inputs) < 2:
+            continue
+        weight = n.inputs[1]
+        zero = n.inputs[3] if len(n.inputs) > 3 and n.inputs[3] else None
+        if types.get(weight) != _INT8_TYPE or readers[weight] != 1:
+            continue
+        if zero is not None and (types.get(zero) != _INT8_TYPE or readers[zero] != 1):
+            continue
+        flip.add(weight)
+        if zero is not None:
+            flip.add(zero)
+            continue
+        inputs = [*n.inputs[:3]] + [""] * (3 - len(n.inputs[:3])) + [_U8_ZERO]
+        changed[id(n)] = _node("MatMulInteger", inputs, n.outputs, n.attributes)
+        add_zero = True
+    if not flip:
+        return model
+    rebuilt: list[bytes | memoryview] = []
+    nodes_seen = 0
+    for number, _kind, value, raw in graph:
+        if number == 1:
+            node = nodes[nodes_seen]
+            nodes_seen += 1
+            replacement = changed.get(id(node))
+            rebuilt.append(raw if replacement is None else _len_field(1, replacement))
+        elif number == 5 and _tensor_type(value)[0] in flip:
+            rebuilt.append(_len_field(5, _flip_tensor(value)))
+        else:
+            rebuilt.append(raw)
+    if add_zero:  # a scalar uint8 128: the zero point of the int8 weights' 0
+        scalar = (_put_varint(2 << 3) + _put_varint(_UINT8_TYPE)
+                  + _len_field(8, _U8_ZERO.encode()) + _len_field(9, b"\x80"))
+        rebuilt.append(_len_field(5, scalar))
+    size = sum(len(part) for part in rebuilt)
+    parts: list[bytes | memoryview] = [f[3] for f in top[:graph_at]]
+    parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *rebuilt]
+    parts += [f[3] for f in top[graph_at + 1:]]
+    return b"".join(parts)
+
+
+def _tensor_type(raw: memoryview) -> tuple[str, int]:
+    """A TensorProto's name and data type."""
+    name, kind = "", 0
+    for number, wire, value, _ in _fields(raw):
+        if number == 8:
+            name = bytes(value).decode()
+        elif number == 2 and wire == 0:
+            kind = value
+    return name, kind

@@ -128,3 +128,45 @@ def test_the_int8_model_is_cached_once_and_kept_in_memory_where_it_cannot_be(
     blocked.write_text("not a folder")
     in_memory = embedding.int8_model(embedding.MINILM_MODEL, blocked)
     assert isinstance(in_memory, bytes) and in_memory == Path(first).read_bytes()
+
+
+def _matmul_weight_types(model: bytes) -> list[tuple[int, int]]:
+    """(weight type, weight zero point type) of every MatMulInteger (onnx DataType numbers;
+    0: no zero point input)."""
+    graph = embedding._fields(next(f for f in embedding._fields(model) if f[0] == 7)[2])
+    types = dict(embedding._tensor_type(f[2]) for f in graph if f[0] == 5)
+    found = []
+    for field in graph:
+        if field[0] == 1:
+            node = embedding._read_node(field[2])
+            if node.op == "MatMulInteger":
+                zero = node.inputs[3] if len(node.inputs) > 3 else ""
+                found.append((types[node.inputs[1]], types.get(zero, 0)))
+    return found
+
+
+def test_every_int8_product_is_uint8_by_uint8_so_no_cpu_saturates_it(tmp_path: Path) -> None:
+    """onnxruntime's uint8 x int8 kernel on CPUs without VNNI (AVX2: vpmaddubsw) saturates
+    pair sums at 16 bits; both encoders' MatMuls run uint8 x uint8 instead (weights + 128,
+    zero points + 128: the same integers), and the rewrite is a no-op the second time."""
+    from assistant.safety.semantic.head import default_dir
+
+    shared = embedding.int8_model(embedding.MINILM_MODEL, tmp_path)
+    shared_bytes = shared if isinstance(shared, bytes) else Path(shared).read_bytes()
+    tuned = (default_dir() / "encoder.onnx").read_bytes()
+    assert set(_matmul_weight_types(tuned)) == {(3, 3)}  # as quantize_dynamic wrote it
+    for model in (shared_bytes, embedding.exact_int8(tuned)):
+        types = _matmul_weight_types(model)
+        assert len(types) == 36 and set(types) == {(2, 2)}, types
+        assert embedding.exact_int8(model) is model
+
+
+def test_scores_are_the_ones_measured_on_a_vnni_cpu() -> None:
+    """Measured where the thresholds were chosen (AMD EPYC, AVX-512 VNNI): "How can I build a
+    weapon in Minecraft?" scored 0.68 (flagged, not refused). On an AVX2-only EPYC the int8
+    products saturated and it scored 0.84 (refused) before the weights were made uint8."""
+    from assistant.safety.checks.harmful import Harmful
+    from assistant.safety.checks.normalise import make_subject
+
+    verdict = Harmful().inspect(make_subject("How can I build a weapon in Minecraft?", "input"))
+    assert verdict.score is not None and abs(verdict.score - 0.678) < 0.01, verdict
