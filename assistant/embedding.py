@@ -403,19 +403,43 @@ _TO_FLOAT = _len_field(1, b"to") + _put_varint(3 << 3) + _put_varint(1) + \
     _put_varint(20 << 3) + _put_varint(2)
 
 
+def _varints(kind: int, value: Any) -> list[int]:
+    """The values of one field of a repeated varint: one value, or packed ones."""
+    if kind == 0:
+        return [value]
+    items, at = [], 0
+    while at < len(value):
+        item, at = _varint(value, at)
+        items.append(item)
+    return items
+
+
 def _tensor_dims(raw: memoryview) -> tuple[str, list[int]]:
     name, dims = "", []
     for number, kind, value, _ in _fields(raw):
         if number == 8:
             name = bytes(value).decode()
-        elif number == 1 and kind == 0:
-            dims.append(value)
-        elif number == 1 and kind == 2:  # packed
-            at = 0
-            while at < len(value):
-                dim, at = _varint(value, at)
-                dims.append(dim)
+        elif number == 1:
+            dims += _varints(kind, value)
     return name, dims
+
+
+def _graph(model: bytes) -> tuple[list[_Field], int, list[_Field]]:
+    """The model's fields, where its graph is among them, and the graph's fields."""
+    top = _fields(model)
+    graph_at = next((i for i, f in enumerate(top) if f[0] == 7), None)
+    if graph_at is None:
+        raise ModelError("the ONNX model has no graph")
+    return top, graph_at, _fields(top[graph_at][2])
+
+
+def _with_graph(top: list[_Field], graph_at: int, graph: list[bytes | memoryview]) -> bytes:
+    """The model ``top`` with its graph field (at ``graph_at``) made of ``graph``'s parts."""
+    size = sum(len(part) for part in graph)
+    parts: list[bytes | memoryview] = [f[3] for f in top[:graph_at]]
+    parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *graph]
+    parts += [f[3] for f in top[graph_at + 1:]]
+    return b"".join(parts)
 
 
 def _value_name(raw: memoryview) -> str:
@@ -425,11 +449,7 @@ def _value_name(raw: memoryview) -> str:
 def int8_matmuls(model: bytes) -> bytes:
     """The ONNX model with its weight-only int8 MatMuls and Gathers made int8 end to end
     (see above). A graph without that pattern comes back unchanged."""
-    top = _fields(model)
-    graph_at = next((i for i, f in enumerate(top) if f[0] == 7), None)
-    if graph_at is None:
-        raise ModelError("the ONNX model has no graph")
-    graph = _fields(top[graph_at][2])
+    top, graph_at, graph = _graph(model)
     nodes = [_read_node(f[2]) for f in graph if f[0] == 1]
     dims = dict(_tensor_dims(f[2]) for f in graph if f[0] == 5)
     producer = {out: n for n in nodes for out in n.outputs}
@@ -506,11 +526,7 @@ def int8_matmuls(model: bytes) -> bytes:
             continue  # the type of a float weight that no longer exists
         else:
             rebuilt.append(raw)
-    size = sum(len(part) for part in rebuilt)
-    parts: list[bytes | memoryview] = [f[3] for f in top[:graph_at]]
-    parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *rebuilt]
-    parts += [f[3] for f in top[graph_at + 1:]]
-    return b"".join(parts)
+    return _with_graph(top, graph_at, rebuilt)
 
 
 # -- Exact int8 products on every x86 CPU ---------------------------------------------------------
@@ -543,13 +559,8 @@ def _flip_tensor(raw: memoryview) -> bytes:
         elif number == 9:
             parts.append(_len_field(9, (np.frombuffer(value, dtype=np.uint8) ^ 0x80).tobytes()))
             flipped = True
-        elif number == 5 and kind == 0:
-            values.append(value)
-        elif number == 5 and kind == 2:  # packed
-            at = 0
-            while at < len(value):
-                item, at = _varint(value, at)
-                values.append(item)
+        elif number == 5:
+            values += _varints(kind, value)
         else:
             parts.append(bytes(field))
     if values:  # varints of int32s: two's complement in 64 bits for negative ones
@@ -565,11 +576,7 @@ def exact_int8(model: bytes) -> bytes:
     """The model with every ``MatMulInteger`` whose weights are an int8 initializer given
     uint8 weights and zero points instead (see above); the same model object when it has
     none. A weight an other node also reads is left as it is."""
-    top = _fields(model)
-    graph_at = next((i for i, f in enumerate(top) if f[0] == 7), None)
-    if graph_at is None:
-        raise ModelError("the ONNX model has no graph")
-    graph = _fields(top[graph_at][2])
+    top, graph_at, graph = _graph(model)
     nodes = [_read_node(f[2]) for f in graph if f[0] == 1]
     types = {name: kind for name, kind in (_tensor_type(f[2]) for f in graph if f[0] == 5)}
     readers: dict[str, int] = {}
@@ -613,11 +620,7 @@ def exact_int8(model: bytes) -> bytes:
         scalar = (_put_varint(2 << 3) + _put_varint(_UINT8_TYPE)
                   + _len_field(8, _U8_ZERO.encode()) + _len_field(9, b"\x80"))
         rebuilt.append(_len_field(5, scalar))
-    size = sum(len(part) for part in rebuilt)
-    parts: list[bytes | memoryview] = [f[3] for f in top[:graph_at]]
-    parts += [_put_varint(7 << 3 | 2) + _put_varint(size), *rebuilt]
-    parts += [f[3] for f in top[graph_at + 1:]]
-    return b"".join(parts)
+    return _with_graph(top, graph_at, rebuilt)
 
 
 def _tensor_type(raw: memoryview) -> tuple[str, int]:

@@ -133,7 +133,7 @@ def test_the_int8_model_is_cached_once_and_kept_in_memory_where_it_cannot_be(
 def _matmul_weight_types(model: bytes) -> list[tuple[int, int]]:
     """(weight type, weight zero point type) of every MatMulInteger (onnx DataType numbers;
     0: no zero point input)."""
-    graph = embedding._fields(next(f for f in embedding._fields(model) if f[0] == 7)[2])
+    graph = embedding._graph(model)[2]
     types = dict(embedding._tensor_type(f[2]) for f in graph if f[0] == 5)
     found = []
     for field in graph:
