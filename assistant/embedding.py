@@ -575,7 +575,7 @@ def _flip_tensor(raw: memoryview) -> bytes:
 def exact_int8(model: bytes) -> bytes:
     """The model with every ``MatMulInteger`` whose weights are an int8 initializer given
     uint8 weights and zero points instead (see above); the same model object when it has
-    none. A weight an other node also reads is left as it is."""
+    none. A weight that another node also reads is left as it is."""
     top, graph_at, graph = _graph(model)
     nodes = [_read_node(f[2]) for f in graph if f[0] == 1]
     types = {name: kind for name, kind in (_tensor_type(f[2]) for f in graph if f[0] == 5)}
