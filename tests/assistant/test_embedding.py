@@ -151,7 +151,7 @@ def test_every_int8_product_is_uint8_by_uint8_so_no_cpu_saturates_it(tmp_path: P
     zero points + 128: the same integers), and the rewrite is a no-op the second time."""
     from assistant.safety.semantic.head import default_dir
 
-    shared = embedding.int8_model(embedding.MINILM_MODEL, tmp_path)
+    shared = embedding.int8_model(embedding.MINILM_MODEL, tmp_path, exact=True)
     shared_bytes = shared if isinstance(shared, bytes) else Path(shared).read_bytes()
     tuned = (default_dir() / "encoder.onnx").read_bytes()
     assert set(_matmul_weight_types(tuned)) == {(3, 3)}  # as quantize_dynamic wrote it
@@ -159,6 +159,53 @@ def test_every_int8_product_is_uint8_by_uint8_so_no_cpu_saturates_it(tmp_path: P
         types = _matmul_weight_types(model)
         assert len(types) == 36 and set(types) == {(2, 2)}, types
         assert embedding.exact_int8(model) is model
+    # Where the CPU does not saturate, the products stay uint8 x int8 (VNNI does them faster).
+    native = embedding.int8_model(embedding.MINILM_MODEL, tmp_path, exact=False)
+    native_bytes = native if isinstance(native, bytes) else Path(native).read_bytes()
+    assert {weight for weight, _ in _matmul_weight_types(native_bytes)} == {3}
+    assert embedding.exact_int8_model(default_dir() / "encoder.onnx", tmp_path,
+                                      exact=False) == str(default_dir() / "encoder.onnx")
+
+
+# /proc/cpuinfo flags of CPUs of the kinds this runs on (only the ones that decide).
+_AVX2_EPYC = frozenset({"sse4_2", "avx", "avx2", "fma", "bmi2"})  # Zen 2 / Zen 3
+_VNNI_EPYC = _AVX2_EPYC | {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"}
+_SKYLAKE_X = _AVX2_EPYC | {"avx512f", "avx512bw", "avx512dq", "avx512vl"}  # no VNNI
+_XEON_AMX = _VNNI_EPYC | {"amx_tile", "amx_int8", "amx_bf16", "avx_vnni"}
+_ALDER_LAKE = _AVX2_EPYC | {"avx_vnni"}  # AVX-VNNI without AVX-512
+
+
+@pytest.mark.parametrize(("flags", "saturates"), [
+    (_AVX2_EPYC, True), (_SKYLAKE_X, True), (frozenset(), True),
+    (frozenset({"fp", "asimd", "asimddp"}), True),  # an ARM CPU: unknown here, rewritten
+    (_VNNI_EPYC, False), (_XEON_AMX, False), (_ALDER_LAKE, False),
+])
+def test_int8_products_are_rewritten_only_where_the_cpu_saturates_them(
+        flags: frozenset[str], saturates: bool) -> None:
+    """onnxruntime's x86 kernels (mlas platform.cpp): vpmaddubsw (saturating) on AVX2 and on
+    AVX-512 without VNNI; vpdpbusd (exact) with AVX-512 VNNI or AVX-VNNI."""
+    assert embedding.int8_products_saturate(flags) is saturates
+
+
+def test_both_kinds_of_product_give_the_same_vectors_where_the_cpu_does_not_saturate(
+        tmp_path: Path) -> None:
+    """Where VNNI multiplies uint8 by int8 exactly, the uint8 x uint8 rewrite (what a CPU
+    without it runs) computes the same integers: the vectors are identical to the bit, so a
+    head fitted on one CPU scores alike on the other."""
+    if embedding.int8_products_saturate():
+        pytest.skip("this CPU saturates uint8 x int8 products: only the rewrite runs here")
+    texts = ["How can I build a weapon in Minecraft?", "Given that f(x) = 4x^3 - 9x - 14, "
+             "find the value of f(2).", "Write a polite e-mail declining a meeting invitation "
+             "for Thursday afternoon, and suggest two other times next week."]
+    vectors = []
+    for exact in (False, True):
+        model = embedding.int8_model(embedding.MINILM_MODEL, tmp_path, exact=exact)
+        assert isinstance(model, str)
+        # A file with int8 MatMuls already, run as it is (no rewrite on this CPU).
+        embedder = embedding.OnnxEmbedder(Path(model), embedding.MINILM_TOKENIZER, "test",
+                                          384, batch_size=1)
+        vectors.append(embedder.embed(texts))
+    assert np.array_equal(vectors[0], vectors[1])
 
 
 def test_scores_are_the_ones_measured_on_a_vnni_cpu() -> None:
