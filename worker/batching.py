@@ -74,6 +74,7 @@ from worker.llama import (
     chat_formatter,
     engine_count,
     raw_tokens,
+    system_blocks,
     system_prefix,
     template_tokens,
     tool_format,
@@ -83,13 +84,6 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens one slot reads in a step; between two chunks, every writing turn gets a token.
 CHUNK = UBATCH
-# A new system prompt's state is also saved after SYSTEM_BLOCK tokens and every power of two
-# times that (32, 64, 128, ...: block-wise prefix caching, as vLLM's automatic prefix caching
-# does with even blocks): system prompts that share their beginning (one persona, different
-# API clients' instructions after it) then read only from about where they differ. Doubling
-# keeps what a long system prompt's blocks hold to about one more copy of its state (even
-# blocks would hold its length / 32 copies).
-SYSTEM_BLOCK = 32
 IDLE_POLL_SECONDS = 0.5
 
 _DONE = object()  # a slot's queue: the reply ended (followed by nothing)
@@ -673,13 +667,8 @@ class BatchingEngine:
         return [p for p, token in enumerate(tokens) if token in marks and p >= MIN_BATCH]
 
     def _system_blocks(self, turn: _Turn) -> list[int]:
-        """Positions inside the turn's system prompt where block states are kept
-        (SYSTEM_BLOCK × 1, 2, 4, ..., at least MIN_BATCH before its end)."""
-        end = turn.system_end
-        blocks: list[int] = []
-        while end is not None and SYSTEM_BLOCK << len(blocks) <= end - MIN_BATCH:
-            blocks.append(SYSTEM_BLOCK << len(blocks))
-        return blocks
+        """Positions inside the turn's system prompt where block states are kept."""
+        return system_blocks(turn.system_end)
 
     def _readable_boundaries(self, prompt: Sequence[int]) -> list[int]:
         """The prompt's boundaries that leave at least MIN_BATCH tokens to read after them:

@@ -60,6 +60,13 @@ UBATCH = 128
 # its tokens are new: a retry, an API client that edits the reply it got, or another question
 # after the same long document then starts from it. Fewer are read again quickly.
 KEEP_PROMPT_AFTER_TOKENS = 256
+# A new system prompt's state is also kept after SYSTEM_BLOCK tokens and every power of two
+# times that (32, 64, 128, ...: block-wise prefix caching, as vLLM's automatic prefix caching
+# does with even blocks): system prompts that share their beginning (one persona, different
+# API clients' instructions after it) then read only from about where they differ. Doubling
+# keeps what a long system prompt's blocks hold to about one more copy of its state (even
+# blocks would hold its length / 32 copies).
+SYSTEM_BLOCK = 32
 # After a reply, its text is read again in chunks of this many tokens (the last one takes up
 # to MIN_BATCH - 1 more); a request waiting for the engine stops the chunk being read, and the
 # chunks read before it stay (a next turn sent at once continues from them). Chunks of 4, 8,
@@ -345,17 +352,22 @@ class LlamaEngine:
         cache = self.kv_cache
         held = min(common_prefix(llama.input_ids[: llama.n_tokens].tolist(), prompt),
                    self._batch_read)
-        reused, source = self._restore_longest(llama, prompt, held)
+        system_end = self._system_boundary(request.messages, prompt)
+        reused, source = self._restore_longest(llama, prompt, held, system_blocks(system_end))
         # Leave at least MIN_BATCH prompt tokens to read, or their cells would differ from a
         # cold run's; llama-cpp-python reuses what the context holds up to there.
         ready = max(min(reused, len(prompt) - MIN_BATCH), 0)
         reused = ready
         fits = len(prompt) <= self.context_size
-        system_end = self._system_boundary(request.messages, prompt)
         if fits and system_end is not None and ready < system_end <= len(prompt) - MIN_BATCH:
-            # Read the system prompt alone once, and keep its state for new conversations.
-            ready = self._read_and_keep(llama, prompt, min(ready, system_end - MIN_BATCH),
-                                        system_end)
+            # Read the system prompt alone once, and keep its state for new conversations,
+            # and the states of its blocks on the way (each piece read is at least MIN_BATCH
+            # tokens, as a cold run reads).
+            ready = min(ready, system_end - MIN_BATCH)
+            for block in system_blocks(system_end):
+                if block - ready >= MIN_BATCH:
+                    ready = self._read_and_keep(llama, prompt, ready, block)
+            ready = self._read_and_keep(llama, prompt, ready, system_end)
         own = self._own_boundary(prompt)
         if fits and own is not None and own - ready >= KEEP_PROMPT_AFTER_TOKENS:
             # Much of the prompt is new: keep its state up to its last message now (tens of
@@ -375,13 +387,16 @@ class LlamaEngine:
                  self.last_source, os.getpid())
         return prompt
 
-    def _restore_longest(self, llama: Any, prompt: list[int], held: int) -> tuple[int, str]:
-        """Restore the longest saved beginning of ``prompt`` if it is longer than the ``held``
-        tokens the context already has; returns how many prompt tokens the context now holds
-        and where they came from."""
+    def _restore_longest(self, llama: Any, prompt: list[int], held: int,
+                         blocks: Sequence[int] = ()) -> tuple[int, str]:
+        """Restore the longest saved beginning of ``prompt`` (at a message boundary, or at
+        one of its system prompt's ``blocks``) if it is longer than the ``held`` tokens the
+        context already has; returns how many prompt tokens the context now holds and where
+        they came from."""
         assert self.kv_cache is not None
         cache = self.kv_cache
-        positions = [p for p in self._boundaries(prompt) if p <= len(prompt) - MIN_BATCH]
+        positions = sorted({p for p in (*self._boundaries(prompt), *blocks)
+                            if p <= len(prompt) - MIN_BATCH})
         longer = [key for p, key in zip(positions, boundary_keys(prompt, positions),
                                         strict=True) if p > held]
         saved = find_longest(cache, longer[::-1], prompt)
@@ -689,6 +704,15 @@ class LlamaEngine:
     def _system_prefix(self, messages: Sequence[ChatMessage]) -> tuple[int, ...]:
         """The tokens every prompt starting with this system message begins with."""
         return system_prefix(self._system_prefixes, self.prompt_tokens, messages)
+
+
+def system_blocks(system_end: int | None) -> list[int]:
+    """Positions inside a system prompt ending at ``system_end`` where block states are kept
+    (SYSTEM_BLOCK x 1, 2, 4, ..., at least MIN_BATCH before its end)."""
+    blocks: list[int] = []
+    while system_end is not None and SYSTEM_BLOCK << len(blocks) <= system_end - MIN_BATCH:
+        blocks.append(SYSTEM_BLOCK << len(blocks))
+    return blocks
 
 
 def system_prefix(cache: dict[str, tuple[int, ...]],
