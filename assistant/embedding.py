@@ -556,6 +556,7 @@ def int8_matmuls(model: bytes) -> bytes:
 # (``int8_products_saturate``); both give the same integers, hence the same vectors.
 
 _INT8_TYPE, _UINT8_TYPE = 3, 2  # onnx.TensorProto.DataType
+_U8_ZERO = "exact_int8_zero_point"
 
 
 def cpu_flags() -> frozenset[str]:
@@ -585,7 +586,6 @@ def int8_products_saturate(flags: frozenset[str] | None = None) -> bool:
     if "avx512bw" in flags:
         return "avx512_vnni" not in flags
     return "avx_vnni" not in flags
-_U8_ZERO = "exact_int8_zero_point"
 
 
 def _flip_tensor(raw: memoryview) -> bytes:
