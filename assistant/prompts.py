@@ -10,8 +10,12 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
+from string import Formatter
 
-from langchain_core.prompts import PromptTemplate
+# langchain's keyword-only formatter, the one its PromptTemplate formats f-strings with.
+# PromptTemplate itself is not imported: its module pulls in langsmith's tracers (+19 MB of
+# memory and ~370 modules in every worker process for what is one str.format here).
+from langchain_core.utils.formatting import formatter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistant.errors import PromptError
@@ -29,6 +33,25 @@ class PromptFile(BaseModel):
     template: str
 
 
+def template_variables(template: str) -> set[str]:
+    """The ``{name}`` placeholders of ``template``, checked as langchain checks an f-string
+    template: unbalanced braces, positional (``{}``, ``{0}``), attribute or index access
+    (``{user.__class__}``, ``{a[0]}``) and nested format specifications are errors (a
+    ValueError), so a published persona cannot reach into the objects it is filled with."""
+    names: set[str] = set()
+    for _literal, field, spec, _conversion in Formatter().parse(template):
+        if field is None:
+            continue
+        if not field or field.isdigit():
+            raise ValueError(f"positional placeholder {{{field}}}: use a name")
+        if any(mark in field for mark in ".[]"):
+            raise ValueError(f"placeholder {{{field}}}: no attribute access or indexing")
+        if spec and ("{" in spec or "}" in spec):
+            raise ValueError(f"placeholder {{{field}}}: nested replacement fields")
+        names.add(field)
+    return names
+
+
 class Prompt:
     """One validated prompt template."""
 
@@ -37,10 +60,10 @@ class Prompt:
         self.description = spec.description
         self.variables = tuple(spec.variables)
         try:
-            self._template = PromptTemplate.from_template(spec.template)
-        except Exception as exc:  # langchain raises ValueError/KeyError on bad braces
+            used = template_variables(spec.template)
+        except ValueError as exc:
             raise PromptError(f"prompt {name!r}: invalid template: {exc}") from exc
-        used = set(self._template.input_variables)
+        self._template = spec.template
         declared = set(self.variables)
         if used != declared:
             raise PromptError(
@@ -55,7 +78,7 @@ class Prompt:
         extra = [k for k in values if k not in self.variables]
         if extra:
             raise PromptError(f"prompt {self.name!r}: unknown variable(s) {extra}")
-        return self._template.format(**values)
+        return formatter.format(self._template, **values)
 
 
 class PromptLibrary:

@@ -177,6 +177,38 @@ def test_the_backend_entry_point_loads_without_building_anything_at_import() -> 
     assert done.returncode == 0, done.stderr
 
 
+def test_a_worker_turns_prompts_and_window_never_load_langsmith() -> None:
+    """langchain's PromptTemplate and the Runnable wrapper of ``trim_messages`` import
+    langsmith's tracers (+16 MB in every worker process, ~330 modules); the worker uses
+    langchain's formatter and the plain trimming function, so a pool process never loads
+    them (measured: ``import worker.tasks`` 117 -> 101 MB max RSS)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, worker.tasks\n"
+        "from assistant.envelope import ChatMessage\n"
+        "from assistant.memory.history import Summary\n"
+        "from assistant.memory.window import build_window\n"
+        "from assistant.prompts import PromptLibrary\n"
+        "library = PromptLibrary.load()\n"
+        "for name in library.names():\n"
+        "    prompt = library[name]\n"
+        "    prompt.render(**{v: 'x' for v in prompt.variables})\n"
+        "turns = [ChatMessage(role=('user', 'assistant')[i % 2], text='word ' * 30)\n"
+        "         for i in range(20)]\n"
+        "window = build_window(turns, Summary(), 100, lambda ms: 31 * len(ms))\n"
+        "assert 0 < len(window.messages) < 20, window\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'langsmith'\n"
+        "                or m.startswith('langchain_core.tracers'))\n"
+        "assert not loaded, loaded[:10]\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+           "REDIS_URL": "redis://127.0.0.1:9/0"}  # never connected to: import only
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_worker_never_imports_the_platforms() -> None:
     """Senders reach the worker through the ``assistant.senders`` entry points (issue 14)."""
     offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "worker").rglob("*.py")

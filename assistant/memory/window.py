@@ -22,6 +22,12 @@ class PromptWindow:
     left_out: int  # stored messages newer than the summary that the window could not hold
 
 
+# ``trim_messages`` under langchain's decorator that also lets it build a Runnable: the
+# decorator imports langchain_core.runnables on every call (and with it langsmith's tracers,
+# +16 MB of memory in each worker process); called with the messages, it only calls this.
+_trim_messages = getattr(trim_messages, "__wrapped__", trim_messages)
+
+
 def build_window(
     records: Sequence[ChatMessage],
     summary: Summary,
@@ -45,7 +51,7 @@ def build_window(
     def counter(messages: list[BaseMessage]) -> int:
         return count_tokens([from_langchain(m) for m in messages])
 
-    kept = trim_messages(
+    kept = _trim_messages(
         candidates,
         max_tokens=max(budget_tokens, 0),
         token_counter=counter,
