@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import PromptError
-from assistant.prompts import PromptLibrary
+from assistant.prompts import Prompt, PromptFile, PromptLibrary
 
 
 def write(directory: Path, name: str, body: str) -> None:
@@ -48,3 +48,22 @@ def test_broken_toml_is_refused(tmp_path: Path) -> None:
 def test_unknown_prompt_name(prompts: PromptLibrary) -> None:
     with pytest.raises(PromptError, match="no prompt named"):
         prompts["nope"]
+
+
+@pytest.mark.parametrize("template", [
+    "Hi {}", "Hi {0}", "Hi {user.__class__}", "Hi {user[0]}", "Hi {name:{width}}", "Hi {name",
+    "Hi name}",
+])
+def test_a_template_that_could_reach_into_its_values_or_is_malformed_is_refused(
+        template: str) -> None:
+    """Persona templates are published from the admin panel: positional fields, attribute or
+    index access and nested fields are refused when the prompt is loaded, as langchain's
+    f-string templates refuse them."""
+    with pytest.raises(PromptError):
+        Prompt("persona", PromptFile(description="d", variables=["name"], template=template))
+
+
+def test_a_template_fills_its_named_fields_and_keeps_doubled_braces() -> None:
+    prompt = Prompt("greeting", PromptFile(description="d", variables=["name"],
+                                           template="Hello {name}! {{literal}} {name!r:>8}"))
+    assert prompt.render(name="Ann") == "Hello Ann! {literal}    'Ann'"
