@@ -157,6 +157,13 @@ def test_n_above_one_is_refused_not_ignored(client: OpenAI) -> None:
     ({"response_format": {"type": "json_schema", "json_schema": {
         "name": "bad", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}}}},
      "response_format.json_schema.schema"),
+    # Grammars llama.cpp cannot parse: each crashed the worker process (SIGSEGV) once queued.
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "quoted", "schema": {"enum": ["say \"hi\""]}}}},
+     "response_format.json_schema.schema"),
+    ({"tools": [{"type": "function", "function": {"name": "note", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string", "maxLength": 1300}}}}}]},
+     "tools.function.parameters"),
 ])
 def test_what_is_not_supported_is_refused_with_400(stack: Stack, extra: dict[str, Any],
                                                    param: str) -> None:

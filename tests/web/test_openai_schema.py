@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from assistant.prompts import PromptLibrary
 from assistant.tools import call_schema, parse_call
 from integrations.web.openai_schema import CompletionRequest, to_inbound
 from tests.auxil.fake_engine import FakeEngine
-from worker.grammar import SchemaError, gbnf
+from worker.grammar import MAX_GROUP_DEPTH, SchemaError, gbnf, group_depth
 from worker.prompt_size import PromptCounter
 
 WEATHER = {"type": "function", "function": {
@@ -166,6 +169,82 @@ def test_grammars_from_schemas() -> None:
     assert both.startswith("root ::= zz-json-reply | zz-plain-text")
     with pytest.raises(SchemaError):
         gbnf({"type": "object", "properties": {"a": {"$ref": "#/missing"}}})
+
+
+def _nested_any_of(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"anyOf": [schema, {"type": "integer"}]}
+    return schema
+
+
+@pytest.mark.parametrize(("schema", "says"), [
+    # llama.cpp's parser refuses these grammars, and llama-cpp-python would then sample with a
+    # NULL sampler: SIGSEGV in the worker (measured before the bound).
+    ({"type": "string", "maxLength": 1300}, "nest 1300 groups"),
+    ({"type": "array", "maxItems": 1500, "items": {"type": "integer"}}, "nest 1500 groups"),
+    # Counts the converter would write out in full (10**8: 16 s and 5 GB in the web process).
+    ({"type": "array", "minItems": 10**8, "items": {"type": "string"}}, "minItems"),
+    ({"type": "object", "properties": {"a": {"type": "string", "minLength": 10**9}}},
+     "minLength"),
+    ({"type": "string", "pattern": "^((a{3000}){3000}){3000}$"}, "pattern"),
+    ({"type": "array", "minItems": 70_000, "items": {"type": "string"}}, "characters"),
+    # llama-cpp-python's converter writes a quote inside a value as \\" in a GBNF literal,
+    # which llama.cpp cannot parse (a crash before: NULL sampler).
+    ({"enum": ["say \"hi\""]}, "cannot parse"),
+    ({"type": "object", "properties": {"q\"x": {"type": "string"}}}, "cannot parse"),
+    # Python's own recursion limit, in the converter or in json.dumps: a SchemaError, not a 500.
+    (_nested_any_of(900), "recursion"),
+])
+def test_schemas_past_the_engines_limits_are_refused(schema: dict[str, Any], says: str) -> None:
+    with pytest.raises(SchemaError, match=says):
+        gbnf(schema)
+    with pytest.raises(SchemaError):
+        gbnf(schema, or_text=True)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "maxLength": 1000},
+    {"type": "array", "maxItems": 100, "items": {"type": "integer"}},
+    {"type": "string", "minLength": 2500},
+    {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
+    {"type": "string", "const": "(((( [ ))))"},
+])
+def test_ordinary_schemas_stay_within_the_limits(schema: dict[str, Any]) -> None:
+    assert "root ::=" in gbnf(schema)
+
+
+def test_group_depth_counts_groups_not_literals_or_classes() -> None:
+    assert group_depth('root ::= ("a" ("b" ("c")?)?)?') == 3
+    assert group_depth('root ::= "((((" [()] "\\"(" x\n# ((( comment\nx ::= ("y")') == 1
+    assert group_depth('root ::= [\\]((] ("z")') == 1
+
+
+def test_a_grammar_at_the_depth_limit_runs_in_the_engine(model_path: Path) -> None:
+    """What the bounds let through must not crash the engine: a grammar nesting
+    MAX_GROUP_DEPTH groups (maxLength 1000) is sampled by the real model on a 1 MiB thread
+    stack, in a child process so that a crash fails this test instead of the run."""
+    code = f"""
+import threading, sys
+from llama_cpp import Llama
+from worker.grammar import grammar, gbnf, group_depth
+schema = {{"type": "string", "maxLength": {MAX_GROUP_DEPTH}}}
+assert group_depth(gbnf(schema)) == {MAX_GROUP_DEPTH}
+llm = Llama({str(model_path)!r}, n_ctx=256, n_threads=1, verbose=False)
+out = []
+def run():
+    out.append(llm.create_completion("A quote:", max_tokens=6, temperature=0,
+                                     grammar=grammar(schema))["choices"][0]["text"])
+threading.stack_size(1 << 20)
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print(repr(out[0]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("'\"")  # the reply opens a JSON string
 
 
 def test_the_byte_bound_never_undercounts(model_path: Any) -> None:
