@@ -192,10 +192,13 @@ def check_supported(body: SamplingRequest, refused: dict[str, str] = REFUSED) ->
     if any(not s for s in stops):
         raise InvalidParameter("stop sequences cannot be empty.", param="stop")
     for key, bias in (body.logit_bias or {}).items():
-        if not key.isdigit() or not -100 <= bias <= 100:
+        # ASCII digits only: str.isdigit() also takes "²" (int() then raised: a 500), and a
+        # 5,000-digit id is past int()'s own limit; no vocabulary has ten-digit ids.
+        if not (key.isascii() and key.isdigit() and len(key) <= 10) or \
+                not -100 <= bias <= 100:
             raise InvalidParameter(
                 "logit_bias maps token ids (the model's own, as strings) to values in "
-                f"[-100, 100]; got {key!r}: {bias}.", param="logit_bias")
+                f"[-100, 100]; got {key[:20]!r}: {bias}.", param="logit_bias")
 
 
 def prompt_text(body: TextCompletionRequest) -> str:

@@ -157,6 +157,7 @@ def test_n_above_one_is_refused_not_ignored(client: OpenAI) -> None:
     ({"response_format": {"type": "json_schema", "json_schema": {
         "name": "bad", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}}}},
      "response_format.json_schema.schema"),
+    ({"logit_bias": {"²": 1}}, "logit_bias"),  # str.isdigit() but not int(): was a 500
     # Grammars llama.cpp cannot parse: each crashed the worker process (SIGSEGV) once queued.
     ({"response_format": {"type": "json_schema", "json_schema": {
         "name": "quoted", "schema": {"enum": ["say \"hi\""]}}}},

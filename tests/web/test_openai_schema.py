@@ -55,6 +55,8 @@ def test_parameters_reach_the_envelope(prompts: PromptLibrary) -> None:
     ({"stop": [""]}, "stop"),
     ({"logit_bias": {"a": 1}}, "logit_bias"),
     ({"logit_bias": {"1": 101}}, "logit_bias"),
+    ({"logit_bias": {"²": 1}}, "logit_bias"),  # a digit to str.isdigit(), not to int()
+    ({"logit_bias": {"9" * 5000: 1}}, "logit_bias"),  # past int()'s digit limit
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
      "tool_choice"),
     ({"tool_choice": "required"}, "tool_choice"),
