@@ -170,6 +170,18 @@ def test_hostile_well_formed_requests_never_break_the_edge_or_the_worker(fuzzed:
     outcomes: dict[str, int] = {}
     start = len(fuzzed.log("worker-w1"))  # the log file is appended to across runs
     with httpx.Client(base_url=fuzzed.url, timeout=90) as client:
+        # Every schema once as a valid request's response format and once as a tool's
+        # parameters, so each reaches the worker unless the edge refuses it.
+        for schema in SCHEMAS:
+            plain = {"model": "smollm2", "max_tokens": 2,
+                     "messages": [{"role": "user", "content": "Answer in JSON."}]}
+            for body in ({**plain, "response_format": {"type": "json_schema", "json_schema": {
+                              "name": "s", "schema": schema}}},
+                         {**plain, "tool_choice": "required", "tools": [{
+                             "type": "function", "function": {"name": "f",
+                                                              "parameters": schema}}]}):
+                outcome = _check(client.post("/v1/chat/completions", json=body), body)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
         for index in range(REQUESTS):
             route, body = (("/v1/completions", completion_request(rng)) if index % 8 == 7
                            else ("/v1/chat/completions", chat_request(rng)))
