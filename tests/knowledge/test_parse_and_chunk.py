@@ -92,6 +92,36 @@ def test_malformed_or_unsupported_files_are_refused_with_a_reason(
         parse(name, data)
 
 
+def test_a_docx_whose_xml_unpacks_past_the_limit_is_refused_before_it_is_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zip bomb: 1.3 MB of one repeated sentence compresses to a few KB. With the limit at 1 MB
+    it is refused from the zip's directory, before python-docx inflates anything; the same
+    file parses under a limit it fits."""
+    import io
+    import zipfile
+
+    from assistant.knowledge import parse as parse_module
+
+    source = io.BytesIO(docx_bytes())
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(source) as original, \
+            zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as packed:
+        for info in original.infolist():
+            part = original.read(info.filename)
+            if info.filename == "word/document.xml":
+                paragraph = (b"<w:p><w:r><w:t>" + b"receipts within thirty days. " * 45_000
+                             + b"</w:t></w:r></w:p>")
+                part = part.replace(b"</w:body>", paragraph + b"</w:body>", 1)
+            packed.writestr(info.filename, part)
+    data = bomb.getvalue()
+    assert len(data) < 200_000
+    monkeypatch.setattr(parse_module, "MAX_DOCX_XML_BYTES", 1 << 20)
+    with pytest.raises(DocumentRejected, match=r"unpack to [12]\.[0-9] MB; the limit is 1 MB"):
+        parse("bomb.docx", data)
+    monkeypatch.setattr(parse_module, "MAX_DOCX_XML_BYTES", 8 << 20)
+    assert any(len(block.text) > 1_000_000 for block in parse("bomb.docx", data).blocks)
+
+
 def test_a_file_over_the_size_limit_is_refused() -> None:
     with pytest.raises(DocumentRejected, match="the limit is 1,000"):
         check_size("huge.pdf", 1001, Limits(max_bytes=1000))
