@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from assistant.errors import DocumentRejected
 
@@ -267,6 +267,41 @@ def _docx_heading_level(style: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# A PDF's page content is a compressed stream of drawing operators that pypdf parses in Python,
+# more than linearly: measured, 2 MB of text operators on one page took 2.8 s, 8 MB 19 s, and
+# 8 MB compress to 25 KB, so a file under ASSISTANT_KNOWLEDGE_MAX_MB could hold a thousand such
+# pages (hours of a worker, which also answers chats). pypdf caps one stream at 75 MB; these
+# cap what is parsed, per page (its content and the forms it draws) and per file, before any
+# page's text is read. Text pages hold tens of KB; a dense vector drawing a few MB.
+MAX_PDF_PAGE_CONTENT_BYTES = 8 << 20
+MAX_PDF_CONTENT_BYTES = 64 << 20
+
+
+def _pdf_page_content_bytes(page: Any) -> int:
+    """The decoded size of a page's content streams and of the form XObjects it can draw,
+    forms within forms included (each form counted once)."""
+    from pypdf.generic import StreamObject
+
+    contents = page.get_contents()
+    size = len(contents.get_data()) if contents is not None else 0
+    seen: set[int] = set()
+    pending = [page.get("/Resources")]
+    while pending:
+        resources = pending.pop()
+        resources = resources.get_object() if resources is not None else None
+        xobjects = resources.get("/XObject") if isinstance(resources, dict) else None
+        xobjects = xobjects.get_object() if xobjects is not None else None
+        for xobject in (xobjects.values() if isinstance(xobjects, dict) else ()):
+            form = xobject.get_object()
+            if not isinstance(form, StreamObject) or id(form) in seen or \
+                    form.get("/Subtype") != "/Form":
+                continue
+            seen.add(id(form))
+            size += len(form.get_data())
+            pending.append(form.get("/Resources"))
+    return size
+
+
 def parse_pdf(data: bytes) -> Parsed:
     """PDF text page by page (pypdf), split into paragraphs; the outline's titles, when the
     file has them, become the headings of the pages they point to."""
@@ -275,6 +310,17 @@ def parse_pdf(data: bytes) -> Parsed:
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         raise DocumentRejected("the PDF is encrypted; save an unencrypted copy")
+    total = 0
+    for number, page in enumerate(reader.pages, start=1):
+        size = _pdf_page_content_bytes(page)
+        total += size
+        if size > MAX_PDF_PAGE_CONTENT_BYTES or total > MAX_PDF_CONTENT_BYTES:
+            raise DocumentRejected(
+                f"page {number} holds {size / 2**20:,.1f} MB of drawing instructions "
+                f"({total / 2**20:,.1f} MB up to there); the limits are "
+                f"{MAX_PDF_PAGE_CONTENT_BYTES >> 20} MB a page and "
+                f"{MAX_PDF_CONTENT_BYTES >> 20} MB a file (a compressed-stream bomb, or a "
+                f"document to split)")
     headings = _pdf_outline(reader)
     title = ""
     if reader.metadata is not None and reader.metadata.title:

@@ -28,6 +28,35 @@ def pdf_bytes(pages: list[str], title: str = "") -> bytes:
     if title:
         objects.append(f"<< /Title ({title}) >>".encode())
         info_id = len(objects)
+    return _pdf_file(objects, info_id)
+
+
+def pdf_drawing_a_form(text: str, repeat: int) -> bytes:
+    """A one-page PDF whose page draws form A, which draws form B, whose compressed content
+    writes ``text`` ``repeat`` times: how a decompression bomb can hide from a check of the
+    page's own content."""
+    import zlib
+
+    line = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode() * repeat
+    packed = zlib.compress(line, 9)
+    box = b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /XObject << /A 5 0 R >> >> >>",
+        b"<< /Length 5 >>\nstream\n/A Do\nendstream",
+        b"<< " + box + b" /Resources << /XObject << /B 6 0 R >> >> /Length 5 >>\nstream\n"
+        b"/B Do\nendstream",
+        b"<< " + box + b" /Resources << /Font << /F1 7 0 R >> >> /Filter /FlateDecode "
+        b"/Length %d >>\nstream\n" % len(packed) + packed + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    return _pdf_file(objects, None)
+
+
+def _pdf_file(objects: list[bytes], info_id: int | None) -> bytes:
+    """Numbered objects, the cross-reference table and the trailer."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []

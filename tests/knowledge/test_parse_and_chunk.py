@@ -8,7 +8,7 @@ from assistant.errors import DocumentRejected
 from assistant.knowledge.chunk import ChunkSize, chunk_blocks
 from assistant.knowledge.ingest import Limits, check_size
 from assistant.knowledge.parse import Block, parse
-from tests.knowledge.files import docx_bytes, pdf_bytes
+from tests.knowledge.files import docx_bytes, pdf_bytes, pdf_drawing_a_form
 
 MARKDOWN = b"""# Handbook
 
@@ -120,6 +120,25 @@ def test_a_docx_whose_xml_unpacks_past_the_limit_is_refused_before_it_is_read(
         parse("bomb.docx", data)
     monkeypatch.setattr(parse_module, "MAX_DOCX_XML_BYTES", 8 << 20)
     assert any(len(block.text) > 1_000_000 for block in parse("bomb.docx", data).blocks)
+
+
+def test_a_pdf_form_within_a_form_is_read_and_its_size_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text drawn by a form that another form draws is found (so the check follows what pypdf
+    reads), and counted: 8.4 MB of drawing instructions compressed into ~30 KB, two forms away
+    from the page, are refused before any text is read (19 s for 8 MB measured unchecked)."""
+    from assistant.knowledge import parse as parse_module
+
+    small = parse("forms.pdf", pdf_drawing_a_form("Receipts within thirty days", 3))
+    assert "Receipts within thirty days" in small.blocks[0].text
+    bomb = pdf_drawing_a_form("hello world again", 180_000)
+    assert len(bomb) < 100_000
+    with pytest.raises(DocumentRejected, match=r"page 1 holds 8\.[1-9] MB .* 8 MB a page"):
+        parse("bomb.pdf", bomb)
+    # The per-file limit: ten ordinary pages past a limit set below their sum.
+    monkeypatch.setattr(parse_module, "MAX_PDF_CONTENT_BYTES", 300)
+    with pytest.raises(DocumentRejected, match="page [5-9] holds .* 0 MB a file"):
+        parse("long.pdf", pdf_bytes([f"Page {n} says something." for n in range(10)]))
 
 
 def test_a_file_over_the_size_limit_is_refused() -> None:
