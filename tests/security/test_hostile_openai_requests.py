@@ -4,7 +4,8 @@
 hostile or careless clients send in fields the edge accepts: chat-template control tokens in
 every text field, odd roles and content parts, tool calls whose arguments are not JSON,
 tool and response schemas with unusual keywords, counts and quotes, stop strings, seeds and
-temperatures at their limits, streamed or not, on both completion routes. A real worker
+temperatures at their limits, streamed or not, on both completion routes, on the default
+model (ChatML) and on a Llama 3 model (its own control tokens and tool format). A real worker
 answers what is accepted (a few tokens each). What must hold: never a 5xx; every refusal is
 a JSON error naming a parameter; every accepted stream ends with ``[DONE]``; the worker
 process never dies (a crash of the pool process is logged by Celery as a lost worker); and
@@ -97,11 +98,12 @@ def chat_request(rng: random.Random) -> dict[str, Any]:
                 {"role": "user", "content": rng.choice(TEXTS)},
                 {"role": "assistant", "content": rng.choice(TEXTS)}][rng.randint(0, 3):])
     body: dict[str, Any] = {
-        "model": rng.choice(["smollm2", "smollm2", "", "gpt-4o", None]) if wild else "smollm2",
         "messages": history + [{"role": "user", "content": rng.choice(TEXTS)}],
         "max_tokens": rng.choice([1, 2, 4, 0, -1, None]) if wild else rng.choice([1, 2, 4]),
         "stream": rng.choice([True, False]),
     }
+    if wild:  # the served model may be left out; anything else but its names is a 404
+        body["model"] = rng.choice(["smollm2", "", "gpt-4o", None])
     if rng.random() < 0.3:
         body["tools"] = [_tool(rng) for _ in range(rng.randint(1, 3))]
         body["tool_choice"] = rng.choice(["auto", "none", "required", None,
@@ -125,19 +127,22 @@ def chat_request(rng: random.Random) -> dict[str, Any]:
 
 
 def completion_request(rng: random.Random) -> dict[str, Any]:
-    return {"model": "smollm2",
-            "prompt": rng.choice([rng.choice(TEXTS), [rng.choice(TEXTS)], "", [], [1, 2, 3],
+    return {"prompt": rng.choice([rng.choice(TEXTS), [rng.choice(TEXTS)], "", [], [1, 2, 3],
                                   ["a", "b"]]),
             "max_tokens": rng.choice([1, 3]), "stream": rng.choice([True, False]),
             "echo": rng.choice([False, True]), "suffix": rng.choice([None, "x"]),
             "stop": rng.choice([None, "<|im_end|>"])}
 
 
-@pytest.fixture(scope="module")
-def fuzzed(redis_server: str, model_path: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["smollm2", "llama3"])
+def fuzzed(request: pytest.FixtureRequest, redis_server: str,
+           model_path: Path) -> Iterator[Stack]:
+    """A stack on the default model (ChatML), then on a Llama 3 model (its own control
+    tokens and tool format: tests/auxil/llama3_model.py)."""
     from tests.conftest import _new_stack
 
-    stack = _new_stack(redis_server, model_path, "security-openai-fuzz",
+    model = model_path if request.param == "smollm2" else request.getfixturevalue("llama3_model")
+    stack = _new_stack(redis_server, model, f"security-openai-fuzz-{request.param}",
                        ASSISTANT_REPLY_TIMEOUT="60")
     try:
         stack.start_worker("w1")
@@ -173,7 +178,7 @@ def test_hostile_well_formed_requests_never_break_the_edge_or_the_worker(fuzzed:
         # Every schema once as a valid request's response format and once as a tool's
         # parameters, so each reaches the worker unless the edge refuses it.
         for schema in SCHEMAS:
-            plain = {"model": "smollm2", "max_tokens": 2,
+            plain = {"max_tokens": 2,
                      "messages": [{"role": "user", "content": "Answer in JSON."}]}
             for body in ({**plain, "response_format": {"type": "json_schema", "json_schema": {
                               "name": "s", "schema": schema}}},
@@ -190,7 +195,7 @@ def test_hostile_well_formed_requests_never_break_the_edge_or_the_worker(fuzzed:
         # The generator must reach the worker, not only the edge's refusals.
         assert outcomes.get("200", 0) >= REQUESTS // 4, outcomes
         ordinary = client.post("/v1/chat/completions", json={
-            "model": "smollm2", "max_tokens": 8,
+            "max_tokens": 8,
             "messages": [{"role": "user", "content": "Say hello."}]})
         assert ordinary.status_code == 200, ordinary.text
         assert ordinary.json()["choices"][0]["message"]["content"]
