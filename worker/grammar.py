@@ -55,13 +55,32 @@ def gbnf(schema: Mapping[str, Any], or_text: bool = False) -> str:
         text = json.dumps(schema, sort_keys=False)
     except (RecursionError, ValueError, TypeError) as exc:
         raise SchemaError(f"unsupported JSON schema: {exc}") from exc
-    _check_counts(schema)
+    _check_schema(schema)
     return _gbnf(text, or_text)
 
 
-def _check_counts(node: Any) -> None:
-    """Raise SchemaError when a count keyword, or the product of a pattern's quantifiers, is
-    past MAX_SCHEMA_COUNT anywhere in the schema."""
+def _quoted_strings(value: Any) -> bool:
+    """Whether ``value`` holds, at any depth, a string with a double quote."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if '"' in item:
+                return True
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _check_schema(node: Any) -> None:
+    """Raise SchemaError, before the converter runs, when a count keyword or the product of a
+    pattern's quantifiers is past MAX_SCHEMA_COUNT, or where the converter is known to write
+    a grammar llama.cpp refuses: a double quote in an enum or const string or in a property
+    name (its literal keeps the quote's backslash unescaped). Caught here, llama.cpp never
+    prints the grammar (its parser writes a refused grammar whole to stderr)."""
     stack = [node]
     while stack:
         item = stack.pop()
@@ -82,6 +101,12 @@ def _check_counts(node: Any) -> None:
                     if product > MAX_SCHEMA_COUNT:
                         raise SchemaError(f"the pattern's repetition counts multiply to more "
                                           f"than this server's limit of {MAX_SCHEMA_COUNT}")
+            if (key in ("enum", "const") and _quoted_strings(value)) or \
+                    (key == "properties" and isinstance(value, Mapping)
+                     and any('"' in str(name) for name in value)):
+                raise SchemaError(f"a double quote in {key} is not supported here: "
+                                  f"llama-cpp-python's schema converter writes it as a grammar "
+                                  f"llama.cpp cannot parse")
             if isinstance(value, (Mapping, list)):
                 stack.append(value)
 
@@ -117,9 +142,7 @@ def _check_parses(rules: str) -> None:
 
     sampler = llama_cpp.llama_sampler_init_grammar(None, rules.encode(), b"root")
     if not sampler:
-        raise SchemaError("llama.cpp cannot parse the grammar of this JSON schema (seen: a "
-                          "repetition past its limits, or a double quote in an enum value, a "
-                          "const or a property name, which the converter does not escape)")
+        raise SchemaError("llama.cpp cannot parse the grammar of this JSON schema")
     llama_cpp.llama_sampler_free(sampler)
 
 

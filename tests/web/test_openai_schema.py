@@ -193,16 +193,20 @@ def _nested_any_of(levels: int) -> dict[str, Any]:
     ({"type": "array", "minItems": 70_000, "items": {"type": "string"}}, "characters"),
     # llama-cpp-python's converter writes a quote inside a value as \\" in a GBNF literal,
     # which llama.cpp cannot parse (a crash before: NULL sampler).
-    ({"enum": ["say \"hi\""]}, "cannot parse"),
-    ({"type": "object", "properties": {"q\"x": {"type": "string"}}}, "cannot parse"),
+    ({"enum": ["say \"hi\""]}, "double quote in enum"),
+    ({"const": {"a": ["x\"y"]}}, "double quote in const"),
+    ({"type": "object", "properties": {"q\"x": {"type": "string"}}}, "double quote in prop"),
     # Python's own recursion limit, in the converter or in json.dumps: a SchemaError, not a 500.
     (_nested_any_of(900), "recursion"),
 ])
-def test_schemas_past_the_engines_limits_are_refused(schema: dict[str, Any], says: str) -> None:
+def test_schemas_past_the_engines_limits_are_refused(schema: dict[str, Any], says: str,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SchemaError, match=says):
         gbnf(schema)
     with pytest.raises(SchemaError):
         gbnf(schema, or_text=True)
+    # Each is caught before llama.cpp's parser, which prints a grammar it refuses whole.
+    assert "error parsing grammar" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("schema", [
@@ -211,6 +215,11 @@ def test_schemas_past_the_engines_limits_are_refused(schema: dict[str, Any], say
     {"type": "string", "minLength": 2500},
     {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
     {"type": "string", "const": "(((( [ ))))"},
+    # Quotes the converter does escape: in a const object's keys' JSON, a pattern, a title,
+    # a default and a required name.
+    {"const": {"a": 1}}, {"type": "string", "pattern": "^a\"b$"},
+    {"type": "string", "title": "a\"", "default": "x\""},
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a\""]},
 ])
 def test_ordinary_schemas_stay_within_the_limits(schema: dict[str, Any]) -> None:
     assert "root ::=" in gbnf(schema)
