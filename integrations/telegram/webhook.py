@@ -93,7 +93,15 @@ def mount(app: FastAPI, settings: Settings, client: redis.Redis, dispatcher: Dis
             return Response(status_code=400)
         if not await ready():
             return Response(status_code=503)  # Telegram delivers it again later
-        update = Update.de_json(data, application.bot)
+        try:
+            update = Update.de_json(data, application.bot)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            # An update python-telegram-bot cannot read (a field out of range: "date" past
+            # year 9999 raised ValueError, a 500) will never be readable: acknowledged, so
+            # Telegram does not deliver it again and again, and logged.
+            log.warning("Telegram update %s could not be read (%s: %s); dropped",
+                        str(data.get("update_id"))[:20], type(exc).__name__, str(exc)[:200])
+            return Response(status_code=200)
         recorded: list[Exception] = []
         token = failures.set(recorded)
         try:
