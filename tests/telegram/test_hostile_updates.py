@@ -4,7 +4,9 @@ posts, stickers, commands for other bots, topics, 20,000-character texts, contro
 the chat templates), posted to the webhook with its secret, as Telegram would. What must
 hold: every update is acknowledged with 200 (any other status makes Telegram deliver it again
 and again), neither the web server nor the worker logs a traceback, and the bot still
-answers an ordinary message afterwards.
+answers an ordinary message afterwards. In long polling, one update python-telegram-bot cannot
+read must not stop the bot (it used to ask for the same batch forever) nor put users' text
+in the log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from tests.auxil.stack import Stack
 from tests.security.test_hostile_openai_requests import TEXTS
 from tests.telegram import fake_telegram as tg
 from tests.telegram.fake_telegram import TOKEN, FakeTelegram
-from tests.telegram.test_end_to_end import SECRET, post, wait_for_reply
+from tests.telegram.test_end_to_end import (  # noqa: F401  (fixtures used by name)
+    SECRET,
+    polling,
+    polling_fake,
+    post,
+    wait_for_reply,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +120,20 @@ def test_hostile_updates_are_acknowledged_and_break_nothing(hooked: Stack,
         log = hooked.log(name)[start:]
         for sign in ("Traceback", "WorkerLostError"):
             assert sign not in log, f"{name}: {log[log.find(sign) - 300:][:3000]}"
+
+
+def test_polling_skips_an_update_it_cannot_read_and_answers_the_next(
+        polling: Stack, polling_fake: FakeTelegram) -> None:  # noqa: F811
+    start = len(polling.log("telegram"))
+    secret_text = "my unreadable secret 8x7q"
+    unreadable = tg.update(polling_fake.next_update_id(),
+                           tg.message(secret_text, tg.private_chat(701), tg.user(701)))
+    unreadable["message"]["date"] = 2**40  # year 36812: python-telegram-bot's ValueError
+    polling_fake.queue_update(unreadable)
+    ordinary = tg.update(polling_fake.next_update_id(),
+                         tg.message("Hello there", tg.private_chat(702), tg.user(702)))
+    polling_fake.queue_update(ordinary)
+    assert wait_for_reply(polling, ordinary["update_id"], timeout=60).text
+    log = polling.log("telegram")[start:]
+    assert log.count("could not be read") == 1, log[-3000:]
+    assert secret_text not in log
