@@ -9,11 +9,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from assistant.envelope import ConversationKey, Inbound
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 
@@ -40,9 +45,10 @@ def is_from_a_person(event: dict[str, Any], bot_user_id: str | None = None) -> b
     if event.get("subtype") not in _USER_SUBTYPES:
         return False
     user = event.get("user")
-    if not user or (bot_user_id is not None and user == bot_user_id):
+    if not isinstance(user, str) or not user or user == bot_user_id:
         return False
-    return bool(event.get("text", "").strip())
+    text = event.get("text")  # a field of another type is no message (it was a 500)
+    return isinstance(text, str) and bool(text.strip())
 
 
 def message_id_for(dedupe_id: str) -> str:
@@ -69,8 +75,19 @@ def to_inbound(body: dict[str, Any], bot_user_id: str | None = None) -> Inbound 
     """An Inbound for a DM, an ``app_mention`` or a message in a channel thread; else None.
 
     Whether a thread message (no mention) is answered depends on whether the assistant is part
-    of that thread, which only Redis knows: the caller checks that (``app.py``).
+    of that thread, which only Redis knows: the caller checks that (``app.py``). An event whose
+    ids do not fit the conversation key schema (assistant/keys.py: a 500-character thread_ts
+    was a 500, which Slack retries) is not answered either, and is logged.
     """
+    try:
+        return _to_inbound(body, bot_user_id)
+    except ValidationError as exc:
+        log.warning("Slack event %s not answered: its ids do not fit a conversation key (%s)",
+                    str(body.get("event_id"))[:40], str(exc).splitlines()[0][:200])
+        return None
+
+
+def _to_inbound(body: dict[str, Any], bot_user_id: str | None) -> Inbound | None:
     event = body.get("event") or {}
     if event.get("type") not in ("message", "app_mention") or not is_from_a_person(
             event, bot_user_id):

@@ -68,6 +68,11 @@ def test_a_dm_is_keyed_by_user_and_replied_at_top_level() -> None:
     {"subtype": "channel_join"},
     {"user": BOT_USER_ID},                              # ourselves
     {"text": "   "},
+    {"text": 5},                                        # other types: each was a 500
+    {"user": ["U1"]},
+    {"channel_type": "channel", "channel": "C1",        # past the conversation key's ids
+     "thread_ts": "x" * 500},
+    {"channel": "D1\n" + "x" * 300},
 ])
 def test_non_messages_never_trigger_a_reply(extra: dict[str, Any]) -> None:
     event = {"type": "message", "channel_type": "im", "user": "U1", "text": "hello",
