@@ -99,6 +99,21 @@ def _new_stack(redis_server: str, model_path: Path, name: str, **env: str) -> St
     return Stack(url, model_path, log_dir, **env)
 
 
+def _running_stack(redis_server: str, model_path: Path, name: str, *,
+                   telegram_webhook: bool = False, **env: str) -> Iterator[Stack]:
+    """A new stack with one worker and the web server, closed after use (for a fixture to
+    ``yield from``); ``telegram_webhook`` points Telegram's webhook at its web server."""
+    stack = _new_stack(redis_server, model_path, name, **env)
+    if telegram_webhook:
+        stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
+    try:
+        stack.start_worker("w1")
+        stack.start_web()
+        yield stack
+    finally:
+        stack.close()
+
+
 @pytest.fixture(scope="session")
 def stack(redis_server: str, model_path: Path) -> Iterator[Stack]:
     """One worker and the web server, shared by the tests that do not break things."""

@@ -63,25 +63,19 @@ def telegram() -> Iterator[FakeTelegram]:
 @pytest.fixture(scope="module")
 def llama3_stack(redis_server: str, llama3_model: Path, slack: FakeSlack,
                  telegram: FakeTelegram) -> Iterator[Stack]:
-    from tests.conftest import _new_stack
+    from tests.conftest import _running_stack
 
     # Pieces every 10 ms rather than 100: a tool call's arguments came in one or two 100-ms
     # batches on a faster machine of this kind, and the streaming test is about pieces coming
     # as the model writes them.
-    stack = _new_stack(
-        redis_server, llama3_model, "llama3", ASSISTANT_TRACE_PROMPTS="true",
+    yield from _running_stack(
+        redis_server, llama3_model, "llama3", telegram_webhook=True,
+        ASSISTANT_TRACE_PROMPTS="true",
         ASSISTANT_MAX_TOKENS=str(MAX_TOKENS), ASSISTANT_SAFETY="false",
         ASSISTANT_STREAM_INTERVAL_MS="10",
         SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SLACK_SECRET,
         SLACK_API_URL=slack.api_url, TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_URL=telegram.base_url, TELEGRAM_WEBHOOK_SECRET=TELEGRAM_SECRET)
-    stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture(scope="module")

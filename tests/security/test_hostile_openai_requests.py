@@ -139,17 +139,11 @@ def fuzzed(request: pytest.FixtureRequest, redis_server: str,
            model_path: Path) -> Iterator[Stack]:
     """A stack on the default model (ChatML), then on a Llama 3 model (its own control
     tokens and tool format: tests/auxil/llama3_model.py)."""
-    from tests.conftest import _new_stack
+    from tests.conftest import _running_stack
 
     model = model_path if request.param == "smollm2" else request.getfixturevalue("llama3_model")
-    stack = _new_stack(redis_server, model, f"security-openai-fuzz-{request.param}",
-                       ASSISTANT_REPLY_TIMEOUT="60")
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
+    yield from _running_stack(redis_server, model, f"security-openai-fuzz-{request.param}",
+                              ASSISTANT_REPLY_TIMEOUT="60")
 
 
 def _check(response: httpx.Response, body: dict[str, Any]) -> str:

@@ -123,20 +123,13 @@ def fake() -> Iterator[FakeTelegram]:
 
 @pytest.fixture(scope="module")
 def isolated(redis_server: str, model_path: Path, fake: FakeTelegram) -> Iterator[Stack]:
-    from tests.conftest import _new_stack
+    from tests.conftest import _running_stack
 
-    stack = _new_stack(redis_server, model_path, "security-reply-isolation",
-                       TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.base_url,
-                       TELEGRAM_WEBHOOK_SECRET=SECRET,
-                       # What is asserted is where replies go, not what they say: short ones.
-                       ASSISTANT_MAX_TOKENS="12", ASSISTANT_THREADS="1")
-    stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
+    yield from _running_stack(redis_server, model_path, "security-reply-isolation",
+                              telegram_webhook=True, TELEGRAM_BOT_TOKEN=TOKEN,
+                              TELEGRAM_API_URL=fake.base_url, TELEGRAM_WEBHOOK_SECRET=SECRET,
+                              # What is asserted is where replies go, not what they say.
+                              ASSISTANT_MAX_TOKENS="12", ASSISTANT_THREADS="1")
 
 
 def chat(stack: Stack, conversation_id: str, message_id: str, text: str) -> dict[str, Any]:

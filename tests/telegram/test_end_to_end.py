@@ -196,18 +196,12 @@ def webhook_fake() -> Iterator[FakeTelegram]:
 
 @pytest.fixture(scope="module")
 def webhook(redis_server: str, model_path: Path, webhook_fake: FakeTelegram) -> Iterator[Stack]:
-    from tests.conftest import _new_stack
+    from tests.conftest import _running_stack
 
-    stack = _new_stack(redis_server, model_path, "telegram-webhook", TELEGRAM_BOT_TOKEN=TOKEN,
-                       TELEGRAM_API_URL=webhook_fake.base_url,
-                       TELEGRAM_WEBHOOK_SECRET=SECRET)
-    stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
+    yield from _running_stack(redis_server, model_path, "telegram-webhook",
+                              telegram_webhook=True, TELEGRAM_BOT_TOKEN=TOKEN,
+                              TELEGRAM_API_URL=webhook_fake.base_url,
+                              TELEGRAM_WEBHOOK_SECRET=SECRET)
 
 
 def post(stack: Stack, update: dict[str, Any], secret: str | None = SECRET) -> httpx.Response:

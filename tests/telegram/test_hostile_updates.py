@@ -29,6 +29,7 @@ from tests.telegram.test_end_to_end import (  # noqa: F401  (fixtures used by na
     polling_fake,
     post,
     wait_for_reply,
+    webhook_fake,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,25 +39,15 @@ SEED = 5
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
+def hooked(redis_server: str, model_path: Path,
+           webhook_fake: FakeTelegram) -> Iterator[Stack]:  # noqa: F811
+    fake = webhook_fake
+    from tests.conftest import _running_stack
 
-
-@pytest.fixture(scope="module")
-def hooked(redis_server: str, model_path: Path, fake: FakeTelegram) -> Iterator[Stack]:
-    from tests.conftest import _new_stack
-
-    stack = _new_stack(redis_server, model_path, "telegram-hostile", TELEGRAM_BOT_TOKEN=TOKEN,
-                       TELEGRAM_API_URL=fake.base_url, TELEGRAM_WEBHOOK_SECRET=SECRET,
-                       ASSISTANT_MAX_TOKENS="8")
-    stack.env["TELEGRAM_WEBHOOK_URL"] = f"{stack.url}/telegram/webhook"
-    try:
-        stack.start_worker("w1")
-        stack.start_web()
-        yield stack
-    finally:
-        stack.close()
+    yield from _running_stack(redis_server, model_path, "telegram-hostile",
+                              telegram_webhook=True, TELEGRAM_BOT_TOKEN=TOKEN,
+                              TELEGRAM_API_URL=fake.base_url, TELEGRAM_WEBHOOK_SECRET=SECRET,
+                              ASSISTANT_MAX_TOKENS="8")
 
 
 def hostile(rng: random.Random, update: dict[str, Any]) -> dict[str, Any]:
@@ -99,8 +90,9 @@ def hostile(rng: random.Random, update: dict[str, Any]) -> dict[str, Any]:
     return update
 
 
-def test_hostile_updates_are_acknowledged_and_break_nothing(hooked: Stack,
-                                                            fake: FakeTelegram) -> None:
+def test_hostile_updates_are_acknowledged_and_break_nothing(
+        hooked: Stack, webhook_fake: FakeTelegram) -> None:  # noqa: F811
+    fake = webhook_fake
     rng = random.Random(SEED)
     starts = {name: len(hooked.log(name)) for name in ("web", "worker-w1")}
     for _ in range(UPDATES):
