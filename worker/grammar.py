@@ -36,8 +36,9 @@ _TEXT_RULES = 'root ::= zz-json-reply | zz-plain-text\nzz-plain-text ::= [^{ \\t
 MAX_GROUP_DEPTH = 1000
 MAX_GRAMMAR_CHARS = 1 << 20
 # The converter writes every count out in full, before the size above can be checked
-# ("minItems": 100000000 took 16 s and 5 GB in the converter): counts are bounded first, in
-# the schema's keywords and, multiplied together, in a pattern's {m,n} quantifiers.
+# ("minItems": 100000000 took 16 s and 5 GB in the converter; 40 properties of "minItems":
+# 100000 gave 68 MB of rules): counts are bounded first, each and summed over the schema, a
+# pattern's {m,n} quantifiers multiplied together.
 MAX_SCHEMA_COUNT = 100_000
 _COUNT_KEYWORDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties",
                    "maxProperties", "minContains", "maxContains")
@@ -76,12 +77,14 @@ def _quoted_strings(value: Any) -> bool:
 
 
 def _check_schema(node: Any) -> None:
-    """Raise SchemaError, before the converter runs, when a count keyword or the product of a
-    pattern's quantifiers is past MAX_SCHEMA_COUNT, or where the converter is known to write
-    a grammar llama.cpp refuses: a double quote in an enum or const string or in a property
-    name (its literal keeps the quote's backslash unescaped). Caught here, llama.cpp never
-    prints the grammar (its parser writes a refused grammar whole to stderr)."""
+    """Raise SchemaError, before the converter runs, when a count keyword, the product of a
+    pattern's quantifiers, or all of them added up are past MAX_SCHEMA_COUNT, or where the
+    converter is known to write a grammar llama.cpp refuses: a double quote in an enum or
+    const string or in a property name (its literal keeps the quote's backslash unescaped).
+    Caught here, llama.cpp never prints the grammar (its parser writes a refused grammar
+    whole to stderr)."""
     stack = [node]
+    total = 0
     while stack:
         item = stack.pop()
         if isinstance(item, list):
@@ -90,10 +93,11 @@ def _check_schema(node: Any) -> None:
         if not isinstance(item, Mapping):
             continue
         for key, value in item.items():
-            if key in _COUNT_KEYWORDS and isinstance(value, (int, float)) and \
-                    value > MAX_SCHEMA_COUNT:
-                raise SchemaError(f"{key} {value} is past this server's limit of "
-                                  f"{MAX_SCHEMA_COUNT}")
+            if key in _COUNT_KEYWORDS and isinstance(value, (int, float)):
+                if value > MAX_SCHEMA_COUNT:
+                    raise SchemaError(f"{key} {value} is past this server's limit of "
+                                      f"{MAX_SCHEMA_COUNT}")
+                total += max(int(value), 0)
             if key == "pattern" and isinstance(value, str):
                 product = 1
                 for low, high in _QUANTIFIER.findall(value):
@@ -101,6 +105,11 @@ def _check_schema(node: Any) -> None:
                     if product > MAX_SCHEMA_COUNT:
                         raise SchemaError(f"the pattern's repetition counts multiply to more "
                                           f"than this server's limit of {MAX_SCHEMA_COUNT}")
+                total += product
+            if total > MAX_SCHEMA_COUNT:
+                raise SchemaError(f"the schema's counts (minItems, maxLength, pattern "
+                                  f"repetitions...) add up to more than this server's limit "
+                                  f"of {MAX_SCHEMA_COUNT}")
             if (key in ("enum", "const") and _quoted_strings(value)) or \
                     (key == "properties" and isinstance(value, Mapping)
                      and any('"' in str(name) for name in value)):

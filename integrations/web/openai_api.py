@@ -29,7 +29,7 @@ from assistant.pipeline import TurnConfig, stateless_messages
 from assistant.prompts import PromptLibrary
 from assistant.settings import Settings
 from assistant.stream import Listener
-from assistant.tools import NATIVE_ARGUMENTS_KEY, call_id, must_call, uses_tools
+from assistant.tools import NATIVE_ARGUMENTS_KEY, call_id, call_schema, must_call, uses_tools
 from integrations.web.auth.principal import Caller
 from integrations.web.deps import QUEUE_POSITION_HEADER, State, WebState
 from integrations.web.errors import error_body
@@ -112,14 +112,19 @@ def _prepare(body: CompletionRequest, settings: Settings, backend: Backend) -> I
     prompts = _prompts()
     inbound = to_inbound(body, settings.max_input_chars, asked)
     options = inbound.options
+    counter = backend.prompt_sizer()
+    # Each schema alone (to name it), then the one the worker constrains a call with
+    # (assistant/pipeline.py): every offered tool in one schema, which can be past the
+    # grammar's bounds when no tool alone is.
+    calls = call_schema(options, counter.tool_format if counter.known else None)
     for schema, param in ((options.json_schema, "response_format.json_schema.schema"),
-                          *((t.parameters, "tools.function.parameters") for t in options.tools)):
+                          *((t.parameters, "tools.function.parameters") for t in options.tools),
+                          (calls, "tools")):
         if schema is not None:
             try:
                 backend.check_json_schema(schema)
             except SchemaUnsupported as exc:
                 raise InvalidParameter(str(exc), param=param) from exc
-    counter = backend.prompt_sizer()
     if options.logit_bias:
         n_vocab = counter.n_vocab
         if n_vocab is not None and max(options.logit_bias) >= n_vocab:

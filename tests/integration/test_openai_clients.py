@@ -165,6 +165,12 @@ def test_n_above_one_is_refused_not_ignored(client: OpenAI) -> None:
     ({"tools": [{"type": "function", "function": {"name": "note", "parameters": {
         "type": "object", "properties": {"text": {"type": "string", "maxLength": 1300}}}}}]},
      "tools.function.parameters"),
+    # Two tools each within the grammar's bounds, together past them: the one schema the
+    # worker constrains a call with is checked at the edge too.
+    ({"tools": [{"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {"tags": {
+            "type": "array", "minItems": 40_000, "items": {"type": "string"}}}}}}
+        for name in ("first", "second")]}, "tools"),
 ])
 def test_what_is_not_supported_is_refused_with_400(stack: Stack, extra: dict[str, Any],
                                                    param: str) -> None:

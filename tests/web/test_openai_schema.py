@@ -191,6 +191,10 @@ def _nested_any_of(levels: int) -> dict[str, Any]:
      "minLength"),
     ({"type": "string", "pattern": "^((a{3000}){3000}){3000}$"}, "pattern"),
     ({"type": "array", "minItems": 70_000, "items": {"type": "string"}}, "characters"),
+    # Counts each within the limit, together 4 million (68 MB of rules at 40 properties).
+    ({"type": "object", "properties": {f"p{i}": {"type": "array", "minItems": 100_000,
+                                                 "items": {"type": "string"}}
+                                       for i in range(40)}}, "add up"),
     # llama-cpp-python's converter writes a quote inside a value as \\" in a GBNF literal,
     # which llama.cpp cannot parse (a crash before: NULL sampler).
     ({"enum": ["say \"hi\""]}, "double quote in enum"),
