@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,8 +77,12 @@ class Archive:
     # -- writing (the worker) ------------------------------------------------------------------
 
     def record_turn(self, conversation: ConversationKey,
-                    messages: Sequence[ArchivedMessage]) -> int:
-        """Archive a turn's messages; returns how many were new (0 when it was archived before)."""
+                    messages: Sequence[ArchivedMessage], transaction: Session | None = None) -> int:
+        """Archive a turn's messages; returns how many were new (0 when it was archived before).
+
+        With ``transaction``, the writes join that transaction (the recorder commits the turn and
+        its users' counts together); otherwise they commit on return.
+        """
         if not messages:
             return 0
         conversation_id = conversation.redis_id
@@ -85,7 +90,7 @@ class Archive:
         title = _title(first_user.text) if first_user else ""
         earliest = min(_aware(m.created_at) for m in messages)
         newest = max(_aware(m.created_at) for m in messages)
-        with self.store.session() as session:
+        with self.store.session() if transaction is None else nullcontext(transaction) as session:
             session.execute(dialect_insert(session, Conversation).values(
                 id=conversation_id, platform=conversation.platform,
                 workspace=conversation.workspace, channel=conversation.channel,

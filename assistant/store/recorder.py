@@ -56,12 +56,15 @@ def archive_observer(store: Store, client: redis.Redis | None = None,
             purge_if_due(archive, client, retention_days)
         if stats.conversation is None or not stats.inbounds:
             return
-        if not archive.record_turn(stats.conversation, turn_messages(stats)):
-            return  # archived (and counted) by an earlier run of this turn
-        tokens = stats.completion_tokens if stats.generated else 0
-        for user_id, count in Counter(i.user_id for i in stats.inbounds).items():
-            users.seen(stats.platform, stats.workspace, user_id, messages=count,
-                       tokens=tokens if user_id == stats.user_id else 0)
+        # One transaction: a reader never sees the turn archived but not yet counted, and a
+        # worker that dies between the two writes leaves neither (the rerun does both).
+        with store.session() as session:
+            if not archive.record_turn(stats.conversation, turn_messages(stats), session):
+                return  # archived (and counted) by an earlier run of this turn
+            tokens = stats.completion_tokens if stats.generated else 0
+            for user_id, count in Counter(i.user_id for i in stats.inbounds).items():
+                users.seen(stats.platform, stats.workspace, user_id, messages=count,
+                           tokens=tokens if user_id == stats.user_id else 0, transaction=session)
 
     return record
 

@@ -8,6 +8,7 @@ Redis for the dispatcher's hot path).
 from __future__ import annotations
 
 import builtins
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -23,10 +24,14 @@ class Users:
         self.store = store
 
     def seen(self, platform: str, workspace: str, user_id: str, messages: int = 0,
-             tokens: int = 0, display_name: str | None = None) -> None:
-        """Add to the user's counts (creating the user on first sight) and mark them seen now."""
+             tokens: int = 0, display_name: str | None = None,
+             transaction: Session | None = None) -> None:
+        """Add to the user's counts (creating the user on first sight) and mark them seen now.
+
+        With ``transaction``, the write joins that transaction; otherwise it commits on return.
+        """
         now = utcnow()
-        with self.store.session() as session:
+        with self.store.session() if transaction is None else nullcontext(transaction) as session:
             insert = dialect_insert(session, User).values(
                 platform=platform, workspace=workspace, user_id=user_id,
                 display_name=display_name, first_seen=now, last_seen=now,

@@ -150,6 +150,36 @@ def test_each_turn_is_archived_once_and_counted(runtime: Runtime, engine: FakeEn
     assert user is not None and user.message_count == 1
 
 
+def test_a_turn_is_archived_and_counted_together_or_not_at_all(
+        runtime: Runtime, engine: FakeEngine, store: Store,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure between archiving the turn and counting its user (a worker killed there, a
+    database error) leaves neither, so the rerun files both; and a reader never sees the turn
+    archived but its user not yet counted."""
+    seen: list[TurnStats] = []
+    runtime.observers = [seen.append]
+    engine.answers.append("Sourdough needs a starter.")
+    message = inbound("How do I bake sourdough?")
+    turns.submit(runtime.client, message)
+    answer_pending(runtime, message.conversation)
+
+    def dies(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("worker lost between the two writes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Users, "seen", dies)
+        with pytest.raises(RuntimeError):
+            archive_observer(store)(seen[0])
+    assert Archive(store).get(message.conversation.redis_id) is None
+    assert Users(store).get("web", "default", "u1") is None
+
+    archive_observer(store)(seen[0])  # the rerun
+    detail = Archive(store).get(message.conversation.redis_id)
+    assert detail is not None and detail.message_count == 2
+    user = Users(store).get("web", "default", "u1")
+    assert user is not None and (user.message_count, user.token_count) == (1, 4)
+
+
 def test_a_failing_archive_never_fails_the_turn(runtime: Runtime, tmp_path: Path) -> None:
     unmigrated = connect_store(f"sqlite:///{tmp_path / 'empty.db'}", upgrade=False)
     runtime.observers = [archive_observer(unmigrated)]  # no tables: every write fails
