@@ -181,22 +181,43 @@ def parse_markdown(data: bytes) -> Parsed:
     return Parsed(title=title, blocks=blocks)
 
 
+# Block elements the HTML reader keeps. Only the outermost of them become blocks (a paragraph in
+# a list item, a cell in a cell, is part of the outer one's text), found in one pass over the
+# tree, so each text node lands in one block. The earlier reader (html.parser, every element
+# asked for its ancestors, nested blocks emitted too) cost time and text quadratic in the file:
+# html.parser never closes a <p> implicitly, so 16 KB of "<p>x" made 16 MB of text in 5 s and
+# 256 KB ran past ten minutes. lxml builds the tree as browsers do (a <p>, <li> or <td> ends at
+# the next one or at a heading), which documents that omit the end tags need anyway.
+HTML_BLOCKS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "table", "pre",
+                         "blockquote", "dt", "dd"})
+
+
+def _outermost(root: Any, names: frozenset[str]) -> Iterator[Any]:
+    """Elements under ``root`` named ``names`` and not inside another one, in document order."""
+    from bs4 import Tag
+
+    stack = list(reversed(root.contents))
+    while stack:  # iterative: an upload can nest elements far past Python's recursion limit
+        node = stack.pop()
+        if not isinstance(node, Tag):
+            continue
+        if node.name in names:
+            yield node
+        else:
+            stack.extend(reversed(node.contents))
+
+
 def parse_html(data: bytes) -> Parsed:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(data, "html.parser")
+    soup = BeautifulSoup(data, "lxml")
     for tag in soup(["script", "style", "noscript", "template", "nav", "footer"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     outline = _Outline()
     blocks: list[Block] = []
     body = soup.body or soup
-    wanted = ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "table", "pre", "blockquote",
-              "dt", "dd"]
-    for element in body.find_all(wanted):
-        # Only outermost blocks: a paragraph inside a table or list item is part of it.
-        if any(parent.name in ("table", "li", "pre", "blockquote") for parent in element.parents):
-            continue
+    for element in _outermost(body, HTML_BLOCKS):
         name = element.name
         if name in ("h1", "h2", "h3", "h4", "h5", "h6"):
             text = element.get_text(" ", strip=True)
@@ -206,8 +227,8 @@ def parse_html(data: bytes) -> Parsed:
                 title = title or text
         elif name == "table":
             rows = [" | ".join(cell.get_text(" ", strip=True)
-                               for cell in row.find_all(["th", "td"]))
-                    for row in element.find_all("tr")]
+                               for cell in _outermost(row, frozenset({"th", "td"})))
+                    for row in _outermost(element, frozenset({"tr"}))]
             blocks.append(Block("table", "\n".join(r for r in rows if r.strip()), outline.path))
         else:
             text = element.get_text("\n" if name == "pre" else " ", strip=True)

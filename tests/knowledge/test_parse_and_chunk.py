@@ -60,6 +60,40 @@ def test_html_by_headings_paragraphs_lists_and_tables() -> None:
     assert not any("alert" in b.text or "menu" in b.text for b in parsed.blocks)
 
 
+def test_html_without_end_tags_is_read_as_a_browser_builds_it() -> None:
+    """HTML lets a document omit </p>, </li>, </td>: each ends at the next one or at a heading."""
+    html = (b"<title>Leave</title><h1>Leave</h1><p>Ask your manager.<p>Then book it."
+            b"<h2>Sick days</h2><p>Call in by nine.<ul><li>Fever<li>Injury</ul>"
+            b"<table><tr><th>Days<th>Note<tr><td>1-3<td>none</table><dl><dt>HR<dd>Room 4</dl>")
+    texts = [(b.kind, b.headings, b.text) for b in parse("leave.html", html).blocks]
+    assert texts == [
+        ("heading", ("Leave",), "Leave"),
+        ("text", ("Leave",), "Ask your manager."),
+        ("text", ("Leave",), "Then book it."),
+        ("heading", ("Leave", "Sick days"), "Sick days"),
+        ("text", ("Leave", "Sick days"), "Call in by nine."),
+        ("text", ("Leave", "Sick days"), "Fever"),
+        ("text", ("Leave", "Sick days"), "Injury"),
+        ("table", ("Leave", "Sick days"), "Days | Note\n1-3 | none"),
+        ("text", ("Leave", "Sick days"), "HR"),
+        ("text", ("Leave", "Sick days"), "Room 4"),
+    ]
+
+
+@pytest.mark.parametrize("unit", [b"<p>x", b"<li>x", b"<blockquote><p>x", b"<dd><p>x",
+                                  b"<table><tr><td>x", b"<div>x", b"<h2>x<p>y"])
+def test_nested_html_blocks_cost_text_linear_in_the_file(unit: bytes) -> None:
+    """Each text node lands in one block: 4,000 nested or unclosed elements give at most the
+    file's own text (the earlier reader gave every nested block all the text inside it: 16 KB
+    of "<p>x" made 16 MB of block text), and nesting deeper than Python's recursion limit
+    is read without a RecursionError."""
+    data = unit * 4000
+    text = sum(len(b.text) for b in parse("nested.html", data).blocks)
+    assert 0 < text <= len(data)
+    deep = b"<div>" * 50_000 + b"<p>inside</p>" + b"</div>" * 50_000 + b"<p>after</p>"
+    assert [b.text for b in parse("deep.html", deep).blocks] == ["inside", "after"]
+
+
 def test_docx_headings_and_tables() -> None:
     parsed = parse("expenses.docx", docx_bytes())
     assert parsed.title == "Expenses guide"
