@@ -82,7 +82,6 @@ SETS = {
             "010": "b4fc2c16d0cb46e14d0def357f4a941ee61fad3c6c8dd430ac8bae6145f1e4d0",
         }, sgd_turns),
 }
-COUNT = 1000
 TARGET = 0.01
 
 
