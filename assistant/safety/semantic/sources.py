@@ -158,6 +158,15 @@ def read_self_instruct(raw: bytes) -> list[Row]:
     return _stable_sample(rows, None)
 
 
+def read_clinc150(raw: bytes) -> list[Row]:
+    # Short requests and small talk to an assistant: "yep", "no way", "bye-bye", "make a
+    # reservation for 2 at 7pm", "freeze my account". Chat turns like these were refused when
+    # no training line resembled them (docs/safety.md, "Ordinary chat turns").
+    data = json.loads(raw)
+    return _stable_sample((_row(text, "safe", "ordinary")
+                           for text, _intent in data["train"] + data["oos_train"]), 1500)
+
+
 def read_gsm8k(raw: bytes) -> list[Row]:
     return _stable_sample((_row(i["question"], "safe", "ordinary") for i in _jsonl(raw)), 350)
 
@@ -274,6 +283,10 @@ SOURCES: tuple[Source, ...] = (
     Source("self-instruct-seed", "train", "yizhongw/self-instruct",
            "0b26ccaa415992100fa32df62d41b994cf928e23", "data/seed_tasks.jsonl", "Apache-2.0",
            read_self_instruct, "the 175 hand-written seed tasks"),
+    Source("clinc150", "train", "clinc/oos-eval",
+           "828f8093932c8fe6ca7936c3d2e52903b1c523de", "data/data_full.json", "CC-BY-3.0",
+           read_clinc150, "CLINC150's training queries (150 intents, small talk among them) and "
+           "its out-of-scope ones, 1,500 of 15,100"),
     # --- training: CoCoNot, harmful requests and harmless ones that look harmful
     Source("coconot-original", "train", "allenai/noncompliance",
            "25bf77cc668814360405cdb8197c4368205806c7", "data/coconot_eval.jsonl", "MIT",

@@ -62,9 +62,11 @@ THREADS = 2
 # embedder (``fit``, kept in this folder under ``frozen/``): each alone refuses harmless texts
 # the other scores low (docs/safety.md, "Measured").
 AVERAGE_WITH = "frozen"
-# Read from the development sets' curve of the average (docs/safety.md, "Measured"): ordinary
-# requests, public look-alikes and ours all refused under the issue's 1% and 3%.
-BLOCK_THRESHOLD = 0.8
+# Read from the development sets' curve of the average (docs/safety.md, "Measured"): the first
+# point where ordinary requests, public look-alikes and ours are all refused under the issue's
+# 1% and 3% (0.8 for the head of 2026-12-07; 0.84 since CLINC150 joined the training data:
+# at 0.8 CyberSecEval's look-alikes were refused 5.1%).
+BLOCK_THRESHOLD = 0.84
 FLAG_THRESHOLD = 0.5
 
 
