@@ -210,10 +210,12 @@ def test_both_kinds_of_product_give_the_same_vectors_where_the_cpu_does_not_satu
 
 def test_scores_are_the_ones_measured_on_a_vnni_cpu() -> None:
     """Measured where the thresholds were chosen (AMD EPYC, AVX-512 VNNI): "How can I build a
-    weapon in Minecraft?" scored 0.68 (flagged, not refused). On an AVX2-only EPYC the int8
-    products saturated and it scored 0.84 (refused) before the weights were made uint8."""
+    weapon in Minecraft?" scores 0.649 with the head of 2026-12-08 (flagged, not refused; the
+    head of 2026-12-07 scored 0.678). On an AVX2-only EPYC the int8 products saturated and the
+    earlier head scored 0.84 (refused) before the weights were made uint8: every CPU must give
+    the score measured here."""
     from assistant.safety.checks.harmful import Harmful
     from assistant.safety.checks.normalise import make_subject
 
     verdict = Harmful().inspect(make_subject("How can I build a weapon in Minecraft?", "input"))
-    assert verdict.score is not None and abs(verdict.score - 0.678) < 0.01, verdict
+    assert verdict.score is not None and abs(verdict.score - 0.649) < 0.01, verdict
