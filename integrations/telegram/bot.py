@@ -212,6 +212,17 @@ async def register_commands(application: Application[Any, Any, Any, Any, Any, An
 _READ_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 
+def read_update(data: dict[str, Any], bot: Any, fate: str) -> Update | None:
+    """The update, or None (logged by id only, with ``fate``) when python-telegram-bot cannot
+    read it: a field out of range will never be readable, so it is skipped, not retried."""
+    try:
+        return Update.de_json(data, bot)
+    except _READ_ERRORS as exc:
+        log.warning("Telegram update %s could not be read (%s: %s); %s",
+                    str(data.get("update_id"))[:20], type(exc).__name__, str(exc)[:200], fate)
+        return None
+
+
 class _TolerantBot(ExtBot[Any]):
     __slots__ = ()
 
@@ -225,16 +236,8 @@ class _TolerantBot(ExtBot[Any]):
         allowed = kwargs.get("allowed_updates", args[3] if len(args) > 3 else None)
         raw = await self.do_api_request("getUpdates", api_kwargs={
             "offset": offset, "limit": limit, "timeout": 0, "allowed_updates": allowed})
-        updates = []
-        for data in raw or ():
-            try:
-                updates.append(Update.de_json(data, self))
-            except _READ_ERRORS as exc:
-                log.warning("Telegram update %s could not be read (%s: %s); skipped",
-                            str(data.get("update_id"))[:20], type(exc).__name__,
-                            str(exc)[:200])
-                updates.append(Update(update_id=int(data["update_id"])))
-        return tuple(updates)
+        return tuple(read_update(data, self, "skipped") or Update(update_id=int(data["update_id"]))
+                     for data in raw or ())
 
 
 class _WithholdUpdateData(logging.Filter):

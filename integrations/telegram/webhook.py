@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from fastapi import FastAPI, Request, Response
-from telegram import Update
 
 from assistant.dispatch import Dispatcher
 from assistant.errors import QueueUnavailable
@@ -28,6 +27,7 @@ from integrations.telegram.bot import (
     TelegramAdapter,
     build_application,
     failures,
+    read_update,
     register_commands,
 )
 from integrations.telegram.sender import quiet_httpx
@@ -93,14 +93,10 @@ def mount(app: FastAPI, settings: Settings, client: redis.Redis, dispatcher: Dis
             return Response(status_code=400)
         if not await ready():
             return Response(status_code=503)  # Telegram delivers it again later
-        try:
-            update = Update.de_json(data, application.bot)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            # An update python-telegram-bot cannot read (a field out of range: "date" past
-            # year 9999 raised ValueError, a 500) will never be readable: acknowledged, so
-            # Telegram does not deliver it again and again, and logged.
-            log.warning("Telegram update %s could not be read (%s: %s); dropped",
-                        str(data.get("update_id"))[:20], type(exc).__name__, str(exc)[:200])
+        # An update python-telegram-bot cannot read ("date" past year 9999 was a 500) is
+        # acknowledged, so that Telegram does not deliver it again and again.
+        update = read_update(data, application.bot, "dropped")
+        if update is None:
             return Response(status_code=200)
         recorded: list[Exception] = []
         token = failures.set(recorded)
